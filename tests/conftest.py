@@ -1,0 +1,54 @@
+"""Test isolation shared by the whole suite.
+
+Every test session gets its own HOME and JUPYTER_*/XDG_* folders, so nothing a test writes
+reaches the developer's real configuration and nothing leaks between runs. Everest
+variables from the developer's shell are cleared so tests never talk to a real server.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_ISOLATED_DIRS = {
+    "HOME": "home",
+    "XDG_CONFIG_HOME": "home/.config",
+    "XDG_DATA_HOME": "home/.local/share",
+    "XDG_CACHE_HOME": "home/.cache",
+    "XDG_RUNTIME_DIR": "runtime",
+    "JUPYTER_CONFIG_DIR": "jupyter/config",
+    "JUPYTER_DATA_DIR": "jupyter/data",
+    "JUPYTER_RUNTIME_DIR": "jupyter/runtime",
+    "IPYTHONDIR": "ipython",
+}
+_CLEARED = ("EVEREST_URL", "EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory):
+    """Point HOME and the Jupyter/XDG folders at a fresh temporary tree for the session."""
+    root = tmp_path_factory.mktemp("env")
+    saved = dict(os.environ)
+    for var, rel in _ISOLATED_DIRS.items():
+        path = root / rel
+        path.mkdir(parents=True, exist_ok=True)
+        os.environ[var] = str(path)
+    for var in _CLEARED:
+        os.environ.pop(var, None)
+    yield root
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh HOME (and XDG config/data dirs) for one test."""
+    home = tmp_path / "home"
+    for var, rel in (("HOME", ""), ("XDG_CONFIG_HOME", ".config"),
+                     ("XDG_DATA_HOME", ".local/share"), ("XDG_CACHE_HOME", ".cache")):
+        path = home / rel
+        path.mkdir(parents=True, exist_ok=True)
+        monkeypatch.setenv(var, str(path))
+    return home
