@@ -1,0 +1,86 @@
+"""The ``everest-jupyter`` command: the root parser, error handling and exit codes.
+
+Each group of subcommands lives in its own module exposing ``register(subparsers)``; a
+handler takes the parsed arguments and returns the exit code. Errors the user can act on
+(:class:`EverestError`) print one line; a traceback only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from everest_app.errors import AuthError, EverestConnectionError, EverestError, NotFoundError
+
+log = logging.getLogger(__name__)
+
+COMMAND_MODULES = (
+    "launcher.cli_everest",
+)
+"""Modules whose ``register(subparsers)`` adds subcommands, in help order."""
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONNECTION, EXIT_AUTH, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(
+        prog="everest-jupyter",
+        description="JupyterLab sessions as Everest jobs, and the Everest client behind them.",
+    )
+    parser.add_argument("--debug", action="store_true",
+                        help="log debug output and show tracebacks")
+    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    parser.add_argument("--profile",
+                        help="configuration profile to use (default: the file's default)")
+    parser.add_argument("--everest", metavar="URL",
+                        help="Everest server URL (overrides the profile)")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def exit_code_for(error: EverestError) -> int:
+    """The process exit code for an error: 3 connection, 4 auth, 5 not found, else 1."""
+    for kind, code in ((EverestConnectionError, EXIT_CONNECTION), (AuthError, EXIT_AUTH),
+                       (NotFoundError, EXIT_NOT_FOUND)):
+        if isinstance(error, kind):
+            return code
+    return EXIT_ERROR
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not args.debug:
+        # the client's retries are reported by its final error, not by each attempt
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    try:
+        return args.func(args) or EXIT_OK
+    except EverestError as exc:
+        if args.debug:
+            log.exception("command failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return exit_code_for(exc)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.debug:
+            log.exception("command failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
