@@ -1,0 +1,98 @@
+"""Tornado handlers for the web UI's page shells and static assets.
+
+A page shell carries no user data beyond the id in its own URL; everything else is fetched
+by the page's ES module from the REST API with the session cookie.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import tornado.web
+
+WEB_DIR = Path(__file__).resolve().parent
+TEMPLATE_DIR = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+SESSION_COOKIE = "access_token"
+
+# Pages load only our own scripts and styles; no inline script runs, nothing frames us.
+_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+
+
+def asset_url(path: str) -> str:
+    """The URL of a static asset with its content hash, so browsers may cache it for long.
+
+    Raises ``tornado.web.HTTPError`` (404) when the asset does not exist.
+    """
+    version = AssetHandler.get_version({"static_path": str(STATIC_DIR)}, path)
+    if version is None:
+        raise tornado.web.HTTPError(404, f"no asset {path}")
+    return f"/assets/{path}?v={version[:16]}"
+
+
+class _SecureHeaders:
+    """Mixin: the response headers every web-UI answer carries."""
+
+    def set_default_headers(self) -> None:  # type: ignore[override]
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "same-origin")
+        self.set_header("X-Frame-Options", "DENY")
+
+
+class PageHandler(_SecureHeaders, tornado.web.RequestHandler):
+    """Renders one page shell.
+
+    ``template``: the template file; its page module is ``static/js/<same name>.js``.
+    ``page``: the navigation key. ``public``: shown without a session. A visit without the
+    session cookie is redirected to ``/login?next=<path>``; a cookie whose token has expired
+    is caught by the page's script on its first 401.
+    """
+
+    def initialize(self, template: str, page: str, public: bool = False) -> None:
+        self.template = template
+        self.page = page
+        self.public = public
+
+    def get_template_path(self) -> str:
+        return str(TEMPLATE_DIR)
+
+    def get(self, ref: str | None = None) -> None:
+        if not self.public and not self.get_cookie(SESSION_COOKIE):
+            self.redirect("/login?" + urlencode({"next": self.request.uri}))
+            return
+        self.set_header("Content-Security-Policy", _CSP)
+        self.set_header("Cache-Control", "no-store")
+        script = self.template.rsplit(".", 1)[0] + ".js"
+        self.render(self.template, page=self.page, ref=ref or "", script=script, asset=asset_url)
+
+    def head(self, ref: str | None = None) -> None:
+        self.get(ref)
+
+
+class AssetHandler(_SecureHeaders, tornado.web.StaticFileHandler):
+    """Static files; versioned URLs (``?v=``) are cached for long, the rest revalidated."""
+
+    def set_extra_headers(self, path: str) -> None:
+        if not self.get_query_argument("v", None):
+            self.set_header("Cache-Control", "no-cache")
+
+
+def routes() -> list[Any]:
+    """The tornado URL specs of the web UI, to be added after the API routes."""
+    url = tornado.web.url
+    return [
+        url(r"/", tornado.web.RedirectHandler, {"url": "/apps", "permanent": False}),
+        url(r"/login/?", PageHandler, {"template": "login.html", "page": "login",
+                                       "public": True}),
+        url(r"/apps/?", PageHandler, {"template": "apps.html", "page": "apps"}),
+        url(r"/apps/(.+)", PageHandler, {"template": "app.html", "page": "apps"}),
+        url(r"/jobs/?", PageHandler, {"template": "jobs.html", "page": "jobs"}),
+        url(r"/jobs/([^/]+)/?", PageHandler, {"template": "job.html", "page": "jobs"}),
+        url(r"/assets/(.*)", AssetHandler, {"path": str(STATIC_DIR)}),
+    ]

@@ -1,0 +1,87 @@
+// An application's page: its description and the job form rendered from its inputs.
+import { appApiPath, getJson, jobPagePath } from "./api.js";
+import { h, replaceChildren } from "./dom.js";
+import { buildInputs } from "./form.js";
+import { renderMarkdown } from "./markdown.js";
+import { clearError, initPage, showError } from "./ui.js";
+
+const main = document.getElementById("main");
+const article = document.getElementById("app");
+const ref = (main.dataset.app || "").replace(/\/+$/, "");
+
+function outputsSection(outputs) {
+  const entries = Object.entries(outputs || {});
+  if (!entries.length) return null;
+  const list = h("dl", { class: "values" });
+  for (const [name, spec] of entries) {
+    const title = (spec && spec.title) || name;
+    list.append(h("dt", {}, title, " ", h("code", {}, name)));
+    list.append(h("dd", {}, spec && spec.description ? renderMarkdown(spec.description) : "—"));
+  }
+  return h("section", { "aria-labelledby": "outputs-h" },
+    h("h2", { id: "outputs-h" }, "Outputs"), list);
+}
+
+function jobForm(app) {
+  const { nodes, read } = buildInputs(app.inputs);
+  const status = h("p", { class: "muted", "aria-live": "polite", id: "submit-status" });
+  const submit = h("button", { type: "submit", class: "primary" }, "Submit job");
+  const nameField = h("div", { class: "field" },
+    h("label", { for: "job-name" }, "Job name"),
+    h("input", { id: "job-name", name: "job-name", required: true,
+      value: app.name || app.alias || "job" }));
+  const hasRequired = Object.values(app.inputs || {}).some((s) => s && s.required === true);
+  const form = h("form", { id: "job-form", class: "stack" },
+    hasRequired ? h("p", { class: "muted" }, "Inputs marked ",
+      h("span", { class: "req", "aria-hidden": "true" }, "*"), " are required.") : null,
+    nameField, nodes,
+    h("div", { class: "actions" }, submit, status));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    clearError();
+    submit.disabled = true;
+    try {
+      const inputs = await read((text) => { status.textContent = text; });
+      status.textContent = "Submitting…";
+      const job = await getJson(appApiPath(app.id || ref), {
+        method: "POST", json: { name: form.elements["job-name"].value, inputs },
+      });
+      status.textContent = "Submitted.";
+      location.assign(jobPagePath(job.id));
+    } catch (err) {
+      status.textContent = "";
+      showError(err);
+      document.getElementById("error").scrollIntoView({ block: "center" });
+      submit.disabled = false;
+    }
+  });
+  return h("section", { "aria-labelledby": "form-h" },
+    h("h2", { id: "form-h" }, "Submit a job"), form);
+}
+
+function render(app) {
+  document.title = `${app.name || ref} · Everest local`;
+  const meta = [app.owner && app.alias ? `${app.owner}/${app.alias}` : app.alias,
+    app.version && `version ${app.version}`, app.id && `id ${app.id}`].filter(Boolean);
+  replaceChildren(article,
+    h("h1", { id: "app-name" }, app.name || app.alias || ref),
+    meta.length ? h("p", { class: "muted meta" }, meta.join(" · ")) : null,
+    app.annotation ? h("p", { class: "lead" }, app.annotation) : null,
+    app.description ? h("section", { class: "description", "aria-label": "Description" },
+      renderMarkdown(app.description)) : null,
+    jobForm(app),
+    outputsSection(app.outputs));
+  article.removeAttribute("aria-busy");
+}
+
+initPage();
+if (!ref) {
+  showError(new Error("No application given."));
+} else {
+  getJson(appApiPath(ref)).then(render).catch((err) => {
+    article.removeAttribute("aria-busy");
+    document.getElementById("app-name").textContent =
+      err.status === 404 ? "Application not found" : "Application unavailable";
+    showError(err);
+  });
+}
