@@ -1,7 +1,7 @@
 // An application's page: its description and the job form rendered from its inputs.
 import { appApiPath, getJson, jobPagePath } from "./api.js";
 import { h, replaceChildren } from "./dom.js";
-import { buildInputs } from "./form.js";
+import { buildInputs, kindLabel } from "./form.js";
 import { renderMarkdown } from "./markdown.js";
 import { clearError, initPage, showError } from "./ui.js";
 
@@ -16,7 +16,10 @@ function outputsSection(outputs) {
   for (const [name, spec] of entries) {
     const title = (spec && spec.title) || name;
     list.append(h("dt", {}, title, " ", h("code", {}, name)));
-    list.append(h("dd", {}, spec && spec.description ? renderMarkdown(spec.description) : "—"));
+    const kind = kindLabel(spec || {});
+    list.append(h("dd", {}, spec && spec.description
+      ? [h("div", { class: "muted" }, kind), renderMarkdown(spec.description)]
+      : h("span", { class: "muted" }, kind)));
   }
   return h("section", { "aria-labelledby": "outputs-h" },
     h("h2", { id: "outputs-h" }, "Outputs"), list);

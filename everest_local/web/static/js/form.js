@@ -32,7 +32,8 @@ const KIND_LABEL = {
   enum: "one of a list", file: "file", files: "files",
 };
 
-function kindLabel(spec) {
+/** A short human name of an input's or output's type. */
+export function kindLabel(spec) {
   const kind = kindOf(spec);
   if (kind === "array") return `list of ${KIND_LABEL[kindOf(spec.items || {})] || "values"}`;
   return KIND_LABEL[kind];

@@ -58,7 +58,9 @@ function renderSession(job) {
     href && !ended
       ? h("a", { href, target: "_blank", rel: "noopener", class: "button primary",
         id: "open-session" }, "Open JupyterLab")
-      : h("p", { class: "muted" }, ended ? "The session has ended." : "Waiting for the notebook…"));
+      : null,
+    !href && !ended ? h("p", { class: "muted" }, "The link appears when the notebook is up.")
+      : null);
   box.hidden = false;
 }
 
