@@ -1,0 +1,210 @@
+"""Start JupyterLab on loopback, watch it, and shut it down cleanly with its kernels.
+
+JupyterLab binds to 127.0.0.1 only (the tunnel is the way in), on a free port, with a token
+the runner generates and passes through the environment (never on the command line), under
+the session's base URL. Shutdown goes through ``POST api/shutdown`` first — the server then
+stops every kernel itself — and falls back to SIGTERM, then kill.
+
+Python >= 3.8, standard library only.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+log = logging.getLogger("session_runner.notebook")
+
+
+class NotebookError(RuntimeError):
+    """JupyterLab did not start or answer; the message says why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _die_with_parent() -> None:
+    """Linux only: have the kernel send SIGTERM to JupyterLab if the runner dies (SIGKILL),
+    so a killed task never leaves a notebook server behind."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - best effort: not every libc has prctl
+        pass
+
+
+def lab_command(python: str, port: int, base_url: str, root_dir: str,
+                default_url: str) -> list[str]:
+    """The argument list that starts JupyterLab (never a shell line)."""
+    cmd = [python, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+           f"--port={port}", "--ServerApp.port_retries=0",
+           f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={root_dir}",
+           # requests arrive through the relay with its Host header; the token guards them
+           "--ServerApp.allow_remote_access=True",
+           f"--LabApp.default_url={default_url}"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
+class Notebook:
+    """One JupyterLab server process.
+
+    ``url`` is its loopback address including the base URL; ``token`` authenticates every
+    request. Call :meth:`start`, then :meth:`wait_ready`; :meth:`stop` is safe to call twice.
+    """
+
+    def __init__(self, base_url: str, token: str, root_dir: str, log_path: str,
+                 default_url: str = "/lab", env: dict[str, str] | None = None,
+                 python: str | None = None):
+        self.base_url = base_url
+        self.token = token
+        self.root_dir = root_dir
+        self.log_path = log_path
+        self.default_url = default_url
+        self.env = env
+        self.python = python or sys.executable
+        self.port = 0
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.base_url}"
+
+    def start(self) -> None:
+        """Start the server process (returns at once; see :meth:`wait_ready`)."""
+        self.port = free_port()
+        env = dict(os.environ if self.env is None else self.env)
+        env["JUPYTER_TOKEN"] = self.token
+        env.pop("JUPYTER_TOKEN_FILE", None)
+        kwargs: dict[str, object] = {}
+        if os.name == "nt":
+            kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
+        else:
+            # its own session: an interrupt meant for the runner must not reach it directly;
+            # the runner shuts it down in order
+            kwargs["start_new_session"] = True
+            if sys.platform.startswith("linux"):
+                kwargs["preexec_fn"] = _die_with_parent
+        cmd = lab_command(self.python, self.port, self.base_url, self.root_dir,
+                          self.default_url)
+        log.info("starting JupyterLab on 127.0.0.1:%d%s", self.port, self.base_url)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env,
+                                         cwd=self.root_dir, **kwargs)
+
+    def request(self, method: str, path: str, timeout: float = 5.0) -> bytes:
+        """Call the server's REST API at ``path`` (relative to the base URL) with the token.
+
+        Raises ``urllib.error.URLError``/``OSError`` on failure, ``HTTPError`` on a 4xx/5xx.
+        """
+        req = urllib.request.Request(self.url + path, method=method,
+                                     headers={"Authorization": "token " + self.token},
+                                     data=b"" if method == "POST" else None)
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.read()
+
+    def status(self) -> dict[str, object]:
+        """The server's ``api/status`` document (started, last_activity, kernels, ...)."""
+        return json.loads(self.request("GET", "api/status").decode("utf-8"))
+
+    def exited(self) -> int | None:
+        """The exit code once the process has ended, else ``None``."""
+        return None if self.proc is None else self.proc.poll()
+
+    def wait_ready(self, timeout: float = 180.0) -> None:
+        """Block until ``api/status`` answers 200.
+
+        Raises :class:`NotebookError` if the process exits first or the time runs out.
+        """
+        deadline = time.monotonic() + timeout
+        delay = 0.05
+        while True:
+            code = self.exited()
+            if code is not None:
+                raise NotebookError(f"JupyterLab exited with code {code} before answering; its log "
+                                    f"ends with:\n{self.log_tail()}")
+            try:
+                self.status()
+                log.info("JupyterLab answers at 127.0.0.1:%d%s", self.port, self.base_url)
+                return
+            except (OSError, ValueError):
+                pass
+            if time.monotonic() > deadline:
+                raise NotebookError(f"JupyterLab did not answer within {timeout:.0f} s")
+            time.sleep(delay)
+            delay = min(delay * 1.5, 0.5)
+
+    def busy_kernels(self) -> int:
+        """How many kernels are executing right now (a long computation is not idleness)."""
+        kernels = json.loads(self.request("GET", "api/kernels").decode("utf-8"))
+        return sum(1 for k in kernels if k.get("execution_state") == "busy")
+
+    def idle_seconds(self) -> float:
+        """Seconds since the server last saw a user or kernel do anything; 0 while a kernel
+        is busy. Raises ``OSError``/``ValueError`` when the server does not answer."""
+        if self.busy_kernels():
+            return 0.0
+        last = parse_timestamp(str(self.status()["last_activity"]))
+        now = datetime.datetime.now(datetime.timezone.utc)
+        return max(0.0, (now - last).total_seconds())
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last ``lines`` lines JupyterLab printed."""
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as handle:
+                return "".join(handle.readlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """Shut JupyterLab and its kernels down; return its exit code.
+
+        Asks the server (``POST api/shutdown``: it stops the kernels itself), then SIGTERM
+        (the server cleans up on it too, except on Windows), then kills it.
+        """
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.request("POST", "api/shutdown", timeout=5.0)
+                log.info("asked JupyterLab to shut down")
+            except (OSError, ValueError) as exc:
+                log.warning("JupyterLab did not take the shutdown request (%s)", exc)
+        for action in ("wait", "terminate", "kill"):
+            if action == "terminate":
+                log.warning("JupyterLab still running after %.0f s: terminating it", grace)
+                self.proc.terminate()
+            elif action == "kill":
+                log.warning("JupyterLab ignores SIGTERM: killing it")
+                self.proc.kill()
+            try:
+                return self.proc.wait(timeout=grace if action != "kill" else 10)
+            except subprocess.TimeoutExpired:
+                continue
+        return self.proc.poll()
+
+
+def parse_timestamp(text: str) -> datetime.datetime:
+    """Parse Jupyter's ISO timestamps (``2024-01-02T03:04:05.123456Z``) on Python 3.8+."""
+    text = text.strip().replace("Z", "+00:00")
+    stamp = datetime.datetime.fromisoformat(text)
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=datetime.timezone.utc)
+    return stamp
+

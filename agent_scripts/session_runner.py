@@ -1,0 +1,302 @@
+"""Run a JupyterLab session as an Everest task and tunnel it back through the relay.
+
+This is the ``jupyter-session`` application's program. On the resource it:
+
+1. reads its inputs (the files Everest wrote, or command-line options);
+2. makes sure JupyterLab and asyncssh are importable, else creates a cached virtualenv and
+   runs itself again there (``--no-bootstrap`` / input ``bootstrap=false`` switches this off);
+3. makes a fresh SSH key and redeems its one-time ticket at the relay;
+4. starts JupyterLab on 127.0.0.1 with its own token under the session's base URL (cloning the
+   requested git repository into the notebook folder meanwhile) and waits until it answers;
+5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up;
+6. stops on the time limit, the idle timeout, SIGINT/SIGTERM (CTRL_BREAK on Windows), or when
+   the relay ends the session — shutting JupyterLab and its kernels down cleanly;
+7. writes ``session.log`` and ``summary.json`` (the application's outputs).
+
+Kernels inherit ``EVEREST_URL`` and ``EVEREST_TASK_TOKEN`` from the task (``EVEREST_URL`` from
+the ``everest_url`` input where the platform does not set it).
+
+Python >= 3.8, Linux and Windows; standard library plus asyncssh; imports nothing of the
+everest-jupyter packages.
+
+Exit codes: 0 the session ran and ended normally, 1 it failed, 2 bad inputs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import secrets
+import signal
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import runner_bootstrap  # noqa: E402
+import runner_inputs  # noqa: E402
+
+log = logging.getLogger("session_runner")
+
+LOG_FILE = "session.log"
+SUMMARY_FILE = "summary.json"
+NOTEBOOK_LOG = "jupyterlab.log"
+NOTEBOOK_DIR = "notebooks"
+
+
+def setup_logging(workdir: str) -> None:
+    """Log to stderr (the task's ``stderr`` file) and to ``session.log`` (an output)."""
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(message)s")
+    root = logging.getLogger("session_runner")
+    root.setLevel(logging.INFO)
+    for handler in (logging.StreamHandler(sys.stderr),
+                    logging.FileHandler(os.path.join(workdir, LOG_FILE), encoding="utf-8")):
+        handler.setFormatter(fmt)
+        root.addHandler(handler)
+
+
+def write_summary(workdir: str, summary: dict[str, object]) -> None:
+    """Write ``summary.json`` atomically (temp file, then rename)."""
+    path = os.path.join(workdir, SUMMARY_FILE)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(summary, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def repository_folder(url: str) -> str:
+    """The folder a clone of ``url`` goes to: its last path part, made safe."""
+    name = re.split(r"[/:\\]", url.rstrip("/"))[-1]
+    if name.endswith(".git"):
+        name = name[:-4]
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    return name or "repository"
+
+
+def clone_repository(url: str, parent: str) -> str:
+    """``git clone --depth 1`` ``url`` into ``parent``; returns the folder.
+
+    The URL is one argument after ``--`` (never an option, never a shell word); git's
+    ``ext::`` transport, which runs commands, is refused. Raises ``RuntimeError``.
+    """
+    dest = os.path.join(parent, repository_folder(url))
+    cmd = ["git", "-c", "protocol.ext.allow=never", "clone", "--depth", "1", "--quiet",
+           "--", url, dest]
+    env = dict(os.environ, GIT_TERMINAL_PROMPT="0")
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise RuntimeError(f"git clone {url} failed: {exc}") from None
+    if proc.returncode != 0:
+        raise RuntimeError(f"git clone {url} failed: {proc.stderr.strip()[-1000:]}")
+    return dest
+
+
+class Stopped(Exception):
+    """The session was asked to stop while it was starting."""
+
+
+class Session:
+    """One session's life, from ticket to summary (see the module docstring)."""
+
+    def __init__(self, settings: runner_inputs.Settings):
+        self.settings = settings
+        self.stop_event: asyncio.Event | None = None
+        self.stop_reason = ""
+        self.notebook = None
+        self.summary: dict[str, object] = {
+            "mode": settings.mode, "started": time.time(), "ended": None, "reason": None,
+            "error": None, "session_id": None, "repository": settings.repository or None,
+            "packages": settings.packages, "python": sys.executable,
+            "tunnel": {"connects": 0, "disconnects": 0},
+            "notebook": {"port": None, "exit_code": None},
+        }
+
+    def request_stop(self, reason: str) -> None:
+        if self.stop_event is not None and not self.stop_event.is_set():
+            log.info("stopping: %s", reason)
+            self.stop_reason = reason
+            self.stop_event.set()
+
+    def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        names = ["SIGINT", "SIGTERM", "SIGBREAK"]
+        for name in names:
+            sig = getattr(signal, name, None)
+            if sig is None:
+                continue
+            reason = f"interrupted ({name})"
+            if os.name == "nt":
+                signal.signal(sig, lambda *_a, r=reason: loop.call_soon_threadsafe(
+                    self.request_stop, r))
+            else:
+                loop.add_signal_handler(sig, self.request_stop, reason)
+
+    async def _step(self, func, *args):
+        """Run blocking ``func`` in a thread; raise :class:`Stopped` if a stop comes first."""
+        loop = asyncio.get_event_loop()
+        work = loop.run_in_executor(None, func, *args)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        done, _ = await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            stop.cancel()
+            return work.result()
+        raise Stopped()
+
+    async def run(self) -> int:
+        """Run the session to its end; returns the process exit code."""
+        loop = asyncio.get_event_loop()
+        self.stop_event = asyncio.Event()
+        self._install_signals(loop)
+        code = 0
+        try:
+            code = await self._run()
+        except Stopped:
+            self.summary["reason"] = self.stop_reason
+        except Exception as exc:  # noqa: BLE001 - every failure must reach the summary
+            log.error("session failed: %s", exc)
+            log.debug("details", exc_info=True)
+            self.summary["reason"] = "error"
+            self.summary["error"] = str(exc)
+            code = 1
+        finally:
+            await self._shutdown()
+        return code
+
+    async def _run(self) -> int:
+        import runner_notebook
+        import runner_tunnel
+
+        s = self.settings
+        token = secrets.token_urlsafe(32)
+        key = runner_tunnel.make_key()
+        grant = await self._step(runner_tunnel.redeem, s.relay, s.ticket,
+                                 runner_tunnel.public_key_text(key), token,
+                                 runner_tunnel.runner_info(s.mode))
+        runner_inputs.forget_ticket_file(s.workdir)
+        self.summary["session_id"] = grant.session_id
+        log.info("session %s enrolled at %s", grant.session_id, s.relay)
+
+        root = os.path.join(s.workdir, NOTEBOOK_DIR)
+        os.makedirs(root, exist_ok=True)
+        env = dict(os.environ)
+        if s.everest_url and not env.get("EVEREST_URL"):
+            env["EVEREST_URL"] = s.everest_url
+        self.notebook = nb = runner_notebook.Notebook(
+            grant.base_url, token, root, os.path.join(s.workdir, NOTEBOOK_LOG),
+            default_url=s.default_url, env=env)
+        nb.start()
+        self.summary["notebook"]["port"] = nb.port
+        if s.repository:
+            try:
+                folder = await self._step(clone_repository, s.repository, root)
+                log.info("cloned %s into %s", s.repository, folder)
+            except RuntimeError as exc:
+                log.warning("%s; the session goes on without it", exc)
+                self.summary["error"] = str(exc)
+        await self._step(nb.wait_ready)
+
+        tunnel = runner_tunnel.Tunnel(grant, key, nb.port)
+        watchers = [asyncio.ensure_future(c) for c in (
+            tunnel.run(), self.stop_event.wait(), self._watch_notebook(),
+            self._watch_time_limit(), self._watch_idle())]
+        try:
+            done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await tunnel.close()
+            for task in watchers:
+                task.cancel()
+            self.summary["tunnel"] = {"connects": tunnel.connects,
+                                      "disconnects": tunnel.disconnects}
+        finished = done.pop()
+        if watchers[0] is finished:
+            exc = finished.exception()
+            if isinstance(exc, runner_tunnel.SessionEnded):
+                self.summary["reason"] = f"relay ended the session ({exc})"
+                return 0
+            raise exc or RuntimeError("the tunnel stopped")
+        self.summary["reason"] = self.stop_reason
+        return 1 if self.stop_reason.startswith("JupyterLab exited") else 0
+
+    async def _watch_notebook(self) -> None:
+        while self.notebook.exited() is None:
+            await asyncio.sleep(1.0)
+        self.request_stop(f"JupyterLab exited on its own (code {self.notebook.exited()})")
+
+    async def _watch_time_limit(self) -> None:
+        if self.settings.time_limit > 0:
+            elapsed = time.time() - float(self.summary["started"])
+            await asyncio.sleep(max(0.0, self.settings.time_limit - elapsed))
+            self.request_stop(f"time limit of {self.settings.time_limit} s reached")
+        else:
+            await asyncio.Event().wait()
+
+    async def _watch_idle(self) -> None:
+        limit = self.settings.idle_timeout
+        if limit <= 0:
+            await asyncio.Event().wait()
+        loop = asyncio.get_event_loop()
+        interval = min(60.0, max(0.5, limit / 10.0))
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                idle = await loop.run_in_executor(None, self.notebook.idle_seconds)
+            except (OSError, ValueError, KeyError) as exc:
+                log.warning("could not read JupyterLab's activity: %s", exc)
+                continue
+            if idle >= limit:
+                self.request_stop(f"idle for {idle:.0f} s (idle timeout {limit} s)")
+                return
+
+    async def _shutdown(self) -> None:
+        if self.notebook is not None:
+            loop = asyncio.get_event_loop()
+            code = await loop.run_in_executor(None, self.notebook.stop)
+            self.summary["notebook"]["exit_code"] = code
+            log.info("JupyterLab stopped (exit code %s)", code)
+        self.summary["ended"] = time.time()
+        self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
+        write_summary(self.settings.workdir, self.summary)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; ``argv`` defaults to ``sys.argv[1:]``."""
+    argv = sys.argv[1:] if argv is None else argv
+    parser_args = runner_inputs.build_parser().parse_args(argv)
+    workdir = os.path.abspath(parser_args.workdir)
+    setup_logging(workdir)
+    try:
+        settings = runner_inputs.load_settings(argv)
+    except runner_inputs.InputError as exc:
+        log.error("%s", exc)
+        write_summary(workdir, {"reason": "bad input", "error": str(exc)})
+        return 2
+    if not runner_bootstrap.already_bootstrapped():
+        try:
+            python = runner_bootstrap.choose_python(
+                settings.packages if settings.bootstrap else [], settings.venv_cache) \
+                if settings.bootstrap else None
+        except runner_bootstrap.BootstrapError as exc:
+            log.error("could not prepare the environment: %s", exc)
+            write_summary(workdir, {"reason": "error", "error": str(exc)})
+            return 1
+        if python:
+            log.info("running the session in %s", python)
+            return runner_bootstrap.reexec(python, argv)
+    missing = runner_bootstrap.missing_modules()
+    if missing:
+        error = ("{} not installed for {} and bootstrap is off; install them or allow the "
+                 "bootstrap".format(" and ".join(missing), sys.executable))
+        log.error("%s", error)
+        write_summary(workdir, {"reason": "error", "error": error})
+        return 1
+    if settings.packages and not settings.bootstrap:
+        log.warning("bootstrap is off: extra packages %s are not installed", settings.packages)
+    return asyncio.run(Session(settings).run())
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,415 @@
+"""The relay: the rendezvous between a session's job and its user, and the tunnel's far end.
+
+Everest gives a running job no way to publish a URL, so the relay does it (see
+``shared/design.md``, "One launch"). It runs, in one asyncio process:
+
+- an HTTP API (tornado, :mod:`launcher.relay_api`) where a user, authenticated by an Everest
+  token (:mod:`launcher.relay_auth`), mints a session with a one-time ticket, follows its
+  state, and ends it; where a session runner redeems its ticket with a fresh public key; and
+  a small page for users of the Everest web form;
+- an SSH server (asyncssh, :mod:`launcher.relay_ssh`) that accepts only enrolled keys and
+  only the one remote forward each key is pinned to;
+- one TCP listener per session, on the relay host, bound from the session's creation to its
+  end, so the URL stays the same across tunnel reconnects and relay restarts.
+
+State lives in SQLite (:mod:`launcher.relay_store`) under ``state_dir`` with the SSH host key.
+
+Why raw listeners and not a path-routing HTTP proxy: a user's bytes go listener -> SSH channel
+-> JupyterLab with no HTTP parsing on the relay, so keep-alive requests and WebSocket frames
+pay only the splice (see benchmarks/launch.py for the measured cost); each session's base
+URL is still ``/session/<id>/`` so a path-routing front end can be added without changing
+the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from everest_app.config import write_private
+from launcher import relay_store as rs
+from launcher.relay_auth import EverestAuth
+from launcher.relay_ssh import RelaySSHServer, RouteTable, SessionListener
+
+log = logging.getLogger(__name__)
+
+HOST_KEY_FILE = "ssh_host_ed25519_key"
+STATE_DB = "relay.sqlite"
+
+
+@dataclass
+class RelayConfig:
+    """How a relay runs.
+
+    ``everest_url``: the Everest (or local server) whose tokens the relay accepts.
+    ``http_host``/``http_port``: the API; ``ssh_host``/``ssh_port``: the SSH server;
+    ``listen_host``: where session listeners bind (port 0 everywhere: the OS picks).
+    ``public_host``: the host name in session URLs (default: ``listen_host``, or this
+    machine's name when that is a wildcard). ``public_url``: the relay address runners are
+    told to use (default: the address the caller reached the API at). ``ssh_advertise``:
+    ``host:port`` runners dial for SSH (default: that same host and the SSH port).
+    ``ticket_ttl``: seconds a ticket stays valid. ``hold``: seconds a user connection waits
+    for a tunnel that is reconnecting. ``certfile``/``keyfile``: TLS for the API and the
+    session listeners. ``info_file``: where to write ``{"pid","url","ssh_port"}`` once up.
+    """
+
+    state_dir: Path
+    everest_url: str
+    http_host: str = "127.0.0.1"
+    http_port: int = 0
+    ssh_host: str = "127.0.0.1"
+    ssh_port: int = 0
+    listen_host: str = "127.0.0.1"
+    public_host: str | None = None
+    public_url: str | None = None
+    ssh_advertise: str | None = None
+    ticket_ttl: float = 900.0
+    hold: float = 10.0
+    probe_timeout: float = 60.0
+    certfile: str | None = None
+    keyfile: str | None = None
+    info_file: Path | None = None
+
+
+def load_host_key(path: Path) -> asyncssh.SSHKey:
+    """The relay's SSH host key, created (0600, atomically) on first use."""
+    if path.exists():
+        return asyncssh.read_private_key(str(path))
+    key = asyncssh.generate_private_key("ssh-ed25519", comment="everest-jupyter relay")
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(key.export_private_key())
+    os.replace(tmp, path)
+    return key
+
+
+class Relay:
+    """A running relay (see the module docstring). ``await start()``, ``await stop()``."""
+
+    def __init__(self, config: RelayConfig):
+        self.config = config
+        self.state_dir = Path(config.state_dir)
+        self.auth = EverestAuth(config.everest_url)
+        self.store: rs.RelayStore | None = None
+        self.routes = RouteTable(self._route_up, self._route_down)
+        self.listeners: dict[str, SessionListener] = {}
+        self.host_key: asyncssh.SSHKey | None = None
+        self._ssh_server: asyncssh.SSHAcceptor | None = None
+        self._http_server: HTTPServer | None = None
+        self._probes: dict[str, asyncio.Task] = {}
+        self._changed: dict[str, asyncio.Event] = {}
+        self._sweeper: asyncio.Task | None = None
+        self._ssl: ssl.SSLContext | None = None
+        self.http_port = 0
+        self.ssh_port = 0
+
+    # -- life cycle -------------------------------------------------------------------
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self._ssl else "http"
+
+    @property
+    def url(self) -> str:
+        """The API's address on this machine."""
+        host = self.config.http_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{self.scheme}://{host}:{self.http_port}"
+
+    async def start(self) -> None:
+        """Open the state, bind the SSH server, the API and every live session's listener."""
+        from launcher.relay_api import make_app
+
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        if self.config.certfile:
+            self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self._ssl.load_cert_chain(self.config.certfile, self.config.keyfile)
+        self.store = rs.RelayStore(self.state_dir / STATE_DB)
+        self.host_key = load_host_key(self.state_dir / HOST_KEY_FILE)
+        self._ssh_server = await asyncssh.create_server(
+            lambda: RelaySSHServer(self._ssh_lookup, self.routes),
+            self.config.ssh_host, self.config.ssh_port, server_host_keys=[self.host_key],
+            agent_forwarding=False, x11_forwarding=False, allow_scp=False,
+            keepalive_interval=15, keepalive_count_max=3, login_timeout=30)
+        self.ssh_port = self._ssh_server.sockets[0].getsockname()[1]
+        self.store.reset_connections()
+        for record in self.store.list(live_only=True):
+            await self._open_listener(record)
+        sockets = bind_sockets(self.config.http_port, self.config.http_host)
+        self._http_server = HTTPServer(make_app(self), ssl_options=self._ssl, xheaders=False)
+        self._http_server.add_sockets(sockets)
+        self.http_port = sockets[0].getsockname()[1]
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+        log.info("relay up: API %s, SSH port %d, Everest %s", self.url, self.ssh_port,
+                 self.config.everest_url)
+        if self.config.info_file:
+            write_private(Path(self.config.info_file), json.dumps({
+                "pid": os.getpid(), "url": self.url, "ssh_port": self.ssh_port,
+                "everest_url": self.config.everest_url}))
+
+    async def stop(self) -> None:
+        """Close everything; the state stays on disk for the next start."""
+        if self._sweeper:
+            self._sweeper.cancel()
+        for task in self._probes.values():
+            task.cancel()
+        if self._http_server:
+            self._http_server.stop()
+        for listener in self.listeners.values():
+            listener.close()
+        self.listeners.clear()
+        if self._ssh_server:
+            self._ssh_server.close()
+            await self._ssh_server.wait_closed()
+        if self.store:
+            self.store.close()
+        if self.config.info_file:
+            with contextlib.suppress(OSError):
+                Path(self.config.info_file).unlink()
+
+    async def _open_listener(self, record: rs.SessionRecord) -> None:
+        listener = SessionListener(record.id, self.config.listen_host, record.listen_port,
+                                   self.routes, self.config.hold, ssl_context=self._ssl)
+        try:
+            await listener.start()
+        except OSError as exc:
+            log.warning("session %s: port %s is taken (%s); it gets a new one", record.id,
+                        record.listen_port, exc)
+            listener.port = 0
+            await listener.start()
+            self.store.update(record.id, listen_port=listener.port)
+        self.listeners[record.id] = listener
+
+    async def _sweep(self) -> None:
+        """Expire unredeemed tickets now and then, releasing their listeners."""
+        while True:
+            await asyncio.sleep(min(30.0, max(1.0, self.config.ticket_ttl / 4)))
+            for sid in self.store.expire_tickets():
+                log.info("session %s: ticket expired unredeemed", sid)
+                self._release(sid)
+                self._notify(sid)
+
+    # -- sessions -----------------------------------------------------------------------
+
+    async def create_session(self, owner: str, *, mode: str = "lab", label: str = "",
+                             default_url: str = "/lab") -> tuple[rs.SessionRecord, str]:
+        """A new session of ``owner`` with its listener bound; returns it and its ticket."""
+        ticket = rs.new_ticket()
+        sid = rs.new_session_id()
+        listener = SessionListener(sid, self.config.listen_host, 0, self.routes,
+                                   self.config.hold, ssl_context=self._ssl)
+        await listener.start()
+        self.listeners[sid] = listener
+        record = self.store.create(owner=owner, ticket=ticket, ttl=self.config.ticket_ttl,
+                                   listen_port=listener.port, mode=mode, label=label,
+                                   default_url=default_url, session_id=sid)
+        log.info("session %s created for %s on port %d", sid, owner, listener.port)
+        return record, ticket
+
+    def redeem(self, ticket: str, public_key: str, notebook_token: str,
+               runner: dict[str, Any]) -> rs.SessionRecord | None:
+        """Enroll a runner's key; ``None`` when the ticket is unknown, used or expired."""
+        record = self.store.redeem(ticket, public_key, notebook_token, runner)
+        if record is not None:
+            log.info("session %s: ticket redeemed by %s", record.id, runner.get("hostname"))
+            self._notify(record.id)
+        return record
+
+    def end_session(self, session_id: str) -> None:
+        """End a session: forget its key and route, close its listener."""
+        record = self.store.get(session_id)
+        if record is None or not record.live:
+            return
+        self.store.set_state(session_id, rs.ENDED)
+        self._release(session_id)
+        log.info("session %s ended", session_id)
+        self._notify(session_id)
+
+    def _release(self, session_id: str) -> None:
+        probe = self._probes.pop(session_id, None)
+        if probe:
+            probe.cancel()
+        self.routes.drop(session_id)
+        listener = self.listeners.pop(session_id, None)
+        if listener:
+            listener.close()
+
+    def public_host(self) -> str:
+        host = self.config.public_host or self.config.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.getfqdn()
+        return host
+
+    def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
+        """The address a user opens: listener, base URL, start page, and the token."""
+        url = f"{self.scheme}://{self.public_host()}:{record.listen_port}{record.base_url}"
+        url += record.default_url.lstrip("/")
+        if with_token and record.notebook_token:
+            url += f"?token={record.notebook_token}"
+        return url
+
+    def view(self, record: rs.SessionRecord) -> dict[str, Any]:
+        """A session as the API shows it to its owner."""
+        return {
+            "id": record.id, "state": record.state, "ready": record.state == rs.READY,
+            "mode": record.mode, "label": record.label, "job_id": record.job_id,
+            "url": self.session_url(record) if record.notebook_token else None,
+            "base_url": record.base_url, "default_url": record.default_url,
+            "listener": {"host": self.public_host(), "port": record.listen_port},
+            "runner": record.runner, "created": record.created, "updated": record.updated,
+            "ticket_expires": record.ticket_expires if record.state == rs.WAITING else None,
+        }
+
+    def grant(self, record: rs.SessionRecord, request_host: str) -> dict[str, Any]:
+        """What a runner gets for its ticket: where to dial, what to ask for, what to trust."""
+        ssh_host, ssh_port = request_host, self.ssh_port
+        if self.config.ssh_advertise:
+            host, _, port = self.config.ssh_advertise.rpartition(":")
+            ssh_host, ssh_port = host or request_host, int(port)
+        return {
+            "session_id": record.id, "base_url": record.base_url,
+            "ssh": {"host": ssh_host, "port": ssh_port, "username": record.id},
+            "forward": {"host": self.config.listen_host, "port": record.listen_port},
+            "host_key": self.host_key.export_public_key("openssh").decode().strip(),
+            "url": self.session_url(record, with_token=False),
+        }
+
+    async def wait_change(self, session_id: str, state: str, timeout: float) -> None:
+        """Return when the session's state differs from ``state`` or ``timeout`` passes."""
+        record = self.store.get(session_id)
+        deadline = time.monotonic() + timeout
+        while record is not None and record.state == state:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            event = self._changed.setdefault(session_id, asyncio.Event())
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(event.wait(), left)
+            record = self.store.get(session_id)
+
+    def _notify(self, session_id: str) -> None:
+        event = self._changed.pop(session_id, None)
+        if event is not None:
+            event.set()
+
+    # -- SSH side -------------------------------------------------------------------------
+
+    def _ssh_lookup(self, session_id: str) -> tuple[str, str, int] | None:
+        record = self.store.get(session_id) if len(session_id) < 64 else None
+        if record is None or not record.live or not record.public_key:
+            return None
+        return record.public_key, self.config.listen_host, record.listen_port
+
+    def _route_up(self, session_id: str) -> None:
+        record = self.store.get(session_id)
+        if record is None or not record.live:
+            return
+        self.store.set_state(session_id, rs.CONNECTED)
+        self._notify(session_id)
+        old = self._probes.pop(session_id, None)
+        if old:
+            old.cancel()
+        self._probes[session_id] = asyncio.get_running_loop().create_task(
+            self._probe(session_id))
+
+    def _route_down(self, session_id: str, withdrawn: bool) -> None:
+        probe = self._probes.pop(session_id, None)
+        if probe:
+            probe.cancel()
+        record = self.store.get(session_id)
+        if record is None or not record.live:
+            return
+        if withdrawn:
+            log.info("session %s: the runner withdrew its forward (it is stopping)", session_id)
+            self.end_session(session_id)
+            return
+        self.store.set_state(session_id, rs.DISCONNECTED)
+        log.info("session %s: tunnel down, route forgotten", session_id)
+        self._notify(session_id)
+
+    async def _probe(self, session_id: str) -> None:
+        """Ask the notebook for ``api/status`` through the tunnel until it answers 200."""
+        record = self.store.get(session_id)
+        host = self.config.listen_host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api/status"
+        headers = {"Authorization": f"token {record.notebook_token}"}
+        deadline = time.monotonic() + self.config.probe_timeout
+        delay = 0.05
+        while time.monotonic() < deadline:
+            try:
+                await AsyncHTTPClient().fetch(HTTPRequest(
+                    url, headers=headers, connect_timeout=5, request_timeout=10,
+                    validate_cert=False))
+            except (HTTPClientError, OSError) as exc:
+                log.debug("session %s: probe failed (%s)", session_id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+                continue
+            if self.routes.current(session_id) is not None:
+                self.store.set_state(session_id, rs.READY)
+                log.info("session %s ready", session_id)
+                self._notify(session_id)
+            return
+        log.warning("session %s: the notebook did not answer through the tunnel in %.0f s",
+                    session_id, self.config.probe_timeout)
+
+
+async def serve(config: RelayConfig, stop: asyncio.Event | None = None) -> None:
+    """Run a relay until ``stop`` is set (or SIGINT/SIGTERM when ``stop`` is None)."""
+    import signal
+
+    relay = Relay(config)
+    await relay.start()
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await relay.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m launcher.relay``: the relay as a service, without the rest of the CLI."""
+    import argparse
+
+    from launcher.cli_session import RELAY_DESCRIPTION, add_relay_arguments, run_relay
+
+    parser = argparse.ArgumentParser(prog="python -m launcher.relay",
+                                     description=RELAY_DESCRIPTION)
+    parser.add_argument("--everest", metavar="URL", help="the Everest whose tokens to accept")
+    parser.add_argument("--profile", help="take the Everest URL from this profile")
+    parser.add_argument("--debug", action="store_true", help="log debug output")
+    add_relay_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
+                        "%(message)s")
+    return run_relay(args)
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main())

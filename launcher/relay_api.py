@@ -1,0 +1,287 @@
+"""The relay's HTTP API and page (tornado).
+
+Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
+``relay_token`` cookie the page sets):
+
+- ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?}`` -> 201 the session with its
+  one-time ``ticket`` and the ``relay_url`` the job's runner must use;
+- ``GET /api/sessions`` -> the caller's live sessions (``?all=1``: ended ones too);
+- ``GET /api/sessions/<id>`` (``?state=S&wait=SECONDS``: answers when the state is no longer
+  S, at most SECONDS later — the launcher's progress without polling);
+- ``PATCH /api/sessions/<id>`` ``{"job_id"?, "label"?}``; ``DELETE /api/sessions/<id>`` ends it.
+
+Session runners (the ticket is the credential):
+
+- ``POST /api/tickets/redeem`` ``{"ticket", "public_key", "notebook_token", "runner"?}`` -> 200
+  the grant (see :meth:`launcher.relay.Relay.grant`); 403 for an unknown, used or expired
+  ticket.
+
+Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /api/login``
+``{"username","password"}`` (an Everest login for the page), ``POST /api/logout``.
+
+Every error is ``{"message": ...}`` with its 4xx/5xx status. Cookie-authenticated requests
+that change something must carry ``X-Requested-With`` (the page sends it), which a cross-site
+form cannot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from importlib import resources
+from typing import Any
+
+import asyncssh
+from tornado import web
+
+from everest_app import __version__
+from launcher import relay_store as rs
+from launcher.relay_auth import AuthFailed, AuthUnavailable
+
+log = logging.getLogger(__name__)
+
+PAGE_COOKIE = "relay_token"
+EVEREST_COOKIE = "access_token"
+_SID = r"([0-9a-f]{24})"
+_LABEL_MAX = 200
+_URL_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
+
+
+class ApiError(web.HTTPError):
+    """An error answered as ``{"message": ...}``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(status, reason=None)
+        self.message = message
+
+
+class BaseHandler(web.RequestHandler):
+    """JSON in, JSON out, Everest-style errors."""
+
+    @property
+    def relay(self):  # -> launcher.relay.Relay
+        return self.application.settings["relay"]
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError):
+            message = exc.message
+        elif isinstance(exc, web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
+        else:
+            message = self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"message": message}))
+
+    def json_body(self) -> dict[str, Any]:
+        if not self.request.body:
+            return {}
+        try:
+            body = json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "the request body is not valid JSON") from None
+        if not isinstance(body, dict):
+            raise ApiError(400, "the request body must be a JSON object")
+        return body
+
+    def send(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(data))
+
+    def token(self) -> tuple[str | None, bool]:
+        """The caller's Everest token and whether it came from a cookie."""
+        header = self.request.headers.get("Authorization", "")
+        if header.lower().startswith("bearer "):
+            return header[7:].strip() or None, False
+        for name in (PAGE_COOKIE, EVEREST_COOKIE):
+            value = self.get_cookie(name)
+            if value:
+                return value, True
+        return None, False
+
+    async def owner(self) -> str:
+        """Authenticate the caller; raises 401/403/503 ``ApiError``s."""
+        token, from_cookie = self.token()
+        if from_cookie and self.request.method not in ("GET", "HEAD") and \
+                not self.request.headers.get("X-Requested-With"):
+            raise ApiError(403, "cookie-authenticated requests need the X-Requested-With header")
+        try:
+            return await self.relay.auth.identify(token)
+        except AuthFailed as exc:
+            raise ApiError(401, str(exc)) from None
+        except AuthUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
+
+    def own_session(self, owner: str, session_id: str) -> rs.SessionRecord:
+        record = self.relay.store.get(session_id)
+        if record is None or record.owner != owner:
+            raise ApiError(404, f"no session {session_id}")
+        return record
+
+    def public_base(self) -> str:
+        """The relay's address as the caller reached it, unless configured."""
+        if self.relay.config.public_url:
+            return self.relay.config.public_url.rstrip("/")
+        return f"{self.request.protocol}://{self.request.host}"
+
+
+def _text(body: dict[str, Any], name: str, default: str, limit: int = _LABEL_MAX) -> str:
+    value = body.get(name, default)
+    if not isinstance(value, str) or len(value) > limit:
+        raise ApiError(400, f"'{name}' must be a string of at most {limit} characters")
+    return value
+
+
+class SessionsHandler(BaseHandler):
+    async def get(self) -> None:
+        owner = await self.owner()
+        live_only = self.get_query_argument("all", "0") in ("0", "", "false")
+        records = self.relay.store.list(owner=owner, live_only=live_only)
+        self.send([self.relay.view(r) for r in records])
+
+    async def post(self) -> None:
+        owner = await self.owner()
+        body = self.json_body()
+        mode = _text(body, "mode", "lab")
+        if mode != "lab":
+            raise ApiError(400, f"mode {mode!r} is not supported by this relay (only 'lab')")
+        default_url = _text(body, "default_url", "/lab")
+        if not _URL_PATH.match(default_url) or "//" in default_url or ".." in default_url:
+            raise ApiError(400, "'default_url' must be a path such as /lab")
+        record, ticket = await self.relay.create_session(
+            owner, mode=mode, label=_text(body, "label", ""), default_url=default_url)
+        view = self.relay.view(record)
+        view.update(ticket=ticket, relay_url=self.public_base())
+        self.send(view, 201)
+
+
+class SessionHandler(BaseHandler):
+    async def get(self, session_id: str) -> None:
+        owner = await self.owner()
+        record = self.own_session(owner, session_id)
+        state = self.get_query_argument("state", None)
+        if state is not None:
+            try:
+                wait = min(max(float(self.get_query_argument("wait", "25")), 0.0), 60.0)
+            except ValueError:
+                raise ApiError(400, "'wait' must be a number of seconds") from None
+            await self.relay.wait_change(session_id, state, wait)
+            record = self.relay.store.get(session_id)
+        self.send(self.relay.view(record))
+
+    async def patch(self, session_id: str) -> None:
+        owner = await self.owner()
+        self.own_session(owner, session_id)
+        body = self.json_body()
+        fields = {}
+        if "job_id" in body:
+            job_id = body["job_id"]
+            if not isinstance(job_id, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,100}", job_id):
+                raise ApiError(400, "'job_id' must be an Everest job id")
+            fields["job_id"] = job_id
+        if "label" in body:
+            fields["label"] = _text(body, "label", "")
+        if not fields:
+            raise ApiError(400, "nothing to change: give 'job_id' or 'label'")
+        self.relay.store.update(session_id, **fields)
+        self.send(self.relay.view(self.relay.store.get(session_id)))
+
+    async def delete(self, session_id: str) -> None:
+        owner = await self.owner()
+        self.own_session(owner, session_id)
+        self.relay.end_session(session_id)
+        self.send(self.relay.view(self.relay.store.get(session_id)))
+
+
+class RedeemHandler(BaseHandler):
+    def post(self) -> None:
+        body = self.json_body()
+        ticket = body.get("ticket")
+        public_key = body.get("public_key")
+        token = body.get("notebook_token")
+        runner = body.get("runner") or {}
+        if not isinstance(ticket, str) or not 8 <= len(ticket) <= 200:
+            raise ApiError(400, "'ticket' is missing")
+        if not isinstance(token, str) or not 16 <= len(token) <= 200 or \
+                not re.fullmatch(r"[A-Za-z0-9_.~-]+", token):
+            raise ApiError(400, "'notebook_token' must be 16-200 URL-safe characters")
+        if not isinstance(runner, dict) or len(json.dumps(runner)) > 4000:
+            raise ApiError(400, "'runner' must be a small JSON object")
+        try:
+            key = asyncssh.import_public_key(str(public_key))
+        except (asyncssh.KeyImportError, ValueError, TypeError):
+            raise ApiError(400, "'public_key' is not an OpenSSH public key") from None
+        if isinstance(key, asyncssh.SSHCertificate) or key.algorithm not in (
+                b"ssh-ed25519", b"ecdsa-sha2-nistp256", b"ecdsa-sha2-nistp384",
+                b"ecdsa-sha2-nistp521", b"ssh-rsa"):
+            raise ApiError(400, "'public_key' must be an Ed25519, ECDSA or RSA key")
+        key_text = key.export_public_key("openssh").decode().split()
+        record = self.relay.redeem(ticket, " ".join(key_text[:2]), token, runner)
+        if record is None:
+            log.warning("redeem refused from %s", self.request.remote_ip)
+            raise ApiError(403, "this ticket is unknown, expired or already used; "
+                                "ask the relay for a new session")
+        self.send(self.relay.grant(record, self.request.host_name))
+
+
+class InfoHandler(BaseHandler):
+    def get(self) -> None:
+        self.send({"service": "everest-jupyter relay", "version": __version__,
+                   "ssh_port": self.relay.ssh_port, "everest_url": self.relay.config.everest_url})
+
+
+class LoginHandler(BaseHandler):
+    async def post(self) -> None:
+        body = self.json_body()
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not username or not isinstance(password, str):
+            raise ApiError(400, "give 'username' and 'password'")
+        try:
+            token = await self.relay.auth.login(username, password)
+        except AuthFailed:
+            raise ApiError(401, "Everest refused this user name and password") from None
+        except AuthUnavailable as exc:
+            raise ApiError(503, str(exc)) from None
+        self.set_cookie(PAGE_COOKIE, token, httponly=True, samesite="Strict",
+                        secure=self.request.protocol == "https", expires_days=1)
+        self.send({"user": await self.relay.auth.identify(token)})
+
+
+class LogoutHandler(BaseHandler):
+    def post(self) -> None:
+        self.clear_cookie(PAGE_COOKIE)
+        self.send({})
+
+
+class PageHandler(BaseHandler):
+    def get(self) -> None:
+        page = resources.files("launcher").joinpath("relay_page.html").read_text("utf-8")
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header("Content-Security-Policy",
+                        "default-src 'self'; script-src 'unsafe-inline' 'self'; "
+                        "style-src 'unsafe-inline' 'self'; frame-ancestors 'none'")
+        self.finish(page)
+
+
+class NotFoundHandler(BaseHandler):
+    def prepare(self) -> None:
+        raise ApiError(404, f"no such relay endpoint: {self.request.path}")
+
+
+def make_app(relay) -> web.Application:
+    """The tornado application serving ``relay`` (a :class:`launcher.relay.Relay`)."""
+    return web.Application([
+        (r"/", PageHandler),
+        (r"/api/relay", InfoHandler),
+        (r"/api/login", LoginHandler),
+        (r"/api/logout", LogoutHandler),
+        (r"/api/sessions", SessionsHandler),
+        (rf"/api/sessions/{_SID}", SessionHandler),
+        (r"/api/tickets/redeem", RedeemHandler),
+    ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

@@ -1,0 +1,265 @@
+"""The relay's SSH side: who may connect, what they may ask, and how users reach them.
+
+A session runner logs in as its session id with the key it enrolled when it redeemed its
+ticket; no other key, no password, no keyboard-interactive. Once in, it may ask for exactly
+one thing: the remote forward (``tcpip-forward``) of its own listener. Shells, commands,
+subsystems, outbound opens (``direct-tcpip``), UNIX sockets, agent and X11 forwarding are all
+refused.
+
+The listener itself is the relay's, not the SSH connection's: a :class:`SessionListener`
+binds the session's port when the session is created and keeps it until the session ends.
+A user's TCP connection to it is spliced into a ``forwarded-tcpip`` channel of whichever SSH
+connection currently holds the session's route (:class:`RouteTable`) — raw bytes, no HTTP
+parsing, so HTTP keep-alive and WebSockets pass as they are. When the runner reconnects it
+gets the same port back; a user connection that arrives while the route is down waits up to
+``hold`` seconds for it instead of failing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import asyncssh
+from asyncssh.forward import SSHForwarder
+
+log = logging.getLogger(__name__)
+
+
+class RouteClaim(asyncssh.SSHListener):
+    """What asyncssh keeps for a granted forward. asyncssh closes it when the runner cancels
+    the forward or when the connection is lost; either way the route is withdrawn."""
+
+    def __init__(self, routes: RouteTable, session_id: str, conn: asyncssh.SSHServerConnection,
+                 port: int, server: RelaySSHServer):
+        super().__init__()
+        self._routes = routes
+        self.session_id = session_id
+        self.conn = conn
+        self.server = server
+        self._port = port
+
+    def get_port(self) -> int:
+        return self._port
+
+    def close(self) -> None:
+        self._routes.withdraw(self)
+
+    async def wait_closed(self) -> None:
+        return None
+
+
+class RouteTable:
+    """Which SSH connection carries each session right now.
+
+    ``on_up(session_id)`` is called when a route appears; ``on_down(session_id, withdrawn)``
+    when it goes away — ``withdrawn`` is True when the runner cancelled its forward on a
+    live connection (it is stopping for good), False when the connection was lost. A newer
+    connection of the same session replacing an older one calls neither.
+    """
+
+    def __init__(self, on_up: Callable[[str], None], on_down: Callable[[str, bool], None]):
+        self._claims: dict[str, RouteClaim] = {}
+        self._waiters: dict[str, asyncio.Event] = {}
+        self._on_up = on_up
+        self._on_down = on_down
+
+    def claim(self, session_id: str, conn: asyncssh.SSHServerConnection, port: int,
+              server: RelaySSHServer) -> RouteClaim:
+        """Route the session through ``conn``; an older connection of it is closed."""
+        old = self._claims.get(session_id)
+        claim = RouteClaim(self, session_id, conn, port, server)
+        self._claims[session_id] = claim
+        if old is not None and old.conn is not conn:
+            log.info("session %s reconnected; closing its older connection", session_id)
+            old.conn.close()
+        self._event(session_id).set()
+        self._on_up(session_id)
+        return claim
+
+    def withdraw(self, claim: RouteClaim) -> None:
+        if self._claims.get(claim.session_id) is not claim:
+            return
+        del self._claims[claim.session_id]
+        self._event(claim.session_id).clear()
+        # asyncssh closes listeners just before it reports the connection lost: decide
+        # "cancelled on a live connection" vs "connection lost" once that has happened
+        asyncio.get_running_loop().call_soon(
+            lambda: self._on_down(claim.session_id, not claim.server.lost))
+
+    def drop(self, session_id: str) -> None:
+        """Forget the session's route and close its connection (the session ended)."""
+        claim = self._claims.pop(session_id, None)
+        self._waiters.pop(session_id, None)
+        if claim is not None:
+            claim.conn.close()
+
+    def current(self, session_id: str) -> asyncssh.SSHServerConnection | None:
+        claim = self._claims.get(session_id)
+        return claim.conn if claim else None
+
+    def _event(self, session_id: str) -> asyncio.Event:
+        return self._waiters.setdefault(session_id, asyncio.Event())
+
+    async def wait(self, session_id: str, timeout: float) -> asyncssh.SSHServerConnection | None:
+        """The session's connection, waiting up to ``timeout`` seconds for one to appear."""
+        conn = self.current(session_id)
+        if conn is not None or timeout <= 0:
+            return conn
+        try:
+            await asyncio.wait_for(self._event(session_id).wait(), timeout)
+        except asyncio.TimeoutError:
+            return None
+        return self.current(session_id)
+
+
+_NOT_CONNECTED = json.dumps({"message": "this session's notebook is not connected to the "
+                             "relay right now; retry in a moment"}).encode()
+_BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
+                % (len(_NOT_CONNECTED), _NOT_CONNECTED))
+
+
+class _Inbound(SSHForwarder):
+    """One user connection on a session listener, spliced into an SSH channel."""
+
+    def __init__(self, listener: SessionListener):
+        super().__init__()
+        self._listener = listener
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        transport.pause_reading()  # nothing to send it to until the channel is open
+        asyncio.get_running_loop().create_task(self._attach(transport))
+
+    async def _attach(self, transport: asyncio.BaseTransport) -> None:
+        lst = self._listener
+        conn = await lst.routes.wait(lst.session_id, lst.hold)
+        if transport.is_closing():
+            return
+        if conn is None:
+            transport.write(_BAD_GATEWAY)
+            transport.close()
+            return
+        orig_host, orig_port = (transport.get_extra_info("peername") or ("", 0))[:2]
+        try:
+            await conn.create_connection(lambda: SSHForwarder(self), lst.ssh_host, lst.port,
+                                         orig_host, orig_port)
+        except (asyncssh.Error, OSError) as exc:
+            log.info("session %s: could not open a channel (%s)", lst.session_id, exc)
+            transport.write(_BAD_GATEWAY)
+            transport.close()
+            return
+        if not transport.is_closing():
+            transport.resume_reading()
+
+
+class SessionListener:
+    """The TCP port users reach one session on; lives as long as the session. With
+    ``ssl_context`` the relay terminates TLS here and splices the plain bytes.
+
+    ``ssh_host``/``port`` are what the runner's forward is known by in the SSH protocol.
+    """
+
+    def __init__(self, session_id: str, host: str, port: int, routes: RouteTable,
+                 hold: float, ssl_context: ssl.SSLContext | None = None):
+        self.session_id = session_id
+        self.ssl_context = ssl_context
+        self.host = host
+        self.port = port
+        self.ssh_host = host
+        self.routes = routes
+        self.hold = hold
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> int:
+        """Bind (port 0 picks one); returns the bound port. Raises ``OSError``."""
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _Inbound(self), self.host, self.port,
+                                                reuse_address=True, ssl=self.ssl_context)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+
+class RelaySSHServer(asyncssh.SSHServer):
+    """One runner's SSH connection: public-key login as its session, one forward, nothing else.
+
+    ``lookup(session_id)`` returns ``(public_key_openssh, listen_host, listen_port)`` for a
+    live enrolled session or ``None``.
+    """
+
+    def __init__(self, lookup: Callable[[str], tuple[str, str, int] | None],
+                 routes: RouteTable):
+        self._lookup = lookup
+        self._routes = routes
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._session_id = ""
+        self._peer = "?"
+        self.lost = False
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername") or ("?", 0)
+        self._peer = f"{peer[0]}:{peer[1]}"
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self._session_id:
+            log.info("session %s: SSH connection from %s closed (%s)", self._session_id,
+                     self._peer, exc or "normally")
+
+    def begin_auth(self, username: str) -> bool:
+        self._session_id = username
+        return True  # always authenticate; there is no anonymous access
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        found = self._lookup(username)
+        offered = key.export_public_key("openssh").decode("ascii").split()[:2]
+        ok = found is not None and found[0].split()[:2] == offered
+        if not ok:
+            log.warning("SSH login as %r from %s refused: key not enrolled for a live session",
+                        username[:40], self._peer)
+        return ok
+
+    def server_requested(self, listen_host: str, listen_port: int) -> Any:
+        found = self._lookup(self._session_id)
+        if found is None or (listen_host, listen_port) != (found[1], found[2]):
+            log.warning("session %s asked to listen on %s:%s: refused", self._session_id,
+                        listen_host, listen_port)
+            return False
+        assert self._conn is not None
+        return self._routes.claim(self._session_id, self._conn, listen_port, self)
+
+    def session_requested(self) -> bool:
+        log.warning("session %s asked for a shell/command: refused", self._session_id)
+        return False
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
+                             orig_port: int) -> bool:
+        log.warning("session %s asked to open %s:%s: refused", self._session_id, dest_host,
+                    dest_port)
+        return False
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False

@@ -1,0 +1,215 @@
+"""The relay's persistent state: sessions, their tickets, keys and listeners, in SQLite.
+
+One row per session. A ticket is stored only as its SHA-256 (the relay never needs it back);
+redeeming it is one conditional UPDATE, so two runners racing with the same ticket cannot
+both win. Everything a restarted relay needs — the session's owner, state, enrolled key,
+listener port, base URL and notebook token — is here, so sessions survive a restart.
+
+The store is used from the relay's single event-loop thread; SQLite's own locking guards
+against a second process (``everest-jupyter sessions`` reads it only through the API).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The life of a session, in order. "disconnected" returns to "connected" on reconnect.
+WAITING = "waiting"          # ticket minted, not redeemed yet
+STARTING = "starting"        # ticket redeemed: the runner is starting JupyterLab
+CONNECTED = "connected"      # the runner's tunnel is up; the relay probes the notebook
+READY = "ready"              # the notebook answered through the tunnel
+DISCONNECTED = "disconnected"  # the tunnel dropped; the route is gone until it reconnects
+ENDED = "ended"              # stopped by its owner, or the runner went away for good
+EXPIRED = "expired"          # the ticket expired unredeemed
+LIVE_STATES = frozenset({WAITING, STARTING, CONNECTED, READY, DISCONNECTED})
+STATES = LIVE_STATES | {ENDED, EXPIRED}
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    ticket_hash TEXT UNIQUE,
+    ticket_expires REAL NOT NULL,
+    public_key TEXT,
+    notebook_token TEXT,
+    listen_port INTEGER NOT NULL,
+    base_url TEXT NOT NULL,
+    default_url TEXT NOT NULL DEFAULT '/lab',
+    job_id TEXT,
+    runner TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner);
+"""
+
+
+def hash_ticket(ticket: str) -> str:
+    """The stored form of a ticket."""
+    return hashlib.sha256(ticket.encode("utf-8")).hexdigest()
+
+
+def new_ticket() -> str:
+    """A fresh ticket: 192 random bits, URL-safe."""
+    return secrets.token_urlsafe(24)
+
+
+def new_session_id() -> str:
+    """A session id: 96 random bits in hex (also the SSH user name and URL prefix part)."""
+    return secrets.token_hex(12)
+
+
+@dataclass
+class SessionRecord:
+    """One session as stored. ``runner`` is what the runner said about itself at redeem."""
+
+    id: str
+    owner: str
+    state: str
+    mode: str
+    label: str
+    ticket_expires: float
+    public_key: str | None
+    notebook_token: str | None
+    listen_port: int
+    base_url: str
+    default_url: str
+    job_id: str | None
+    created: float
+    updated: float
+    runner: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def live(self) -> bool:
+        return self.state in LIVE_STATES
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> SessionRecord:
+        data = dict(row)
+        data.pop("ticket_hash", None)
+        data["runner"] = json.loads(data.get("runner") or "{}")
+        return cls(**data)
+
+
+class RelayStore:
+    """Sessions in an SQLite file at ``path`` (created with its folder, mode 0600)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.touch(mode=0o600, exist_ok=True)
+        os.chmod(self.path, 0o600)  # it holds notebook tokens
+        self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def create(self, *, owner: str, ticket: str, ttl: float, listen_port: int, mode: str,
+               label: str = "", default_url: str = "/lab",
+               session_id: str | None = None) -> SessionRecord:
+        """Store a new session in state ``waiting`` whose ticket expires in ``ttl`` seconds."""
+        now = time.time()
+        sid = session_id or new_session_id()
+        self._db.execute(
+            "INSERT INTO sessions (id, owner, state, mode, label, ticket_hash, ticket_expires,"
+            " listen_port, base_url, default_url, created, updated)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            (sid, owner, WAITING, mode, label, hash_ticket(ticket), now + ttl, listen_port,
+             f"/session/{sid}/", default_url, now, now))
+        return self.get(sid)
+
+    def redeem(self, ticket: str, public_key: str, notebook_token: str,
+               runner: dict[str, Any]) -> SessionRecord | None:
+        """Enroll ``public_key`` with the session of ``ticket``; ``None`` if refused.
+
+        Succeeds once per ticket, while it has not expired. Asking again with the *same* key
+        and token (a runner retrying after a lost answer) returns the session again; any
+        other key, an unknown or expired ticket, gets ``None``.
+        """
+        now = time.time()
+        digest = hash_ticket(ticket)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT * FROM sessions WHERE ticket_hash = ?",
+                                   (digest,)).fetchone()
+            if row is None:
+                return None
+            if row["state"] == WAITING and row["ticket_expires"] > now:
+                self._db.execute(
+                    "UPDATE sessions SET state=?, public_key=?, notebook_token=?, runner=?,"
+                    " updated=? WHERE id=?",
+                    (STARTING, public_key, notebook_token, json.dumps(runner), now, row["id"]))
+                return self.get(row["id"])
+            if (row["state"] == STARTING and row["public_key"] == public_key
+                    and row["notebook_token"] == notebook_token
+                    and row["ticket_expires"] > now):
+                return SessionRecord.from_row(row)
+            return None
+
+    def get(self, session_id: str) -> SessionRecord | None:
+        row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return SessionRecord.from_row(row) if row else None
+
+    def list(self, owner: str | None = None, live_only: bool = True) -> list[SessionRecord]:
+        """Sessions, newest first; of one ``owner`` when given; live ones unless told."""
+        sql, args = "SELECT * FROM sessions", []
+        where = []
+        if owner is not None:
+            where.append("owner = ?")
+            args.append(owner)
+        if live_only:
+            where.append("state IN ({})".format(",".join("?" * len(LIVE_STATES))))
+            args.extend(sorted(LIVE_STATES))
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC"
+        return [SessionRecord.from_row(r) for r in self._db.execute(sql, args)]
+
+    def set_state(self, session_id: str, state: str) -> None:
+        if state not in STATES:
+            raise ValueError(f"unknown session state {state!r}")
+        extra = ", ticket_hash = NULL" if state not in (WAITING, STARTING) else ""
+        self._db.execute(f"UPDATE sessions SET state=?, updated=?{extra} WHERE id=?",
+                         (state, time.time(), session_id))
+
+    def update(self, session_id: str, **fields: Any) -> None:
+        """Set ``job_id``, ``label`` or ``listen_port``."""
+        allowed = {"job_id", "label", "listen_port"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"only {sorted(allowed)} can be updated")
+        cols = ", ".join(f"{k}=?" for k in fields)
+        self._db.execute(f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
+                         (*fields.values(), time.time(), session_id))
+
+    def expire_tickets(self, now: float | None = None) -> list[str]:
+        """Mark sessions whose ticket expired unredeemed ``expired``; return their ids."""
+        now = time.time() if now is None else now
+        ids = [r["id"] for r in self._db.execute(
+            "SELECT id FROM sessions WHERE state=? AND ticket_expires <= ?", (WAITING, now))]
+        for sid in ids:
+            self.set_state(sid, EXPIRED)
+        return ids
+
+    def reset_connections(self) -> Iterable[str]:
+        """After a restart no tunnel is up: connected/ready sessions become disconnected."""
+        ids = [r["id"] for r in self._db.execute(
+            "SELECT id FROM sessions WHERE state IN (?, ?)", (CONNECTED, READY))]
+        for sid in ids:
+            self.set_state(sid, DISCONNECTED)
+        return ids
