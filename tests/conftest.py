@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.fixtures.local_server"]
+
 _ISOLATED_DIRS = {
     "HOME": "home",
     "XDG_CONFIG_HOME": "home/.config",

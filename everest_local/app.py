@@ -1,0 +1,202 @@
+"""The local server as an object: build the tornado app, start, serve, stop cleanly.
+
+``LocalServer(settings)`` owns one data directory (guarded by a lock file, so two servers
+never share one). ``await server.start()`` binds, recovers jobs left by a previous run,
+loads plugins and writes ``<data-dir>/server.json`` (``{"pid", "url"}``, atomically);
+``await server.stop()`` stops accepting requests, interrupts running tasks (their jobs
+end CANCELLED with an info saying the server stopped), and removes ``server.json``.
+``server.run()`` does all of it in the foreground until SIGINT or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from everest_local.catalog import Catalog
+from everest_local.core import Core
+from everest_local.handlers import NotFoundHandler, api_routes
+from everest_local.hooks import Hooks, load_plugins
+from everest_local.settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+SERVER_JSON = "server.json"
+WEB_MODULE = "everest_local.web"
+
+
+class ServerBusyError(RuntimeError):
+    """Another server already runs on this data directory."""
+
+
+def make_app(core: Core) -> tornado.web.Application:
+    """The tornado application: the REST API, then the web UI's routes when it exists.
+
+    The web UI package is optional while it is being written; once it exists, an error
+    importing it is raised, never hidden.
+    """
+    routes: list[Any] = list(api_routes(core))
+    if importlib.util.find_spec(WEB_MODULE) is not None:
+        routes.extend(importlib.import_module(WEB_MODULE).routes())
+    return tornado.web.Application(routes, default_handler_class=NotFoundHandler,
+                                   default_handler_args={"core": core}, xsrf_cookies=False)
+
+
+class LocalServer:
+    """One Everest-compatible server over one data directory."""
+
+    def __init__(self, settings: ServerSettings):
+        self.settings = settings
+        self.data_dir: Path = settings.data_dir
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog.with_builtins(settings.apps)
+        self._lock_fd: int | None = None
+        self.core: Core | None = None
+        self.http: tornado.httpserver.HTTPServer | None = None
+        self.url = ""
+        self.port = 0
+
+    @property
+    def hooks(self) -> Hooks:
+        assert self.core is not None, "start() the server first"
+        return self.core.hooks
+
+    async def start(self) -> None:
+        """Lock the data dir, bind, recover earlier jobs, load plugins, serve, write
+        server.json. Raises :class:`ServerBusyError` if the data dir is in use and
+        ``OSError`` if the port cannot be bound."""
+        self._lock()
+        s = self.settings
+        sockets = tornado.netutil.bind_sockets(s.port, address=s.host)
+        self.port = sockets[0].getsockname()[1]
+        host = "127.0.0.1" if s.host in ("", "0.0.0.0") else s.host
+        host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
+        self.url = f"http://{host}:{self.port}"
+        core = self.core = Core(s, self.catalog)
+        core.url = self.url
+        core.task_url = (s.public_url or self.url).rstrip("/")
+        load_plugins(self, s.plugins)
+        core.executor.start()
+        core.executor.recover()
+        self.http = tornado.httpserver.HTTPServer(
+            make_app(core), max_body_size=s.max_body_size, idle_connection_timeout=120)
+        self.http.add_sockets(sockets)
+        self._write_server_json()
+        log.info("Everest-compatible local server at %s (data in %s, %d slots)", self.url,
+                 self.data_dir, s.slots)
+
+    async def stop(self) -> None:
+        """Stop serving, stop running tasks, remove server.json, release the data dir."""
+        if self.http is not None:
+            self.http.stop()
+        if self.core is not None:
+            await self.core.executor.shutdown()
+            self.core.store.close()
+        if self.http is not None:
+            await self.http.close_all_connections()
+        self._remove_server_json()
+        self._unlock()
+        log.info("local server stopped")
+
+    def run(self) -> int:
+        """Serve in the foreground until SIGINT/SIGTERM; returns the exit code."""
+        return asyncio.run(self._serve())
+
+    async def _serve(self) -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("stopping: interrupting running tasks")
+        await self.stop()
+        return 0
+
+    # -- the data dir's lock and server.json ------------------------------------------------
+
+    def _lock(self) -> None:
+        fd = os.open(self.data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            other = read_server_json(self.data_dir) or {}
+            raise ServerBusyError(f"another local server uses {self.data_dir} "
+                                  f"(pid {other.get('pid', '?')}, {other.get('url', '?')})"
+                                  ) from None
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _write_server_json(self) -> None:
+        path = self.data_dir / SERVER_JSON
+        tmp = path.with_name(f".{SERVER_JSON}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": self.url}))
+        os.replace(tmp, path)
+
+    def _remove_server_json(self) -> None:
+        info = read_server_json(self.data_dir)
+        if info and info.get("pid") == os.getpid():
+            (self.data_dir / SERVER_JSON).unlink(missing_ok=True)
+
+
+def read_server_json(data_dir: str | Path) -> dict[str, Any] | None:
+    """``{"pid", "url"}`` of the server on ``data_dir``, or None when there is none."""
+    try:
+        data = json.loads((Path(data_dir) / SERVER_JSON).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def server_running(data_dir: str | Path) -> bool:
+    """True when a server holds the lock of ``data_dir`` (so server.json is current)."""
+    path = Path(data_dir) / "server.lock"
+    if not path.exists():
+        return False
+    fd = os.open(path, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def stop_server(data_dir: str | Path, timeout: float = 60.0) -> bool:
+    """Ask the server on ``data_dir`` to stop (SIGTERM) and wait for it to exit.
+
+    Returns False when no server runs there (a stale server.json is removed). Raises
+    ``TimeoutError`` if it is still running after ``timeout`` seconds.
+    """
+    import time
+
+    info = read_server_json(data_dir)
+    if not server_running(data_dir) or not info or not isinstance(info.get("pid"), int):
+        (Path(data_dir) / SERVER_JSON).unlink(missing_ok=True)
+        return False
+    pid = info["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while server_running(data_dir):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the local server (pid {pid}) did not stop in {timeout:g} s")
+        time.sleep(0.1)
+    return True

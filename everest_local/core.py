@@ -1,0 +1,188 @@
+"""The server's state and its job operations, independent of HTTP.
+
+:class:`Core` holds the store, tokens, catalog, files, executor, hooks and request
+counters, and implements what the REST handlers do with jobs: submit (validate, check file
+ownership, queue), render as Everest's job JSON, cancel, delete, and the text log.
+Errors are ``everest_app.errors`` exceptions with the HTTP status the handler answers.
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from everest_app.descriptor import Application, is_file_input, validate_inputs
+from everest_app.errors import BadRequestError, EverestError, NotFoundError
+from everest_local.auth import Tokens
+from everest_local.catalog import Catalog
+from everest_local.executor import TERMINAL, Executor
+from everest_local.files import FileStore, canonical_uri
+from everest_local.hooks import Hooks
+from everest_local.settings import ServerSettings
+from everest_local.store import JobRow, Store, new_id
+
+
+def log_time(ts: float) -> str:
+    """Everest's log timestamp: ``YYYY-MM-DD HH:MM:SS.fff`` (server local time)."""
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def iso_time(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")
+
+
+class Core:
+    """Everything the handlers need; one per server process."""
+
+    def __init__(self, settings: ServerSettings, catalog: Catalog):
+        self.settings = settings
+        self.catalog = catalog
+        self.store = Store(settings.data_dir)
+        self.tokens = Tokens(self.store)
+        self.files = FileStore(self.store, settings.data_dir / "files")
+        self.hooks = Hooks()
+        self.stats: Counter[str] = Counter()
+        self.url = ""        # the listening address, set once bound
+        self.task_url = ""   # what tasks get as EVEREST_URL
+        self.executor = Executor(self)
+        self.app_jobs: Counter[str] = Counter(self.store.app_job_counts())
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def submit(self, user: str, app_ref: str, body: Any) -> dict[str, Any]:
+        """Create a job of application ``app_ref`` from a submit body; return its JSON.
+
+        Raises NotFoundError (unknown app), BadRequestError (bad body or inputs, a file the
+        caller does not own).
+        """
+        found = self.catalog.find(app_ref)
+        if found is None:
+            raise NotFoundError(f"no application {app_ref!r}", status=404)
+        key, app = found
+        if not isinstance(body, dict):
+            raise BadRequestError("the body must be a JSON object with 'inputs'", status=400)
+        name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise BadRequestError("'name' must be a string", status=400)
+        resources = body.get("resources")
+        if resources is not None and not isinstance(resources, list):
+            raise BadRequestError("'resources' must be a list of resource ids", status=400)
+        inputs = body.get("inputs", {})
+        prepare = self.hooks.input_preparers.get(app.alias)
+        if prepare is not None:
+            inputs = await _call_preparer(prepare, user, app, inputs)
+        inputs = validate_inputs(app, inputs)
+        self._check_files(user, app, inputs)
+        now = time.time()
+        job = JobRow(id=new_id(), owner=user, name=name or app.name, app_id=key,
+                     app_alias=app.alias, app_name=app.name, state="READY", inputs=inputs,
+                     resources=resources, result=None, info=None, attempt=0, created=now,
+                     updated=now)
+        with self.store.tx():
+            self.store.insert_job(job)
+            self.store.add_event(job.id, f"Job {job.id} submitted by {user}: application "
+                                 f"{self.catalog.owner_of[key]}/{app.alias}", now)
+        self.app_jobs[key] += 1
+        self.executor.enqueue(job.id, app)
+        return self.job_json(self.store.job(job.id) or job)
+
+    def _check_files(self, user: str, app: Application, inputs: dict[str, Any]) -> None:
+        for name, prop in app.inputs.items():
+            value = inputs.get(name)
+            if value is None:
+                continue
+            items = prop.get("items") or {}
+            if is_file_input(prop):
+                uris = [value]
+            elif prop.get("type") == "array" and is_file_input(items):
+                uris = value
+            else:
+                continue
+            for uri in uris:
+                if self.user_file(user, uri) is None:
+                    raise BadRequestError(
+                        f"input '{name}': no file {uri} of yours on this server (upload it to "
+                        "/api/files/temp first; this server cannot fetch other URLs)",
+                        status=400)
+
+    def user_file(self, user: str, uri: str) -> dict[str, Any] | None:
+        """The file row of ``uri`` if ``user`` may read it, else None."""
+        canon = canonical_uri(uri, self.url)
+        row = self.store.file(canon) if canon else None
+        if row is None or row["owner"] != user:
+            return None
+        return row
+
+    def user_job(self, user: str, job_id: str) -> JobRow:
+        """The caller's job; NotFoundError for unknown ids and other users' jobs alike."""
+        job = self.store.job(job_id) if len(job_id) <= 64 else None
+        if job is None or job.owner != user:
+            raise NotFoundError(f"no job {job_id}", status=404)
+        return job
+
+    def job_json(self, job: JobRow) -> dict[str, Any]:
+        """Everest's job object. ``result`` is null until the job ends."""
+        data: dict[str, Any] = {
+            "id": job.id, "name": job.name, "state": job.state, "inputs": job.inputs,
+            "appId": job.app_id, "appAlias": job.app_alias, "appName": job.app_name,
+            "result": job.result if job.state in TERMINAL else None, "info": job.info,
+            "submitted": iso_time(job.created),
+        }
+        if job.resources is not None:
+            data["resources"] = job.resources
+        if data["result"] is None and job.state in ("DONE", "FAILED"):
+            data["result"] = {}
+        decorate = self.hooks.job_decorators.get(job.app_alias or "")
+        if decorate is not None:
+            extra = decorate(dict(data))
+            if extra:
+                data.update(extra)
+        return data
+
+    def cancel(self, user: str, job_id: str) -> dict[str, Any]:
+        """Cancel a job: queued ones at once, running ones once their process has ended."""
+        job = self.user_job(user, job_id)
+        if job.state in TERMINAL:
+            return self.job_json(job)
+        if not self.executor.stop_job(job.id, "cancel"):
+            with self.store.tx():
+                self.store.update_job(job.id, state="CANCELLED", info="cancelled by the user")
+                self.store.add_event(job.id, "Job CANCELLED: cancelled by the user")
+            self.tokens.revoke_job(job.id)
+        return self.job_json(self.store.job(job.id) or job)
+
+    def delete(self, user: str, job_id: str) -> None:
+        """Delete a job, its log and its files; a running task is stopped first."""
+        job = self.user_job(user, job_id)
+        if job.state not in TERMINAL:
+            self.executor.stop_job(job.id, "delete")
+        self.tokens.revoke_job(job.id)
+        paths = self.store.delete_files("job_id=? AND kind='job'", (job.id,))
+        self.store.delete_job(job.id)
+        self.files.remove_paths(paths)
+
+    def delete_named(self, user: str, name: str) -> int:
+        ids = self.store.job_ids_named(user, name)
+        for job_id in ids:
+            self.delete(user, job_id)
+        return len(ids)
+
+    def log_text(self, user: str, job_id: str) -> str:
+        job = self.user_job(user, job_id)
+        return "".join(f"{log_time(ts)} {text}\n" for ts, text in self.store.events(job.id))
+
+
+async def _call_preparer(prepare: Any, user: str, app: Application, inputs: Any) -> Any:
+    try:
+        out = prepare(user, app, inputs)
+        if inspect.isawaitable(out):
+            out = await out
+    except BadRequestError:
+        raise
+    except EverestError as exc:
+        raise EverestError(f"could not prepare the inputs of {app.alias}: {exc}",
+                           status=502) from exc
+    return out

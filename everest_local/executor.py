@@ -1,0 +1,518 @@
+"""Running jobs as processes on this machine: queues, slots, cancel, time limits, recovery.
+
+A job here has one task; a retry is a new attempt with task id ``<jobId>-0-<attempt>``
+(task numbers and attempts both count from 0 — Everest's numbering is not public).
+Life cycle: READY (queued) -> SCHEDULED (work dir being staged) -> RUNNING -> DONE, FAILED
+or CANCELLED. At most ``slots`` batch tasks run at once, the rest wait READY in submission
+order; services (see ``ServerSettings``) use their own pool.
+
+Cancel sends SIGINT to the task's process group, SIGTERM after ``kill_grace`` seconds and
+SIGKILL after twice that; the job turns CANCELLED when the process has ended, as on
+Everest. A time limit stops the task the same way and fails the job.
+
+Everything a restart needs is in the database and the task folder (pid, process start
+time, the wrapper's exit file): see :meth:`Executor.recover`.
+
+Threading: all state and all database access live on the event loop thread; staging,
+spawning and output collection run in a small thread pool and report back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import shutil
+import signal
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from everest_app.descriptor import Application, is_file_input
+from everest_local import processes
+from everest_local.files import canonical_uri
+from everest_local.staging import (
+    StagingError,
+    build_argv,
+    collect_outputs,
+    resolve_executable,
+    stage_inputs,
+)
+from everest_local.store import TaskRow
+
+if TYPE_CHECKING:
+    from everest_local.core import Core
+
+log = logging.getLogger(__name__)
+
+TERMINAL = ("DONE", "FAILED", "CANCELLED")
+TASK_TOKEN_LIFETIME = 30 * 24 * 3600
+_ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
+
+STOP_INFO = {
+    "cancel": "cancelled by the user",
+    "delete": "deleted by the user",
+    "shutdown": "cancelled: the local server was stopped while the task ran",
+}
+
+
+@dataclass
+class Running:
+    """A task whose process the executor watches (spawned here or re-adopted)."""
+
+    task_id: str
+    job_id: str
+    app_key: str
+    service: bool
+    dir: Path
+    pid: int
+    pstart: int | None
+    popen: Any = None
+    deadline: float | None = None
+    stop_reason: str | None = None
+    stop_at: float | None = None
+    signals_sent: int = 0
+    finishing: bool = False
+
+    @property
+    def work(self) -> Path:
+        return self.dir / "work"
+
+
+class Executor:
+    """Queues jobs, starts their tasks in slots, watches them, records how they end."""
+
+    def __init__(self, core: Core):
+        self.core = core
+        self.settings = core.settings
+        self.tasks_root = core.settings.data_dir / "tasks"
+        self.tasks_root.mkdir(parents=True, exist_ok=True)
+        self.queues: dict[bool, deque[str]] = {False: deque(), True: deque()}
+        self.busy = {False: 0, True: 0}
+        self.running: dict[str, Running] = {}
+        self.starting: dict[str, str | None] = {}  # job id -> stop reason asked while staging
+        self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="task-io")
+        self._bg: set[asyncio.Task] = set()
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._sigchld = False
+        self._idle = asyncio.Event()
+
+    # -- life cycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Begin watching processes (SIGCHLD where possible, plus a periodic sweep)."""
+        loop = asyncio.get_running_loop()
+        try:
+            loop.add_signal_handler(signal.SIGCHLD, self._reap)
+            self._sigchld = True
+        except (RuntimeError, ValueError, NotImplementedError):
+            self._sigchld = False  # not the main thread: the sweep polls more often
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        delay = 0.25 if self._sigchld else 0.05
+        self._tick_handle = loop.call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        try:
+            self._reap()
+            self._sweep(time.time())
+        except Exception:  # never let one bad task stop the watch of the others
+            log.exception("task sweep failed")
+        self._schedule_tick()
+
+    async def shutdown(self) -> None:
+        """Stop every running task (SIGINT, then TERM/KILL), record them, stop watching."""
+        for queue in self.queues.values():
+            queue.clear()
+        for run in list(self.running.values()):
+            self._begin_stop(run, "shutdown")
+        limit = time.time() + 2 * self.settings.kill_grace + 5
+        while (self.running or self.starting or self._bg) and time.time() < limit:
+            await asyncio.sleep(0.05)
+        if self._tick_handle:
+            self._tick_handle.cancel()
+        if self._sigchld:
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
+        self.pool.shutdown(wait=True)
+
+    def _spawn_bg(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._bg.add(task)
+        task.add_done_callback(self._bg_done)
+
+    def _bg_done(self, task: asyncio.Task) -> None:
+        self._bg.discard(task)
+        if not task.cancelled() and task.exception():
+            log.error("background task failed", exc_info=task.exception())
+
+    # -- queueing --------------------------------------------------------------------------
+
+    def enqueue(self, job_id: str, app: Application) -> None:
+        """Queue a READY job and start it if a slot is free."""
+        self.queues[app.is_service].append(job_id)
+        self._pump()
+
+    def _pump(self) -> None:
+        for service in (False, True):
+            limit = self.settings.service_slots if service else self.settings.slots
+            queue = self.queues[service]
+            while queue and self.busy[service] < limit:
+                job_id = queue.popleft()
+                self.busy[service] += 1
+                self._spawn_bg(self._start(job_id, service))
+
+    def _release(self, service: bool) -> None:
+        self.busy[service] -= 1
+        self._pump()
+
+    def queued(self, job_id: str) -> bool:
+        return any(job_id in q for q in self.queues.values())
+
+    # -- starting a task -------------------------------------------------------------------
+
+    async def _start(self, job_id: str, service: bool) -> None:
+        core = self.core
+        job = core.store.job(job_id)
+        found = core.catalog.apps.get(job.app_id) if job else None
+        if job is None or job.state != "READY":
+            self._release(service)
+            return
+        if found is None:
+            self._end_without_task(job_id, "FAILED", f"application {job.app_alias} is no "
+                                   "longer offered by this server")
+            self._release(service)
+            return
+        app = found
+        task_id = f"{job_id}-0-{job.attempt}"
+        task_dir = self.tasks_root / task_id
+        token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
+        files = self._input_files(app, job.inputs)
+        with core.store.tx():
+            core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
+                                           None, None, None, None, None, None))
+            core.store.update_job(job_id, state="SCHEDULED")
+        self.starting[job_id] = None
+        env = self._task_env(token, job_id, task_id)
+        try:
+            spawned = await asyncio.get_running_loop().run_in_executor(
+                self.pool, _prepare_and_spawn, app, job.inputs, task_dir, files, env)
+        except (StagingError, OSError) as exc:
+            stop = self.starting.pop(job_id, None)
+            await self._record_end(task_id, job_id, app, task_dir, None, stop,
+                                   start_error=str(exc))
+            self._release(service)
+            return
+        stop = self.starting.pop(job_id, None)
+        now = time.time()
+        limit = app.time_limit
+        run = Running(task_id, job_id, job.app_id, service, task_dir, spawned.pid,
+                      spawned.start_time, spawned.popen,
+                      deadline=now + limit if limit else None)
+        self.running[task_id] = run
+        with core.store.tx():
+            core.store.update_task(task_id, state="RUNNING", pid=spawned.pid,
+                                   pstart=spawned.start_time, started=now,
+                                   deadline=run.deadline)
+            if core.store.job(job_id) is not None:
+                core.store.update_job(job_id, state="RUNNING")
+                core.store.add_event(job_id, f"Task {task_id} started on local "
+                                     f"(pid {spawned.pid})")
+        if stop:
+            self._begin_stop(run, stop)
+        self._reap()
+
+    def _input_files(self, app: Application, inputs: dict[str, Any]) -> dict[str, Path]:
+        """Stored paths of the file URIs among the inputs (missing ones are left out)."""
+        out: dict[str, Path] = {}
+        for name, prop in app.inputs.items():
+            value = inputs.get(name)
+            items = prop.get("items") or {}
+            if is_file_input(prop) and isinstance(value, str):
+                uris = [value]
+            elif prop.get("type") == "array" and is_file_input(items) and isinstance(value, list):
+                uris = [v for v in value if isinstance(v, str)]
+            else:
+                continue
+            for uri in uris:
+                row = self.core.store.file(canonical_uri(uri, self.core.url) or "")
+                if row:
+                    out[uri] = Path(row["path"])
+        return out
+
+    def _task_env(self, token: str, job_id: str, task_id: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        env.update(EVEREST_URL=self.core.task_url, EVEREST_TASK_TOKEN=token,
+                   EVEREST_JOB_ID=job_id, EVEREST_TASK_ID=task_id)
+        return env
+
+    # -- watching --------------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        """Collect children that have exited (called on SIGCHLD and by the sweep)."""
+        for run in list(self.running.values()):
+            if run.popen is not None and not run.finishing:
+                code = run.popen.poll()
+                if code is not None:
+                    self._finish(run, code)
+
+    def _sweep(self, now: float) -> None:
+        grace = self.settings.kill_grace
+        for run in list(self.running.values()):
+            if run.finishing:
+                continue
+            if run.popen is None:  # adopted after a restart: not our child
+                code = processes.read_exit_status(run.dir)
+                if code is not None:
+                    self._finish(run, code)
+                    continue
+                if not processes.is_alive(run.pid, run.pstart):
+                    # the exit file is written before the wrapper exits; look once more
+                    self._finish(run, processes.read_exit_status(run.dir))
+                    continue
+            if run.stop_reason is None and run.deadline is not None and now >= run.deadline:
+                self._begin_stop(run, "timeout")
+            elif run.stop_reason is not None and run.stop_at is not None:
+                if run.signals_sent == 1 and now >= run.stop_at + grace:
+                    self._signal(run, signal.SIGTERM)
+                elif run.signals_sent == 2 and now >= run.stop_at + 2 * grace:
+                    self._signal(run, signal.SIGKILL)
+
+    def _signal(self, run: Running, sig: int) -> None:
+        run.signals_sent += 1
+        if processes.signal_group(run.pid, sig, run.pstart):
+            log.info("task %s: sent %s", run.task_id, signal.Signals(sig).name)
+
+    def _begin_stop(self, run: Running, reason: str) -> None:
+        if run.stop_reason is not None:
+            if reason == "shutdown" or reason == "delete":
+                run.stop_reason = reason
+            return
+        run.stop_reason = reason
+        run.stop_at = time.time()
+        self.core.store.update_task(run.task_id, stop_reason=reason, stop_at=run.stop_at)
+        if self.core.store.job(run.job_id) is not None:
+            what = {"timeout": "time limit reached", "cancel": "cancel requested",
+                    "shutdown": "server stopping", "delete": "job deleted"}[reason]
+            self.core.store.add_event(run.job_id, f"Task {run.task_id}: {what}, interrupting")
+        self._signal(run, signal.SIGINT)
+
+    def stop_job(self, job_id: str, reason: str) -> bool:
+        """Stop a job's task for ``reason`` (cancel/delete); True if a process is stopping.
+
+        A queued job is just taken off its queue (the caller records its new state).
+        """
+        for queue in self.queues.values():
+            if job_id in queue:
+                queue.remove(job_id)
+        if job_id in self.starting:
+            self.starting[job_id] = reason
+            return True
+        for run in self.running.values():
+            if run.job_id == job_id and not run.finishing:
+                self._begin_stop(run, reason)
+                return True
+        return False
+
+    # -- ending a task ---------------------------------------------------------------------
+
+    def _finish(self, run: Running, code: int | None) -> None:
+        run.finishing = True
+        app = self.core.catalog.apps.get(run.app_key)
+        self._spawn_bg(self._finish_async(run, code, app))
+
+    async def _finish_async(self, run: Running, code: int | None,
+                            app: Application | None) -> None:
+        try:
+            await self._record_end(run.task_id, run.job_id, app, run.dir, code,
+                                   run.stop_reason, deadline=run.deadline)
+        finally:
+            self.running.pop(run.task_id, None)
+            self._release(run.service)
+
+    async def _record_end(self, task_id: str, job_id: str, app: Application | None,
+                          task_dir: Path, code: int | None, stop: str | None, *,
+                          start_error: str | None = None, deadline: float | None = None
+                          ) -> None:
+        """Collect outputs, decide the job's state (or a retry) and record it all."""
+        core = self.core
+        job = core.store.job(job_id)
+        ok = code == 0 and stop is None and start_error is None
+        outcome: dict[str, Any] = {"result": {}, "files": [], "error": None, "stderr": ""}
+        if job is not None and app is not None and start_error is None:
+            outcome = await asyncio.get_running_loop().run_in_executor(
+                self.pool, _collect, core.files, app, job_id, task_dir, ok)
+        if not self.settings.keep_work:
+            self.pool.submit(shutil.rmtree, task_dir, True)
+        if job is None:  # deleted while it ran
+            core.store.update_task(task_id, state="CANCELLED", exit_code=code)
+            return
+        state, info = _verdict(task_id, code, stop, start_error, outcome, app)
+        retry = (state == "FAILED" and stop is None and app is not None
+                 and app.retry_failed_tasks and job.attempt + 1 < self.settings.max_attempts)
+        with core.store.tx():
+            core.store.update_task(task_id, state=state, exit_code=code)
+            for uri, name, path, length in outcome["files"]:
+                core.store.add_file(uri, job.owner, "job", job_id, name, path, length)
+            if retry:
+                core.store.add_event(job_id, f"Task {task_id} failed ({info}); retrying, "
+                                     f"attempt {job.attempt + 2} of {self.settings.max_attempts}")
+                core.store.update_job(job_id, state="READY", attempt=job.attempt + 1)
+            else:
+                if state == "DONE":
+                    core.store.add_event(job_id, f"Task {task_id} finished with exit code 0")
+                core.store.update_job(job_id, state=state, result=outcome["result"],
+                                      info=info)
+                core.store.add_event(job_id, f"Job {state}" + (f": {info}" if info else ""))
+        if retry:
+            assert app is not None
+            self.queues[app.is_service].append(job_id)
+        else:
+            core.tokens.revoke_job(job_id)
+        log.info("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
+
+    def _end_without_task(self, job_id: str, state: str, info: str) -> None:
+        with self.core.store.tx():
+            self.core.store.update_job(job_id, state=state, info=info,
+                                       result={} if state != "CANCELLED" else None)
+            self.core.store.add_event(job_id, f"Job {state}: {info}")
+        self.core.tokens.revoke_job(job_id)
+
+    # -- restart ---------------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Pick up after a restart (or ``kill -9``): requeue, re-adopt, or fail lost tasks.
+
+        - READY jobs are queued again in submission order.
+        - A task whose wrapper left an exit status ends with it (outputs collected).
+        - A task whose process still runs (same pid *and* start time) is re-adopted: it
+          keeps its slot, its deadline and any cancel in progress.
+        - A task that was still being staged never started: its job is queued again.
+        - A task whose process is gone without a status FAILS with an info saying so.
+        """
+        store = self.core.store
+        for task in store.tasks_in_states(("STAGING", "RUNNING")):
+            job = store.job(task.job_id)
+            app = self.core.catalog.apps.get(job.app_id) if job else None
+            service = bool(app and app.is_service)
+            task_dir = Path(task.dir)
+            pid = task.pid or processes.read_pid(task_dir)
+            code = processes.read_exit_status(task_dir)
+            alive = pid is not None and processes.is_alive(pid, task.pstart)
+            if task.state == "STAGING" and pid is None and code is None:
+                store.update_task(task.id, state="CANCELLED")
+                if job is not None and job.state not in TERMINAL:
+                    store.update_job(job.id, state="READY")
+                    store.add_event(job.id, f"Task {task.id} was being prepared when the "
+                                    "server stopped; queued again")
+                continue
+            run = Running(task.id, task.job_id, job.app_id if job else "", service, task_dir,
+                          pid or 0, task.pstart, None, deadline=task.deadline,
+                          stop_reason=task.stop_reason, stop_at=task.stop_at,
+                          signals_sent=1 if task.stop_reason else 0)
+            self.running[task.id] = run
+            self.busy[service] += 1
+            if code is not None or not alive:
+                log.info("task %s ended while the server was down (status %s)", task.id, code)
+                if code is None and run.stop_reason is None:
+                    self._spawn_bg(self._lost(run, app))
+                else:
+                    self._finish(run, code)
+            else:
+                log.info("re-adopting task %s (pid %s)", task.id, pid)
+                if job is not None:
+                    store.add_event(job.id, f"Task {task.id} re-adopted after a server "
+                                    f"restart (pid {pid})")
+        for job in store.jobs_in_states(("READY", "SCHEDULED")):
+            app = self.core.catalog.apps.get(job.app_id)
+            if job.state == "SCHEDULED":
+                continue  # its task was handled above
+            if app is None:
+                self._end_without_task(job.id, "FAILED", f"application {job.app_alias} is "
+                                       "no longer offered by this server")
+                continue
+            self.queues[app.is_service].append(job.id)
+        self._pump()
+
+    async def _lost(self, run: Running, app: Application | None) -> None:
+        try:
+            await self._record_end(run.task_id, run.job_id, app, run.dir, None, None,
+                                   start_error="LOST")
+        finally:
+            self.running.pop(run.task_id, None)
+            self._release(run.service)
+
+
+def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
+                       files: dict[str, Path], env: dict[str, str]) -> processes.Spawned:
+    """(worker thread) Make the work dir, stage, build the command, start the process."""
+    work = task_dir / "work"
+    if task_dir.exists():
+        shutil.rmtree(task_dir)
+    work.mkdir(parents=True)
+    values = stage_inputs(app, inputs, work, files)
+    argv = resolve_executable(build_argv(app.command, values), work, env.get("PATH"))
+    return processes.spawn(argv, work, task_dir, env)
+
+
+def _collect(files_store: Any, app: Application, job_id: str, task_dir: Path,
+             ok: bool) -> dict[str, Any]:
+    """(worker thread) Read outputs and the tail of stderr of a finished task."""
+    work = task_dir / "work"
+    published: list[tuple[str, str, str, int]] = []
+    taken: set[str] = set()
+
+    def publish(path: Path, name: str) -> str:
+        uri, dest, length = files_store.publish(job_id, path, name, taken)
+        published.append((uri, dest.name, str(dest), length))
+        return uri
+
+    error = None
+    try:
+        result = collect_outputs(app, work, publish, strict=ok)
+    except StagingError as exc:
+        error = str(exc)
+        result = collect_outputs(app, work, publish, strict=False)
+    return {"result": result, "files": published, "error": error,
+            "stderr": _last_line(work / "stderr")}
+
+
+def _last_line(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 4096))
+            tail = f.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in tail.splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
+
+
+def _verdict(task_id: str, code: int | None, stop: str | None, start_error: str | None,
+             outcome: dict[str, Any], app: Application | None) -> tuple[str, str | None]:
+    """The job's final state and info for how its task ended."""
+    if stop in STOP_INFO:
+        return "CANCELLED", STOP_INFO[stop]
+    if stop == "timeout":
+        limit = app.time_limit if app else None
+        return "FAILED", (f"task {task_id} exceeded the time limit of {limit or 0:g} s and "
+                          "was stopped")
+    if start_error == "LOST":
+        return "FAILED", (f"task {task_id}: its process ended while the local server was not "
+                          "running and left no exit status")
+    if start_error is not None:
+        return "FAILED", f"task {task_id} could not start: {start_error}"
+    if code is None:
+        return "FAILED", (f"task {task_id}: its process ended while the local server was not "
+                          "running and left no exit status")
+    if code != 0:
+        tail = f": {outcome['stderr']}" if outcome["stderr"] else ""
+        return "FAILED", f"task {task_id} failed with {processes.describe_status(code)}{tail}"
+    if outcome["error"]:
+        return "FAILED", f"task {task_id}: {outcome['error']}"
+    return "DONE", None

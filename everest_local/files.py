@@ -1,0 +1,102 @@
+"""Uploaded and job files: where they live on disk and the URIs that name them.
+
+A file's URI is only a key in the ``files`` table: nothing ever builds a filesystem path
+from a URI, so ``..`` in a URI cannot reach anything. On disk a file lives at
+``<data>/files/<random id>/<sanitised name>``; it is written to a temporary name and renamed.
+
+URIs (server-relative, ending with the file name as Everest's do):
+``/api/files/temp/<id>/<name>`` for uploads and ``/api/files/jobs/<jobId>/<name>`` for
+job outputs. URIs are compared in one canonical percent-encoding (:func:`canonical_uri`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import IO
+from urllib.parse import quote, unquote, urlsplit
+
+from everest_local.staging import safe_name
+from everest_local.store import Store, new_id
+
+_SAFE = "-._~!$&'()*+,;=:@"
+
+
+def canonical_uri(uri: str, server_url: str | None = None) -> str | None:
+    """``uri`` in canonical form, or None if it is not one of this server's file URIs.
+
+    An absolute URL is accepted when it points at ``server_url``. Each path segment is
+    decoded and re-encoded, so equivalent spellings compare equal.
+    """
+    if uri.startswith(("http://", "https://")):
+        parts = urlsplit(uri)
+        if not server_url or f"{parts.scheme}://{parts.netloc}" != server_url.rstrip("/"):
+            return None
+        uri = parts.path
+    uri = uri.split("?", 1)[0].split("#", 1)[0]
+    if not uri.startswith("/api/files/"):
+        return None
+    segments = [quote(unquote(s), safe=_SAFE) for s in uri.split("/")]
+    return "/".join(segments)
+
+
+class FileStore:
+    """Store uploads and publish job outputs; rows in :class:`Store`, bytes on disk."""
+
+    def __init__(self, store: Store, root: Path):
+        self.store = store
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+
+    # -- blocking file work: call from a worker thread --------------------------------------
+
+    def write_upload(self, name: str, source: IO[bytes] | bytes) -> tuple[str, Path, int]:
+        """Write an upload to disk; returns (uri, path, length). Raises ValueError on a
+        name that cannot be a file name."""
+        clean = safe_name(name)
+        if clean is None:
+            raise ValueError(f"bad file name {name!r}")
+        file_id = new_id()
+        folder = self.root / file_id
+        folder.mkdir()
+        path = folder / clean
+        tmp = folder / f".{clean}.part"
+        with open(tmp, "wb") as out:
+            if isinstance(source, bytes | bytearray | memoryview):
+                out.write(source)
+            else:
+                shutil.copyfileobj(source, out, 1 << 20)
+        os.replace(tmp, path)
+        uri = f"/api/files/temp/{file_id}/{quote(clean, safe=_SAFE)}"
+        return uri, path, path.stat().st_size
+
+    def publish(self, job_id: str, src: Path, name: str, taken: set[str]) -> tuple[str, Path, int]:
+        """Move a task's output file into the job's files under a unique name."""
+        clean = safe_name(name) or "output"
+        stem, dot, ext = clean.partition(".")
+        n = 1
+        while clean in taken:
+            n += 1
+            clean = f"{stem}-{n}{dot}{ext}"
+        taken.add(clean)
+        folder = self.root / "jobs" / job_id
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / clean
+        try:
+            os.replace(src, path)
+        except OSError:  # another filesystem
+            shutil.copyfile(src, path)
+        uri = f"/api/files/jobs/{job_id}/{quote(clean, safe=_SAFE)}"
+        return uri, path, path.stat().st_size
+
+    @staticmethod
+    def remove_paths(paths: list[str]) -> None:
+        """Remove stored files and their folders if empty (missing ones are fine)."""
+        for p in paths:
+            path = Path(p)
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass

@@ -1,0 +1,421 @@
+"""The REST API of ``shared/everest-api.md`` as tornado handlers.
+
+Every answer of an API route is JSON (the job log and downloads aside); every error,
+including unknown routes (404) and unsupported methods (405), is ``{"message": ...}``.
+A token is taken from ``Authorization: Bearer`` or, failing that, the ``access_token``
+cookie. Cookie-authenticated (and anonymous) unsafe requests that carry an ``Origin`` other
+than this server, or ``Sec-Fetch-Site: cross-site``, are refused with 403: browsers send
+those headers, API clients do not, and together with SameSite cookies that stops cross-site
+request forgery, the login form included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import mimetypes
+import time
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import tornado.web
+
+from everest_app.errors import AuthError, BadRequestError, EverestError, NotFoundError
+from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
+from everest_local.core import Core, iso_time
+
+log = logging.getLogger(__name__)
+
+_UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
+COOKIE = "access_token"
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """Base of every API route: counting, method check, CSRF check, auth, JSON errors."""
+
+    route = "?"
+    public = False
+
+    def initialize(self, core: Core) -> None:
+        self.core = core
+        self.auth: TokenInfo | None = None
+        self.bearer = False
+
+    def set_default_headers(self) -> None:
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Content-Type-Options", "nosniff")
+
+    def prepare(self) -> None:
+        method = self.request.method or "GET"
+        self.core.stats[f"{method} {self.route}"] += 1
+        impl = getattr(type(self), method.lower(), None)
+        if impl is None or impl is getattr(tornado.web.RequestHandler, method.lower(), None):
+            raise tornado.web.HTTPError(405, f"{method} is not allowed on {self.route}")
+        token = self._token()
+        if method in _UNSAFE and not self.bearer:
+            self._refuse_cross_site()
+        if not self.public:
+            self.auth = self.core.tokens.lookup(token)
+            if self.auth is None:
+                raise AuthError("missing, expired or revoked access token: get one with "
+                                "POST /api/auth/access_token", status=401)
+
+    def _token(self) -> str | None:
+        header = self.request.headers.get("Authorization", "")
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            self.bearer = True
+            return value.strip()
+        return self.get_cookie(COOKIE)
+
+    def _refuse_cross_site(self) -> None:
+        headers = self.request.headers
+        if headers.get("Sec-Fetch-Site", "").lower() == "cross-site":
+            raise AuthError("cross-site request refused", status=403)
+        origin = headers.get("Origin")
+        if origin is None:
+            return
+        if origin == "null" or urlsplit(origin).netloc.lower() != self.request.host.lower():
+            raise AuthError(f"cross-site request from {origin} refused", status=403)
+
+    @property
+    def user(self) -> str:
+        assert self.auth is not None
+        return self.auth.user
+
+    # -- output ------------------------------------------------------------------------------
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps(data, separators=(",", ":")))
+
+    def json_body(self) -> Any:
+        if not self.request.body:
+            return None
+        try:
+            return json.loads(self.request.body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise BadRequestError(f"the body is not valid JSON: {exc}", status=400) from exc
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        status, message = _error_of(exc, status_code, self._reason)
+        self.set_status(status)
+        if status == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="everest"')
+        if status == 405:
+            self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE")
+                                               if _implements(type(self), m)))
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"message": message}))
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, EverestError | tornado.web.HTTPError):
+            return  # an expected error answer, already in the access log
+        super().log_exception(typ, value, tb)
+
+
+def _implements(cls: type, method: str) -> bool:
+    impl = getattr(cls, method.lower(), None)
+    return impl is not None and impl is not getattr(tornado.web.RequestHandler, method.lower())
+
+
+def _error_of(exc: BaseException | None, status: int, reason: str) -> tuple[int, str]:
+    if isinstance(exc, EverestError):
+        if isinstance(exc, NotFoundError):
+            return 404, exc.message
+        if isinstance(exc, BadRequestError):
+            return 400, exc.message
+        if isinstance(exc, AuthError):
+            return exc.status or 401, exc.message
+        return exc.status or 500, exc.message
+    if isinstance(exc, tornado.web.HTTPError):
+        return exc.status_code, exc.log_message or exc.reason or reason
+    if status >= 500:
+        return status, f"internal server error ({type(exc).__name__ if exc else reason}); " \
+                       "see the server log"
+    return status, reason
+
+
+class NotFoundHandler(ApiHandler):
+    """Any unknown route: 404 for every method."""
+
+    route = "<unknown>"
+    public = True
+
+    def prepare(self) -> None:
+        self.core.stats[f"{self.request.method} {self.route}"] += 1
+        raise NotFoundError(f"no such endpoint: {self.request.method} {self.request.path}",
+                            status=404)
+
+
+# -- tokens ------------------------------------------------------------------------------------
+
+
+class TokenHandler(ApiHandler):
+    """``/api/auth/access_token`` and ``/auth/access_token``: obtain, inspect, revoke."""
+
+    route = "/api/auth/access_token"
+
+    def prepare(self) -> None:
+        if self.request.method == "POST":
+            self.public = True
+        super().prepare()
+
+    async def post(self) -> None:
+        body = self._credentials()
+        username, password = body.get("username"), body.get("password")
+        if not isinstance(username, str) or not isinstance(password, str):
+            raise BadRequestError("send 'username' and 'password'", status=400)
+        label = body.get("label") or ""
+        if not isinstance(label, str) or len(label) > 200:
+            raise BadRequestError("'label' must be a string of at most 200 characters",
+                                  status=400)
+        lifetime = body.get("lifetime", DEFAULT_LIFETIME)
+        if isinstance(lifetime, str) and lifetime.isdigit():
+            lifetime = int(lifetime)
+        if isinstance(lifetime, bool) or not isinstance(lifetime, int) or not (
+                0 < lifetime <= MAX_LIFETIME):
+            raise BadRequestError(f"'lifetime' must be seconds between 1 and {MAX_LIFETIME}",
+                                  status=400)
+        stored = self.core.store.password_hash(username)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, check_password, password, stored)
+        if not ok:
+            raise AuthError("wrong username or password", status=401)
+        token = self.core.tokens.issue(username, label, lifetime)
+        self.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Lax",
+                        secure=self.request.protocol == "https",
+                        expires=time.time() + lifetime)
+        self.send_json({"access_token": token})
+
+    def _credentials(self) -> dict[str, Any]:
+        ctype = self.request.headers.get("Content-Type", "")
+        if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
+            return {k: self.get_body_argument(k) for k in self.request.body_arguments}
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise BadRequestError("send a JSON object with 'username' and 'password'",
+                                  status=400)
+        return body
+
+    def get(self) -> None:
+        info = self.auth
+        assert info is not None
+        data = {"username": info.user, "label": info.label, "created": iso_time(info.created),
+                "expires": iso_time(info.expires), "task": info.job_id is not None}
+        if info.job_id:
+            data["job"] = info.job_id
+        self.send_json(data)
+
+    def delete(self) -> None:
+        assert self.auth is not None
+        self.core.tokens.revoke(self.auth)
+        self.clear_cookie(COOKIE, path="/")
+        self.send_json({})
+
+
+# -- applications ----------------------------------------------------------------------------
+
+
+class AppsHandler(ApiHandler):
+    route = "/api/apps"
+
+    def get(self) -> None:
+        cat = self.core.catalog
+        keys = sorted(cat.apps, key=lambda k: cat.apps[k].name.lower())
+        self.send_json([cat.summary(k, self.core.app_jobs[k]) for k in keys])
+
+
+class AppSearchHandler(ApiHandler):
+    """``?name=`` substring of name or alias; ``pagenum`` (from 1), ``pagesize``,
+    ``sortBy=jobs`` (most used first) or ``name`` (the default)."""
+
+    route = "/api/apps/search"
+
+    def get(self) -> None:
+        cat = self.core.catalog
+        needle = self.get_query_argument("name", "").lower()
+        keys = [k for k, a in cat.apps.items()
+                if needle in a.name.lower() or needle in a.alias.lower()]
+        sort_by = self.get_query_argument("sortBy", "name")
+        if sort_by == "jobs":
+            keys.sort(key=lambda k: (-self.core.app_jobs[k], cat.apps[k].name.lower()))
+        elif sort_by in ("name", ""):
+            keys.sort(key=lambda k: cat.apps[k].name.lower())
+        else:
+            raise BadRequestError(f"sortBy must be 'jobs' or 'name', not {sort_by!r}",
+                                  status=400)
+        page = self._int("pagenum", 1)
+        size = self._int("pagesize", 20 if "pagenum" in self.request.arguments else len(keys))
+        start = (page - 1) * size
+        self.send_json([cat.summary(k, self.core.app_jobs[k]) for k in keys[start:start + size]])
+
+    def _int(self, name: str, default: int) -> int:
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return max(default, 1)
+        if not raw.isdigit() or int(raw) < 1:
+            raise BadRequestError(f"{name} must be a positive integer", status=400)
+        return int(raw)
+
+
+class AppHandler(ApiHandler):
+    """``/api/apps/<id>`` or ``/api/apps/<owner>/<alias>``: describe (GET), submit (POST)."""
+
+    route = "/api/apps/<id>"
+
+    def get(self, ref: str) -> None:
+        found = self.core.catalog.find(ref)
+        if found is None:
+            raise NotFoundError(f"no application {ref!r}", status=404)
+        self.send_json(self.core.catalog.description(found[0]))
+
+    async def post(self, ref: str) -> None:
+        job = await self.core.submit(self.user, ref, self.json_body())
+        self.send_json(job, 201)
+
+
+# -- jobs ------------------------------------------------------------------------------------
+
+
+class JobsHandler(ApiHandler):
+    route = "/api/jobs"
+
+    def get(self) -> None:
+        self.send_json([self.core.job_json(j) for j in self.core.store.jobs_of(self.user)])
+
+    def delete(self) -> None:
+        name = self.get_query_argument("name", None)
+        if not name:
+            raise BadRequestError("say which jobs to delete: DELETE /api/jobs?name=<name>",
+                                  status=400)
+        self.send_json({"deleted": self.core.delete_named(self.user, name)})
+
+
+class JobHandler(ApiHandler):
+    route = "/api/jobs/<id>"
+
+    def get(self, job_id: str) -> None:
+        self.send_json(self.core.job_json(self.core.user_job(self.user, job_id)))
+
+    def delete(self, job_id: str) -> None:
+        self.core.delete(self.user, job_id)
+        self.send_json({})
+
+
+class JobCancelHandler(ApiHandler):
+    route = "/api/jobs/<id>/cancel"
+
+    def post(self, job_id: str) -> None:
+        self.send_json(self.core.cancel(self.user, job_id))
+
+
+class JobLogHandler(ApiHandler):
+    route = "/api/jobs/<id>/log"
+
+    def get(self, job_id: str) -> None:
+        text = self.core.log_text(self.user, job_id)
+        self.set_header("Content-Type", "text/plain; charset=UTF-8")
+        self.finish(text.encode("utf-8"))
+
+
+# -- files -----------------------------------------------------------------------------------
+
+
+class UploadHandler(ApiHandler):
+    """``POST /api/files/temp`` multipart: the first file part, whatever its field name."""
+
+    route = "/api/files/temp"
+
+    async def post(self) -> None:
+        part = next((files[0] for files in self.request.files.values() if files), None)
+        if part is None:
+            raise BadRequestError("no file in the request: send multipart/form-data with a "
+                                  "file part (field 'file')", status=400)
+        try:
+            uri, path, length = await asyncio.get_running_loop().run_in_executor(
+                None, self.core.files.write_upload, part.filename, part.body)
+        except ValueError as exc:
+            raise BadRequestError(str(exc), status=400) from exc
+        self.core.store.add_file(uri, self.user, "temp", None, path.name, str(path), length)
+        self.send_json({"uri": uri, "filename": path.name, "length": length})
+
+
+class FileHandler(ApiHandler):
+    """``/api/files/...``: download (GET) or remove (DELETE) one of the caller's files."""
+
+    route = "/api/files/<uri>"
+
+    def _row(self) -> dict[str, Any]:
+        row = self.core.user_file(self.user, self.request.path)
+        if row is None:
+            raise NotFoundError(f"no file {self.request.path}", status=404)
+        return row
+
+    async def get(self, _: str) -> None:
+        row = self._row()
+        ctype = mimetypes.guess_type(row["name"])[0] or "application/octet-stream"
+        self.set_header("Content-Type", ctype)
+        self.set_header("Content-Disposition",
+                        f"attachment; filename*=UTF-8''{quote(row['name'], safe='')}")
+        try:
+            f = open(row["path"], "rb")  # noqa: SIM115 - closed below across awaits
+        except OSError as exc:
+            raise NotFoundError(f"file {self.request.path} is gone from disk", status=404) \
+                from exc
+        with f:
+            self.set_header("Content-Length", str(f.seek(0, 2)))
+            f.seek(0)
+            while chunk := f.read(1 << 18):
+                self.write(chunk)
+                await self.flush()
+        self.finish()
+
+    def delete(self, _: str) -> None:
+        row = self._row()
+        paths = self.core.store.delete_files("uri=?", (row["uri"],))
+        self.core.files.remove_paths(paths)
+        self.send_json({})
+
+
+class TmpFilesHandler(ApiHandler):
+    route = "/api/user/tmp_files"
+
+    def delete(self) -> None:
+        paths = self.core.store.delete_files("owner=? AND kind='temp'", (self.user,))
+        self.core.files.remove_paths(paths)
+        self.send_json({"deleted": len(paths)})
+
+
+class StatsHandler(ApiHandler):
+    """``GET /_local/stats``: request counts per route (no user data; no token needed)."""
+
+    route = "/_local/stats"
+    public = True
+
+    def get(self) -> None:
+        self.send_json({"requests": dict(self.core.stats)})
+
+
+def api_routes(core: Core) -> list[tuple[str, type, dict[str, Any]]]:
+    """The API's URL table, most specific first."""
+    args = {"core": core}
+    table: list[tuple[str, type]] = [
+        (r"/api/auth/access_token", TokenHandler),
+        (r"/auth/access_token", TokenHandler),
+        (r"/api/apps", AppsHandler),
+        (r"/api/apps/search", AppSearchHandler),
+        (r"/api/apps/([^/]+(?:/[^/]+)?)", AppHandler),
+        (r"/api/jobs", JobsHandler),
+        (r"/api/jobs/([^/]+)", JobHandler),
+        (r"/api/jobs/([^/]+)/cancel", JobCancelHandler),
+        (r"/api/jobs/([^/]+)/log", JobLogHandler),
+        (r"/api/files/temp", UploadHandler),
+        (r"/api/files/(.+)", FileHandler),
+        (r"/api/user/tmp_files", TmpFilesHandler),
+        (r"/_local/stats", StatsHandler),
+    ]
+    return [(pattern, cls, args) for pattern, cls in table]

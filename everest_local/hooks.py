@@ -1,0 +1,80 @@
+"""Extension seams of the local server: input preparers, job decorators, plugin modules.
+
+A *plugin* is a module with ``setup(server) -> None``; ``server`` is the running
+:class:`everest_local.app.LocalServer` (``server.hooks``, ``server.settings``,
+``server.url``, ``server.data_dir``). The server imports the plugins listed in
+:data:`DEFAULT_PLUGINS` when they exist (an import error in one that exists is raised, not
+hidden), plus any given with ``--plugin MODULE``.
+
+Two hooks, both keyed by application alias (``"jupyter-session"``):
+
+- **Input preparer** ``prepare(user: str, app: Application, inputs: dict) -> dict``
+  (or a coroutine function returning the dict): called on every submission of that
+  application *before* input validation, with the caller's raw inputs; returns the inputs
+  to validate and store. It may add values the user did not give (the session plugin asks
+  the relay for a one-time ticket). Raising ``everest_app.errors.BadRequestError`` answers
+  400 with its message; any other ``EverestError`` answers 502.
+- **Job decorator** ``decorate(job: dict) -> dict | None``: called each time a job of that
+  application is rendered as JSON; the returned keys are merged into the job object (for
+  example ``{"session": {"url": ..., "state": ...}}``, which the web UI shows as a link).
+  It runs on the server's event loop for every GET: keep it fast and free of I/O.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+from collections.abc import Callable, Iterable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PLUGINS = ("everest_local.session_relay",)
+
+InputPreparer = Callable[..., Any]
+JobDecorator = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+
+
+class Hooks:
+    """The registry plugins fill in; the server consults it per application alias."""
+
+    def __init__(self) -> None:
+        self.input_preparers: dict[str, InputPreparer] = {}
+        self.job_decorators: dict[str, JobDecorator] = {}
+
+    def add_input_preparer(self, alias: str, prepare: InputPreparer) -> None:
+        """Register ``prepare`` for submissions of application ``alias`` (one per alias)."""
+        self.input_preparers[alias] = prepare
+
+    def add_job_decorator(self, alias: str, decorate: JobDecorator) -> None:
+        """Register ``decorate`` for the JSON of jobs of application ``alias``."""
+        self.job_decorators[alias] = decorate
+
+
+def load_plugins(server: Any, extra: Iterable[str] = ()) -> list[str]:
+    """Import the default plugins that exist and every ``extra`` one; call their ``setup``.
+
+    Returns the names loaded. A listed ``extra`` module that is missing raises
+    ``ModuleNotFoundError``; so does any import error inside a module that exists.
+    """
+    loaded = []
+    for name in DEFAULT_PLUGINS:
+        if _exists(name):
+            loaded.append(name)
+    loaded.extend(n for n in extra if n not in loaded)
+    for name in loaded:
+        module = importlib.import_module(name)
+        setup = getattr(module, "setup", None)
+        if setup is None:
+            raise AttributeError(f"plugin {name} has no setup(server) function")
+        setup(server)
+        log.info("plugin %s loaded", name)
+    return loaded
+
+
+def _exists(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False

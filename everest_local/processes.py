@@ -1,0 +1,121 @@
+"""Task processes that outlive the server: spawn, identify, signal, read the exit status.
+
+Each task runs under a constant ``/bin/sh`` wrapper, in its own session (so its own process
+group, which cancel signals as a whole, and which survives ``kill -9`` of the server). The
+wrapper writes its pid to ``pid`` and, when the command ends, the exit status to ``exit``
+(via a temporary file and ``mv``, so it is atomic) next to the work directory. The wrapper
+script is a constant: the command and its arguments are passed as ``"$@"`` and never
+parsed by the shell. It traps SIGINT/SIGTERM with a no-op handler (not ignored, so the
+command still gets the default actions) so that an interrupted command's status is
+still written.
+
+A process is identified by pid *and* start time (``/proc/<pid>/stat`` field 22): after a
+restart, a pid that now belongs to another process is not mistaken for the task.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+WRAPPER = ('trap : INT TERM; d=$1; shift; echo "$$" > "$d/pid"; "$@"; s=$?; '
+           'echo "$s" > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"; exit "$s"')
+"""``sh -c WRAPPER sh <task-dir> <argv...>``: writes ``<task-dir>/pid`` and ``<task-dir>/exit``."""
+
+PID_FILE = "pid"
+EXIT_FILE = "exit"
+
+
+@dataclass
+class Spawned:
+    """A started task process: the Popen (None once adopted) and its identity."""
+
+    pid: int
+    start_time: int | None
+    popen: subprocess.Popen | None = None
+
+
+def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str]) -> Spawned:
+    """Start ``argv`` in ``work`` under the wrapper; stdout/stderr go to files there.
+
+    Raises ``OSError`` if the process cannot be started.
+    """
+    with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
+        popen = subprocess.Popen(
+            ["/bin/sh", "-c", WRAPPER, "sh", str(task_dir), *argv],
+            cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            start_new_session=True, close_fds=True,
+        )
+    return Spawned(pid=popen.pid, start_time=start_time(popen.pid), popen=popen)
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return None
+    # the command name (field 2) may contain spaces and parentheses: split after the last ')'
+    fields = stat[stat.rindex(b")") + 2:].split()
+    if fields[0] == b"Z":
+        return None  # a zombie has finished
+    return int(fields[19])
+
+
+def is_alive(pid: int, expected_start: int | None) -> bool:
+    """True when ``pid`` runs and is the same process that started at ``expected_start``."""
+    now = start_time(pid)
+    return now is not None and (expected_start is None or now == expected_start)
+
+
+def signal_group(pid: int, sig: int, expected_start: int | None) -> bool:
+    """Send ``sig`` to the task's process group, if it is still that process; True if sent."""
+    if not is_alive(pid, expected_start):
+        return False
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    return True
+
+
+def read_exit_status(task_dir: Path) -> int | None:
+    """The exit status the wrapper recorded, or None if it has not (yet)."""
+    try:
+        text = (task_dir / EXIT_FILE).read_text().strip()
+    except OSError:
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def read_pid(task_dir: Path) -> int | None:
+    """The wrapper's pid from its pid file, or None."""
+    try:
+        return int((task_dir / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def describe_status(code: int) -> str:
+    """Human words for an exit status (shell convention: 128+N is signal N)."""
+    if code < 0:
+        return f"killed by {_signame(-code)}"
+    if code > 128 and code - 128 < 65:
+        return f"exit code {code} ({_signame(code - 128)})"
+    return f"exit code {code}"
+
+
+def _signame(num: int) -> str:
+    try:
+        return signal.Signals(num).name
+    except ValueError:
+        return f"signal {num}"

@@ -1,0 +1,297 @@
+"""The local server's SQLite database: users, tokens, jobs, tasks, job events and files.
+
+One :class:`Store` per process, used from one thread (the server's event loop). The
+database runs in WAL mode with ``synchronous=NORMAL``: a commit survives the server being
+killed (``kill -9``); only a power loss may drop the last few commits. Every multi-row
+change happens in one transaction (``with store.tx():``), so a crash never leaves half of it.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+DB_NAME = "everest.sqlite3"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY, password TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS tokens (
+    hash TEXT PRIMARY KEY, user TEXT NOT NULL, label TEXT NOT NULL, created REAL NOT NULL,
+    expires REAL NOT NULL, job_id TEXT);
+CREATE INDEX IF NOT EXISTS tokens_job ON tokens(job_id);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT UNIQUE NOT NULL, owner TEXT NOT NULL,
+    name TEXT NOT NULL, app_id TEXT NOT NULL, app_alias TEXT, app_name TEXT,
+    state TEXT NOT NULL, inputs TEXT NOT NULL, resources TEXT, result TEXT, info TEXT,
+    attempt INTEGER NOT NULL DEFAULT 0, created REAL NOT NULL, updated REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, seq);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, job_id TEXT NOT NULL, state TEXT NOT NULL, dir TEXT NOT NULL,
+    pid INTEGER, pstart INTEGER, started REAL, deadline REAL,
+    stop_reason TEXT, stop_at REAL, exit_code INTEGER);
+CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id);
+CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL, ts REAL NOT NULL, text TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS events_job ON events(job_id, ts);
+CREATE TABLE IF NOT EXISTS files (
+    uri TEXT PRIMARY KEY, owner TEXT NOT NULL, kind TEXT NOT NULL, job_id TEXT,
+    name TEXT NOT NULL, path TEXT NOT NULL, length INTEGER NOT NULL, created REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS files_owner ON files(owner, kind);
+CREATE INDEX IF NOT EXISTS files_job ON files(job_id);
+"""
+
+_JOB_COLUMNS = ("id", "owner", "name", "app_id", "app_alias", "app_name", "state", "inputs",
+                "resources", "result", "info", "attempt", "created", "updated")
+
+
+def new_id() -> str:
+    """A fresh 24-hex-digit id, the shape of Everest's ids (96 random bits)."""
+    return secrets.token_hex(12)
+
+
+@dataclass
+class JobRow:
+    """One job as stored; ``inputs``/``result``/``resources`` are decoded JSON."""
+
+    id: str
+    owner: str
+    name: str
+    app_id: str
+    app_alias: str | None
+    app_name: str | None
+    state: str
+    inputs: dict[str, Any]
+    resources: list[Any] | None
+    result: dict[str, Any] | None
+    info: str | None
+    attempt: int
+    created: float
+    updated: float
+
+
+@dataclass
+class TaskRow:
+    """One task (one attempt at running a job) as stored."""
+
+    id: str
+    job_id: str
+    state: str
+    dir: str
+    pid: int | None
+    pstart: int | None
+    started: float | None
+    deadline: float | None
+    stop_reason: str | None
+    stop_at: float | None
+    exit_code: int | None
+
+
+class Store:
+    """Data access for the server; every method is a few SQL statements, no policy."""
+
+    def __init__(self, data_dir: str | Path):
+        self.path = Path(data_dir) / DB_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.execute("PRAGMA busy_timeout=5000")
+        self.db.executescript(_SCHEMA)
+        self._depth = 0
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextmanager
+    def tx(self) -> Iterator[sqlite3.Connection]:
+        """One transaction (nested uses join the outer one); rolled back on an exception."""
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.db
+            finally:
+                self._depth -= 1
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        self._depth = 1
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        else:
+            self.db.execute("COMMIT")
+        finally:
+            self._depth = 0
+
+    # -- users and tokens -------------------------------------------------------------------
+
+    def add_user(self, name: str, password_hash: str) -> None:
+        """Create or replace user ``name`` (replacing keeps their jobs and tokens)."""
+        with self.tx() as db:
+            db.execute("INSERT INTO users(name, password, created) VALUES (?, ?, ?) "
+                       "ON CONFLICT(name) DO UPDATE SET password=excluded.password",
+                       (name, password_hash, time.time()))
+
+    def password_hash(self, name: str) -> str | None:
+        row = self.db.execute("SELECT password FROM users WHERE name=?", (name,)).fetchone()
+        return row[0] if row else None
+
+    def add_token(self, token_hash: str, user: str, label: str, expires: float,
+                  job_id: str | None = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO tokens(hash, user, label, created, expires, job_id) "
+                       "VALUES (?, ?, ?, ?, ?, ?)",
+                       (token_hash, user, label, time.time(), expires, job_id))
+
+    def token(self, token_hash: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT user, label, created, expires, job_id FROM tokens "
+                              "WHERE hash=?", (token_hash,)).fetchone()
+        if not row:
+            return None
+        return dict(zip(("user", "label", "created", "expires", "job_id"), row, strict=True))
+
+    def delete_token(self, token_hash: str) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM tokens WHERE hash=?", (token_hash,))
+
+    def delete_job_tokens(self, job_id: str) -> list[str]:
+        """Revoke the task tokens of a job; returns their hashes (to drop from caches)."""
+        with self.tx() as db:
+            rows = db.execute("SELECT hash FROM tokens WHERE job_id=?", (job_id,)).fetchall()
+            db.execute("DELETE FROM tokens WHERE job_id=?", (job_id,))
+        return [r[0] for r in rows]
+
+    def purge_expired_tokens(self, now: float) -> None:
+        with self.tx() as db:
+            db.execute("DELETE FROM tokens WHERE expires < ?", (now,))
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    def insert_job(self, job: JobRow) -> None:
+        with self.tx() as db:
+            db.execute(f"INSERT INTO jobs({', '.join(_JOB_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(_JOB_COLUMNS))})", _job_values(job))
+
+    def job(self, job_id: str) -> JobRow | None:
+        row = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id=?",
+                              (job_id,)).fetchone()
+        return _job_row(row) if row else None
+
+    def jobs_of(self, owner: str) -> list[JobRow]:
+        """The owner's jobs, newest first."""
+        rows = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE owner=? "
+                               "ORDER BY seq DESC", (owner,)).fetchall()
+        return [_job_row(r) for r in rows]
+
+    def job_ids_named(self, owner: str, name: str) -> list[str]:
+        rows = self.db.execute("SELECT id FROM jobs WHERE owner=? AND name=?", (owner, name))
+        return [r[0] for r in rows]
+
+    def jobs_in_states(self, states: tuple[str, ...]) -> list[JobRow]:
+        """Jobs in any of ``states``, oldest first (queue order)."""
+        marks = ", ".join("?" * len(states))
+        rows = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE state IN "
+                               f"({marks}) ORDER BY seq", states).fetchall()
+        return [_job_row(r) for r in rows]
+
+    def update_job(self, job_id: str, **fields: Any) -> None:
+        """Set some columns of a job (``result``/``resources`` are JSON-encoded here)."""
+        for key in ("result", "resources", "inputs"):
+            if key in fields and fields[key] is not None:
+                fields[key] = json.dumps(fields[key])
+        fields["updated"] = time.time()
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as db:
+            db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+
+    def delete_job(self, job_id: str) -> None:
+        with self.tx() as db:
+            for table, col in (("events", "job_id"), ("tasks", "job_id"), ("jobs", "id")):
+                db.execute(f"DELETE FROM {table} WHERE {col}=?", (job_id,))
+
+    def app_job_counts(self) -> dict[str, int]:
+        rows = self.db.execute("SELECT app_id, COUNT(*) FROM jobs GROUP BY app_id")
+        return dict(rows.fetchall())
+
+    # -- events (the job log) ----------------------------------------------------------------
+
+    def add_event(self, job_id: str, text: str, ts: float | None = None) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO events(job_id, ts, text) VALUES (?, ?, ?)",
+                       (job_id, time.time() if ts is None else ts, text))
+
+    def events(self, job_id: str) -> list[tuple[float, str]]:
+        rows = self.db.execute("SELECT ts, text FROM events WHERE job_id=? ORDER BY ts, rowid",
+                               (job_id,))
+        return rows.fetchall()
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def insert_task(self, task: TaskRow) -> None:
+        with self.tx() as db:
+            db.execute("INSERT INTO tasks(id, job_id, state, dir, pid, pstart, started, "
+                       "deadline, stop_reason, stop_at, exit_code) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       (task.id, task.job_id, task.state, task.dir, task.pid, task.pstart,
+                        task.started, task.deadline, task.stop_reason, task.stop_at,
+                        task.exit_code))
+
+    def update_task(self, task_id: str, **fields: Any) -> None:
+        sets = ", ".join(f"{k}=?" for k in fields)
+        with self.tx() as db:
+            db.execute(f"UPDATE tasks SET {sets} WHERE id=?", (*fields.values(), task_id))
+
+    def tasks_in_states(self, states: tuple[str, ...]) -> list[TaskRow]:
+        marks = ", ".join("?" * len(states))
+        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks})", states)
+        return [TaskRow(*r) for r in rows.fetchall()]
+
+    # -- files -------------------------------------------------------------------------------
+
+    def add_file(self, uri: str, owner: str, kind: str, job_id: str | None, name: str,
+                 path: str, length: int) -> None:
+        with self.tx() as db:
+            db.execute("INSERT OR REPLACE INTO files(uri, owner, kind, job_id, name, path, "
+                       "length, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                       (uri, owner, kind, job_id, name, path, length, time.time()))
+
+    def file(self, uri: str) -> dict[str, Any] | None:
+        row = self.db.execute("SELECT uri, owner, kind, job_id, name, path, length FROM files "
+                              "WHERE uri=?", (uri,)).fetchone()
+        if not row:
+            return None
+        return dict(zip(("uri", "owner", "kind", "job_id", "name", "path", "length"), row,
+                        strict=True))
+
+    def delete_files(self, where: str, args: tuple[Any, ...]) -> list[str]:
+        """Delete file rows matching ``where``; return their paths (to remove from disk)."""
+        with self.tx() as db:
+            paths = [r[0] for r in db.execute(f"SELECT path FROM files WHERE {where}", args)]
+            db.execute(f"DELETE FROM files WHERE {where}", args)
+        return paths
+
+
+def _job_values(job: JobRow) -> tuple[Any, ...]:
+    return (job.id, job.owner, job.name, job.app_id, job.app_alias, job.app_name, job.state,
+            json.dumps(job.inputs), json.dumps(job.resources) if job.resources is not None
+            else None, json.dumps(job.result) if job.result is not None else None, job.info,
+            job.attempt, job.created, job.updated)
+
+
+def _job_row(row: tuple[Any, ...]) -> JobRow:
+    values = dict(zip(_JOB_COLUMNS, row, strict=True))
+    values["inputs"] = json.loads(values["inputs"])
+    for key in ("resources", "result"):
+        values[key] = json.loads(values[key]) if values[key] is not None else None
+    return JobRow(**values)

@@ -1,0 +1,4 @@
+import sys
+import time
+
+time.sleep(float(sys.argv[1]))
