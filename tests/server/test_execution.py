@@ -1,0 +1,161 @@
+"""Task execution on the real server process: staging, commands, outputs, limits, slots."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from everest_app.errors import AuthError, BadRequestError
+from everest_app.states import JobState
+from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
+
+APPS = Path(__file__).parent / "apps"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> ServerProcess:
+    """A server with the test apps, two batch slots, one service slot and the test plugin."""
+    srv = start_server(tmp_path_factory.mktemp("exec") / "data", apps=[APPS], slots=2,
+                       service_slots=1, kill_grace=0.5,
+                       extra_args=["--plugin", "tests.server.plugin_example"])
+    yield srv
+    srv.close()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return server.client("alice")
+
+
+def _wait_state(client, job_id, state, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if job.state.value == state:
+            return job
+        assert not job.is_done, job
+        time.sleep(0.05)
+    pytest.fail(f"job {job_id} never reached {state}")
+
+
+def test_inputs_stay_literal_arguments(client, tmp_path):
+    marker = Path("/tmp") / f"pwned-{uuid.uuid4().hex}"
+    f = tmp_path / "in.txt"
+    f.write_text("first line")
+    uri = client.upload(f)["uri"]
+    evil = [f"$(touch {marker})", f"; touch {marker}; rm -rf ~", f"`touch {marker}`",
+            "${file} && echo hi", "-rf /", "a\nb"]
+    for message in evil:
+        job = client.wait(client.submit("append", {"message": message, "file": uri}).id,
+                          timeout=30)
+        assert job.state == JobState.DONE, job.info
+        assert client.read(job.result["file"]).decode() == f"first line\n{message}\n"
+    assert not marker.exists()
+    assert Path.home().exists()
+
+
+def test_mappings_arrays_and_substitution(client, tmp_path):
+    docs = []
+    for name in ("b.txt", "a.txt"):
+        (tmp_path / name).write_text(name)
+        docs.append(client.upload(tmp_path / name)["uri"])
+    job = client.wait(client.submit("mapper", {
+        "x": 2.5, "flag": True, "nums": [1, 2.5, 3], "docs": docs, "text": "two words",
+    }).id, timeout=30)
+    assert job.state == JobState.DONE, job.info
+    r = job.result
+    assert r["double"] == 5.0 and r["count"] == 3
+    # ${opt} absent -> dropped; array -> one argument per item; inside a word -> joined
+    assert json.loads(r["args"]) == ["--n=7", "true", "fast", "1", "2.5", "3",
+                                     "lit two words end", "docs/b.txt", "docs/a.txt",
+                                     "${undeclared}"]
+    report = json.loads(client.read(r["report"]))
+    assert report == {"docs": ["a.txt", "b.txt"], "nums": ["1", "2.5", "3"]}
+    assert [client.read(u) for u in r["parts"]] == [b"0", b"1"]
+    assert all(u.startswith(f"/api/files/jobs/{job.id}/") for u in r["parts"])
+    assert "missing" not in r
+
+
+def test_task_environment_and_token_revoked_at_job_end(server, client):
+    job = client.wait(client.submit("envcheck", {}).id, timeout=30)
+    assert job.state == JobState.DONE, job.info
+    assert job.result["whoami"] == "alice"
+    assert job.result["url"] == server.url
+    assert job.result["leaked"] == ""
+    from everest_app.client import EverestClient
+
+    with pytest.raises(AuthError):
+        EverestClient(server.url, job.result["token"], retries=0).jobs()
+
+
+def test_time_limit_fails_the_job(client):
+    job = client.wait(client.submit("limited", {}).id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert "time limit of 1 s" in job.info
+    assert "time limit reached" in client.log(job.id)
+
+
+def test_retry_failed_tasks(client):
+    job = client.wait(client.submit("flaky", {}).id, timeout=30)
+    assert job.state == JobState.DONE, job.info
+    assert job.result == {"attempt": "1"}
+    log = client.log(job.id)
+    assert f"{job.id}-0-0 failed" in log and "retrying" in log
+    assert f"Task {job.id}-0-1 started" in log
+
+
+def test_outputs_through_symlinks_out_of_the_work_dir_fail(client):
+    job = client.wait(client.submit("leaky", {}).id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert "outside the work directory" in job.info
+
+
+def test_negative_sleep_fails_with_stderr_in_info(client):
+    job = client.wait(client.submit("sleep", {"duration": -1}).id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert "exit code 1" in job.info and "must not be negative" in job.info
+    assert job.result == {}
+
+
+def test_templet_windows_command_is_accepted_and_fails_clearly(local_server, tmp_path):
+    assert TEMPLET_ZIP is not None
+    alice = local_server.client("alice")
+    code = tmp_path / "lorenz.mpl"
+    code.write_text("# maple")
+    app = next(a for a in alice.apps() if a["alias"] == "MyNewEverestApplication")
+    job = alice.submit(app["id"], {"r": 28, "s": 10, "b": 2.667,
+                                   "code": alice.upload(code)["uri"]})
+    assert job.state in (JobState.READY, JobState.SCHEDULED, JobState.RUNNING)
+    job = alice.wait(job.id, timeout=30)
+    assert job.state == JobState.FAILED
+    assert "cmd.exe" in job.info and "Windows" in job.info
+
+
+def test_slots_bound_running_tasks_and_services_have_their_own(client):
+    long = [client.submit("sleep", {"duration": 30}).id for _ in range(3)]
+    _wait_state(client, long[0], "RUNNING")
+    _wait_state(client, long[1], "RUNNING")
+    assert client.job(long[2]).state == JobState.READY  # two slots
+    service = client.submit("daemon", {"duration": 30})
+    _wait_state(client, service.id, "RUNNING")  # not behind the batch queue
+    queued_service = client.submit("daemon", {"duration": 0})
+    assert client.job(queued_service.id).state == JobState.READY  # one service slot
+    for job_id in (*long, service.id):
+        client.cancel(job_id)
+    for job_id in (*long, service.id):
+        assert client.wait(job_id, timeout=30).state == JobState.CANCELLED
+    assert client.wait(queued_service.id, timeout=30).state == JobState.DONE
+
+
+def test_input_preparer_and_job_decorator(client):
+    job = client.submit("daemon", {"duration": 0})
+    assert job.inputs["ticket"] == "ticket-for-alice"  # filled in before validation
+    assert job.raw["session"]["url"].endswith(f"/{job.id}/")
+    with pytest.raises(BadRequestError, match="no tickets today"):
+        client.submit("daemon", {"duration": 0, "ticket": "refuse"})
+    assert client.wait(job.id, timeout=30).state == JobState.DONE
+    assert "session" not in client.wait(client.submit("hostname", {}).id, timeout=30).raw
