@@ -1,0 +1,158 @@
+"""Nothing is lost when the server dies: kill -9, restart, clean stop, the CLI around it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from everest_app.client import EverestClient
+from everest_app.states import JobState
+from everest_local import processes
+from tests.fixtures.local_server import REPO
+
+APPS = Path(__file__).parent / "apps"
+
+
+def _wait_state(client, job_id, state, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.job(job_id)
+        if job.state.value == state:
+            return job
+        assert not job.is_done, job
+        time.sleep(0.05)
+    pytest.fail(f"job {job_id} never reached {state}")
+
+
+def _task_dir(server, job_id: str, attempt: int = 0) -> Path:
+    return Path(server.data_dir) / "tasks" / f"{job_id}-0-{attempt}"
+
+
+def _wait_file(path: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_kill9_then_restart_loses_nothing(start_local_server, tmp_path):
+    server = start_local_server(apps=[APPS], slots=3)
+    c = server.client("alice")
+    kept = tmp_path / "kept.txt"
+    kept.write_text("still here")
+    upload = c.upload(kept)["uri"]
+
+    live = c.submit("slow-echo", {"duration": 8, "text": "adopted"})       # outlives the outage
+    dead = c.submit("sleep", {"duration": 120})                             # killed while down
+    quick = c.submit("slow-echo", {"duration": 0.5, "text": "while down"})  # ends while down
+    for job in (live, dead, quick):
+        _wait_state(c, job.id, "RUNNING")
+    queued = c.submit("hostname", {})                                       # waits for a slot
+    assert c.job(queued.id).state == JobState.READY
+
+    server.kill9()
+    dead_pid = processes.read_pid(_task_dir(server, dead.id))
+    os.killpg(dead_pid, signal.SIGKILL)
+    _wait_file(_task_dir(server, quick.id) / "exit")
+    live_pid = processes.read_pid(_task_dir(server, live.id))
+    assert processes.is_alive(live_pid, None)
+
+    server.restart()
+    c = EverestClient(server.url, server.token)  # the same token works after the restart
+    quick_done = c.wait(quick.id, timeout=30)
+    assert quick_done.state == JobState.DONE, quick_done.info
+    assert quick_done.result["text"] == "while down"
+    dead_failed = c.wait(dead.id, timeout=30)
+    assert dead_failed.state == JobState.FAILED
+    assert "ended while the local server was not running" in dead_failed.info
+    assert c.wait(queued.id, timeout=30).state == JobState.DONE
+    assert c.job(live.id).state == JobState.RUNNING  # re-adopted, not restarted
+    assert "re-adopted after a server restart" in c.log(live.id)
+    live_done = c.wait(live.id, timeout=60)
+    assert live_done.state == JobState.DONE, live_done.info
+    assert live_done.result["text"] == "adopted"
+    assert c.read(live_done.result["file"]) == b"adopted"
+    assert c.read(upload) == b"still here"
+    assert c.log(live.id).count("started on local") == 1
+
+
+def test_cancel_of_a_readopted_task(start_local_server):
+    server = start_local_server(apps=[APPS], kill_grace=0.5)
+    c = server.client("alice")
+    job = c.submit("sleep", {"duration": 120})
+    _wait_state(c, job.id, "RUNNING")
+    server.kill9()
+    server.restart()
+    c = EverestClient(server.url, server.token)
+    assert c.job(job.id).state == JobState.RUNNING
+    c.cancel(job.id)
+    assert c.wait(job.id, timeout=30).state == JobState.CANCELLED
+    pid = processes.read_pid(_task_dir(server, job.id))
+    assert pid is None or not processes.is_alive(pid, None)
+
+
+def test_clean_stop_interrupts_tasks_and_removes_server_json(start_local_server):
+    server = start_local_server(kill_grace=0.5)
+    c = server.client("alice")
+    job = c.submit("sleep", {"duration": 120})
+    _wait_state(c, job.id, "RUNNING")
+    pid = processes.read_pid(_task_dir(server, job.id))
+    assert server.stop() == 0
+    assert not (Path(server.data_dir) / "server.json").exists()
+    assert not processes.is_alive(pid, None)
+    server.restart()
+    ended = EverestClient(server.url, server.token).job(job.id)
+    assert ended.state == JobState.CANCELLED and "server was stopped" in ended.info
+
+
+def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "everest_local", *args], input=stdin,
+                          capture_output=True, text=True, env=env, cwd=REPO, timeout=60)
+
+
+def test_one_server_per_data_dir_and_cli_add_user_and_stop(start_local_server):
+    server = start_local_server()
+    again = _cli("--port", "0", "--data-dir", str(server.data_dir))
+    assert again.returncode == 2 and "another local server" in again.stderr
+    added = _cli("add-user", "carol", "--data-dir", str(server.data_dir), "--password-stdin",
+                 stdin="carol-pw\n")
+    assert added.returncode == 0, added.stderr
+    token = EverestClient.login(server.url, "carol", "carol-pw")
+    assert EverestClient(server.url, token).jobs() == []
+    bad = _cli("add-user", "../x", "--data-dir", str(server.data_dir), "--password-stdin",
+               stdin="pw\n")
+    assert bad.returncode == 1 and "bad user name" in bad.stderr
+    stopped = _cli("stop", "--data-dir", str(server.data_dir))
+    assert stopped.returncode == 0 and "stopped" in stopped.stdout
+    server.proc.wait(10)
+    with pytest.raises(requests.ConnectionError):
+        requests.get(server.url + "/_local/stats", timeout=2)
+    nothing = _cli("stop", "--data-dir", str(server.data_dir))
+    assert nothing.returncode == 0 and "no local server" in nothing.stdout
+
+
+def test_bad_apps_path_fails_start_with_a_clear_error(tmp_path):
+    result = _cli("--port", "0", "--data-dir", str(tmp_path / "d"), "--apps",
+                  str(tmp_path / "missing"))
+    assert result.returncode == 2 and "missing" in result.stderr
+
+
+def test_everest_jupyter_server_subcommand_is_registered():
+    import argparse
+
+    from everest_local.cli import register
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["server", "--port", "0", "--slots", "3", "--apps", "a", "b"])
+    assert args.slots == 3 and [str(p) for p in args.apps] == ["a", "b"]
+    args = parser.parse_args(["server", "add-user", "dave", "--password-stdin"])
+    assert args.name == "dave" and args.func.__name__ == "add_user"
