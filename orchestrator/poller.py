@@ -1,15 +1,15 @@
 """One background thread that watches every job of an orchestrator.
 
 With few jobs in flight (at most ``list_threshold``) it asks for each job
-(``GET /api/jobs/<id>``); with more it asks once per tick for the whole list
-(``GET /api/jobs``) and picks its jobs out of it, fetching singly only a job the list lacks.
-:class:`~orchestrator.cadence.Cadence` sets the pause between ticks. Requests go through the
-client's keep-alive session.
+(``GET /api/jobs/<id>``) on that job's own schedule; with more it asks once per tick for the
+whole list (``GET /api/jobs``) and picks its jobs out of it, fetching singly only a job the
+list lacks. :class:`~orchestrator.cadence.Cadence` sets the schedules. Requests go through
+the client's keep-alive session.
 
-Failures never reach a watcher: an HTTP or connection error backs the cadence off and the
-tick is tried again. The one exception is a job the server keeps answering 404 for
-(``lost_after`` ticks in a row: it was deleted), which is reported through ``on_lost``.
-States the client does not know (``UNKNOWN``) count as not finished.
+Failures never reach a watcher: an HTTP or connection error backs off and the tick is tried
+again. The one exception is a job the server keeps answering 404 for (``lost_after`` times in
+a row: it was deleted), which is reported through ``on_lost``. States the client does not
+know (``UNKNOWN``) count as not finished.
 """
 
 from __future__ import annotations
@@ -37,7 +37,11 @@ OnLost = Callable[[str, Exception], None]
 class _Watch:
     on_update: OnUpdate
     on_lost: OnLost
+    group: str
+    since: float
+    next_at: float
     last_state: JobState | None = None
+    last_pending_at: float | None = None
     misses: int = 0
 
 
@@ -53,8 +57,10 @@ class Poller:
         self.requests: Counter[str] = Counter()
         self._watched: dict[str, _Watch] = {}
         self._cond = threading.Condition()
-        self._kick = False
         self._closed = False
+        self._listing = False
+        self._next_list = 0.0
+        self._hold_until = 0.0
         self._thread: threading.Thread | None = None
         self._failing_since: float | None = None
         self._last_warning = 0.0
@@ -63,17 +69,20 @@ class Poller:
         with self._cond:
             return len(self._watched)
 
-    def watch(self, job_id: str, on_update: OnUpdate, on_lost: OnLost) -> None:
+    def watch(self, job_id: str, on_update: OnUpdate, on_lost: OnLost, *,
+              group: str = "") -> None:
         """Call ``on_update(job)`` on each new state of the job, the last one terminal.
 
+        ``group`` (the job's application) lets the schedule learn how long such jobs take.
         Callbacks run on the poller thread and must be quick. ``on_lost(job_id, error)``
         is called instead if the job disappears from the server.
         """
         with self._cond:
             if self._closed:
                 raise RuntimeError("poller is closed")
-            self._watched[job_id] = _Watch(on_update, on_lost)
-            self._kick = True
+            now = time.monotonic()
+            self._watched[job_id] = _Watch(on_update, on_lost, group, now,
+                                           now + self.cadence.first_poll(group))
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="everest-poller",
                                                 daemon=True)
@@ -96,57 +105,64 @@ class Poller:
 
     # -- the thread ------------------------------------------------------------------------
 
-    def _take_kick(self) -> None:
-        """Called with the lock held: new jobs while few are watched mean look soon."""
-        if self._kick:
-            self._kick = False
-            if len(self._watched) <= self.list_threshold:
-                self.cadence.on_new_jobs()
-
-    def _wait_for_tick(self) -> list[str] | None:
-        """Sleep until the next tick is due; the ids to poll, or None when closed."""
+    def _next_tick(self) -> tuple[list[str], bool] | None:
+        """Sleep until a tick is due; the ids to ask about and whether to list, or None
+        when closed. Called and returns without the lock held."""
         with self._cond:
-            while not self._watched and not self._closed:
-                self._cond.wait()
-            self._take_kick()
-            deadline = time.monotonic() + self.cadence.interval
             while not self._closed:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._cond.wait(remaining)
-                if self._kick:
-                    self._take_kick()
-                    deadline = min(deadline, time.monotonic() + self.cadence.interval)
-            if self._closed:
-                return None
-            return list(self._watched)
+                if not self._watched:
+                    self._cond.wait()
+                    continue
+                now = time.monotonic()
+                many = len(self._watched) > self.list_threshold
+                if many and not self._listing:
+                    self.cadence.start_listing()
+                    self._next_list = now + self.cadence.interval
+                self._listing = many
+                due = (self._next_list if many
+                       else min(w.next_at for w in self._watched.values()))
+                due = max(due, self._hold_until)
+                if due <= now:
+                    if many:
+                        return list(self._watched), True
+                    return [i for i, w in self._watched.items() if w.next_at <= now], False
+                self._cond.wait(due - now)
+            return None
 
     def _run(self) -> None:
-        last = time.monotonic()
+        last_list = time.monotonic()
         while True:
-            ids = self._wait_for_tick()
-            if ids is None:
+            tick = self._next_tick()
+            if tick is None:
                 return
-            if not ids:
-                continue
-            now = time.monotonic()
-            elapsed, last = now - last, now
-            listing = len(ids) > self.list_threshold
+            ids, listing = tick
             try:
                 jobs = self._fetch(ids, listing)
             except EverestError as exc:
-                self.cadence.after_error()
-                self._note_error(exc)
+                with self._cond:
+                    pause = self.cadence.after_error()
+                    self._hold_until = time.monotonic() + pause
+                self._note_error(exc, pause)
                 continue
             except Exception:  # a bug must not stop every future: log and keep polling
                 log.exception("poller tick failed")
-                self.cadence.after_error()
+                with self._cond:
+                    self._hold_until = time.monotonic() + self.cadence.after_error()
                 continue
             self._note_recovery()
             finished = self._deliver(jobs)
-            self.cadence.after_tick(finished=finished, in_flight=len(self), elapsed=elapsed,
-                                    listing=listing)
+            if listing:
+                now = time.monotonic()
+                with self._cond:
+                    self.cadence.after_success()
+                    interval = self.cadence.after_list_tick(
+                        finished=finished, in_flight=len(self._watched),
+                        elapsed=now - last_list)
+                    self._next_list = now + interval
+                last_list = now
+            else:
+                with self._cond:
+                    self.cadence.after_success()
 
     def _fetch(self, ids: list[str], listing: bool) -> dict[str, Job | Exception]:
         """The current description of each job (or its NotFoundError)."""
@@ -168,38 +184,52 @@ class Poller:
         return found
 
     def _deliver(self, jobs: dict[str, Job | Exception]) -> int:
-        """Hand new states to their watchers; returns how many jobs ended."""
+        """Hand new states to their watchers, reschedule the rest; returns how many ended."""
         finished = 0
+        now = time.monotonic()
         for job_id, job in jobs.items():
             with self._cond:
                 watch = self._watched.get(job_id)
                 if watch is None:
                     continue
-                if isinstance(job, Exception):
-                    watch.misses += 1
-                    if watch.misses < self.lost_after:
-                        continue
-                    del self._watched[job_id]
-                    callback, arg = watch.on_lost, job
-                else:
-                    watch.misses = 0
-                    if job.state == watch.last_state and not job.is_done:
-                        continue
-                    watch.last_state = job.state
-                    if job.is_done:
-                        del self._watched[job_id]
-                        finished += 1
-                    callback, arg = watch.on_update, job
+                callback = self._observe(job_id, watch, job, now)
+                if callback is not None and isinstance(job, Job) and job.is_done:
+                    finished += 1
+            if callback is None:
+                continue
             try:
-                if isinstance(arg, Exception):
-                    callback(job_id, arg)
+                if isinstance(job, Exception):
+                    callback(job_id, job)
                 else:
-                    callback(arg)
+                    callback(job)
             except Exception:
                 log.exception("callback for job %s failed", job_id)
         return finished
 
-    def _note_error(self, exc: EverestError) -> None:
+    def _observe(self, job_id: str, watch: _Watch, job: Job | Exception,
+                 now: float) -> Callable | None:
+        """With the lock held: update one watch; the callback to call, if any."""
+        if isinstance(job, Exception):
+            watch.misses += 1
+            if watch.misses >= self.lost_after:
+                del self._watched[job_id]
+                return watch.on_lost
+            watch.next_at = now + self.cadence.next_poll(watch.group, now - watch.since)
+            return None
+        watch.misses = 0
+        if job.is_done:
+            del self._watched[job_id]
+            seen_pending = watch.last_pending_at or watch.since
+            self.cadence.record_duration(watch.group, (seen_pending + now) / 2 - watch.since)
+            return watch.on_update
+        watch.last_pending_at = now
+        watch.next_at = now + self.cadence.next_poll(watch.group, now - watch.since)
+        if job.state == watch.last_state:
+            return None
+        watch.last_state = job.state
+        return watch.on_update
+
+    def _note_error(self, exc: EverestError, pause: float) -> None:
         self.requests["errors"] += 1
         now = time.monotonic()
         if self._failing_since is None:
@@ -207,7 +237,7 @@ class Poller:
         if now - self._last_warning > 30:
             self._last_warning = now
             log.warning("polling Everest failed (%s); retrying in %.2f s — jobs are not "
-                        "affected", exc, self.cadence.interval)
+                        "affected", exc, pause)
 
     def _note_recovery(self) -> None:
         if self._failing_since is not None:
