@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from everest_app import config
+from everest_app import config, descriptor
+from everest_app.apps import builtin_app_dirs
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, EverestError
 from everest_app.job import Job
@@ -44,6 +45,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = app.add_parser("show", help="an application's description")
     p.add_argument("app", help="24-hex id or owner/alias")
     p.set_defaults(func=cmd_app_show)
+
+    p = app.add_parser("export", help="write an application as the zip Everest imports")
+    p.add_argument("source", help="a shipped application's alias (e.g. jupyter-session), or a "
+                                  "path to application.json, an application folder or a zip")
+    p.add_argument("-o", "--output", type=Path, help="zip to write (default: <alias>.zip)")
+    p.set_defaults(func=cmd_app_export)
 
     p = subparsers.add_parser("jobs", help="list your jobs")
     p.set_defaults(func=cmd_jobs)
@@ -141,6 +148,32 @@ def _print_params(params: dict[str, dict[str, Any]]) -> None:
         kind = spec.get("type", "?") + ("/" + spec["format"] if spec.get("format") else "")
         rows.append(("  " + name, kind, "yes" if spec.get("required") else "", spec.get("title")))
     print_table(rows, ("  NAME", "TYPE", "REQUIRED", "TITLE"))
+
+
+def load_application(source: str) -> descriptor.Application:
+    """A shipped application by alias, else the application at the path ``source``.
+
+    Raises :class:`EverestError` saying what is wrong when neither works.
+    """
+    shipped = {path.name: path for path in builtin_app_dirs()}
+    path = shipped.get(source, Path(source))
+    try:
+        return descriptor.load(path)
+    except FileNotFoundError as exc:
+        raise EverestError(f"No application '{source}': not a shipped one "
+                           f"({', '.join(sorted(shipped))}) nor an existing path.") from exc
+    except descriptor.DescriptorError as exc:
+        raise EverestError(str(exc)) from exc
+
+
+def cmd_app_export(args: argparse.Namespace) -> int:
+    app = load_application(args.source)
+    written = descriptor.export_zip(app, args.output or Path(f"{app.alias}.zip"))
+    if args.json:
+        print_json({"alias": app.alias, "zip": str(written), "files": app.file_names()})
+    else:
+        print(f"Wrote {written} ({app.alias}, {len(app.file_names())} application files).")
+    return 0
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import json
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import responses
@@ -162,3 +163,33 @@ def test_files_upload_and_download(logged_in, api, capsys, tmp_path):
 def test_upload_of_a_missing_file_is_one_line(logged_in, capsys, tmp_path):
     assert main(["files", "upload", str(tmp_path / "missing.txt")]) == 1
     assert capsys.readouterr().err.startswith("error: [Errno 2]")
+
+
+def test_app_export_of_a_shipped_app_writes_a_zip_everest_imports(tmp_path, capsys):
+    import zipfile
+
+    from everest_app import descriptor
+
+    target = tmp_path / "js.zip"
+    assert main(["app", "export", "jupyter-session", "-o", str(target)]) == 0
+    names = zipfile.ZipFile(target).namelist()
+    assert "application.json" in names and "ApplicationFiles/session_runner.py" in names
+    assert not [n for n in names if "__pycache__" in n]
+    assert descriptor.load(target).alias == "jupyter-session"
+
+
+def test_app_export_of_the_real_templet_export_round_trips(tmp_path):
+    import json
+    import zipfile
+
+    source = str(Path(__file__).parent / "data" / "templet-parsweep.zip")
+    target = tmp_path / "again.zip"
+    assert main(["app", "export", source, "-o", str(target)]) == 0
+    original = json.loads(zipfile.ZipFile(source).read("application.json"))
+    assert json.loads(zipfile.ZipFile(target).read("application.json")) == original
+
+
+def test_app_export_of_an_unknown_app_names_the_shipped_ones(capsys):
+    assert main(["app", "export", "no-such-app"]) == 1
+    err = capsys.readouterr().err
+    assert "No application 'no-such-app'" in err and "jupyter-session" in err
