@@ -18,7 +18,9 @@ from everest_app.errors import AuthError, EverestConnectionError, EverestError, 
 log = logging.getLogger(__name__)
 
 COMMAND_MODULES = (
+    "launcher.cli_session",
     "launcher.cli_everest",
+    "everest_local.cli",
 )
 """Modules whose ``register(subparsers)`` adds subcommands, in help order."""
 
