@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from everest_app.client import EverestClient
 from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
@@ -25,6 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 WAIT_MS = 30_000  # upper bound for any one wait; the tests never assert how long things take
+expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +94,11 @@ def cookie_session(server: ServerProcess, token: str) -> requests.Session:
     session = requests.Session()
     session.cookies.set("access_token", token, domain="127.0.0.1", path="/")
     return session
+
+
+def server_refusal(server: ServerProcess, method: str, path: str, **kwargs) -> tuple[int, str]:
+    """Status and ``message`` of the server's own answer to a request it refuses."""
+    resp = requests.request(method, server.url + path, timeout=10,
+                            headers={"Authorization": f"Bearer {server.token}"}, **kwargs)
+    assert resp.status_code >= 400, f"{method} {path} was accepted: {resp.text[:200]}"
+    return resp.status_code, resp.json()["message"]
