@@ -1,0 +1,508 @@
+"""The orchestrator: Everest jobs as futures, with DAG edges, a bound on jobs in flight,
+retries, cancellation and a journal.
+
+How a submission travels:
+
+1. :meth:`Orchestrator.submit` prepares the inputs (files hashed, file objects read), works
+   out the task's key (see :mod:`orchestrator.journal`) and returns a :class:`JobFuture`.
+2. When every future among its inputs has succeeded, the task is *ready*; it waits in a
+   queue while ``max_in_flight`` jobs are out.
+3. A submit thread resolves the inputs (results of dependencies, URIs of uploads) and either
+   re-attaches to the job the journal knows for this key or submits it. A submission that
+   fails without a clear answer (connection lost, 5xx) may or may not have created the job:
+   the thread then looks for a job with the task's unique name before sending it again, so a
+   server restart neither loses nor duplicates a job.
+4. The poller watches the job; when it ends the future gets the job's ``result`` or a
+   :class:`JobFailed` (after ``retries`` resubmissions with backoff for FAILED jobs).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from everest_app.client import EverestClient
+from everest_app.errors import EverestConnectionError, EverestError, ServerError
+from everest_app.job import Job
+from everest_app.states import JobState
+from orchestrator.cadence import Cadence
+from orchestrator.errors import DependencyFailed, JobFailed, OrchestratorClosed
+from orchestrator.futures import JobFuture
+from orchestrator.inputs import dependencies, fingerprint, prepare, resolve
+from orchestrator.journal import Journal
+from orchestrator.poller import Poller
+from orchestrator.progress import progress_bar
+from orchestrator.uploads import Uploads
+
+if TYPE_CHECKING:
+    from orchestrator.actors import Actor
+    from orchestrator.executor import AppExecutor
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_IN_FLIGHT = 100
+LOG_TAIL_LINES = 20
+
+
+@dataclass(eq=False)
+class _Task:
+    """One submission request and where it is on its way."""
+
+    future: JobFuture
+    app: str
+    inputs: dict[str, Any]
+    name: str | None
+    resources: list[str] | None
+    retries: int
+    waiting: int
+    attempt: int = 0
+    job_id: str | None = None
+    holds_slot: bool = False
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def key(self) -> str:
+        """The journal key of the current attempt."""
+        base = self.future.key
+        return base if self.attempt == 0 else f"{base}.{self.attempt}"
+
+    @property
+    def job_name(self) -> str:
+        """The job's name on the server: readable, and unique per attempt (lookups use it)."""
+        return f"{self.future.label} #{self.key}"
+
+
+class Orchestrator:
+    """Submits Everest jobs as futures and watches them with one background poller.
+
+    ``client`` is an :class:`EverestClient`. ``journal`` (a path) records submissions so a
+    restarted process re-attaches instead of submitting again. ``max_in_flight`` bounds the
+    jobs submitted and not yet ended. ``submit_timeout`` is how long a submission keeps being
+    retried while the server is unreachable. The poller's cadence is tuned by
+    ``poll_min_interval``, ``poll_max_interval`` and ``list_threshold`` (the number of jobs
+    in flight above which one list request replaces per-job requests).
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    def __init__(self, client: EverestClient, *, journal: str | Path | Journal | None = None,
+                 max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, submit_threads: int = 4,
+                 poll_min_interval: float = 0.01, poll_max_interval: float = 2.0,
+                 list_threshold: int = 3, progress: bool = True,
+                 submit_timeout: float = 300.0, retry_backoff: float = 1.0,
+                 own_client: bool = False):
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
+        self.client = client
+        self.journal = journal if isinstance(journal, Journal) or journal is None \
+            else Journal(journal)
+        self.run_id = self.journal.run_id if self.journal else secrets.token_hex(8)
+        self.max_in_flight = max_in_flight
+        self.progress = progress
+        self.submit_timeout = submit_timeout
+        self.retry_backoff = retry_backoff
+        self.poller = Poller(client, Cadence(poll_min_interval, poll_max_interval),
+                             list_threshold=list_threshold)
+        self.uploads = Uploads(client)
+        self._own_client = own_client
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            max_workers=submit_threads, thread_name_prefix="everest-submit")
+        self._lock = threading.Lock()
+        self._ready: deque[_Task] = deque()
+        self._in_flight = 0
+        self._occurrences: Counter[str] = Counter()
+        self._tasks: set[_Task] = set()
+        self._closed = False
+        self._counts: Counter[str] = Counter()
+
+    def __repr__(self) -> str:
+        return f"<Orchestrator {self.client.url} in flight={self._in_flight}>"
+
+    def __enter__(self) -> Orchestrator:
+        return self
+
+    def __exit__(self, exc_type: Any, *exc: object) -> None:
+        # a clean exit waits for the work; an exception (Ctrl-C included) cancels it
+        self.close(wait=exc_type is None, cancel_jobs=exc_type is not None)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters: jobs submitted, reattached, done, failed, retried, cancelled; requests
+        the poller made (``get``, ``list``, ``errors``); ``uploads``."""
+        with self._lock:
+            counts = dict(self._counts)
+        counts.update({f"poll_{k}": v for k, v in self.poller.requests.items()})
+        counts["uploads"] = self.uploads.count
+        return counts
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs being submitted or running now."""
+        return self._in_flight
+
+    def _count(self, what: str, n: int = 1) -> None:
+        with self._lock:
+            self._counts[what] += n
+
+    # -- submitting ------------------------------------------------------------------------
+
+    def submit(self, app: str, inputs: dict[str, Any] | None = None, *,
+               name: str | None = None, resources: list[str] | None = None,
+               retries: int = 0, after: Iterable[JobFuture] = ()) -> JobFuture:
+        """Submit one job of ``app`` and return its future.
+
+        An input value may be a future (its only output) or ``future.output(name)``: the
+        job waits for it and gets its value; ``after`` lists futures to wait for without
+        using their values. A ``pathlib.Path`` or an open file is uploaded (once per
+        content). ``retries`` resubmits a FAILED job that many times, with backoff.
+
+        Raises ``RuntimeError`` when closed, ``FileNotFoundError`` for a missing input file
+        and ``TypeError`` for an ``after`` item that is not a job future.
+        """
+        if self._closed:
+            raise RuntimeError("orchestrator is closed")
+        prepared = prepare(dict(inputs or {}))
+        after = list(after)
+        for dep in after:
+            if not isinstance(dep, JobFuture):
+                raise TypeError(f"after= takes job futures, not {type(dep).__name__}")
+        deps = dependencies(prepared)
+        deps += [d for d in dict.fromkeys(after) if all(d is not x for x in deps)]
+        key = self._key(app, prepared, name, resources, after)
+        label = name or app.strip("/").rsplit("/", 1)[-1]
+        future = JobFuture(app, key, label)
+        task = _Task(future, app, prepared, name, list(resources) if resources else None,
+                     max(0, int(retries)), waiting=len(deps))
+        future._on_cancel = partial(self._on_future_cancelled, task)
+        with self._lock:
+            self._tasks.add(task)
+        future.add_done_callback(partial(self._forget, task))
+        if not deps:
+            self._make_ready(task)
+        for dep in deps:
+            dep.add_done_callback(partial(self._dependency_done, task))
+        return future
+
+    def _key(self, app: str, inputs: dict[str, Any], name: str | None,
+             resources: list[str] | None, after: list[JobFuture]) -> str:
+        """A key that is the same for the same task at the same place in the same program."""
+        body = json.dumps({"app": app, "inputs": fingerprint(inputs), "name": name,
+                           "resources": resources, "after": [f.key for f in after]},
+                          sort_keys=True, default=str)
+        base = hashlib.sha256(body.encode()).hexdigest()
+        with self._lock:
+            occurrence = self._occurrences[base]
+            self._occurrences[base] += 1
+        return hashlib.sha256(f"{self.run_id}:{base}:{occurrence}".encode()).hexdigest()[:20]
+
+    def _dependency_done(self, task: _Task, dep: concurrent.futures.Future) -> None:
+        if task.future.done():
+            return
+        cause: BaseException | None = None
+        if dep.cancelled():
+            cause = concurrent.futures.CancelledError("cancelled")
+        elif dep.exception() is not None:
+            cause = dep.exception()
+        if cause is not None:
+            self._fail(task, DependencyFailed(dep, cause))
+            return
+        with task.lock:
+            task.waiting -= 1
+            ready = task.waiting == 0
+        if ready:
+            self._make_ready(task)
+
+    def _make_ready(self, task: _Task) -> None:
+        with self._lock:
+            if task.future.done() or self._closed:
+                return
+            if self._in_flight >= self.max_in_flight:
+                self._ready.append(task)
+                return
+            self._in_flight += 1
+            task.holds_slot = True
+        self._start(task)
+
+    def _start(self, task: _Task) -> None:
+        try:
+            self._pool.submit(self._launch, task)
+        except RuntimeError:  # the pool is shut down: we are closing
+            self._release(task)
+
+    def _release(self, task: _Task) -> None:
+        """Give back the task's in-flight slot and start what the queue holds."""
+        starts = []
+        with self._lock:
+            if not task.holds_slot:
+                return
+            task.holds_slot = False
+            self._in_flight -= 1
+            while self._ready and self._in_flight < self.max_in_flight and not self._closed:
+                nxt = self._ready.popleft()
+                if nxt.future.done():
+                    continue
+                self._in_flight += 1
+                nxt.holds_slot = True
+                starts.append(nxt)
+        for nxt in starts:
+            self._start(nxt)
+
+    def _launch(self, task: _Task) -> None:
+        """On a submit thread: resolve inputs, re-attach or submit, then watch the job."""
+        future = task.future
+        if future.done():
+            self._release(task)
+            return
+        try:
+            inputs = resolve(task.inputs, self.uploads.uri_for)
+            job_id = self._attach_or_submit(task, inputs)
+        except Exception as exc:
+            self._release(task)
+            self._fail(task, exc)
+            return
+        task.job_id = future.job_id = job_id
+        future.attempts = task.attempt + 1
+        if future.cancelled():  # cancelled while the submission was on its way
+            self._cancel_job(job_id)
+        try:
+            self.poller.watch(job_id, partial(self._on_update, task),
+                              partial(self._on_lost, task), group=task.app)
+        except RuntimeError:  # closing
+            self._release(task)
+
+    def _attach_or_submit(self, task: _Task, inputs: dict[str, Any]) -> str:
+        """The id of the task's job: from the journal, found on the server, or new."""
+        key, name = task.key, task.job_name
+        journal = self.journal
+        if journal is not None and (job_id := journal.job_for(key)):
+            self._count("reattached")
+            return job_id
+        maybe_sent = journal is not None and journal.intended(key) is not None
+        deadline = time.monotonic() + self.submit_timeout
+        delay = 0.2
+        while True:
+            try:
+                if maybe_sent and (job := self._find_by_name(name)) is not None:
+                    self._count("adopted")
+                    log.info("found job %s (%s) already on the server; not resubmitting",
+                             job.id, name)
+                    if journal is not None:
+                        journal.record_job(key, job.id)
+                    return job.id
+                if journal is not None:
+                    journal.record_intent(key, name)
+                maybe_sent = True
+                job = self.client.submit(task.app, inputs, name=name,
+                                         resources=task.resources)
+                self._count("submitted")
+                if journal is not None:
+                    journal.record_job(key, job.id)
+                return job.id
+            except (EverestConnectionError, ServerError) as exc:
+                if self._closed or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("submitting %s: %s; retrying in %.1f s", name, exc, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    def _find_by_name(self, name: str) -> Job | None:
+        matches = [job for job in self.client.jobs() if job.name == name]
+        return matches[0] if matches else None
+
+    # -- watching --------------------------------------------------------------------------
+
+    def _on_update(self, task: _Task, job: Job) -> None:
+        """On the poller thread: a new state of the task's job."""
+        future = task.future
+        future.job = job
+        if not job.is_done:
+            return
+        self._release(task)
+        if future.done():
+            return
+        if job.state == JobState.DONE:
+            self._count("done")
+            self._set_result(future, job.result or {})
+        elif job.state == JobState.FAILED and task.attempt < task.retries and not self._closed:
+            task.attempt += 1
+            self._count("retried")
+            delay = self.retry_backoff * 2 ** (task.attempt - 1)
+            log.info("job %s failed (%s); attempt %d of %d in %.1f s", job.id, job.info,
+                     task.attempt + 1, task.retries + 1, delay)
+            timer = threading.Timer(delay, self._make_ready, (task,))
+            timer.daemon = True
+            timer.start()
+        else:
+            try:
+                self._pool.submit(self._fail_with_log, task, job)
+            except RuntimeError:
+                self._fail(task, JobFailed(job, attempts=task.attempt + 1))
+
+    def _on_lost(self, task: _Task, job_id: str, error: Exception) -> None:
+        self._release(task)
+        gone = Job(id=job_id, name=task.job_name, state=JobState.UNKNOWN,
+                   info=f"the job no longer exists on the server ({error})")
+        self._fail(task, JobFailed(gone, attempts=task.attempt + 1))
+
+    def _fail_with_log(self, task: _Task, job: Job) -> None:
+        try:
+            tail = "\n".join(self.client.log(job.id).splitlines()[-LOG_TAIL_LINES:])
+        except EverestError as exc:
+            tail = f"(the log could not be read: {exc})"
+        self._count("failed")
+        self._fail(task, JobFailed(job, tail, attempts=task.attempt + 1))
+
+    @staticmethod
+    def _set_result(future: JobFuture, value: Any) -> None:
+        try:
+            future.set_result(value)
+        except concurrent.futures.InvalidStateError:  # cancelled meanwhile
+            pass
+
+    @staticmethod
+    def _fail(task: _Task, exc: BaseException) -> None:
+        try:
+            task.future.set_exception(exc)
+        except concurrent.futures.InvalidStateError:
+            pass
+
+    def _forget(self, task: _Task, _future: object = None) -> None:
+        with self._lock:
+            self._tasks.discard(task)
+
+    # -- cancelling ------------------------------------------------------------------------
+
+    def _on_future_cancelled(self, task: _Task, _future: JobFuture) -> None:
+        self._count("cancelled")
+        if task.job_id is not None:
+            self._cancel_job(task.job_id)
+
+    def _cancel_job(self, job_id: str) -> None:
+        try:
+            self.client.cancel(job_id)
+        except EverestError as exc:
+            log.warning("cancelling job %s failed: %s", job_id, exc)
+
+    # -- many at once ------------------------------------------------------------------------
+
+    def map(self, app: str, inputs_iterable: Iterable[dict[str, Any]], *,
+            max_in_flight: int | None = None, progress: bool | None = None,
+            name: str | None = None, resources: list[str] | None = None, retries: int = 0,
+            return_exceptions: bool = False) -> list[Any]:
+        """Run ``app`` once per inputs dict; the results in the inputs' order.
+
+        At most ``max_in_flight`` of these jobs are submitted and unfinished at a time (the
+        orchestrator's own bound applies too); inputs are read lazily. When a job fails, the
+        rest are cancelled and its exception raised, unless ``return_exceptions`` puts
+        exceptions in the list. Ctrl-C (or any exception) cancels the jobs not yet ended.
+        """
+        window = max_in_flight or self.max_in_flight
+        total = len(inputs_iterable) if hasattr(inputs_iterable, "__len__") else None
+        bar = progress_bar(self.progress if progress is None else progress, total=total,
+                           desc=name or app.rsplit("/", 1)[-1])
+        futures: list[JobFuture] = []
+        pending: set[JobFuture] = set()
+        try:
+            for inputs in inputs_iterable:
+                while len(pending) >= window:
+                    self._drain(pending, bar, return_exceptions)
+                future = self.submit(app, inputs, name=name, resources=resources,
+                                     retries=retries)
+                futures.append(future)
+                pending.add(future)
+            while pending:
+                self._drain(pending, bar, return_exceptions)
+        except BaseException:
+            for future in pending:
+                future.cancel()
+            raise
+        finally:
+            bar.close()
+        if return_exceptions:
+            return [_outcome(f) for f in futures]
+        return [f.result() for f in futures]
+
+    @staticmethod
+    def _drain(pending: set[JobFuture], bar: Any, return_exceptions: bool) -> None:
+        done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            pending.discard(future)
+            bar.update(1)
+            if not return_exceptions:
+                if future.cancelled():
+                    raise concurrent.futures.CancelledError(f"{future!r} was cancelled")
+                if future.exception() is not None:
+                    raise future.exception()
+
+    def executor(self, app: str, *, name: str | None = None,
+                 resources: list[str] | None = None, retries: int = 0) -> AppExecutor:
+        """A :class:`concurrent.futures.Executor` whose ``submit(inputs)`` runs ``app``."""
+        from orchestrator.executor import AppExecutor
+
+        return AppExecutor(self, app, name=name, resources=resources, retries=retries)
+
+    def run(self, actors: Iterable[Actor], *, progress: bool | None = None) -> None:
+        """Run Templet-style actors until none has work (see :mod:`orchestrator.actors`)."""
+        from orchestrator.actors import ActorRun
+
+        ActorRun(self, list(actors), self.progress if progress is None else progress).run()
+
+    # -- files -------------------------------------------------------------------------------
+
+    def download(self, uri: str, path: str | Path) -> Path:
+        """Save the file at ``uri`` (a job's output) to ``path``; returns the path."""
+        return self.client.download(uri, path)
+
+    def read(self, uri: str) -> bytes:
+        """The content of the file at ``uri``."""
+        return self.client.read(uri)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, *, wait: bool = False, cancel_jobs: bool = False) -> None:
+        """Stop the poller and submit threads. Idempotent.
+
+        With ``wait`` it first waits for every future. Futures still pending then are
+        cancelled with their jobs when ``cancel_jobs``; otherwise they fail with
+        :class:`OrchestratorClosed` and their jobs keep running (a journal re-attaches).
+        """
+        if wait and not self._closed:
+            with self._lock:
+                futures = [t.future for t in self._tasks]
+            concurrent.futures.wait(futures)
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            tasks = list(self._tasks)
+            self._ready.clear()
+        for task in tasks:
+            if cancel_jobs:
+                task.future.cancel()
+            else:
+                self._fail(task, OrchestratorClosed(
+                    f"orchestrator closed before {task.future.label} ended"
+                    + (f"; job {task.job_id} keeps running" if task.job_id else "")))
+        self.poller.close()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.journal is not None:
+            self.journal.close()
+        if self._own_client:
+            self.client.close()
+
+
+def _outcome(future: JobFuture) -> Any:
+    if future.cancelled():
+        return concurrent.futures.CancelledError(f"{future!r} was cancelled")
+    return future.exception() or future.result()

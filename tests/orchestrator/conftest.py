@@ -1,0 +1,48 @@
+"""One local server for the orchestrator tests, with this folder's test applications."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from orchestrator import Orchestrator
+from tests.fixtures.local_server import start_server
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+TEST_APPS = [HERE / "apps" / "flaky-once", HERE / "apps" / "echo"]
+sys.path.insert(0, str(REPO / "examples"))  # the example modules (actor samples, data)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """A real local server process shared by one test module (4 slots)."""
+    srv = start_server(tmp_path_factory.mktemp("orchestrator-server") / "data",
+                       apps=TEST_APPS, slots=4)
+    try:
+        yield srv
+    finally:
+        srv.close()
+
+
+@pytest.fixture
+def orch(server):
+    """An orchestrator on ``server``; cancels what a test leaves running."""
+    o = Orchestrator(server.client(), progress=False)
+    try:
+        yield o
+    finally:
+        o.close(cancel_jobs=True)
+
+
+def wait_until(predicate, timeout=30.0, interval=0.02):
+    """Poll ``predicate`` until true; False when ``timeout`` passes first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
