@@ -1,7 +1,7 @@
 """Fixtures of the web-UI tests: one real local server and one headless Chromium per session.
 
 The server is a real process (``tests.fixtures.local_server.start_server``) with the
-Templet export and this folder's ``every-type`` application loaded through ``--apps``.
+Templet export and this folder's test applications (``apps/``) loaded through ``--apps``.
 Each test gets a fresh browser context (no cookies), so tests never share a session.
 """
 
@@ -19,6 +19,7 @@ from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
 
 HERE = Path(__file__).resolve().parent
 EVERY_TYPE_APP = HERE / "apps" / "every-type"
+SERVER_FILLED_APP = HERE / "apps" / "server-filled"
 # The real Everest export (shared/fixtures); a byte-identical copy lives here for clean clones.
 TEMPLET_EXPORT = TEMPLET_ZIP or HERE / "apps" / "templet-parsweep.zip"
 CHROMIUM = "/usr/bin/chromium"
@@ -32,7 +33,8 @@ expect.set_options(timeout=WAIT_MS)
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The local server with the web UI, users alice and bob, and the test apps."""
     folder = tmp_path_factory.mktemp("web-server")
-    server = start_server(folder / "data", apps=[TEMPLET_EXPORT, EVERY_TYPE_APP])
+    server = start_server(folder / "data", apps=[TEMPLET_EXPORT, EVERY_TYPE_APP,
+                                                   SERVER_FILLED_APP])
     try:
         yield server
     finally:

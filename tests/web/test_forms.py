@@ -248,3 +248,29 @@ def test_templet_export_form_renders_and_its_job_is_accepted(
     assert job.inputs["r"] == 28 and job.inputs["b"] == 2.6667
     assert job.info
     expect(page.locator("#job-info")).to_contain_text(job.info)
+
+
+def test_inputs_the_server_fills_are_optional_and_tucked_away(
+        alice_page: Page, alice: EverestClient, web_server: ServerProcess) -> None:
+    page = alice_page
+    open_form(page, "/apps/local/server-filled")
+    ticket = page.get_by_label("Ticket")
+    expect(ticket).to_be_hidden()  # inside a closed "Filled in by the server" section
+    expect(ticket).not_to_have_attribute("required", "")
+    expect(field(page, "ticket").locator(".req")).to_have_count(0)
+    expect(field(page, "x").locator(".req")).to_have_count(1)
+
+    # Left empty, the input is not sent: here no server hook fills it, so the server says so.
+    status, message = server_refusal(web_server, "POST", "/api/apps/local/server-filled",
+                                     json={"name": "t", "inputs": {"x": 1}})
+    assert status == 400
+    page.get_by_label("X").fill("1")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page.get_by_role("alert")).to_have_text(message)
+
+    # A value the user gives is sent as is.
+    page.get_by_text("Filled in by the server (1)").click()
+    ticket.fill("my-ticket")
+    page.get_by_role("button", name="Submit job").click()
+    expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]{24}$"))
+    assert alice.job(page.url.rsplit("/", 1)[1]).inputs == {"ticket": "my-ticket", "x": 1}

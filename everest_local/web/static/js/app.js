@@ -33,7 +33,8 @@ function jobForm(app) {
     h("label", { for: "job-name" }, "Job name"),
     h("input", { id: "job-name", name: "job-name", required: true,
       value: app.name || app.alias || "job" }));
-  const hasRequired = Object.values(app.inputs || {}).some((s) => s && s.required === true);
+  const hasRequired = Object.values(app.inputs || {})
+    .some((s) => s && s.required === true && s.filledByServer !== true);
   const form = h("form", { id: "job-form", class: "stack" },
     hasRequired ? h("p", { class: "muted" }, "Inputs marked ",
       h("span", { class: "req", "aria-hidden": "true" }, "*"), " are required.") : null,

@@ -195,6 +195,9 @@ function arrayField(name, spec, title) {
 
 /**
  * Build the controls for an application's inputs description.
+ * An input marked "filledByServer": true (the server supplies it when it is missing, e.g.
+ * the relay ticket of a jupyter-session) is optional here and tucked into a closed
+ * "Filled in by the server" section.
  * Returns {nodes, read(progress) -> Promise<object>}: read() validates, uploads the files
  * (reporting through progress(text)) and resolves to the "inputs" object to submit, leaving
  * out empty optional inputs so the server applies its defaults. Rejects with FieldError or
@@ -202,7 +205,9 @@ function arrayField(name, spec, title) {
  */
 export function buildInputs(inputs) {
   const fields = Object.entries(inputs || {}).map(([name, raw]) => {
-    const spec = raw && typeof raw === "object" ? raw : {};
+    let spec = raw && typeof raw === "object" ? raw : {};
+    const serverFilled = spec.filledByServer === true;
+    if (serverFilled) spec = { ...spec, required: false };
     const title = spec.title || name;
     let field;
     switch (kindOf(spec)) {
@@ -220,7 +225,7 @@ export function buildInputs(inputs) {
     }
     field.node.dataset.input = name;
     field.node.dataset.kind = kindOf(spec);
-    return { name, ...field };
+    return { name, serverFilled, ...field };
   });
   const read = async (progress = () => {}) => {
     const values = {};
@@ -231,5 +236,14 @@ export function buildInputs(inputs) {
     for (const f of fields) if (values[f.name] !== undefined) inputs[f.name] = values[f.name];
     return inputs;
   };
-  return { nodes: fields.map((f) => f.node), read };
+  const nodes = fields.filter((f) => !f.serverFilled).map((f) => f.node);
+  const filled = fields.filter((f) => f.serverFilled).map((f) => f.node);
+  if (filled.length) {
+    nodes.push(h("details", { class: "server-filled" },
+      h("summary", {}, `Filled in by the server (${filled.length})`),
+      h("p", { class: "muted" },
+        "Leave these empty and the server fills them in; a value you enter is used instead."),
+      filled));
+  }
+  return { nodes, read };
 }
