@@ -98,7 +98,7 @@ class Executor:
         self._bg: set[asyncio.Task] = set()
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sigchld = False
-        self._idle = asyncio.Event()
+        self._trash: list[Path] = []  # finished task dirs, removed in batches off the loop
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -121,6 +121,9 @@ class Executor:
         try:
             self._reap()
             self._sweep(time.time())
+            if self._trash:
+                batch, self._trash = self._trash, []
+                self.pool.submit(_remove_dirs, batch)
         except Exception:  # never let one bad task stop the watch of the others
             log.exception("task sweep failed")
         self._schedule_tick()
@@ -136,6 +139,7 @@ class Executor:
             await asyncio.sleep(0.05)
         if self._tick_handle:
             self._tick_handle.cancel()
+        _remove_dirs(self._trash)
         if self._sigchld:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
         self.pool.shutdown(wait=True)
@@ -190,17 +194,20 @@ class Executor:
         app = found
         task_id = f"{job_id}-0-{job.attempt}"
         task_dir = self.tasks_root / task_id
-        token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
         files = self._input_files(app, job.inputs)
         with core.store.tx():
+            token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
             core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
                                            None, None, None, None, None, None))
             core.store.update_job(job_id, state="SCHEDULED")
         self.starting[job_id] = None
         env = self._task_env(token, job_id, task_id)
         try:
-            spawned = await asyncio.get_running_loop().run_in_executor(
-                self.pool, _prepare_and_spawn, app, job.inputs, task_dir, files, env)
+            if files:  # copying input files may take a while: off the loop
+                spawned = await asyncio.get_running_loop().run_in_executor(
+                    self.pool, _prepare_and_spawn, app, job.inputs, task_dir, files, env)
+            else:  # small work (app files, scalar inputs): a thread hop would cost more
+                spawned = _prepare_and_spawn(app, job.inputs, task_dir, files, env)
         except (StagingError, OSError) as exc:
             stop = self.starting.pop(job_id, None)
             await self._record_end(task_id, job_id, app, task_dir, None, stop,
@@ -344,10 +351,10 @@ class Executor:
         ok = code == 0 and stop is None and start_error is None
         outcome: dict[str, Any] = {"result": {}, "files": [], "error": None, "stderr": ""}
         if job is not None and app is not None and start_error is None:
-            outcome = await asyncio.get_running_loop().run_in_executor(
-                self.pool, _collect, core.files, app, job_id, task_dir, ok)
+            # inline: small files are read, file outputs are renamed, not copied
+            outcome = _collect(core.files, app, job_id, task_dir, ok)
         if not self.settings.keep_work:
-            self.pool.submit(shutil.rmtree, task_dir, True)
+            self._trash.append(task_dir)
         if job is None:  # deleted while it ran
             core.store.update_task(task_id, state="CANCELLED", exit_code=code)
             return
@@ -368,12 +375,11 @@ class Executor:
                 core.store.update_job(job_id, state=state, result=outcome["result"],
                                       info=info)
                 core.store.add_event(job_id, f"Job {state}" + (f": {info}" if info else ""))
+                core.tokens.revoke_job(job_id)
         if retry:
             assert app is not None
             self.queues[app.is_service].append(job_id)
-        else:
-            core.tokens.revoke_job(job_id)
-        log.info("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
+        log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
 
     def _end_without_task(self, job_id: str, state: str, info: str) -> None:
         with self.core.store.tx():
@@ -449,7 +455,7 @@ class Executor:
 
 def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
                        files: dict[str, Path], env: dict[str, str]) -> processes.Spawned:
-    """(worker thread) Make the work dir, stage, build the command, start the process."""
+    """Make the work dir, stage, build the command, start the process (blocking)."""
     work = task_dir / "work"
     if task_dir.exists():
         shutil.rmtree(task_dir)
@@ -459,9 +465,14 @@ def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
     return processes.spawn(argv, work, task_dir, env)
 
 
+def _remove_dirs(paths: list[Path]) -> None:
+    for path in paths:
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def _collect(files_store: Any, app: Application, job_id: str, task_dir: Path,
              ok: bool) -> dict[str, Any]:
-    """(worker thread) Read outputs and the tail of stderr of a finished task."""
+    """Read outputs and the tail of stderr of a finished task."""
     work = task_dir / "work"
     published: list[tuple[str, str, str, int]] = []
     taken: set[str] = set()
