@@ -14,6 +14,7 @@ import asyncio
 import fcntl
 import importlib
 import importlib.util
+import inspect
 import json
 import logging
 import os
@@ -103,6 +104,13 @@ class LocalServer:
             self.http.stop()
         if self.core is not None:
             await self.core.executor.shutdown()
+            for fn in self.core.hooks.stop_callbacks:
+                try:
+                    out = fn()
+                    if inspect.isawaitable(out):
+                        await out
+                except Exception:  # one plugin failing to stop must not block the rest
+                    log.exception("a plugin's stop callback failed")
             self.core.store.close()
         if self.http is not None:
             await self.http.close_all_connections()

@@ -18,6 +18,10 @@ Two hooks, both keyed by application alias (``"jupyter-session"``):
   application is rendered as JSON; the returned keys are merged into the job object (for
   example ``{"session": {"url": ..., "state": ...}}``, which the web UI shows as a link).
   It runs on the server's event loop for every GET: keep it fast and free of I/O.
+
+And one life-cycle hook: ``add_stop_callback(fn)`` — ``fn()`` (or a coroutine function) runs
+when the server stops cleanly, after running tasks have been interrupted and before the
+database closes, so a plugin can shut down what its ``setup`` started.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class Hooks:
     def __init__(self) -> None:
         self.input_preparers: dict[str, InputPreparer] = {}
         self.job_decorators: dict[str, JobDecorator] = {}
+        self.stop_callbacks: list[Callable[[], Any]] = []
 
     def add_input_preparer(self, alias: str, prepare: InputPreparer) -> None:
         """Register ``prepare`` for submissions of application ``alias`` (one per alias)."""
@@ -50,6 +55,10 @@ class Hooks:
     def add_job_decorator(self, alias: str, decorate: JobDecorator) -> None:
         """Register ``decorate`` for the JSON of jobs of application ``alias``."""
         self.job_decorators[alias] = decorate
+
+    def add_stop_callback(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn()`` (awaited if it returns an awaitable) when the server stops."""
+        self.stop_callbacks.append(fn)
 
 
 def load_plugins(server: Any, extra: Iterable[str] = ()) -> list[str]:

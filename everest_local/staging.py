@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import glob
 import json
+import math
 import os
 import re
 import shlex
@@ -261,9 +262,12 @@ def _scalar(name: str, kind: str, text: str, file: str) -> Any:
     if kind in ("number", "integer"):
         s = text.strip()
         try:
-            return int(s) if re.fullmatch(r"[+-]?\d+", s) else float(s)
+            value = int(s) if re.fullmatch(r"[+-]?\d+", s) else float(s)
         except ValueError:
-            raise StagingError(f"output '{name}': {s[:40]!r} in {file} is not a number") from None
+            value = None
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            raise StagingError(f"output '{name}': {s[:40]!r} in {file} is not a number")
+        return value
     if kind == "boolean":
         return text.strip().lower() in ("true", "1", "yes")
     return text

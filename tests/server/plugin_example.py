@@ -16,3 +16,8 @@ def setup(server):
 
     server.hooks.add_input_preparer("daemon", prepare)
     server.hooks.add_job_decorator("daemon", decorate)
+
+    async def stopped():
+        (server.data_dir / "plugin-stopped").write_text("ok")
+
+    server.hooks.add_stop_callback(stopped)

@@ -112,6 +112,14 @@ def test_clean_stop_interrupts_tasks_and_removes_server_json(start_local_server)
     assert ended.state == JobState.CANCELLED and "server was stopped" in ended.info
 
 
+def test_plugin_stop_callbacks_run_on_clean_stop(start_local_server):
+    server = start_local_server(apps=[APPS],
+                                extra_args=["--plugin", "tests.server.plugin_example"])
+    assert not (Path(server.data_dir) / "plugin-stopped").exists()
+    assert server.stop() == 0
+    assert (Path(server.data_dir) / "plugin-stopped").read_text() == "ok"
+
+
 def _cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run([sys.executable, "-m", "everest_local", *args], input=stdin,
