@@ -107,7 +107,7 @@ class Orchestrator:
         self.client = client
         self.journal = journal if isinstance(journal, Journal) or journal is None \
             else Journal(journal)
-        self.run_id = self.journal.run_id if self.journal else secrets.token_hex(8)
+        self.run_id = self.journal.run_id if self.journal is not None else secrets.token_hex(8)
         self.max_in_flight = max_in_flight
         self.progress = progress
         self.submit_timeout = submit_timeout
@@ -312,6 +312,7 @@ class Orchestrator:
             except (EverestConnectionError, ServerError) as exc:
                 if self._closed or time.monotonic() + delay > deadline:
                     raise
+                self._count("submit_errors")
                 log.warning("submitting %s: %s; retrying in %.1f s", name, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
