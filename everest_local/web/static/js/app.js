@@ -37,7 +37,8 @@ function jobForm(app) {
     .some((s) => s && s.required === true && s.filledByServer !== true);
   const form = h("form", { id: "job-form", class: "stack" },
     hasRequired ? h("p", { class: "muted" }, "Inputs marked ",
-      h("span", { class: "req", "aria-hidden": "true" }, "*"), " are required.") : null,
+      h("span", { class: "req", "aria-hidden": "true" }, "*"),
+      h("span", { class: "visually-hidden" }, "with an asterisk"), " are required.") : null,
     nameField, nodes,
     h("div", { class: "actions" }, submit, status));
   form.addEventListener("submit", async (event) => {

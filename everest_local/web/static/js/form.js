@@ -105,7 +105,9 @@ function scalarControl(spec, attrs, label, value) {
 
 function hint(name, spec, id) {
   const facts = [h("code", {}, name), " · ", kindLabel(spec)];
-  if (spec.default !== undefined && kindOf(spec) !== "boolean") {
+  const meaningful = spec.default !== undefined && spec.default !== null && spec.default !== "" &&
+    !(Array.isArray(spec.default) && spec.default.length === 0);
+  if (meaningful && kindOf(spec) !== "boolean") {
     facts.push(` · default ${JSON.stringify(spec.default)}`);
   }
   const node = h("div", { class: "hint", id }, h("div", { class: "facts" }, facts));

@@ -4,7 +4,7 @@
 import { api, appApiPath, appPagePath, getJson, jobApiPath } from "./api.js";
 import { h, replaceChildren, safeHref } from "./dom.js";
 import { clearError, initPage, showError, stateClass, TERMINAL_STATES } from "./ui.js";
-import { renderValue, valueList } from "./values.js";
+import { valueList } from "./values.js";
 
 const POLL_MS = 1000;
 const MAX_BACKOFF_MS = 10000;
@@ -38,7 +38,10 @@ function renderInfo(job) {
     ["Job id", h("code", {}, job.id)],
     ["Application", appRef ? h("a", { href: appPagePath(appRef) }, appLabel) : appLabel || "—"],
   ];
-  if (job.info) rows.push(["Info", renderValue(job.info)]);
+  if (job.info) {
+    const text = typeof job.info === "string" ? job.info : JSON.stringify(job.info);
+    rows.push(["Info", h("span", { class: "job-info-text" }, text)]);
+  }
   replaceChildren(el("job-info"), rows.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
