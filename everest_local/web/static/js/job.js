@@ -7,6 +7,7 @@ import { clearError, initPage, showError, stateClass, TERMINAL_STATES } from "./
 import { valueList } from "./values.js";
 
 const POLL_MS = 1000;
+const HIDDEN_POLL_MS = 5000; // a tab nobody looks at asks less often
 const MAX_BACKOFF_MS = 10000;
 
 const main = document.getElementById("main");
@@ -22,6 +23,7 @@ let timer = null;
 let inFlight = false;
 let failures = 0;
 let deleted = false;
+let finished = false;
 const shown = {}; // last rendered JSON of each section, so unchanged parts are left alone
 
 function changed(key, value) {
@@ -138,9 +140,11 @@ async function poll() {
     await loadLog();
     clearError();
     failures = 0;
-    if (!TERMINAL_STATES.has(job.state)) schedule(POLL_MS);
+    if (!TERMINAL_STATES.has(job.state)) schedule(document.hidden ? HIDDEN_POLL_MS : POLL_MS);
+    else finished = true;
   } catch (err) {
     if (err.status === 404) {
+      finished = true;
       el("job-name").textContent = "Job not found";
       article.removeAttribute("aria-busy");
       cancelButton.disabled = true;
@@ -179,6 +183,10 @@ deleteButton.addEventListener("click", async () => {
     showError(err);
     deleteButton.disabled = false;
   }
+});
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && !finished && !deleted) schedule(0);
 });
 
 initPage();
