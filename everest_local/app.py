@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,7 @@ class LocalServer:
         core = self.core = Core(s, self.catalog)
         core.url = self.url
         core.task_url = (s.public_url or self.url).rstrip("/")
+        core.store.purge_expired_tokens(time.time())
         load_plugins(self, s.plugins)
         core.executor.start()
         core.executor.recover()
@@ -194,8 +196,6 @@ def stop_server(data_dir: str | Path, timeout: float = 60.0) -> bool:
     Returns False when no server runs there (a stale server.json is removed). Raises
     ``TimeoutError`` if it is still running after ``timeout`` seconds.
     """
-    import time
-
     info = read_server_json(data_dir)
     if not server_running(data_dir) or not info or not isinstance(info.get("pid"), int):
         (Path(data_dir) / SERVER_JSON).unlink(missing_ok=True)

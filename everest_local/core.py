@@ -9,6 +9,7 @@ Errors are ``everest_app.errors`` exceptions with the HTTP status the handler an
 from __future__ import annotations
 
 import inspect
+import json
 import time
 from collections import Counter
 from datetime import datetime
@@ -49,6 +50,8 @@ class Core:
         self.task_url = ""   # what tasks get as EVEREST_URL
         self.executor = Executor(self)
         self.app_jobs: Counter[str] = Counter(self.store.app_job_counts())
+        # job id -> (updated, JSON text): a job's rendering is reused until it changes
+        self._rendered: dict[str, tuple[float, str]] = {}
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -142,6 +145,40 @@ class Core:
                 data.update(extra)
         return data
 
+    def job_text(self, user: str, job_id: str) -> str:
+        """The caller's job as JSON text (cached per job until it changes)."""
+        stamp = self.store.job_stamp(job_id) if len(job_id) <= 64 else None
+        if stamp is None or stamp[0] != user:
+            raise NotFoundError(f"no job {job_id}", status=404)
+        return self._text(job_id, stamp[1], stamp[2])
+
+    def jobs_text(self, user: str) -> str:
+        """All of the caller's jobs, newest first, as one JSON array."""
+        stamps = self.store.job_stamps_of(user)
+        misses = sum(1 for job_id, updated, _ in stamps
+                     if self._rendered.get(job_id, (None,))[0] != updated)
+        # many changed jobs: one query for all rows beats one query per job
+        rows = {j.id: j for j in self.store.jobs_of(user)} if misses > 20 else None
+        parts = [self._text(job_id, updated, alias, rows)
+                 for job_id, updated, alias in stamps]
+        return "[" + ",".join(p for p in parts if p) + "]"
+
+    def _text(self, job_id: str, updated: float, alias: str | None,
+              rows: dict[str, JobRow] | None = None) -> str:
+        decorated = (alias or "") in self.hooks.job_decorators
+        hit = self._rendered.get(job_id)
+        if hit is not None and hit[0] == updated and not decorated:
+            return hit[1]
+        job = rows.get(job_id) if rows is not None else self.store.job(job_id)
+        if job is None:  # deleted meanwhile
+            return ""
+        text = json.dumps(self.job_json(job), separators=(",", ":"))
+        if not decorated:
+            if len(self._rendered) > 200_000:
+                self._rendered.clear()
+            self._rendered[job_id] = (job.updated, text)
+        return text
+
     def cancel(self, user: str, job_id: str) -> dict[str, Any]:
         """Cancel a job: queued ones at once, running ones once their process has ended."""
         job = self.user_job(user, job_id)
@@ -162,6 +199,7 @@ class Core:
         self.tokens.revoke_job(job.id)
         paths = self.store.delete_files("job_id=? AND kind='job'", (job.id,))
         self.store.delete_job(job.id)
+        self._rendered.pop(job.id, None)
         self.files.remove_paths(paths)
 
     def delete_named(self, user: str, name: str) -> int:

@@ -91,6 +91,11 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=UTF-8")
         self.finish(json.dumps(data, separators=(",", ":")))
 
+    def send_text(self, text: str) -> None:
+        """Send JSON that is already text."""
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(text.encode("utf-8"))
+
     def json_body(self) -> Any:
         if not self.request.body:
             return None
@@ -285,7 +290,7 @@ class JobsHandler(ApiHandler):
     route = "/api/jobs"
 
     def get(self) -> None:
-        self.send_json([self.core.job_json(j) for j in self.core.store.jobs_of(self.user)])
+        self.send_text(self.core.jobs_text(self.user))
 
     def delete(self) -> None:
         name = self.get_query_argument("name", None)
@@ -299,7 +304,7 @@ class JobHandler(ApiHandler):
     route = "/api/jobs/<id>"
 
     def get(self, job_id: str) -> None:
-        self.send_json(self.core.job_json(self.core.user_job(self.user, job_id)))
+        self.send_text(self.core.job_text(self.user, job_id))
 
     def delete(self, job_id: str) -> None:
         self.core.delete(self.user, job_id)

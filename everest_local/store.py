@@ -194,6 +194,16 @@ class Store:
                                "ORDER BY seq DESC", (owner,)).fetchall()
         return [_job_row(r) for r in rows]
 
+    def job_stamp(self, job_id: str) -> tuple[str, float, str | None] | None:
+        """(owner, updated, app_alias) of a job, or None: enough to use a cached rendering."""
+        return self.db.execute("SELECT owner, updated, app_alias FROM jobs WHERE id=?",
+                               (job_id,)).fetchone()
+
+    def job_stamps_of(self, owner: str) -> list[tuple[str, float, str | None]]:
+        """(id, updated, app_alias) of the owner's jobs, newest first."""
+        return self.db.execute("SELECT id, updated, app_alias FROM jobs WHERE owner=? "
+                               "ORDER BY seq DESC", (owner,)).fetchall()
+
     def job_ids_named(self, owner: str, name: str) -> list[str]:
         rows = self.db.execute("SELECT id FROM jobs WHERE owner=? AND name=?", (owner, name))
         return [r[0] for r in rows]
