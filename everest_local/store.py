@@ -108,6 +108,7 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
         self._depth = 0
+        self._last_update = 0.0
 
     def close(self) -> None:
         self.db.close()
@@ -220,7 +221,10 @@ class Store:
         for key in ("result", "resources", "inputs"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
-        fields["updated"] = time.time()
+        # strictly increasing, so (id, updated) identifies a version of the job
+        now = time.time()
+        self._last_update = now = max(now, self._last_update + 1e-6)
+        fields["updated"] = now
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
