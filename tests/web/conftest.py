@@ -1,4 +1,4 @@
-"""Fixtures of the web-UI tests: one real local server and one headless Chromium per session.
+"""Fixtures of the web-UI tests: one real local server and one headless Chromium for the package.
 
 The server is a real process (``tests.fixtures.local_server.start_server``) with the
 Templet export and this folder's test applications (``apps/``) loaded through ``--apps``.
@@ -11,11 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import requests
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
 
 from everest_app.client import EverestClient
 from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
+from tests.web.server_requests import login_token
 
 HERE = Path(__file__).resolve().parent
 EVERY_TYPE_APP = HERE / "apps" / "every-type"
@@ -29,7 +29,7 @@ WAIT_MS = 30_000  # upper bound for any one wait; the tests never assert how lon
 expect.set_options(timeout=WAIT_MS)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The local server with the web UI, users alice and bob, and the test apps."""
     folder = tmp_path_factory.mktemp("web-server")
@@ -41,8 +41,13 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
         server.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
+    """Headless Chromium for this package's tests.
+
+    Package-scoped on purpose: Playwright's sync API allows one instance per thread at a
+    time, so it must be gone before another package starts its own.
+    """
     with sync_playwright() as pw:
         chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
@@ -63,18 +68,13 @@ def context(browser: Browser, web_server: ServerProcess) -> Iterator[BrowserCont
 
 
 @pytest.fixture
-def page(context: BrowserContext) -> Page:
+def page(context: BrowserContext) -> Iterator[Page]:
     """A page whose uncaught script errors fail the test."""
     pg = context.new_page()
     errors: list[str] = []
     pg.on("pageerror", lambda exc: errors.append(str(exc)))
     yield pg
     assert not errors, f"script errors in the page: {errors}"
-
-
-def login_token(server: ServerProcess, user: str = "alice") -> str:
-    """A fresh token of ``user`` (its own, so a test may revoke it)."""
-    return EverestClient.login(server.url, user, server.password_for(user), label="web-test")
 
 
 @pytest.fixture
@@ -90,17 +90,3 @@ def alice(web_server: ServerProcess) -> EverestClient:
     """An API client of alice, to set up and check what the browser did."""
     return web_server.client("alice")
 
-
-def cookie_session(server: ServerProcess, token: str) -> requests.Session:
-    """A requests session that authenticates like the browser: only the cookie."""
-    session = requests.Session()
-    session.cookies.set("access_token", token, domain="127.0.0.1", path="/")
-    return session
-
-
-def server_refusal(server: ServerProcess, method: str, path: str, **kwargs) -> tuple[int, str]:
-    """Status and ``message`` of the server's own answer to a request it refuses."""
-    resp = requests.request(method, server.url + path, timeout=10,
-                            headers={"Authorization": f"Bearer {server.token}"}, **kwargs)
-    assert resp.status_code >= 400, f"{method} {path} was accepted: {resp.text[:200]}"
-    return resp.status_code, resp.json()["message"]

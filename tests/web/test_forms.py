@@ -11,7 +11,7 @@ from playwright.sync_api import Page, expect
 
 from everest_app.client import EverestClient
 from tests.fixtures.local_server import ServerProcess
-from tests.web.conftest import server_refusal
+from tests.web.server_requests import server_refusal
 
 EVERY_TYPE = "/apps/local/every-type"
 

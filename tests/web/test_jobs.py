@@ -13,7 +13,7 @@ from playwright.sync_api import Page, Route, expect
 from everest_app.client import EverestClient
 from everest_app.errors import NotFoundError
 from tests.fixtures.local_server import ServerProcess
-from tests.web.conftest import server_refusal
+from tests.web.server_requests import server_refusal
 
 
 def unique(prefix: str) -> str:

@@ -9,7 +9,7 @@ import requests
 from playwright.sync_api import BrowserContext, Page, expect
 
 from tests.fixtures.local_server import ServerProcess
-from tests.web.conftest import cookie_session, login_token
+from tests.web.server_requests import cookie_session, login_token
 
 
 @pytest.mark.parametrize("path", ["/apps", "/jobs", "/apps/local/append",

@@ -8,7 +8,7 @@ import re
 from urllib.parse import urlsplit
 
 from tests.fixtures.local_server import ServerProcess
-from tests.web.conftest import cookie_session, login_token
+from tests.web.server_requests import cookie_session, login_token
 
 
 def raw_get(server: ServerProcess, path: str) -> tuple[int, bytes]:
