@@ -320,8 +320,9 @@ class Executor:
             self.starting[job_id] = reason
             return True
         for run in self.running.values():
-            if run.job_id == job_id and not run.finishing:
-                self._begin_stop(run, reason)
+            if run.job_id == job_id:
+                if not run.finishing:  # a finishing task's end is being recorded as it is
+                    self._begin_stop(run, reason)
                 return True
         return False
 
@@ -334,12 +335,15 @@ class Executor:
 
     async def _finish_async(self, run: Running, code: int | None,
                             app: Application | None) -> None:
+        # The slot is free once the process has ended: start the next task first, so its
+        # process runs while this one's end is recorded.
+        self._release(run.service)
+        await asyncio.sleep(0)
         try:
             await self._record_end(run.task_id, run.job_id, app, run.dir, code,
                                    run.stop_reason, deadline=run.deadline)
         finally:
             self.running.pop(run.task_id, None)
-            self._release(run.service)
 
     async def _record_end(self, task_id: str, job_id: str, app: Application | None,
                           task_dir: Path, code: int | None, stop: str | None, *,
@@ -379,6 +383,7 @@ class Executor:
         if retry:
             assert app is not None
             self.queues[app.is_service].append(job_id)
+            self._pump()
         log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
 
     def _end_without_task(self, job_id: str, state: str, info: str) -> None:

@@ -3,7 +3,9 @@
 Each task runs under a constant ``/bin/sh`` wrapper, in its own session (so its own process
 group, which cancel signals as a whole, and which survives ``kill -9`` of the server). The
 wrapper writes its pid to ``pid`` and, when the command ends, the exit status to ``exit``
-(via a temporary file and ``mv``, so it is atomic) next to the work directory. The wrapper
+next to the work directory. That record is written by one ``write(2)`` of a few bytes and
+counts only once complete (it ends with a newline), so a reader never takes a half-written
+status for a real one — atomic without a ``mv`` process per task. The wrapper
 script is a constant: the command and its arguments are passed as ``"$@"`` and never
 parsed by the shell. It traps SIGINT/SIGTERM with a no-op handler (not ignored, so the
 command still gets the default actions) so that an interrupted command's status is
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 WRAPPER = ('trap : INT TERM; d=$1; shift; echo "$$" > "$d/pid"; "$@"; s=$?; '
-           'echo "$s" > "$d/exit.tmp" && mv "$d/exit.tmp" "$d/exit"; exit "$s"')
+           'echo "$s" > "$d/exit"; exit "$s"')
 """``sh -c WRAPPER sh <task-dir> <argv...>``: writes ``<task-dir>/pid`` and ``<task-dir>/exit``."""
 
 PID_FILE = "pid"
@@ -88,9 +90,11 @@ def signal_group(pid: int, sig: int, expected_start: int | None) -> bool:
 def read_exit_status(task_dir: Path) -> int | None:
     """The exit status the wrapper recorded, or None if it has not (yet)."""
     try:
-        text = (task_dir / EXIT_FILE).read_text().strip()
+        text = (task_dir / EXIT_FILE).read_text()
     except OSError:
         return None
+    if not text.endswith("\n"):
+        return None  # not (completely) written yet
     try:
         return int(text)
     except ValueError:
@@ -100,7 +104,8 @@ def read_exit_status(task_dir: Path) -> int | None:
 def read_pid(task_dir: Path) -> int | None:
     """The wrapper's pid from its pid file, or None."""
     try:
-        return int((task_dir / PID_FILE).read_text().strip())
+        text = (task_dir / PID_FILE).read_text()
+        return int(text) if text.endswith("\n") else None
     except (OSError, ValueError):
         return None
 
