@@ -10,14 +10,199 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sys
+import webbrowser
 from pathlib import Path
 
 from everest_app import config as app_config
+from everest_app.client import EverestClient
+from everest_app.errors import AuthError, NotFoundError
+from launcher.output import print_json, print_table
+from launcher.relay_client import RelayClient
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the session commands to the root parser."""
+    _register_launch(subparsers)
+    _register_sessions(subparsers)
     _register_relay(subparsers)
+
+
+# -- launch ---------------------------------------------------------------------------------
+
+
+def _register_launch(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "launch", help="start JupyterLab as an Everest job and print its URL",
+        description="Start a JupyterLab session as an Everest job and print its URL once it "
+                    "answers through the relay. With no Everest configured, a local server "
+                    "and relay start in the background (the embedded default). Ctrl-C stops "
+                    "the session unless --detach.")
+    p.add_argument("--resource", help="Everest resource id to run on")
+    p.add_argument("--time-limit", type=int, metavar="SECONDS",
+                   help="stop the session after this long")
+    p.add_argument("--idle-timeout", type=int, metavar="SECONDS",
+                   help="stop after this long without activity (0: never)")
+    p.add_argument("--packages", nargs="+", default=None, metavar="PKG",
+                   help="extra pip packages for the session")
+    p.add_argument("--repository", metavar="GIT_URL", help="clone into the notebook folder")
+    p.add_argument("--default-url", default=None, metavar="PATH",
+                   help="JupyterLab page to open (default /lab)")
+    p.add_argument("--name", help="job name (default jupyter-session)")
+    p.add_argument("--app", default=None,
+                   help="the jupyter-session application's id or owner/alias")
+    p.add_argument("--relay", default=None, metavar="URL",
+                   help="relay address (default: the profile's relay_url)")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="give up (and cancel) if not ready by then (default: wait)")
+    p.add_argument("--detach", action="store_true",
+                   help="print the URL and exit, leaving the session running")
+    p.add_argument("--open", action="store_true", help="open the URL in a web browser")
+    p.set_defaults(func=launch_cmd)
+
+
+def _say(args: argparse.Namespace):
+    """Progress goes to stderr, so --json output on stdout stays clean."""
+    return lambda msg: print(f"- {msg}", file=sys.stderr, flush=True)
+
+
+def connect(args: argparse.Namespace, *, start: bool = True
+            ) -> tuple[EverestClient, RelayClient, app_config.Profile] | None:
+    """The Everest and relay to use: the profile's (or --everest's), else the embedded one
+    (started when ``start``; ``None`` when it does not run and ``start`` is False)."""
+    from launcher import embedded
+
+    profile = app_config.load_profile(args.profile, url=args.everest)
+    if profile.url:
+        relay_url = getattr(args, "relay", None) or profile.relay_url
+        if not relay_url:
+            raise app_config.ConfigError(
+                f"no relay for {profile.url}: pass --relay URL, set EVEREST_RELAY_URL, or add "
+                f"relay_url to profile '{profile.name}'")
+        if not profile.token:
+            raise AuthError(f"not logged in to {profile.url}: run everest-jupyter login")
+        return (EverestClient(profile.url, profile.token),
+                RelayClient(relay_url, profile.token), profile)
+    if not start and embedded.running() is None:
+        return None
+    emb = embedded.ensure(progress=_say(args))
+    return EverestClient(emb.url, emb.token), RelayClient(emb.relay_url, emb.token), profile
+
+
+def _options(args: argparse.Namespace, defaults: dict):
+    from launcher.launch import APP, LaunchOptions
+
+    def pick(name: str, default=None):
+        value = getattr(args, name)
+        return value if value is not None else defaults.get(name, default)
+
+    packages = pick("packages", [])
+    if isinstance(packages, str):
+        packages = packages.split()
+    return LaunchOptions(
+        app=pick("app", APP), name=args.name, resource=pick("resource"),
+        time_limit=pick("time_limit"), idle_timeout=pick("idle_timeout"),
+        packages=list(packages), repository=pick("repository"),
+        default_url=pick("default_url", "/lab"), timeout=args.timeout)
+
+
+def launch_cmd(args: argparse.Namespace) -> int:
+    """``everest-jupyter launch``: see the parser's description."""
+    from launcher.launch import Launch, LaunchFailed, follow
+
+    say = _say(args)
+    everest, relay, profile = connect(args)
+    run = Launch(everest, relay, _options(args, profile.launch), progress=say)
+    try:
+        launched = run.run()
+    except LaunchFailed as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        if exc.log:
+            print(f"--- log of job {exc.job_id} ---\n{exc.log.rstrip()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        say("interrupted: stopping the session")
+        run.stop(wait=15)
+        return 130
+    if args.json:
+        print_json({"url": launched.url, "job_id": launched.job_id,
+                    "session_id": launched.session_id})
+    else:
+        print(f"JupyterLab is ready: {launched.url}", flush=True)
+    sys.stdout.flush()
+    if args.open:
+        webbrowser.open(launched.url)
+    if args.detach:
+        if not args.json:
+            say(f"detached; stop it with: everest-jupyter stop {launched.session_id}")
+        return 0
+    say("the session runs until its time limit; Ctrl-C stops it")
+    try:
+        state = follow(everest, relay, launched, report=say)
+    except KeyboardInterrupt:
+        say("stopping the session")
+        state = run.stop(wait=30)
+        say(f"session stopped (job {state or 'state unknown'})")
+        return 0
+    say(f"the session's job ended: {state}")
+    return 0 if str(state) in ("DONE", "CANCELLED") else 1
+
+
+# -- sessions, stop ---------------------------------------------------------------------------
+
+
+def _register_sessions(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("sessions", help="list your live sessions and their URLs")
+    p.add_argument("--all", action="store_true", help="include ended sessions")
+    p.add_argument("--relay", default=None, metavar="URL", help="relay address")
+    p.set_defaults(func=sessions_cmd)
+    p = subparsers.add_parser("stop", help="stop a session (by session id or job id)")
+    p.add_argument("id", help="session id or job id")
+    p.add_argument("--relay", default=None, metavar="URL", help="relay address")
+    p.add_argument("--no-wait", action="store_true",
+                   help="do not wait for the job to finish stopping")
+    p.set_defaults(func=stop_cmd)
+
+
+def sessions_cmd(args: argparse.Namespace) -> int:
+    """``everest-jupyter sessions``: the caller's sessions from the relay."""
+    found = connect(args, start=False)
+    rows = found[1].sessions(include_ended=args.all) if found else []
+    if args.json:
+        print_json(rows)
+        return 0
+    print_table([(s["id"], s["state"], s.get("job_id"), s.get("url") if s["ready"] else None)
+                 for s in rows], ("SESSION", "STATE", "JOB", "URL"))
+    return 0
+
+
+def stop_cmd(args: argparse.Namespace) -> int:
+    """``everest-jupyter stop ID``: cancel the session's job and end it at the relay."""
+    from launcher.launch import stop_session
+
+    found = connect(args, start=False)
+    if found is None:
+        raise NotFoundError(f"no session {args.id}: the embedded server is not running")
+    everest, relay, _ = found
+    sessions = relay.sessions(include_ended=True)
+    match = next((s for s in sessions if args.id in (s["id"], s.get("job_id"))), None)
+    if match is None:
+        try:
+            everest.job(args.id)
+        except NotFoundError:
+            raise NotFoundError(f"no session or job {args.id}") from None
+        job_id, session_id = args.id, None
+    else:
+        job_id, session_id = match.get("job_id"), match["id"]
+    state = stop_session(everest, relay, job_id, session_id, wait=0 if args.no_wait else 30)
+    if args.json:
+        print_json({"session_id": session_id, "job_id": job_id, "job_state": state})
+    else:
+        print(f"stopped session {session_id or '-'} (job {job_id or '-'}: {state or 'unknown'})")
+    return 0
+
+
+# -- relay ------------------------------------------------------------------------------------
 
 
 RELAY_DESCRIPTION = (
@@ -51,6 +236,8 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
                    help="SSH address runners dial, when NAT or a port forward sits between")
     p.add_argument("--ticket-ttl", type=float, default=900.0,
                    help="seconds a ticket stays valid (default 900)")
+    p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
+                   help="how long a user's connection waits for a reconnecting tunnel")
     p.add_argument("--certfile", default=None, help="TLS certificate (API and listeners)")
     p.add_argument("--keyfile", default=None, help="TLS private key")
     p.add_argument("--info-file", type=Path, default=None,
@@ -79,8 +266,8 @@ def run_relay(args: argparse.Namespace) -> int:
         http_host=http_host, http_port=http_port, ssh_host=ssh_host, ssh_port=ssh_port,
         listen_host=args.listen_host, public_host=args.public_host,
         public_url=args.public_url, ssh_advertise=args.ssh_advertise,
-        ticket_ttl=args.ticket_ttl, certfile=args.certfile, keyfile=args.keyfile,
-        info_file=args.info_file)
+        ticket_ttl=args.ticket_ttl, hold=args.hold, certfile=args.certfile,
+        keyfile=args.keyfile, info_file=args.info_file)
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:

@@ -200,7 +200,7 @@ class Relay:
     async def _sweep(self) -> None:
         """Expire unredeemed tickets now and then, releasing their listeners."""
         while True:
-            await asyncio.sleep(min(30.0, max(1.0, self.config.ticket_ttl / 4)))
+            await asyncio.sleep(2.0)  # one indexed query: cheap enough to be prompt
             for sid in self.store.expire_tickets():
                 log.info("session %s: ticket expired unredeemed", sid)
                 self._release(sid)
@@ -209,15 +209,18 @@ class Relay:
     # -- sessions -----------------------------------------------------------------------
 
     async def create_session(self, owner: str, *, mode: str = "lab", label: str = "",
-                             default_url: str = "/lab") -> tuple[rs.SessionRecord, str]:
-        """A new session of ``owner`` with its listener bound; returns it and its ticket."""
+                             default_url: str = "/lab", ticket_ttl: float | None = None
+                             ) -> tuple[rs.SessionRecord, str]:
+        """A new session of ``owner`` with its listener bound; returns it and its ticket
+        (valid ``ticket_ttl`` seconds, default the relay's)."""
         ticket = rs.new_ticket()
         sid = rs.new_session_id()
         listener = SessionListener(sid, self.config.listen_host, 0, self.routes,
                                    self.config.hold, ssl_context=self._ssl)
         await listener.start()
         self.listeners[sid] = listener
-        record = self.store.create(owner=owner, ticket=ticket, ttl=self.config.ticket_ttl,
+        ttl = self.config.ticket_ttl if ticket_ttl is None else ticket_ttl
+        record = self.store.create(owner=owner, ticket=ticket, ttl=ttl,
                                    listen_port=listener.port, mode=mode, label=label,
                                    default_url=default_url, session_id=sid)
         log.info("session %s created for %s on port %d", sid, owner, listener.port)

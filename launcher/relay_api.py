@@ -3,8 +3,9 @@
 Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
 ``relay_token`` cookie the page sets):
 
-- ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?}`` -> 201 the session with its
-  one-time ``ticket`` and the ``relay_url`` the job's runner must use;
+- ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?, "ticket_ttl"?}`` -> 201 the
+  session with its one-time ``ticket`` and the ``relay_url`` the job's runner must use
+  (``ticket_ttl`` may shorten, never lengthen, the relay's ticket lifetime);
 - ``GET /api/sessions`` -> the caller's live sessions (``?all=1``: ended ones too);
 - ``GET /api/sessions/<id>`` (``?state=S&wait=SECONDS``: answers when the state is no longer
   S, at most SECONDS later — the launcher's progress without polling);
@@ -154,8 +155,12 @@ class SessionsHandler(BaseHandler):
         default_url = _text(body, "default_url", "/lab")
         if not _URL_PATH.match(default_url) or "//" in default_url or ".." in default_url:
             raise ApiError(400, "'default_url' must be a path such as /lab")
+        ttl = body.get("ticket_ttl", self.relay.config.ticket_ttl)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
+            raise ApiError(400, "'ticket_ttl' must be a positive number of seconds")
         record, ticket = await self.relay.create_session(
-            owner, mode=mode, label=_text(body, "label", ""), default_url=default_url)
+            owner, mode=mode, label=_text(body, "label", ""), default_url=default_url,
+            ticket_ttl=min(float(ttl), self.relay.config.ticket_ttl))
         view = self.relay.view(record)
         view.update(ticket=ticket, relay_url=self.public_base())
         self.send(view, 201)

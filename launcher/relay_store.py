@@ -1,8 +1,9 @@
 """The relay's persistent state: sessions, their tickets, keys and listeners, in SQLite.
 
-One row per session. A ticket is stored only as its SHA-256 (the relay never needs it back);
-redeeming it is one conditional UPDATE, so two runners racing with the same ticket cannot
-both win. Everything a restarted relay needs — the session's owner, state, enrolled key,
+One row per session. A ticket is stored only as its SHA-256 (the relay never needs it back,
+but a job's inputs name it, so the hash finds the job's session); redeeming it is one
+conditional UPDATE inside a write transaction, so two runners racing with the same ticket
+cannot both win. Everything a restarted relay needs — the session's owner, state, enrolled key,
 listener port, base URL and notebook token — is here, so sessions survive a restart.
 
 The store is used from the relay's single event-loop thread; SQLite's own locking guards
@@ -53,6 +54,7 @@ CREATE TABLE IF NOT EXISTS sessions (
     updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner);
+CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state);
 """
 
 
@@ -162,6 +164,12 @@ class RelayStore:
                 return SessionRecord.from_row(row)
             return None
 
+    def by_ticket(self, ticket: str) -> SessionRecord | None:
+        """The session a ticket was minted for, whatever its state (used or not)."""
+        row = self._db.execute("SELECT * FROM sessions WHERE ticket_hash = ?",
+                               (hash_ticket(ticket),)).fetchone()
+        return SessionRecord.from_row(row) if row else None
+
     def get(self, session_id: str) -> SessionRecord | None:
         row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return SessionRecord.from_row(row) if row else None
@@ -184,8 +192,7 @@ class RelayStore:
     def set_state(self, session_id: str, state: str) -> None:
         if state not in STATES:
             raise ValueError(f"unknown session state {state!r}")
-        extra = ", ticket_hash = NULL" if state not in (WAITING, STARTING) else ""
-        self._db.execute(f"UPDATE sessions SET state=?, updated=?{extra} WHERE id=?",
+        self._db.execute("UPDATE sessions SET state=?, updated=? WHERE id=?",
                          (state, time.time(), session_id))
 
     def update(self, session_id: str, **fields: Any) -> None:

@@ -1,0 +1,226 @@
+"""The launch flow: a JupyterLab session as an Everest job, until its URL works.
+
+1. Ask the relay for a session: a one-time ticket, the session id.
+2. Submit the ``jupyter-session`` application with the ticket, the relay's address and the
+   user's choices; tell the relay the job's id.
+3. Follow both sides until the relay has probed the notebook through the tunnel — the
+   relay's state by long-poll (an answer as soon as it changes), the job's state by polling —
+   reporting progress: submitted, queued, running, notebook up, tunnel up. If the job ends
+   first, its log explains why (:class:`LaunchFailed` carries it).
+4. Return the URL (with the notebook's token). :func:`stop_session` ends a session: it
+   cancels the job (the runner then shuts JupyterLab and its kernels down) and ends the
+   relay's session.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from everest_app.client import EverestClient
+from everest_app.errors import EverestError, NotFoundError
+from everest_app.states import JobState
+from launcher.relay_client import RelayClient
+
+log = logging.getLogger(__name__)
+
+APP = "jupyter-session"
+_QUEUED = {JobState.SUBMITTED, JobState.DEFERRED, JobState.READY, JobState.SCHEDULED}
+
+
+class LaunchFailed(EverestError):
+    """The session did not come up; ``log`` holds the job's log when there is one."""
+
+    def __init__(self, message: str, *, job_id: str | None = None, log_text: str = ""):
+        super().__init__(message)
+        self.job_id = job_id
+        self.log = log_text
+
+
+@dataclass
+class LaunchOptions:
+    """What the user chose. ``None`` leaves an input to the application's default."""
+
+    app: str = APP
+    name: str | None = None
+    resource: str | None = None
+    time_limit: int | None = None
+    idle_timeout: int | None = None
+    packages: list[str] = field(default_factory=list)
+    repository: str | None = None
+    default_url: str = "/lab"
+    mode: str = "lab"
+    timeout: float | None = None
+
+    def inputs(self, relay_url: str, ticket: str, everest_url: str) -> dict[str, Any]:
+        """The job's inputs (only those given, so the app's defaults apply to the rest)."""
+        inputs: dict[str, Any] = {"relay": relay_url, "ticket": ticket, "mode": self.mode,
+                                  "default_url": self.default_url, "everest_url": everest_url}
+        if self.time_limit is not None:
+            inputs["time_limit"] = self.time_limit
+        if self.idle_timeout is not None:
+            inputs["idle_timeout"] = self.idle_timeout
+        if self.packages:
+            inputs["packages"] = " ".join(self.packages)
+        if self.repository:
+            inputs["repository"] = self.repository
+        return inputs
+
+
+@dataclass(frozen=True)
+class Launched:
+    url: str
+    job_id: str
+    session_id: str
+
+
+# relay state -> what the user is told
+_RELAY_STEPS = {"starting": "session runner started on the resource",
+                "connected": "notebook up", "ready": "tunnel up"}
+
+
+class _Progress:
+    """Report each step once, in order."""
+
+    def __init__(self, report: Callable[[str], None]):
+        self.report = report
+        self.seen: set[str] = set()
+
+    def step(self, key: str, text: str) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            self.report(text)
+
+
+class Launch:
+    """One launch in progress. ``job_id`` and ``session_id`` are set as soon as they exist,
+    so a caller interrupted half-way (Ctrl-C) can :meth:`stop` whatever was started."""
+
+    def __init__(self, everest: EverestClient, relay: RelayClient, options: LaunchOptions,
+                 progress: Callable[[str], None] = lambda msg: None):
+        self.everest = everest
+        self.relay = relay
+        self.options = options
+        self.progress = _Progress(progress)
+        self.job_id: str | None = None
+        self.session_id: str | None = None
+
+    def run(self) -> Launched:
+        """Run the launch flow (see the module docstring); returns once the URL works.
+
+        Raises :class:`LaunchFailed` when the job ends, the session ends or
+        ``options.timeout`` passes first (the job is cancelled then), and
+        :class:`EverestError` for API failures.
+        """
+        opts = self.options
+        session = self.relay.create_session(mode=opts.mode, label=opts.name or "",
+                                            default_url=opts.default_url)
+        self.session_id = sid = session["id"]
+        inputs = opts.inputs(session["relay_url"], session["ticket"], self.everest.url)
+        job = self.everest.submit(opts.app, inputs, name=opts.name or "jupyter-session",
+                                  resources=[opts.resource] if opts.resource else None)
+        self.job_id = job.id
+        self.progress.report(f"submitted: job {job.id}, session {sid}")
+        self.relay.set_job(sid, job.id)
+        url = _wait_ready(self.everest, self.relay, job.id, sid, opts.timeout, self.progress)
+        return Launched(url=url, job_id=job.id, session_id=sid)
+
+    def stop(self, wait: float = 30.0) -> str | None:
+        """Stop what this launch started (see :func:`stop_session`)."""
+        return stop_session(self.everest, self.relay, self.job_id, self.session_id, wait=wait)
+
+
+def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: str,
+                timeout: float | None, progress: _Progress) -> str:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    state = "waiting"
+    next_job_check = 0.0
+    while True:
+        now = time.monotonic()
+        if now >= next_job_check:
+            job = everest.job(job_id)
+            if job.state in _QUEUED:
+                progress.step("queued", f"queued ({job.state})")
+            elif job.state == JobState.RUNNING:
+                progress.step("running", "running")
+            elif job.is_done:
+                _fail_with_log(everest, relay, job_id, sid,
+                               f"the job ended {job.state} before the notebook was reachable"
+                               + (f": {job.info}" if job.info else ""))
+            next_job_check = now + 0.5
+        session = relay.session(sid, unless_state=state, wait=0.5)
+        state = session["state"]
+        if state in _RELAY_STEPS:
+            progress.step("running", "running")  # the runner talks to the relay: it runs
+            if state == "ready":
+                progress.step("connected", _RELAY_STEPS["connected"])
+            progress.step(state, _RELAY_STEPS[state])
+        if state == "ready" and session.get("url"):
+            return session["url"]
+        if state in ("ended", "expired"):
+            stop_session(everest, relay, job_id, sid, wait=10)
+            raise LaunchFailed(f"the relay {state} session {sid} before it was ready"
+                               + (" (its ticket expired: the job did not start in time)"
+                                  if state == "expired" else ""), job_id=job_id)
+        if deadline is not None and time.monotonic() > deadline:
+            stop_session(everest, relay, job_id, sid, wait=10)
+            raise LaunchFailed(f"the session was not ready within {timeout:g} s; job "
+                               f"{job_id} cancelled", job_id=job_id)
+
+
+def _fail_with_log(everest: EverestClient, relay: RelayClient, job_id: str, sid: str,
+                   message: str) -> None:
+    try:
+        relay.end(sid)
+    except EverestError as exc:
+        log.warning("could not end relay session %s: %s", sid, exc)
+    try:
+        text = everest.log(job_id)
+    except EverestError as exc:
+        text = f"(the job's log could not be read: {exc})"
+    raise LaunchFailed(message, job_id=job_id, log_text=text)
+
+
+def stop_session(everest: EverestClient, relay: RelayClient, job_id: str | None,
+                 session_id: str | None, *, wait: float = 30.0) -> str | None:
+    """Cancel the session's job and end its relay session; wait up to ``wait`` s for the
+    job to finish. Returns the job's final state (``None`` if unknown)."""
+    final = None
+    if job_id:
+        try:
+            everest.cancel(job_id)
+            job = everest.wait(job_id, timeout=wait, interval=0.25) if wait > 0 else \
+                everest.job(job_id)
+            final = str(job.state)
+        except NotFoundError:
+            final = None
+        except EverestError as exc:
+            log.warning("job %s: %s", job_id, exc)
+    if session_id:
+        try:
+            relay.end(session_id)
+        except NotFoundError:
+            pass
+    return final
+
+
+def follow(everest: EverestClient, relay: RelayClient, launched: Launched,
+           report: Callable[[str], None] = lambda msg: None,
+           interval: float = 2.0) -> JobState:
+    """Block while the session runs, reporting tunnel drops and recoveries; returns the
+    job's final state. ``KeyboardInterrupt`` is left to the caller."""
+    state = "ready"
+    while True:
+        session = relay.session(launched.session_id, unless_state=state, wait=interval)
+        if session["state"] != state:
+            state = session["state"]
+            if state == "disconnected":
+                report("tunnel down; the session runner reconnects")
+            elif state == "ready":
+                report("tunnel up again")
+        job = everest.job(launched.job_id)
+        if job.is_done:
+            return job.state

@@ -1,0 +1,173 @@
+"""The relay's HTTP API, against a real relay process that checks tokens with the local
+server: authentication, ownership, tickets (single use, expiry), long-poll, errors, and
+state that survives a restart."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.fixtures.local_server import ServerProcess
+from tests.session.helpers import (
+    Api,
+    RelayProcess,
+    new_key,
+    public_text,
+    redeem,
+)
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_minting_needs_a_valid_everest_token(relay: RelayProcess, alice: Api) -> None:
+    for api in (Api(relay.url, None), Api(relay.url, "not-a-token")):
+        resp = api("POST", "/api/sessions", json={})
+        assert resp.status_code == 401
+        assert resp.json()["message"]
+
+    session = alice.new_session(label="mine")
+    assert session["state"] == "waiting" and session["label"] == "mine"
+    assert len(session["ticket"]) >= 22  # token_urlsafe: >= 128 random bits
+    assert session["relay_url"] == relay.url
+    assert session["url"] is None  # no notebook token before the runner enrolls
+    assert _port_open(session["listener"]["port"])  # the listener is bound from the start
+    assert session["id"] in [s["id"] for s in alice("GET", "/api/sessions").json()]
+
+
+def test_sessions_are_private_to_their_owner(alice: Api, bob: Api) -> None:
+    sid = alice.new_session()["id"]
+    assert bob("GET", f"/api/sessions/{sid}").status_code == 404
+    assert bob("PATCH", f"/api/sessions/{sid}", json={"job_id": "x" * 24}).status_code == 404
+    assert bob("DELETE", f"/api/sessions/{sid}").status_code == 404
+    assert sid not in [s["id"] for s in bob("GET", "/api/sessions").json()]
+    assert alice.session(sid)["state"] == "waiting"
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status"), [
+    ("POST", "/api/sessions", b"{not json", 400),
+    ("POST", "/api/sessions", b"[1, 2]", 400),
+    ("POST", "/api/sessions", b'{"mode": "hub"}', 400),
+    ("POST", "/api/sessions", b'{"default_url": "javascript:alert(1)"}', 400),
+    ("POST", "/api/sessions", b'{"default_url": "/lab/../../etc"}', 400),
+    ("POST", "/api/sessions", b'{"ticket_ttl": -1}', 400),
+    ("POST", "/api/sessions", b'{"label": 5}', 400),
+    ("GET", "/api/nothing-here", b"", 404),
+    ("GET", "/api/sessions/0123456789abcdef01234567", b"", 404),
+    ("POST", "/api/tickets/redeem", b"{}", 400),
+    ("POST", "/api/tickets/redeem", b"nonsense", 400),
+])
+def test_bad_requests_get_json_errors(alice: Api, method: str, path: str, body: bytes,
+                                      status: int) -> None:
+    resp = alice(method, path, data=body)
+    assert resp.status_code == status
+    assert isinstance(resp.json()["message"], str) and resp.json()["message"]
+
+
+def test_patch_and_redeem_validate_their_fields(relay: RelayProcess, alice: Api) -> None:
+    session = alice.new_session()
+    sid = session["id"]
+    assert alice("PATCH", f"/api/sessions/{sid}", json={}).status_code == 400
+    assert alice("PATCH", f"/api/sessions/{sid}", json={"job_id": "a b;c"}).status_code == 400
+    assert alice("PATCH", f"/api/sessions/{sid}", json={"job_id": "ab12"}).json()["job_id"] \
+        == "ab12"
+    key = public_text(new_key())
+    for bad in ({"public_key": "ssh-ed25519 AAAAnotakey"}, {"token": "short"},
+                {"token": "x" * 20 + "?&"}, {"runner": "a string"}):
+        args = {"public_key": key, "token": "t" * 32, **bad}
+        resp = redeem(relay.url, session["ticket"], args.pop("public_key"), args.pop("token"),
+                      **args)
+        assert resp.status_code == 400, bad
+    # none of that used the ticket up
+    assert redeem(relay.url, session["ticket"], key).status_code == 200
+
+
+def test_a_ticket_is_single_use(relay: RelayProcess, alice: Api) -> None:
+    session = alice.new_session()
+    key, other = public_text(new_key()), public_text(new_key())
+    first = redeem(relay.url, session["ticket"], key, "a" * 32)
+    assert first.status_code == 200
+    grant = first.json()
+    assert grant["session_id"] == session["id"]
+    assert grant["base_url"] == f"/session/{session['id']}/"
+    assert grant["forward"]["port"] == session["listener"]["port"]
+    assert grant["ssh"] == {"host": "127.0.0.1", "port": relay.ssh_port,
+                            "username": session["id"]}
+    assert grant["host_key"].startswith("ssh-ed25519 ")
+
+    reused = redeem(relay.url, session["ticket"], other, "b" * 32)
+    assert reused.status_code == 403 and "already used" in reused.json()["message"]
+    assert redeem(relay.url, session["ticket"], key, "c" * 32).status_code == 403
+    # the same runner retrying after a lost answer gets its grant again
+    assert redeem(relay.url, session["ticket"], key, "a" * 32).json() == grant
+    assert alice.session(session["id"])["state"] == "starting"
+    assert alice.session(session["id"])["url"].endswith("?token=" + "a" * 32)
+
+
+def test_unknown_and_expired_tickets_are_refused(relay: RelayProcess, alice: Api) -> None:
+    key = public_text(new_key())
+    assert redeem(relay.url, "x" * 32, key).status_code == 403
+    session = alice.new_session(ticket_ttl=0.2)
+    port = session["listener"]["port"]
+    alice.wait_state(session["id"], "expired")
+    resp = redeem(relay.url, session["ticket"], key)
+    assert resp.status_code == 403 and "expired" in resp.json()["message"]
+    assert not _port_open(port)  # an expired session's listener is released
+
+
+def test_long_poll_answers_when_the_state_changes(relay: RelayProcess, alice: Api) -> None:
+    session = alice.new_session()
+    answer: dict = {}
+
+    def poll() -> None:
+        answer["body"] = alice("GET", f"/api/sessions/{session['id']}",
+                               params={"state": "waiting", "wait": "60"}).json()
+
+    thread = threading.Thread(target=poll)
+    thread.start()
+    time.sleep(0.5)  # let the poll reach the relay (if it does not, the test proves less)
+    assert redeem(relay.url, session["ticket"], public_text(new_key())).status_code == 200
+    thread.join(30)
+    assert not thread.is_alive()
+    assert answer["body"]["state"] == "starting"
+
+
+def test_deleting_ends_the_session_and_frees_its_port(alice: Api) -> None:
+    session = alice.new_session()
+    ended = alice("DELETE", f"/api/sessions/{session['id']}").json()
+    assert ended["state"] == "ended"
+    assert not _port_open(session["listener"]["port"])
+    assert session["id"] not in [s["id"] for s in alice("GET", "/api/sessions").json()]
+    everything = alice("GET", "/api/sessions", params={"all": "1"}).json()
+    assert session["id"] in [s["id"] for s in everything]
+
+
+def test_state_survives_a_relay_restart(local_server: ServerProcess, tmp_path) -> None:
+    relay = RelayProcess(tmp_path / "state", local_server.url).start()
+    try:
+        api = Api(relay.url, local_server.token_for("alice"))
+        enrolled, waiting = api.new_session(), api.new_session()
+        key = public_text(new_key())
+        assert redeem(relay.url, enrolled["ticket"], key).status_code == 200
+        relay.stop()
+        relay.start()
+        after = api.session(enrolled["id"])
+        assert after["state"] == "starting"
+        assert after["listener"] == enrolled["listener"]  # the same port, bound again
+        assert _port_open(after["listener"]["port"])
+        assert redeem(relay.url, enrolled["ticket"], public_text(new_key())).status_code == 403
+        assert redeem(relay.url, waiting["ticket"], key).status_code == 200
+    finally:
+        relay.stop()
+
+
+def test_the_api_says_who_it_is(relay: RelayProcess) -> None:
+    info = Api(relay.url, None)("GET", "/api/relay").json()
+    assert info["ssh_port"] == relay.ssh_port
+    assert info["service"] == "everest-jupyter relay"

@@ -1,0 +1,202 @@
+"""The relay's SSH side, driven by a test SSH client that enrolled its key like a runner:
+only the enrolled key logs in, only its own listener may be forwarded, nothing else is
+allowed; the route appears, is probed, drops and comes back on the same port."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import asyncssh
+import pytest
+import requests
+
+from tests.fixtures.local_server import ServerProcess
+from tests.session.helpers import (
+    Api,
+    FakeRunner,
+    RelayProcess,
+    new_key,
+    public_text,
+    redeem,
+    status_server,
+)
+
+TOKEN = "notebook-token-" + "x" * 20
+
+
+@pytest.fixture(scope="module")
+def relay(local_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+          ) -> Iterator[RelayProcess]:
+    """A relay whose user connections wait 3 s (not 10) for a missing tunnel."""
+    proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,
+                        "--hold", "3")
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+@dataclass
+class Enrolled:
+    session: dict
+    grant: dict
+    key: asyncssh.SSHKey
+
+    @property
+    def port(self) -> int:
+        return self.grant["forward"]["port"]
+
+
+@pytest.fixture
+def enrolled(relay: RelayProcess, alice: Api) -> Enrolled:
+    """A session whose ticket the test redeemed with its own key."""
+    session = alice.new_session()
+    key = new_key()
+    resp = redeem(relay.url, session["ticket"], public_text(key), TOKEN)
+    assert resp.status_code == 200, resp.text
+    return Enrolled(session, resp.json(), key)
+
+
+def _connect(peer: FakeRunner, relay: RelayProcess, e: Enrolled, key=None, username=None):
+    return peer.connect(relay.ssh_port, username or e.session["id"], key or e.key,
+                        e.grant["host_key"])
+
+
+def _forward(peer: FakeRunner, conn, e: Enrolled, notebook_port: int, host=None, port=None):
+    return peer.run(conn.forward_remote_port(
+        e.grant["forward"]["host"] if host is None else host,
+        e.port if port is None else port, "127.0.0.1", notebook_port))
+
+
+def test_only_the_enrolled_key_logs_in(relay: RelayProcess, enrolled: Enrolled,
+                                       ssh_peer: FakeRunner) -> None:
+    with pytest.raises(asyncssh.PermissionDenied):
+        _connect(ssh_peer, relay, enrolled, key=new_key())
+    with pytest.raises(asyncssh.PermissionDenied):
+        _connect(ssh_peer, relay, enrolled, username="0123456789abcdef01234567")
+    with pytest.raises(asyncssh.PermissionDenied):
+        ssh_peer.run(asyncssh.connect(
+            "127.0.0.1", relay.ssh_port, username=enrolled.session["id"], password="guess",
+            known_hosts=None, config=None, agent_path=None, client_keys=None))
+    conn = _connect(ssh_peer, relay, enrolled)
+    ssh_peer.close(conn)
+
+
+def test_a_session_that_was_not_redeemed_has_no_key(relay: RelayProcess, alice: Api,
+                                                    enrolled: Enrolled,
+                                                    ssh_peer: FakeRunner) -> None:
+    waiting = alice.new_session()
+    with pytest.raises(asyncssh.PermissionDenied):
+        _connect(ssh_peer, relay, enrolled, username=waiting["id"])
+
+
+def test_only_its_own_listener_may_be_forwarded(relay: RelayProcess, alice: Api,
+                                                enrolled: Enrolled, ssh_peer: FakeRunner
+                                                ) -> None:
+    other = alice.new_session()
+    conn = _connect(ssh_peer, relay, enrolled)
+    try:
+        for host, port in ((None, other["listener"]["port"]), (None, relay.http_port),
+                           (None, 0), ("0.0.0.0", None), ("example.org", None)):
+            with pytest.raises(asyncssh.ChannelListenError):
+                _forward(ssh_peer, conn, enrolled, 9, host=host, port=port)
+        assert alice.session(enrolled.session["id"])["state"] == "starting"
+    finally:
+        ssh_peer.close(conn)
+
+
+def test_shells_commands_subsystems_and_outbound_opens_are_refused(
+        relay: RelayProcess, local_server: ServerProcess, enrolled: Enrolled,
+        ssh_peer: FakeRunner) -> None:
+    conn = _connect(ssh_peer, relay, enrolled)
+    try:
+        with pytest.raises(asyncssh.ChannelOpenError):
+            ssh_peer.run(conn.create_process())  # a shell
+        with pytest.raises(asyncssh.ChannelOpenError):
+            ssh_peer.run(conn.run("id"))
+        with pytest.raises((asyncssh.ChannelOpenError, asyncssh.SFTPError)):
+            ssh_peer.run(conn.start_sftp_client())
+        server_port = int(local_server.url.rsplit(":", 1)[1])
+        with pytest.raises(asyncssh.ChannelOpenError):
+            ssh_peer.run(conn.open_connection("127.0.0.1", server_port))  # direct-tcpip
+    finally:
+        ssh_peer.close(conn)
+
+
+def test_forward_is_probed_then_routes_users_and_survives_a_reconnect(
+        relay: RelayProcess, alice: Api, enrolled: Enrolled, ssh_peer: FakeRunner) -> None:
+    sid, base = enrolled.session["id"], enrolled.grant["base_url"]
+    notebook_port, stop = status_server(base, TOKEN)
+    url = f"http://127.0.0.1:{enrolled.port}{base}api/status"
+    auth = {"Authorization": f"token {TOKEN}"}
+    try:
+        conn = _connect(ssh_peer, relay, enrolled)
+        _forward(ssh_peer, conn, enrolled, notebook_port)
+        ready = alice.wait_state(sid, "ready")  # the relay's probe went through the tunnel
+        assert ready["url"] == (f"http://127.0.0.1:{enrolled.port}{base}lab?token={TOKEN}")
+        assert requests.get(url, headers=auth, timeout=10).status_code == 200
+
+        ssh_peer.close(conn)
+        alice.wait_state(sid, "disconnected")
+        # no tunnel: a user connection waits for one (3 s here), then gets a JSON 502
+        late = requests.get(url, headers=auth, timeout=30)
+        assert late.status_code == 502 and "not connected" in late.json()["message"]
+
+        conn = _connect(ssh_peer, relay, enrolled)  # the same key, the same listener
+        _forward(ssh_peer, conn, enrolled, notebook_port)
+        alice.wait_state(sid, "ready")
+        assert requests.get(url, headers=auth, timeout=10).status_code == 200
+        ssh_peer.close(conn)
+    finally:
+        stop()
+
+
+def test_a_newer_connection_replaces_an_older_one(relay: RelayProcess, alice: Api,
+                                                  enrolled: Enrolled,
+                                                  ssh_peer: FakeRunner) -> None:
+    notebook_port, stop = status_server(enrolled.grant["base_url"], TOKEN)
+    try:
+        first = _connect(ssh_peer, relay, enrolled)
+        _forward(ssh_peer, first, enrolled, notebook_port)
+        alice.wait_state(enrolled.session["id"], "ready")
+        second = _connect(ssh_peer, relay, enrolled)  # a runner whose old link went stale
+        _forward(ssh_peer, second, enrolled, notebook_port)
+        ssh_peer.run(first.wait_closed())  # the relay closed the stale one
+        alice.wait_state(enrolled.session["id"], "ready")
+        ssh_peer.close(second)
+    finally:
+        stop()
+
+
+def test_withdrawing_the_forward_ends_the_session(relay: RelayProcess, alice: Api,
+                                                  enrolled: Enrolled,
+                                                  ssh_peer: FakeRunner) -> None:
+    notebook_port, stop = status_server(enrolled.grant["base_url"], TOKEN)
+    try:
+        conn = _connect(ssh_peer, relay, enrolled)
+        listener = _forward(ssh_peer, conn, enrolled, notebook_port)
+        alice.wait_state(enrolled.session["id"], "ready")
+        ssh_peer.close(listener)  # cancel-tcpip-forward: what a runner does when it stops
+        alice.wait_state(enrolled.session["id"], "ended")
+        ssh_peer.close(conn)
+        with pytest.raises(asyncssh.PermissionDenied):
+            _connect(ssh_peer, relay, enrolled)
+    finally:
+        stop()
+
+
+def test_ending_a_session_cuts_its_runner_off(relay: RelayProcess, alice: Api,
+                                              enrolled: Enrolled, ssh_peer: FakeRunner
+                                              ) -> None:
+    notebook_port, stop = status_server(enrolled.grant["base_url"], TOKEN)
+    try:
+        conn = _connect(ssh_peer, relay, enrolled)
+        _forward(ssh_peer, conn, enrolled, notebook_port)
+        alice.wait_state(enrolled.session["id"], "ready")
+        alice("DELETE", f"/api/sessions/{enrolled.session['id']}")
+        ssh_peer.run(conn.wait_closed())
+        with pytest.raises(asyncssh.PermissionDenied):
+            _connect(ssh_peer, relay, enrolled)
+    finally:
+        stop()
