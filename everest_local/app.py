@@ -94,7 +94,8 @@ class LocalServer:
         core.executor.start()
         core.executor.recover()
         self.http = tornado.httpserver.HTTPServer(
-            make_app(core), max_body_size=s.max_body_size, idle_connection_timeout=120)
+            make_app(core), max_body_size=s.max_body_size, max_buffer_size=s.max_body_size,
+            idle_connection_timeout=120)
         self.http.add_sockets(sockets)
         self._write_server_json()
         log.info("Everest-compatible local server at %s (data in %s, %d slots)", self.url,

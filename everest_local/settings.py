@@ -37,7 +37,7 @@ class ServerSettings:
     kill_grace: float = 5.0
     max_attempts: int = 3
     keep_work: bool = False
-    max_body_size: int = 1 << 30
+    max_body_size: int = 512 << 20  # uploads are buffered in memory: bounded
     public_url: str | None = None
     plugins: list[str] = field(default_factory=list)
 
