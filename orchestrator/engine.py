@@ -113,7 +113,8 @@ class Orchestrator:
         self.submit_timeout = submit_timeout
         self.retry_backoff = retry_backoff
         self.poller = Poller(client, Cadence(poll_min_interval, poll_max_interval),
-                             list_threshold=list_threshold)
+                             list_threshold=list_threshold,
+                             backlog=lambda: self._in_flight + len(self._ready))
         self.uploads = Uploads(client)
         self._own_client = own_client
         self._pool = concurrent.futures.ThreadPoolExecutor(

@@ -1,6 +1,6 @@
 """One background thread that watches every job of an orchestrator.
 
-With few jobs in flight (at most ``list_threshold``) it asks for each job
+With few jobs in flight (see :meth:`Poller._many`) it asks for each job
 (``GET /api/jobs/<id>``) on that job's own schedule; with more it asks once per tick for the
 whole list (``GET /api/jobs``) and picks its jobs out of it, fetching singly only a job the
 list lacks. :class:`~orchestrator.cadence.Cadence` sets the schedules. Requests go through
@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from everest_app.client import EverestClient
-from everest_app.errors import EverestError, NotFoundError
+from everest_app.errors import EverestError, NotFoundError, ServerError
 from everest_app.job import Job
 from everest_app.states import JobState
 from orchestrator.cadence import Cadence
@@ -46,11 +46,18 @@ class _Watch:
 
 
 class Poller:
-    """Watches jobs until they reach a terminal state. Thread-safe; start is lazy."""
+    """Watches jobs until they reach a terminal state. Thread-safe; start is lazy.
+
+    ``backlog`` (optional) tells how many jobs the owner has on their way (being submitted
+    or watched): while many are coming, the list interval may be longer even if few are
+    watched at the moment, since each list answer will then carry many results.
+    """
 
     def __init__(self, client: EverestClient, cadence: Cadence | None = None, *,
-                 list_threshold: int = 3, lost_after: int = 5):
+                 list_threshold: int = 3, lost_after: int = 5,
+                 backlog: Callable[[], int] | None = None):
         self.client = client
+        self.backlog = backlog
         self.cadence = cadence or Cadence()
         self.list_threshold = list_threshold
         self.lost_after = lost_after
@@ -105,6 +112,16 @@ class Poller:
 
     # -- the thread ------------------------------------------------------------------------
 
+    def _many(self) -> bool:
+        """With the lock held: whether to list. More watched jobs than ``list_threshold``,
+        or at least two while the owner's backlog is that large (a bag of tasks that runs
+        as fast as it is submitted: one list per tick beats a GET per job)."""
+        watched = len(self._watched)
+        if watched > self.list_threshold:
+            return True
+        backlog = self.backlog() if self.backlog is not None else 0
+        return watched >= 2 and backlog > self.list_threshold
+
     def _next_tick(self) -> tuple[list[str], bool] | None:
         """Sleep until a tick is due; the ids to ask about and whether to list, or None
         when closed. Called and returns without the lock held."""
@@ -114,7 +131,7 @@ class Poller:
                     self._cond.wait()
                     continue
                 now = time.monotonic()
-                many = len(self._watched) > self.list_threshold
+                many = self._many()
                 if many and not self._listing:
                     self.cadence.start_listing()
                     self._next_list = now + self.cadence.interval
@@ -153,10 +170,11 @@ class Poller:
             finished = self._deliver(jobs)
             if listing:
                 now = time.monotonic()
+                backlog = self.backlog() if self.backlog is not None else 0
                 with self._cond:
                     self.cadence.after_success()
                     interval = self.cadence.after_list_tick(
-                        finished=finished, in_flight=len(self._watched),
+                        finished=finished, in_flight=max(len(self._watched), backlog),
                         elapsed=now - last_list)
                     self._next_list = now + interval
                 last_list = now
@@ -171,9 +189,11 @@ class Poller:
         if listing:
             self.requests["list"] += 1
             wanted = set(ids)
-            for job in self.client.jobs():
-                if job.id in wanted:
-                    found[job.id] = job
+            # the list holds all of the user's jobs, finished ones too: build Job objects
+            # only for the watched ones
+            for item in self._list():
+                if isinstance(item, dict) and item.get("id") in wanted:
+                    found[item["id"]] = Job.from_json(item)
             singles = [i for i in ids if i not in found]
         for job_id in singles:
             self.requests["get"] += 1
@@ -182,6 +202,17 @@ class Poller:
             except NotFoundError as exc:
                 found[job_id] = exc
         return found
+
+    def _list(self) -> list:
+        response = self.client.request("GET", "/api/jobs")
+        try:
+            items = response.json()
+        except ValueError as exc:
+            raise ServerError(f"GET /api/jobs answered non-JSON: {response.text[:100]!r}") \
+                from exc
+        if not isinstance(items, list):
+            raise ServerError("GET /api/jobs did not answer a list")
+        return items
 
     def _deliver(self, jobs: dict[str, Job | Exception]) -> int:
         """Hand new states to their watchers, reschedule the rest; returns how many ended."""

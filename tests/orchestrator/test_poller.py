@@ -39,10 +39,28 @@ class ScriptedClient:
                                   "result": {"id": job_id}})
 
     def jobs(self):
+        return [Job.from_json(item) for item in self.listing()]
+
+    def listing(self):
         with self.lock:
             self.calls.append("list")
             self._maybe_fail()
-            return [Job.from_json({"id": i, "state": s}) for i, s in self.states.items()]
+            return [{"id": i, "state": s} for i, s in self.states.items()]
+
+    def request(self, method, path):
+        assert (method, path) == ("GET", "/api/jobs")
+        return Answer(self.listing())
+
+
+class Answer:
+    def __init__(self, body):
+        self.body = body
+        self.text = repr(body)
+
+    def json(self):
+        if isinstance(self.body, Exception):
+            raise self.body
+        return self.body
 
 
 def wait_until(predicate, timeout=10):
@@ -114,12 +132,12 @@ def test_a_job_missing_from_the_list_is_asked_for_singly(client, poller):
     updates, _ = watch(poller, "hidden")
     with client.lock:
         client.calls.clear()
-    original = client.jobs
+    original = client.listing
 
-    def jobs_without_hidden():
-        return [j for j in original() if j.id != "hidden"]
+    def listing_without_hidden():
+        return [j for j in original() if j["id"] != "hidden"]
 
-    client.jobs = jobs_without_hidden
+    client.listing = listing_without_hidden
     client.states["hidden"] = "DONE"
     assert wait_until(lambda: updates and updates[-1].is_done)
     assert "get" in client.calls
@@ -133,6 +151,21 @@ def test_http_errors_are_retried_and_never_reach_watchers(client, poller):
     client.states["j1"] = "DONE"
     assert wait_until(lambda: updates and updates[-1].is_done)
     assert not lost and poller.requests["errors"] == 4
+
+
+def test_a_list_answer_that_is_not_json_is_retried(client, poller):
+    for i in range(5):
+        client.states[f"a{i}"] = "DONE"
+    original = client.request
+    answers = [Answer(ValueError("garbage")), Answer({"not": "a list"})]
+
+    def flaky_request(method, path):
+        return answers.pop(0) if answers else original(method, path)
+
+    client.request = flaky_request
+    updates = [watch(poller, f"a{i}")[0] for i in range(5)]
+    assert wait_until(lambda: all(u for u in updates))
+    assert poller.requests["errors"] == 2
 
 
 def test_a_job_that_keeps_answering_404_is_reported_lost(client, poller):
