@@ -11,6 +11,7 @@ import pytest
 
 from everest_app.errors import AuthError, BadRequestError
 from everest_app.states import JobState
+from everest_local import processes
 from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
 
 APPS = Path(__file__).parent / "apps"
@@ -159,3 +160,19 @@ def test_input_preparer_and_job_decorator(client):
         client.submit("daemon", {"duration": 0, "ticket": "refuse"})
     assert client.wait(job.id, timeout=30).state == JobState.DONE
     assert "session" not in client.wait(client.submit("hostname", {}).id, timeout=30).raw
+
+
+def test_cancel_escalates_to_sigkill_for_a_task_that_ignores_signals(server, client):
+    job = client.submit("stubborn", {})
+    _wait_state(client, job.id, "RUNNING")
+    ready = Path(server.data_dir) / "tasks" / f"{job.id}-0-0" / "work" / "ready"
+    deadline = time.monotonic() + 30
+    while not ready.exists():
+        assert time.monotonic() < deadline, "the task never started its loop"
+        time.sleep(0.05)
+    pid = int(ready.read_text())
+    client.cancel(job.id)
+    assert client.job(job.id).state == JobState.RUNNING  # not before the process has ended
+    ended = client.wait(job.id, timeout=30)
+    assert ended.state == JobState.CANCELLED
+    assert not processes.is_alive(pid, None)  # gone, or a zombie waiting for init
