@@ -363,8 +363,11 @@ class Executor:
             core.store.update_task(task_id, state="CANCELLED", exit_code=code)
             return
         state, info = _verdict(task_id, code, stop, start_error, outcome, app)
-        retry = (state == "FAILED" and stop is None and app is not None
-                 and app.retry_failed_tasks and job.attempt + 1 < self.settings.max_attempts)
+        # a task that ran and failed (or was lost) may succeed again; one that could not
+        # start (no such command, a deleted input file) will not
+        retry = (state == "FAILED" and stop is None and start_error in (None, "LOST")
+                 and app is not None and app.retry_failed_tasks
+                 and job.attempt + 1 < self.settings.max_attempts)
         with core.store.tx():
             core.store.update_task(task_id, state=state, exit_code=code)
             for uri, name, path, length in outcome["files"]:
