@@ -49,27 +49,9 @@ class FileStore:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
 
-    # -- blocking file work: call from a worker thread --------------------------------------
-
-    def write_upload(self, name: str, source: IO[bytes] | bytes) -> tuple[str, Path, int]:
-        """Write an upload to disk; returns (uri, path, length). Raises ValueError on a
-        name that cannot be a file name."""
-        clean = safe_name(name)
-        if clean is None:
-            raise ValueError(f"bad file name {name!r}")
-        file_id = new_id()
-        folder = self.root / file_id
-        folder.mkdir()
-        path = folder / clean
-        tmp = folder / f".{clean}.part"
-        with open(tmp, "wb") as out:
-            if isinstance(source, bytes | bytearray | memoryview):
-                out.write(source)
-            else:
-                shutil.copyfileobj(source, out, 1 << 20)
-        os.replace(tmp, path)
-        uri = f"/api/files/temp/{file_id}/{quote(clean, safe=_SAFE)}"
-        return uri, path, path.stat().st_size
+    def begin_upload(self) -> PendingUpload:
+        """An upload to stream into: ``open(name)`` for the sink, then commit or abort."""
+        return PendingUpload(self.root)
 
     def publish(self, job_id: str, src: Path, name: str, taken: set[str]) -> tuple[str, Path, int]:
         """Move a task's output file into the job's files under a unique name."""
@@ -98,5 +80,51 @@ class FileStore:
             path.unlink(missing_ok=True)
             try:
                 path.parent.rmdir()
+            except OSError:
+                pass
+
+
+class PendingUpload:
+    """One upload being written: to a hidden temporary name, renamed on :meth:`commit`."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.folder: Path | None = None
+        self.name = ""
+        self.tmp: Path | None = None
+        self.file: IO[bytes] | None = None
+
+    def open(self, name: str) -> IO[bytes]:
+        """The file to write the upload named ``name`` to; ValueError for a bad name."""
+        clean = safe_name(name)
+        if clean is None:
+            raise ValueError(f"bad file name {name!r}")
+        self.name = clean
+        self.folder = self.root / new_id()
+        self.folder.mkdir()
+        self.tmp = self.folder / f".{clean}.part"
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+        return self.file
+
+    def commit(self) -> tuple[str, Path, int]:
+        """Finish the file; returns (uri, path, length)."""
+        assert self.file is not None and self.folder is not None and self.tmp is not None
+        self.file.close()
+        path = self.folder / self.name
+        os.replace(self.tmp, path)
+        self.file = None
+        uri = f"/api/files/temp/{self.folder.name}/{quote(self.name, safe=_SAFE)}"
+        return uri, path, path.stat().st_size
+
+    def abort(self) -> None:
+        """Drop a half-written upload (nothing stays behind)."""
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+        if self.folder is not None:
+            try:
+                self.folder.rmdir()
             except OSError:
                 pass

@@ -24,6 +24,8 @@ import tornado.web
 from everest_app.errors import AuthError, BadRequestError, EverestError, NotFoundError
 from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
 from everest_local.core import Core, iso_time
+from everest_local.files import PendingUpload
+from everest_local.multipart import FirstFilePart, MultipartError, boundary_of
 
 log = logging.getLogger(__name__)
 
@@ -333,23 +335,58 @@ class JobLogHandler(ApiHandler):
 # -- files -----------------------------------------------------------------------------------
 
 
+@tornado.web.stream_request_body
 class UploadHandler(ApiHandler):
-    """``POST /api/files/temp`` multipart: the first file part, whatever its field name."""
+    """``POST /api/files/temp`` multipart: the first file part, whatever its field name.
+
+    The body is streamed to disk as it arrives (see :mod:`everest_local.multipart`), so
+    uploads are bounded by ``max_upload_size``, not by memory.
+    """
 
     route = "/api/files/temp"
 
-    async def post(self) -> None:
-        part = next((files[0] for files in self.request.files.values() if files), None)
-        if part is None:
-            raise BadRequestError("no file in the request: send multipart/form-data with a "
-                                  "file part (field 'file')", status=400)
+    def prepare(self) -> None:
+        self.upload: PendingUpload | None = None
+        self.parser: FirstFilePart | None = None
+        self.failure: Exception | None = None
+        super().prepare()
+        self.request.connection.set_max_body_size(self.core.settings.max_upload_size)
         try:
-            uri, path, length = await asyncio.get_running_loop().run_in_executor(
-                None, self.core.files.write_upload, part.filename, part.body)
-        except ValueError as exc:
+            boundary = boundary_of(self.request.headers.get("Content-Type", ""))
+        except MultipartError as exc:
+            raise BadRequestError(f"{exc} (a file part, field 'file')", status=400) from exc
+        self.upload = self.core.files.begin_upload()
+        self.parser = FirstFilePart(boundary, self.upload.open)
+
+    def data_received(self, chunk: bytes) -> None:
+        if self.failure is not None or self.parser is None:
+            return
+        try:
+            self.parser.feed(chunk)
+        except (MultipartError, ValueError, OSError) as exc:
+            self.failure = exc  # answered in post(), once the body has been read
+
+    async def post(self) -> None:
+        assert self.parser is not None and self.upload is not None
+        try:
+            if self.failure is not None:
+                raise self.failure
+            if self.parser.close() is None:
+                raise MultipartError("no file in the request: send multipart/form-data with "
+                                     "a file part (field 'file')")
+            uri, path, length = self.upload.commit()
+        except (MultipartError, ValueError) as exc:
+            self.upload.abort()
             raise BadRequestError(str(exc), status=400) from exc
+        except OSError:
+            self.upload.abort()
+            raise
         self.core.store.add_file(uri, self.user, "temp", None, path.name, str(path), length)
         self.send_json({"uri": uri, "filename": path.name, "length": length})
+
+    def on_connection_close(self) -> None:
+        if self.upload is not None and self.upload.file is not None:
+            self.upload.abort()  # the client went away mid-upload
 
 
 class FileHandler(ApiHandler):

@@ -37,7 +37,8 @@ class ServerSettings:
     kill_grace: float = 5.0
     max_attempts: int = 3
     keep_work: bool = False
-    max_body_size: int = 512 << 20  # uploads are buffered in memory: bounded
+    max_body_size: int = 64 << 20  # JSON bodies, buffered in memory
+    max_upload_size: int = 64 << 30  # file uploads, streamed to disk
     public_url: str | None = None
     plugins: list[str] = field(default_factory=list)
 

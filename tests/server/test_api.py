@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import re
 import secrets
+import time
 import uuid
 from pathlib import Path
 
@@ -116,8 +117,6 @@ def test_expired_token_is_refused(local_server):
     token = EverestClient.login(local_server.url, "alice", local_server.password_for("alice"),
                                 lifetime=1)
     client = EverestClient(local_server.url, token, retries=0)
-    import time
-
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -449,8 +448,6 @@ def test_stats_count_requests_per_route(local_server, alice):
 
 
 def _wait_state(client, job_id, state, timeout=30.0):
-    import time
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.job(job_id)
@@ -459,3 +456,26 @@ def _wait_state(client, job_id, state, timeout=30.0):
         assert not job.is_done, job
         time.sleep(0.05)
     pytest.fail(f"job {job_id} never reached {state}")
+
+
+def test_upload_cut_off_midway_leaves_nothing_behind(local_server):
+    import socket
+
+    files_dir = Path(local_server.data_dir) / "files"
+    before = {p for p in files_dir.rglob("*")}
+    head = (b"--b0undary\r\nContent-Disposition: form-data; name=\"file\"; "
+            b"filename=\"cut.bin\"\r\n\r\n")
+    host, port = local_server.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/files/temp HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + local_server.token.encode() + b"\r\n"
+                     b"Content-Type: multipart/form-data; boundary=b0undary\r\n"
+                     b"Content-Length: 1000000\r\n\r\n" + head + b"x" * 300000)
+        deadline = time.monotonic() + 10
+        while not any(p.name == ".cut.bin.part" for p in files_dir.rglob("*")):
+            assert time.monotonic() < deadline, "the upload never started"
+            time.sleep(0.02)
+    deadline = time.monotonic() + 10
+    while {p for p in files_dir.rglob("*")} - before:
+        assert time.monotonic() < deadline, "a cut-off upload left files behind"
+        time.sleep(0.05)
