@@ -38,7 +38,7 @@ marks the guesses); the choices made here:
   task and removes the job, its log and its files. ``DELETE`` answers ``{}`` (or
   ``{"deleted": n}`` for the bulk deletes).
 - Upload URIs are ``/api/files/temp/<id>/<name>``; file inputs must be files of the caller
-  on this server (no fetching of other URLs). Uploads are held in memory (512 MiB max).
+  on this server (no fetching of other URLs). Uploads stream to disk (64 GiB max).
 - Log lines: ``YYYY-MM-DD HH:MM:SS.fff <event>`` in the server's local time.
 - One task per job; task ids ``<jobId>-0-<attempt>`` counting from 0. States: READY (queued)
   -> SCHEDULED (staging) -> RUNNING -> DONE | FAILED | CANCELLED.
