@@ -174,9 +174,6 @@ class Executor:
         self.busy[service] -= 1
         self._pump()
 
-    def queued(self, job_id: str) -> bool:
-        return any(job_id in q for q in self.queues.values())
-
     # -- starting a task -------------------------------------------------------------------
 
     async def _start(self, job_id: str, service: bool) -> None:
