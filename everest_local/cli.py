@@ -31,7 +31,8 @@ def default_data_dir() -> Path:
 
 def _data_dir_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, default=None,
-                        help="the server's data directory (default: %(prog)s's data dir/server)")
+                        help="the server's data directory "
+                             "(default: $XDG_DATA_HOME/everest-jupyter/server)")
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
