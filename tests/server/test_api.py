@@ -479,3 +479,26 @@ def test_upload_cut_off_midway_leaves_nothing_behind(local_server):
     while {p for p in files_dir.rglob("*")} - before:
         assert time.monotonic() < deadline, "a cut-off upload left files behind"
         time.sleep(0.05)
+
+
+def test_libcurl_style_upload_with_expect_100_continue(local_server):
+    """What libcurl (the C++ Templet SDK) sends: cookie auth, Expect: 100-continue."""
+    import socket
+
+    body = (b"--cb\r\nContent-Disposition: form-data; name=\"sendfile\"; filename=\"c.txt\"\r\n"
+            b"\r\n" + b"c" * 5000 + b"\r\n--cb--\r\n")
+    host, port = local_server.url.split("//")[1].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"POST /api/files/temp HTTP/1.1\r\nHost: x\r\n"
+                     b"Cookie: access_token=" + local_server.token.encode() + b"\r\n"
+                     b"Content-Type: multipart/form-data; boundary=cb\r\n"
+                     b"Expect: 100-continue\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 100")
+        sock.sendall(body)
+        answer = b""
+        while b'"length"' not in answer:
+            chunk = sock.recv(4096)
+            assert chunk, answer
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 200") and b'"filename":"c.txt"' in answer
