@@ -239,6 +239,11 @@ def from_dict(data: dict[str, Any], *, files_source: str | os.PathLike | None = 
             if _safe_relative(m["file"]) is None:
                 raise DescriptorError(f"{alias}: config.{key} file {m['file']!r} leaves the "
                                       "work directory")
+            try:
+                re.compile(m.get("pattern") or "")
+            except (re.error, TypeError) as exc:
+                raise DescriptorError(f"{alias}: config.{key} pattern {m.get('pattern')!r} "
+                                      f"is not a regular expression ({exc})") from exc
     keywords = data.get("keywords") or []
     if not isinstance(keywords, list):
         raise DescriptorError(f"{alias}: keywords must be a list")

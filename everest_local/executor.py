@@ -168,13 +168,31 @@ class Executor:
             while queue and self.busy[service] < limit:
                 job_id = queue.popleft()
                 self.busy[service] += 1
-                self._spawn_bg(self._start(job_id, service))
+                self._spawn_bg(self._start_guarded(job_id, service))
 
     def _release(self, service: bool) -> None:
         self.busy[service] -= 1
         self._pump()
 
     # -- starting a task -------------------------------------------------------------------
+
+    async def _start_guarded(self, job_id: str, service: bool) -> None:
+        """Start a job's task; an unexpected error fails the job instead of losing a slot."""
+        try:
+            await self._start(job_id, service)
+        except Exception as exc:
+            log.exception("starting job %s failed", job_id)
+            self.starting.pop(job_id, None)
+            self._fail_internal(job_id, exc)
+            self._release(service)
+
+    def _fail_internal(self, job_id: str, exc: Exception) -> None:
+        try:
+            if self.core.store.job(job_id) is not None:
+                self._end_without_task(job_id, "FAILED", f"internal error of the local "
+                                       f"server: {type(exc).__name__}: {exc}")
+        except Exception:
+            log.exception("could not record the failure of job %s", job_id)
 
     async def _start(self, job_id: str, service: bool) -> None:
         core = self.core
@@ -339,6 +357,9 @@ class Executor:
         try:
             await self._record_end(run.task_id, run.job_id, app, run.dir, code,
                                    run.stop_reason, deadline=run.deadline)
+        except Exception as exc:
+            log.exception("recording the end of task %s failed", run.task_id)
+            self._fail_internal(run.job_id, exc)
         finally:
             self.running.pop(run.task_id, None)
 

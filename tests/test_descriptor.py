@@ -110,6 +110,8 @@ def test_zip_with_escaping_member_is_refused(tmp_path):
     ({"alias": "x", "config": {"command": "x", "outputMappings": [{"param": "a"}]}}, "file"),
     ({"alias": "x", "config": {"command": "x",
                                "outputMappings": [{"param": "a", "file": "../a"}]}}, "leaves"),
+    ({"alias": "x", "config": {"command": "x", "outputMappings": [
+        {"param": "a", "file": "a", "pattern": "(unclosed"}]}}, "regular expression"),
 ])
 def test_bad_descriptions_name_the_problem(data, match):
     with pytest.raises(DescriptorError, match=match):

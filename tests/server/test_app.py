@@ -41,3 +41,32 @@ def test_in_process_server_writes_and_removes_server_json(tmp_path):
         assert read_server_json(settings.data_dir) is None
 
     asyncio.run(scenario())
+
+
+def test_an_internal_error_fails_the_job_and_frees_its_slot(tmp_path, monkeypatch):
+    from everest_local import executor
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("collector exploded")
+
+    monkeypatch.setattr(executor, "_collect", broken)
+    settings = ServerSettings(data_dir=tmp_path / "d", port=0, slots=1)
+
+    async def scenario():
+        server = LocalServer(settings)
+        await server.start()
+        try:
+            first = await server.core.submit("alice", "hostname", {"inputs": {}})
+            second = await server.core.submit("alice", "sleep", {"inputs": {"duration": 0}})
+            for _ in range(400):
+                jobs = [server.core.store.job(j["id"]) for j in (first, second)]
+                if all(j.state in ("DONE", "FAILED") for j in jobs):
+                    break
+                await asyncio.sleep(0.025)
+            assert jobs[0].state == "FAILED" and "collector exploded" in jobs[0].info
+            assert jobs[1].state == "FAILED"  # the slot was released: the next job ran
+            assert server.core.executor.busy == {False: 0, True: 0}
+        finally:
+            await server.stop()
+
+    asyncio.run(scenario())
