@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL = ("DONE", "FAILED", "CANCELLED")
-TASK_TOKEN_LIFETIME = 30 * 24 * 3600
+TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
 _ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
 
 STOP_INFO = {
