@@ -311,15 +311,17 @@ def test_cancel_queued_running_and_finished(alice):
     assert alice.job(done.id).state == JobState.DONE
 
 
-def test_delete_job_and_delete_by_name(alice):
+def test_delete_job_and_delete_by_name(alice, bob):
     name = f"batch-{secrets.token_hex(4)}"
     ids = [alice.submit("sleep", {"duration": 0}, name=name).id for _ in range(3)]
     other = alice.submit("sleep", {"duration": 0}, name=name + "-other").id
+    bobs = bob.submit("sleep", {"duration": 0}, name=name).id
     alice.delete_jobs(name)
     for job_id in ids:
         with pytest.raises(NotFoundError):
             alice.job(job_id)
     assert alice.job(other).name == name + "-other"
+    assert bob.job(bobs).name == name  # only the caller's jobs go
     alice.delete_job(other)
     with pytest.raises(NotFoundError):
         alice.job(other)
