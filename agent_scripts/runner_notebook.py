@@ -151,15 +151,17 @@ class Notebook:
             delay = min(delay * 1.5, 0.5)
 
     def busy_kernels(self) -> int:
-        """How many kernels are executing right now (a long computation is not idleness)."""
+        """How many kernels are executing right now (a long computation is not idleness).
+
+        This request counts as activity for JupyterLab: ask it only when about to stop.
+        """
         kernels = json.loads(self.request("GET", "api/kernels").decode("utf-8"))
         return sum(1 for k in kernels if k.get("execution_state") == "busy")
 
     def idle_seconds(self) -> float:
-        """Seconds since the server last saw a user or kernel do anything; 0 while a kernel
-        is busy. Raises ``OSError``/``ValueError`` when the server does not answer."""
-        if self.busy_kernels():
-            return 0.0
+        """Seconds since JupyterLab last saw a user or a kernel do anything (``api/status``
+        does not count as activity itself). Raises ``OSError``/``ValueError`` when the
+        server does not answer."""
         last = parse_timestamp(str(self.status()["last_activity"]))
         now = datetime.datetime.now(datetime.timezone.utc)
         return max(0.0, (now - last).total_seconds())

@@ -52,6 +52,7 @@ class Grant:
             self.listen_host = str(forward["host"])
             self.listen_port = int(forward["port"])
             self.host_key = asyncssh.import_public_key(str(doc["host_key"]))
+            self.end_token = str(doc.get("end_token") or "")
         except (KeyError, TypeError, ValueError, AttributeError, asyncssh.KeyImportError) as exc:
             raise RedeemError(f"the relay's answer is not a session grant ({exc})") from None
         if not self.base_url.startswith("/") or not self.base_url.endswith("/"):
@@ -95,6 +96,29 @@ def redeem(relay_url: str, ticket: str, public_key: str, notebook_token: str,
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
     raise RedeemError(f"the relay at {relay_url} could not be reached: {reason}")
+
+
+def report_end(relay_url: str, grant: Grant, reason: str) -> bool:
+    """Tell the relay the session is over (it may never have had a tunnel to withdraw).
+
+    Best effort, two tries; returns whether the relay took it.
+    """
+    if not grant.end_token:
+        return False
+    body = json.dumps({"end_token": grant.end_token, "reason": reason}).encode("utf-8")
+    url = f"{relay_url}/api/sessions/{grant.session_id}/ended"
+    for _ in range(2):
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            log.warning("the relay did not take the end of the session: %s", _error_text(exc))
+            return False
+        except OSError as exc:
+            log.warning("could not tell the relay the session ended: %s", exc)
+    return False
 
 
 def make_key() -> asyncssh.SSHKey:

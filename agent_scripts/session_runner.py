@@ -96,6 +96,11 @@ def clone_repository(url: str, parent: str) -> str:
     return dest
 
 
+async def loop_executor(func, *args):
+    """Run blocking ``func`` in the default thread pool (``asyncio.to_thread`` is 3.9+)."""
+    return await asyncio.get_event_loop().run_in_executor(None, func, *args)
+
+
 class Stopped(Exception):
     """The session was asked to stop while it was starting."""
 
@@ -108,6 +113,7 @@ class Session:
         self.stop_event: asyncio.Event | None = None
         self.stop_reason = ""
         self.notebook = None
+        self.grant = None
         self.summary: dict[str, object] = {
             "mode": settings.mode, "started": time.time(), "ended": None, "reason": None,
             "error": None, "session_id": None, "repository": settings.repository or None,
@@ -177,6 +183,7 @@ class Session:
                                  runner_tunnel.public_key_text(key), token,
                                  runner_tunnel.runner_info(s.mode))
         runner_inputs.forget_ticket_file(s.workdir)
+        self.grant = grant
         self.summary["session_id"] = grant.session_id
         log.info("session %s enrolled at %s", grant.session_id, s.relay)
 
@@ -238,12 +245,13 @@ class Session:
         limit = self.settings.idle_timeout
         if limit <= 0:
             await asyncio.Event().wait()
-        loop = asyncio.get_event_loop()
         interval = min(60.0, max(0.5, limit / 10.0))
         while True:
             await asyncio.sleep(interval)
             try:
-                idle = await loop.run_in_executor(None, self.notebook.idle_seconds)
+                idle = await loop_executor(self.notebook.idle_seconds)
+                if idle >= limit and await loop_executor(self.notebook.busy_kernels):
+                    idle = 0.0  # a kernel computing quietly is not idle
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("could not read JupyterLab's activity: %s", exc)
                 continue
@@ -253,10 +261,14 @@ class Session:
 
     async def _shutdown(self) -> None:
         if self.notebook is not None:
-            loop = asyncio.get_event_loop()
-            code = await loop.run_in_executor(None, self.notebook.stop)
+            code = await loop_executor(self.notebook.stop)
             self.summary["notebook"]["exit_code"] = code
             log.info("JupyterLab stopped (exit code %s)", code)
+        if self.grant is not None:
+            import runner_tunnel
+
+            reason = str(self.summary.get("reason") or "stopped")
+            await loop_executor(runner_tunnel.report_end, self.settings.relay, self.grant, reason)
         self.summary["ended"] = time.time()
         self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
         write_summary(self.settings.workdir, self.summary)

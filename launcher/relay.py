@@ -25,9 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import json
 import logging
 import os
+import secrets
 import socket
 import ssl
 import time
@@ -48,6 +51,7 @@ from launcher.relay_ssh import RelaySSHServer, RouteTable, SessionListener
 log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
+SECRET_FILE = "runner_secret"
 STATE_DB = "relay.sqlite"
 
 
@@ -85,6 +89,15 @@ class RelayConfig:
     info_file: Path | None = None
 
 
+def load_secret(path: Path) -> bytes:
+    """The relay's HMAC key for runners' end tokens, created (0600) on first use."""
+    if path.exists():
+        return bytes.fromhex(path.read_text().strip())
+    secret = secrets.token_bytes(32)
+    write_private(path, secret.hex())
+    return secret
+
+
 def load_host_key(path: Path) -> asyncssh.SSHKey:
     """The relay's SSH host key, created (0600, atomically) on first use."""
     if path.exists():
@@ -115,6 +128,7 @@ class Relay:
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task | None = None
         self._ssl: ssl.SSLContext | None = None
+        self._secret = b""
         self.http_port = 0
         self.ssh_port = 0
 
@@ -143,6 +157,7 @@ class Relay:
             self._ssl.load_cert_chain(self.config.certfile, self.config.keyfile)
         self.store = rs.RelayStore(self.state_dir / STATE_DB)
         self.host_key = load_host_key(self.state_dir / HOST_KEY_FILE)
+        self._secret = load_secret(self.state_dir / SECRET_FILE)
         self._ssh_server = await asyncssh.create_server(
             lambda: RelaySSHServer(self._ssh_lookup, self.routes),
             self.config.ssh_host, self.config.ssh_port, server_host_keys=[self.host_key],
@@ -292,7 +307,23 @@ class Relay:
             "forward": {"host": self.config.listen_host, "port": record.listen_port},
             "host_key": self.host_key.export_public_key("openssh").decode().strip(),
             "url": self.session_url(record, with_token=False),
+            "end_token": self.end_token(record.id),
         }
+
+    def end_token(self, session_id: str) -> str:
+        """The runner's proof that it may end its session (derived, so a repeated redeem
+        returns the same one and nothing needs storing)."""
+        return hmac.new(self._secret, session_id.encode(), hashlib.sha256).hexdigest()
+
+    def runner_ended(self, session_id: str, token: str, reason: str) -> bool:
+        """A runner says its session is over; False if ``token`` is not the session's."""
+        if not hmac.compare_digest(self.end_token(session_id), token):
+            return False
+        record = self.store.get(session_id)
+        if record is not None and record.live:
+            log.info("session %s: the runner stopped (%s)", session_id, reason[:200])
+            self.end_session(session_id)
+        return True
 
     async def wait_change(self, session_id: str, state: str, timeout: float) -> None:
         """Return when the session's state differs from ``state`` or ``timeout`` passes."""

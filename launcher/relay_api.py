@@ -17,6 +17,9 @@ Session runners (the ticket is the credential):
   the grant (see :meth:`launcher.relay.Relay.grant`); 403 for an unknown, used or expired
   ticket.
 
+- ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?}``: the runner stopped (the
+  ``end_token`` came with its grant) -> 200; 403 for a wrong token.
+
 Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /api/login``
 ``{"username","password"}`` (an Everest login for the page), ``POST /api/logout``.
 
@@ -235,6 +238,20 @@ class RedeemHandler(BaseHandler):
         self.send(self.relay.grant(record, self.request.host_name))
 
 
+class RunnerEndedHandler(BaseHandler):
+    def post(self, session_id: str) -> None:
+        body = self.json_body()
+        token, reason = body.get("end_token"), body.get("reason", "")
+        if not isinstance(token, str) or not isinstance(reason, str):
+            raise ApiError(400, "give 'end_token' (and optionally 'reason') as strings")
+        if not self.relay.runner_ended(session_id, token, reason):
+            raise ApiError(403, "wrong end token for this session")
+        record = self.relay.store.get(session_id)
+        if record is None:
+            raise ApiError(404, f"no session {session_id}")
+        self.send({"session_id": session_id, "state": record.state})
+
+
 class InfoHandler(BaseHandler):
     def get(self) -> None:
         self.send({"service": "everest-jupyter relay", "version": __version__,
@@ -288,5 +305,6 @@ def make_app(relay) -> web.Application:
         (r"/api/logout", LogoutHandler),
         (r"/api/sessions", SessionsHandler),
         (rf"/api/sessions/{_SID}", SessionHandler),
+        (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
         (r"/api/tickets/redeem", RedeemHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

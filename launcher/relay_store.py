@@ -64,8 +64,8 @@ def hash_ticket(ticket: str) -> str:
 
 
 def new_ticket() -> str:
-    """A fresh ticket: 192 random bits, URL-safe."""
-    return secrets.token_urlsafe(24)
+    """A fresh ticket: 160 random bits in hex (safe to paste, never looks like an option)."""
+    return secrets.token_hex(20)
 
 
 def new_session_id() -> str:

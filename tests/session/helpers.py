@@ -149,7 +149,7 @@ def start_runner(workdir: Path, relay_url: str, ticket: str, *args: str,
                  python: str = sys.executable) -> subprocess.Popen:
     """The session runner as a task would run it: its own process group, in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [python, str(RUNNER), "--relay", relay_url, "--ticket", ticket, *args]
+    cmd = [python, str(RUNNER), f"--relay={relay_url}", f"--ticket={ticket}", *args]
     with open(workdir / "runner.out", "ab") as out:
         return subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
                                 env=env or child_env(), start_new_session=True)
@@ -176,6 +176,23 @@ def pids_with_cwd_under(folder: Path) -> list[int]:
                 continue
             if cwd.startswith(root):
                 found.append(int(entry.name))
+    return found
+
+
+def listening_addresses(port: int) -> set[str]:
+    """The local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp*)."""
+    found = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        for line in Path(table).read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            addr, _, hexport = local.partition(":")
+            if state == "0A" and int(hexport, 16) == port:  # 0A: LISTEN
+                raw = bytes.fromhex(addr)
+                if width == 8:
+                    found.add(socket.inet_ntop(socket.AF_INET, raw[::-1]))
+                else:
+                    words = b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4))
+                    found.add(socket.inet_ntop(socket.AF_INET6, words))
     return found
 
 
@@ -279,13 +296,13 @@ class TcpProxy:
                 pass
 
     def cut(self) -> int:
-        """Reset every open connection; returns how many there were."""
+        """Cut every open connection, both ways; returns how many there were."""
         with self._lock:
             pairs, self._pairs = self._pairs, []
         for pair in pairs:
             for s in pair:
                 try:
-                    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\0\0\0\0\0\0\0")
+                    s.shutdown(socket.SHUT_RDWR)  # wakes the pipe threads; peers see EOF
                     s.close()
                 except OSError:
                     pass
