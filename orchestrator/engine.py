@@ -266,8 +266,12 @@ class Orchestrator:
             self._release(task)
             return
         try:
-            inputs = resolve(task.inputs, self.uploads.uri_for)
-            job_id = self._attach_or_submit(task, inputs)
+            job_id = self.journal.job_for(task.key) if self.journal is not None else None
+            if job_id is not None:  # re-attach: no upload, no submission
+                self._count("reattached")
+            else:
+                inputs = resolve(task.inputs, self.uploads.uri_for)
+                job_id = self._attach_or_submit(task, inputs)
         except Exception as exc:
             self._release(task)
             self._fail(task, exc)
@@ -283,12 +287,10 @@ class Orchestrator:
             self._release(task)
 
     def _attach_or_submit(self, task: _Task, inputs: dict[str, Any]) -> str:
-        """The id of the task's job: from the journal, found on the server, or new."""
+        """The id of the task's job: found on the server by its unique name (when a
+        submission may have been sent already), or new."""
         key, name = task.key, task.job_name
         journal = self.journal
-        if journal is not None and (job_id := journal.job_for(key)):
-            self._count("reattached")
-            return job_id
         maybe_sent = journal is not None and journal.intended(key) is not None
         deadline = time.monotonic() + self.submit_timeout
         delay = 0.2

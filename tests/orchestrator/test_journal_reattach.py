@@ -65,3 +65,22 @@ def test_a_submission_sent_but_not_recorded_is_found_by_name(server, tmp_path):
         assert again.result(60) == {} and again.job_id == job_id
         assert orch.stats["adopted"] == 1 and orch.stats.get("submitted", 0) == 0
     assert server.client().job(job_id).state == JobState.DONE
+
+
+def test_re_attaching_uploads_nothing_and_keeps_dag_edges(server, tmp_path):
+    journal, start = tmp_path / "j", tmp_path / "start.txt"
+    start.write_text("start\n")
+
+    def program(orch):
+        a = orch.submit("append", {"message": "a", "file": start})
+        b = orch.submit("append", {"message": "b", "file": a.output("file")})
+        return orch.read(b.result(60)["file"]), [a.job_id, b.job_id]
+
+    with Orchestrator(server.client(), journal=journal, progress=False) as orch:
+        first, ids = program(orch)
+        assert orch.stats["uploads"] == 1 and orch.stats["submitted"] == 2
+    with Orchestrator(server.client(), journal=journal, progress=False) as orch:
+        again, same_ids = program(orch)
+        assert orch.stats["uploads"] == 0 and orch.stats.get("submitted", 0) == 0
+        assert orch.stats["reattached"] == 2
+    assert first == again == b"start\na\nb\n" and same_ids == ids

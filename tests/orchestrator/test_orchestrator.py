@@ -145,3 +145,47 @@ def test_executor_and_as_completed(orch):
     assert sorted(f.result()["n"] for f in as_completed(futures, timeout=60)) == list(range(6))
     with pytest.raises(RuntimeError, match="shutdown"):
         pool.submit(n=1)
+
+
+def test_map_shows_a_progress_bar_unless_told_not_to(orch, capfd):
+    orch.map("echo", [{"n": i} for i in range(3)], progress=True)
+    assert "3/3" in capfd.readouterr().err
+    orch.map("echo", [{"n": i} for i in range(3)], progress=False)
+    assert "3/3" not in capfd.readouterr().err
+
+
+def test_an_interrupted_map_cancels_the_jobs_it_submitted(orch, server):
+    def mine():
+        return [j for j in server_jobs(server) if j.name.startswith("interrupted #")]
+
+    def inputs():
+        for i in range(3):
+            yield {"duration": 30 + i}
+        assert wait_until(lambda: len(mine()) == 3)  # all three reached the server
+        raise KeyboardInterrupt  # Ctrl-C while the map is still reading its inputs
+
+    with pytest.raises(KeyboardInterrupt):
+        orch.map("sleep", inputs(), name="interrupted")
+    assert orch.stats["cancelled"] == 3
+    assert wait_until(lambda: all(j.state == JobState.CANCELLED for j in mine()))
+
+
+def test_closing_without_waiting_leaves_jobs_running_and_fails_the_futures(server):
+    orch = Orchestrator(server.client(), progress=False)
+    future = orch.submit("sleep", {"duration": 30})
+    assert wait_until(future.running)
+    orch.close()
+    assert isinstance(future.exception(), orchestrator.OrchestratorClosed)
+    client = server.client()
+    assert not client.job(future.job_id).is_done  # still running: a journal re-attaches
+    client.cancel(future.job_id)
+
+
+def test_leaving_the_context_with_an_error_cancels_the_jobs(server):
+    with pytest.raises(RuntimeError, match="boom"):
+        with Orchestrator(server.client(), progress=False) as orch:
+            future = orch.submit("sleep", {"duration": 30})
+            assert wait_until(future.running)
+            raise RuntimeError("boom")
+    assert future.cancelled()
+    assert server.client().wait(future.job_id, timeout=30).state == JobState.CANCELLED
