@@ -55,7 +55,10 @@ def lab_command(python: str, port: int, base_url: str, root_dir: str,
            f"--ServerApp.base_url={base_url}", f"--ServerApp.root_dir={root_dir}",
            # requests arrive through the relay with its Host header; the token guards them
            "--ServerApp.allow_remote_access=True",
-           f"--LabApp.default_url={default_url}"]
+           f"--LabApp.default_url={default_url}",
+           # a resource may have no internet: no news or update checks from the page
+           "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     return cmd

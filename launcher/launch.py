@@ -22,6 +22,7 @@ from typing import Any
 
 from everest_app.client import EverestClient
 from everest_app.errors import EverestError, NotFoundError
+from everest_app.job import Job
 from everest_app.states import JobState
 from launcher.relay_client import RelayClient
 
@@ -147,7 +148,7 @@ def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: st
             elif job.state == JobState.RUNNING:
                 progress.step("running", "running")
             elif job.is_done:
-                _fail_with_log(everest, relay, job_id, sid,
+                _fail_with_log(everest, relay, job, sid,
                                f"the job ended {job.state} before the notebook was reachable"
                                + (f": {job.info}" if job.info else ""))
             next_job_check = now + 0.5
@@ -171,17 +172,26 @@ def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: st
                                f"{job_id} cancelled", job_id=job_id)
 
 
-def _fail_with_log(everest: EverestClient, relay: RelayClient, job_id: str, sid: str,
+def _fail_with_log(everest: EverestClient, relay: RelayClient, job: Job, sid: str,
                    message: str) -> None:
+    """End the relay session and raise :class:`LaunchFailed` with the job's log and the
+    tail of the runner's own log (its ``log`` output) when the job produced one."""
     try:
         relay.end(sid)
     except EverestError as exc:
         log.warning("could not end relay session %s: %s", sid, exc)
     try:
-        text = everest.log(job_id)
+        text = everest.log(job.id)
     except EverestError as exc:
         text = f"(the job's log could not be read: {exc})"
-    raise LaunchFailed(message, job_id=job_id, log_text=text)
+    uri = (job.result or {}).get("log")
+    if isinstance(uri, str) and uri:
+        try:
+            lines = everest.read(uri).decode("utf-8", "replace").splitlines()[-40:]
+            text += "\n--- the session runner's log (last lines) ---\n" + "\n".join(lines)
+        except EverestError as exc:
+            log.info("the runner's log could not be read: %s", exc)
+    raise LaunchFailed(message, job_id=job.id, log_text=text)
 
 
 def stop_session(everest: EverestClient, relay: RelayClient, job_id: str | None,

@@ -1,0 +1,174 @@
+"""``everest-jupyter launch`` end to end on the embedded default, as a user runs it: with no
+Everest configured it starts the local server (and its relay) in the background under a
+fresh data directory, submits ``jupyter-session``, and prints a URL that works — a kernel
+runs code over its WebSocket through the tunnel, Chromium runs a notebook cell — until
+Ctrl-C stops the session and its JupyterLab and kernels are gone."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+from playwright.sync_api import expect, sync_playwright
+
+from everest_app.client import EverestClient
+from everest_local.app import server_running
+from tests.fixtures.local_server import kill_tasks_under
+from tests.session.helpers import (
+    child_env,
+    cli_command,
+    pids_with_cwd_under,
+    run_in_kernel,
+    split_url,
+    wait_for,
+)
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+
+
+@dataclass
+class Launched:
+    proc: subprocess.Popen
+    out: dict
+    data_dir: Path
+    env: dict
+
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run([*cli_command(), *args], env=self.env, capture_output=True,
+                              text=True, timeout=timeout)
+
+    def client(self) -> EverestClient:
+        server = json.loads((self.data_dir / "server" / "server.json").read_text())
+        token = (self.data_dir / "embedded-token").read_text().strip()
+        return EverestClient(server["url"], token)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+    """``everest-jupyter --json launch`` in a fresh HOME, left running (not detached)."""
+    home = tmp_path_factory.mktemp("launch-home")
+    env = child_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                    XDG_DATA_HOME=str(home / ".local/share"),
+                    XDG_CACHE_HOME=str(home / ".cache"))
+    data_dir = home / ".local/share/everest-jupyter"
+    proc = subprocess.Popen([*cli_command(), "--json", "launch", "--time-limit", "900"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT,
+                                                                        signal.SIG_DFL))
+    try:
+        lines = []
+        while not lines or lines[-1] != "}\n":
+            line = proc.stdout.readline()
+            assert line, f"launch ended early:\n{proc.stderr.read()}"
+            lines.append(line)
+        yield Launched(proc, json.loads("".join(lines)), data_dir, env)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        subprocess.run([*cli_command(), "server", "stop"], env=env, capture_output=True,
+                       timeout=120)
+        kill_tasks_under(data_dir)
+
+
+def test_launch_prints_a_url_that_answers_through_the_tunnel(launched: Launched) -> None:
+    out = launched.out
+    assert set(out) == {"url", "job_id", "session_id"}
+    base, token = split_url(out["url"])
+    assert base.endswith(f"/session/{out['session_id']}/")
+    status = requests.get(base + "api/status", headers={"Authorization": f"token {token}"},
+                          timeout=10)
+    assert status.status_code == 200
+    job = launched.client().job(out["job_id"])
+    assert str(job.state) == "RUNNING"
+    assert job.raw["session"]["url"] == out["url"]  # the job page shows the same link
+
+
+def test_a_kernel_runs_code_and_can_reach_everest(launched: Launched) -> None:
+    base, token = split_url(launched.out["url"])
+    assert run_in_kernel(base, token, "print(6*7)") == "42\n"
+    code = ("import os, urllib.request\n"
+            "req = urllib.request.Request(os.environ['EVEREST_URL'] + '/api/apps', headers="
+            "{'Authorization': 'Bearer ' + os.environ['EVEREST_TASK_TOKEN']})\n"
+            "print(urllib.request.urlopen(req).status)")
+    assert run_in_kernel(base, token, code) == "200\n"
+
+
+def test_chromium_opens_the_url_and_runs_a_cell(launched: Launched) -> None:
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_default_timeout(90_000)
+            page.goto(launched.out["url"])
+            page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
+                timeout=90_000)
+            editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+            editor.click()
+            page.keyboard.type("print(6*7)")
+            expect(editor).to_have_text("print(6*7)")
+            page.keyboard.press("Shift+Enter")
+            expect(page.locator(".jp-OutputArea-output").first).to_have_text("42",
+                                                                           timeout=90_000)
+        finally:
+            browser.close()
+
+
+def test_sessions_lists_the_live_session(launched: Launched) -> None:
+    result = launched.cli("--json", "sessions")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(result.stdout)
+    mine = [s for s in rows if s["id"] == launched.out["session_id"]]
+    assert len(mine) == 1
+    assert mine[0]["state"] == "ready" and mine[0]["url"] == launched.out["url"]
+    assert mine[0]["job_id"] == launched.out["job_id"]
+
+
+def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
+    base, token = split_url(launched.out["url"])
+    requests.post(base + "api/kernels", json={"name": "python3"}, timeout=30,
+                  headers={"Authorization": f"token {token}"}).raise_for_status()
+    work = launched.data_dir / "server"
+    wait_for(lambda: len(pids_with_cwd_under(work)) >= 3, what="runner, lab and kernel")
+
+    launched.proc.send_signal(signal.SIGINT)
+    assert launched.proc.wait(90) == 0
+    progress = launched.proc.stderr.read()
+    steps = ["starting the local Everest server", "submitted", "running", "notebook up",
+             "tunnel up", "stopping the session", "session stopped (job CANCELLED)"]
+    positions = [progress.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), progress
+
+    assert str(launched.client().job(launched.out["job_id"]).state) == "CANCELLED"
+    wait_for(lambda: pids_with_cwd_under(work) == [], timeout=30,
+             what="JupyterLab and its kernels to be gone")
+    after = launched.cli("--json", "sessions", "--all")
+    ended = [s for s in json.loads(after.stdout) if s["id"] == launched.out["session_id"]]
+    assert ended[0]["state"] == "ended"
+
+
+def test_a_failing_session_shows_the_job_log(launched: Launched) -> None:
+    result = launched.cli("launch", "--packages=-e", "--time-limit", "60")
+    assert result.returncode == 1
+    assert "error: the job ended FAILED before the notebook was reachable" in result.stderr
+    assert "'-e' is an option, not a package" in result.stderr  # from the runner's log
+    assert "starting the local Everest server" not in result.stderr  # reused the server
+
+
+def test_server_stop_stops_the_server_and_its_relay(launched: Launched) -> None:
+    server = json.loads((launched.data_dir / "server" / "server.json").read_text())
+    relay = json.loads((launched.data_dir / "server" / "relay.json").read_text())
+    assert relay["pid"] == server["pid"]  # the relay lives in the server's process
+    result = launched.cli("server", "stop")
+    assert result.returncode == 0, result.stderr
+    with pytest.raises(requests.ConnectionError):
+        requests.get(relay["url"] + "/api/relay", timeout=5)
+    assert not server_running(launched.data_dir / "server")
