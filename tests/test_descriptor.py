@@ -14,9 +14,7 @@ from everest_app.apps import builtin_app_dirs
 from everest_app.descriptor import Application, DescriptorError, export_zip, load, validate_inputs
 from everest_app.errors import BadRequestError
 
-TEMPLET = Path("/work/shared/fixtures/everest-exports/templet-parsweep.zip")
-if not TEMPLET.exists():  # CI clones the repo next to a copy of shared/
-    TEMPLET = Path(__file__).resolve().parents[2] / "shared/fixtures/everest-exports" / TEMPLET.name
+TEMPLET = Path(__file__).resolve().parent / "data" / "templet-parsweep.zip"  # a real export
 
 
 def _app(**inputs) -> Application:

@@ -12,7 +12,7 @@ import pytest
 from everest_app.errors import AuthError, BadRequestError
 from everest_app.states import JobState
 from everest_local import processes
-from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
+from tests.fixtures.local_server import ServerProcess, start_server
 
 APPS = Path(__file__).parent / "apps"
 
@@ -123,7 +123,6 @@ def test_negative_sleep_fails_with_stderr_in_info(client):
 
 
 def test_templet_windows_command_is_accepted_and_fails_clearly(local_server, tmp_path):
-    assert TEMPLET_ZIP is not None
     alice = local_server.client("alice")
     code = tmp_path / "lorenz.mpl"
     code.write_text("# maple")

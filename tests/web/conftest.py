@@ -20,8 +20,7 @@ from tests.web.server_requests import login_token
 HERE = Path(__file__).resolve().parent
 EVERY_TYPE_APP = HERE / "apps" / "every-type"
 SERVER_FILLED_APP = HERE / "apps" / "server-filled"
-# The real Everest export (shared/fixtures); a byte-identical copy lives here for clean clones.
-TEMPLET_EXPORT = TEMPLET_ZIP or HERE / "apps" / "templet-parsweep.zip"
+TEMPLET_EXPORT = TEMPLET_ZIP
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
