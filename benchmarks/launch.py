@@ -1,0 +1,297 @@
+"""Launch and tunnel benchmark: a session as an Everest job against JupyterLab on its own.
+
+In one run, on this machine:
+
+1. **Launch until usable.** ``everest-jupyter launch --detach --json`` on the embedded
+   default (server and relay already running, as after a first launch), from the command to
+   the printed URL answering ``api/status`` through the tunnel; against a bare
+   ``jupyter lab`` start (same interpreter, loopback, token) until its ``api/status``
+   answers. Runs alternate, so both see the same machine load. Aim: within 1.25x.
+2. **Tunnel cost.** One session (runner + relay as processes); the same JupyterLab reached
+   directly on loopback and through the relay's listener (SSH tunnel):
+   HTTP keep-alive request latency (``GET api/status``), WebSocket round trips (a key
+   echoed by a terminal's pty), and download throughput (a 64 MB file).
+   Aim: under 1 ms added per request on a kept connection.
+
+Appends a dated section to ``benchmarks/RESULTS.md``.
+
+    python benchmarks/launch.py [--runs 5] [--requests 500] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import requests
+import websocket
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.fixtures.local_server import kill_tasks_under, start_server  # noqa: E402
+from tests.session.helpers import (  # noqa: E402
+    Api,
+    RelayProcess,
+    child_env,
+    cli_command,
+    free_port,
+    kill_under,
+    split_url,
+    start_runner,
+    stop_process_group,
+    wait_for,
+)
+
+
+def _status_ok(url: str, token: str) -> bool:
+    try:
+        return requests.get(url + "api/status", timeout=5,
+                            headers={"Authorization": f"token {token}"}).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def bare_start(workdir: Path) -> float:
+    """Seconds from ``jupyter lab`` start to ``api/status`` 200; the server is stopped."""
+    port, token = free_port(), secrets.token_urlsafe(32)
+    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1",
+           f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.root_dir={workdir}",
+           "--LabApp.news_url=None"]
+    if os.geteuid() == 0:
+        cmd.append("--allow-root")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env={**child_env(), "JUPYTER_TOKEN": token},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        wait_for(lambda: _status_ok(f"http://127.0.0.1:{port}/", token), timeout=120,
+                 interval=0.02)
+        return time.perf_counter() - start
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
+
+
+def launch_once(env: dict[str, str]) -> float:
+    """Seconds from ``everest-jupyter launch`` to its URL answering; the session is stopped."""
+    start = time.perf_counter()
+    out = subprocess.run([*cli_command(), "--json", "launch", "--detach", "--time-limit", "600"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    if out.returncode != 0:
+        raise RuntimeError(f"launch failed:\n{out.stderr}")
+    launched = json.loads(out.stdout)
+    base, token = split_url(launched["url"])
+    wait_for(lambda: _status_ok(base, token), timeout=60, interval=0.01)
+    elapsed = time.perf_counter() - start
+    subprocess.run([*cli_command(), "stop", launched["session_id"]], env=env,
+                   capture_output=True, timeout=120)
+    return elapsed
+
+
+def measure_launch(runs: int, root: Path) -> dict[str, list[float]]:
+    home = root / "home"
+    env = child_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),
+                    XDG_DATA_HOME=str(home / ".local/share"),
+                    XDG_CACHE_HOME=str(home / ".cache"))
+    times: dict[str, list[float]] = {"bare": [], "launch": [], "first launch": []}
+    try:
+        times["first launch"].append(launch_once(env))  # starts the embedded server too
+        for i in range(runs):
+            (root / f"bare{i}").mkdir()
+            times["bare"].append(bare_start(root / f"bare{i}"))
+            times["launch"].append(launch_once(env))
+    finally:
+        subprocess.run([*cli_command(), "server", "stop"], env=env, capture_output=True,
+                       timeout=120)
+        kill_tasks_under(home)
+    return times
+
+
+def _http_latencies(base: str, token: str, n: int) -> list[float]:
+    http = requests.Session()
+    http.headers["Authorization"] = f"token {token}"
+    http.get(base + "api/status").raise_for_status()  # open the kept connection
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        http.get(base + "api/status")
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def _ws_latencies(base: str, token: str, terminal: str, n: int) -> list[float]:
+    """Round trips of one keystroke through a terminal's WebSocket (the pty echoes it):
+    the lightest WebSocket exchange JupyterLab has."""
+    url = base.replace("http", "ws", 1) + f"terminals/websocket/{terminal}"
+    ws = websocket.create_connection(url, header=[f"Authorization: token {token}"])
+    out = []
+    try:
+        ws.send(json.dumps(["stdin", "stty -icanon; cat > /dev/null\r"]))
+        time.sleep(1.0)  # the shell runs it; from now on the pty echoes each key alone
+        while True:  # drain what came so far
+            ws.settimeout(0.2)
+            try:
+                ws.recv()
+            except websocket.WebSocketTimeoutException:
+                break
+        ws.settimeout(30)
+        for i in range(n + 10):
+            t = time.perf_counter()
+            ws.send(json.dumps(["stdin", "x"]))
+            while json.loads(ws.recv()) != ["stdout", "x"]:
+                pass
+            if i >= 10:
+                out.append(time.perf_counter() - t)
+    finally:
+        ws.close()
+    return out
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds a process has used so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _throughput(base: str, token: str, path: str, size: int, repeats: int = 3) -> float:
+    best = 0.0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        got = 0
+        with requests.get(base + path, stream=True, timeout=120,
+                          headers={"Authorization": f"token {token}"}) as resp:
+            for chunk in resp.iter_content(1 << 20):
+                got += len(chunk)
+        assert got == size, (got, size)
+        best = max(best, size / (time.perf_counter() - t) / 1e6)
+    return best
+
+
+def measure_tunnel(n: int, root: Path) -> dict[str, dict[str, float]]:
+    with ExitStack() as stack:
+        server = start_server(root / "server")
+        stack.callback(server.close)
+        relay = RelayProcess(root / "relay", server.url).start()
+        stack.callback(relay.stop)
+        api = Api(relay.url, server.token_for("alice"))
+        session = api.new_session()
+        workdir = root / "task"
+        proc = start_runner(workdir, relay.url, session["ticket"], "--time-limit", "3600",
+                            "--idle-timeout", "0")
+        stack.callback(kill_under, workdir)
+        stack.callback(stop_process_group, proc)
+        tunnel_base, token = split_url(api.wait_state(session["id"], "ready", 180)["url"])
+        log = (workdir / "session.log").read_text()
+        port = int(log.split("starting JupyterLab on 127.0.0.1:")[1].split("/")[0])
+        direct_base = f"http://127.0.0.1:{port}{session['base_url']}"
+        size = 64 << 20
+        (workdir / "notebooks" / "big.bin").write_bytes(os.urandom(size))
+        auth = {"Authorization": f"token {token}"}
+        terminal = requests.post(direct_base + "api/terminals", headers=auth,
+                                 timeout=60).json()["name"]
+        results: dict[str, dict[str, float]] = {}
+        tunnel_pids = (relay.proc.pid, proc.pid)  # the two Python processes of the tunnel
+        for name, base in (("direct", direct_base), ("tunnel", tunnel_base)):
+            cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids)
+            http = _http_latencies(base, token, n)
+            cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids) - cpu
+            ws = _ws_latencies(base, token, terminal, max(100, n // 2))
+            results[name] = {
+                "http_median_ms": statistics.median(http) * 1e3,
+                "http_p95_ms": statistics.quantiles(http, n=20)[-1] * 1e3,
+                "tunnel_cpu_ms": cpu / len(http) * 1e3,
+                "ws_median_ms": statistics.median(ws) * 1e3,
+                "ws_p95_ms": statistics.quantiles(ws, n=20)[-1] * 1e3,
+                "mb_per_s": _throughput(base, token, "files/big.bin", size),
+            }
+        return results
+
+
+def _load() -> str:
+    try:
+        return "/".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        return "?"
+
+
+def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
+           command: str, load_before: str) -> str:
+    bare, launch = statistics.median(times["bare"]), statistics.median(times["launch"])
+    d, t = tunnel["direct"], tunnel["tunnel"]
+    lines = [
+        f"\n## Session launch and tunnel — {datetime.now():%Y-%m-%d %H:%M}\n",
+        f"Command: `{command}`  ",
+        f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
+        f"before/after: {load_before} / {_load()} (shared machine)\n",
+        "| start until usable | runs | median s | min s | max s | ratio to bare |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in ("bare", "launch", "first launch"):
+        xs = times[name]
+        lines.append(f"| {name if name != 'bare' else 'bare `jupyter lab`'} | {len(xs)} | "
+                     f"{statistics.median(xs):.2f} | {min(xs):.2f} | {max(xs):.2f} | "
+                     f"{statistics.median(xs) / bare:.2f} |")
+    lines += [
+        "",
+        f"launch ÷ bare (medians): **{launch / bare:.2f}** (aim: <= 1.25). `launch` = "
+        "embedded server already running; `first launch` also starts it.",
+        "",
+        "| path | HTTP keep-alive median ms | p95 ms | WebSocket echo median ms | "
+        "p95 ms | download MB/s |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, r in (("direct (loopback)", d), ("through the tunnel", t)):
+        lines.append(f"| {name} | {r['http_median_ms']:.2f} | {r['http_p95_ms']:.2f} | "
+                     f"{r['ws_median_ms']:.2f} | {r['ws_p95_ms']:.2f} | {r['mb_per_s']:.0f} |")
+    lines += [
+        "",
+        f"Added by the tunnel: HTTP **{t['http_median_ms'] - d['http_median_ms']:+.2f} ms**"
+        f" per kept-connection request (aim: < 1 ms), WebSocket "
+        f"**{t['ws_median_ms'] - d['ws_median_ms']:+.2f} ms** per round trip; throughput "
+        f"ratio tunnel ÷ direct **{t['mb_per_s'] / d['mb_per_s']:.2f}**. CPU the relay and "
+        f"the runner spend per tunnelled HTTP request: {t['tunnel_cpu_ms']:.2f} ms (the "
+        "added latency's floor on an idle machine; on a busy one, waiting for a CPU adds to "
+        "it at each of the two process hops).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5, help="launches and bare starts each")
+    parser.add_argument("--requests", type=int, default=500, help="HTTP requests per path")
+    parser.add_argument("--no-write", action="store_true", help="do not append RESULTS.md")
+    args = parser.parse_args()
+    command = "python benchmarks/launch.py" + "".join(
+        f" {a}" for a in sys.argv[1:] if a != "--no-write")
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
+        root = Path(tmp)
+        os.environ.update({k: str(root / "env" / k.lower()) for k in (
+            "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")})
+        (root / "tunnel").mkdir()
+        tunnel = measure_tunnel(args.requests, root / "tunnel")
+        times = measure_launch(args.runs, root)
+    text = report(times, tunnel, command, load_before)
+    print(text)
+    if not args.no_write:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
