@@ -174,14 +174,13 @@ class Session:
 
     async def _run(self) -> int:
         import runner_notebook
-        import runner_tunnel
+        import runner_relay
 
         s = self.settings
         token = secrets.token_urlsafe(32)
-        key = runner_tunnel.make_key()
-        grant = await self._step(runner_tunnel.redeem, s.relay, s.ticket,
-                                 runner_tunnel.public_key_text(key), token,
-                                 runner_tunnel.runner_info(s.mode))
+        key = runner_relay.SessionKey()
+        grant = await self._step(runner_relay.redeem, s.relay, s.ticket, key.public_openssh,
+                                 token, runner_relay.runner_info(s.mode))
         runner_inputs.forget_ticket_file(s.workdir)
         self.grant = grant
         self.summary["session_id"] = grant.session_id
@@ -197,6 +196,8 @@ class Session:
             default_url=s.default_url, env=env)
         nb.start()
         self.summary["notebook"]["port"] = nb.port
+        import runner_tunnel  # asyncssh loads while JupyterLab boots, off the critical path
+
         if s.repository:
             try:
                 folder = await self._step(clone_repository, s.repository, root)
@@ -265,10 +266,10 @@ class Session:
             self.summary["notebook"]["exit_code"] = code
             log.info("JupyterLab stopped (exit code %s)", code)
         if self.grant is not None:
-            import runner_tunnel
+            import runner_relay
 
             reason = str(self.summary.get("reason") or "stopped")
-            await loop_executor(runner_tunnel.report_end, self.settings.relay, self.grant, reason)
+            await loop_executor(runner_relay.report_end, self.settings.relay, self.grant, reason)
         self.summary["ended"] = time.time()
         self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
         write_summary(self.settings.workdir, self.summary)

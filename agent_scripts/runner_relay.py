@@ -1,0 +1,143 @@
+"""The runner's side of the relay's HTTP protocol: its key, the ticket, the end report.
+
+The runner makes a fresh Ed25519 key for the session, redeems its one-time ticket at the
+relay (``POST <relay>/api/tickets/redeem``) and gets back a :class:`Grant`: its session id,
+base URL, the listener it may ask for, the relay's host key (which the tunnel pins) and a
+token to report the session's end with. This module needs only the standard library and
+``cryptography`` (which asyncssh depends on), so it runs before asyncssh is imported: the
+runner imports asyncssh (:mod:`runner_tunnel`) while JupyterLab boots.
+
+Python >= 3.8.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import socket
+import struct
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+log = logging.getLogger("session_runner.relay")
+
+
+class RedeemError(RuntimeError):
+    """The relay refused the ticket (or could not be reached); the message says which."""
+
+
+class Grant:
+    """What redeeming a ticket gives: session id, base URL, SSH endpoint, listener, host key."""
+
+    def __init__(self, doc: dict[str, object], relay_url: str):
+        try:
+            self.session_id = str(doc["session_id"])
+            self.base_url = str(doc["base_url"])
+            ssh = doc["ssh"]
+            forward = doc["forward"]
+            self.ssh_host = str(ssh.get("host") or urllib.parse.urlsplit(relay_url).hostname)
+            self.ssh_port = int(ssh["port"])
+            self.username = str(ssh.get("username") or self.session_id)
+            self.listen_host = str(forward["host"])
+            self.listen_port = int(forward["port"])
+            self.host_key = str(doc["host_key"])
+            self.end_token = str(doc.get("end_token") or "")
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise RedeemError(f"the relay's answer is not a session grant ({exc})") from None
+        if not self.base_url.startswith("/") or not self.base_url.endswith("/"):
+            raise RedeemError(f"the relay gave a bad base URL {self.base_url!r}")
+        if not self.host_key.startswith("ssh-"):
+            raise RedeemError(f"the relay gave a bad host key {self.host_key[:40]!r}")
+
+
+def _error_text(exc: urllib.error.HTTPError) -> str:
+    """The ``message`` of the relay's JSON error body, else the status line."""
+    try:
+        return str(json.loads(exc.read().decode("utf-8"))["message"])
+    except (ValueError, KeyError, TypeError, OSError):
+        return f"HTTP {exc.code} {exc.reason}"
+
+
+def redeem(relay_url: str, ticket: str, public_key: str, notebook_token: str,
+           info: dict[str, object], attempts: int = 6) -> Grant:
+    """Redeem ``ticket`` for ``public_key``; retry network failures with backoff.
+
+    A retry after a lost answer is safe: the relay answers the same grant again to the same
+    key. Raises :class:`RedeemError` when the relay refuses (4xx) or stays unreachable.
+    """
+    body = json.dumps({"ticket": ticket, "public_key": public_key,
+                       "notebook_token": notebook_token, "runner": info}).encode("utf-8")
+    url = relay_url + "/api/tickets/redeem"
+    delay = 0.5
+    for attempt in range(1, attempts + 1):
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=15) as resp:
+                return Grant(json.loads(resp.read().decode("utf-8")), relay_url)
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise RedeemError(f"the relay refused the ticket: {_error_text(exc)}") from None
+            reason = _error_text(exc)
+        except (OSError, ValueError) as exc:
+            reason = str(exc)
+        log.warning("redeeming the ticket at %s failed (%s), attempt %d of %d",
+                    relay_url, reason, attempt, attempts)
+        if attempt < attempts:
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
+    raise RedeemError(f"the relay at {relay_url} could not be reached: {reason}")
+
+
+def report_end(relay_url: str, grant: Grant, reason: str) -> bool:
+    """Tell the relay the session is over (it may never have had a tunnel to withdraw).
+
+    Best effort, two tries; returns whether the relay took it.
+    """
+    if not grant.end_token:
+        return False
+    body = json.dumps({"end_token": grant.end_token, "reason": reason}).encode("utf-8")
+    url = f"{relay_url}/api/sessions/{grant.session_id}/ended"
+    for _ in range(2):
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=5):
+                return True
+        except urllib.error.HTTPError as exc:
+            log.warning("the relay did not take the end of the session: %s", _error_text(exc))
+            return False
+        except OSError as exc:
+            log.warning("could not tell the relay the session ended: %s", exc)
+    return False
+
+
+class SessionKey:
+    """A fresh Ed25519 key for this session; it never leaves the process.
+
+    ``public_openssh`` is the ``ssh-ed25519 AAAA...`` line the relay enrolls;
+    ``private_openssh`` the private key in OpenSSH format, for asyncssh.
+    """
+
+    def __init__(self) -> None:
+        key = Ed25519PrivateKey.generate()
+        raw = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                            serialization.PublicFormat.Raw)
+        blob = b"".join(struct.pack(">I", len(part)) + part for part in (b"ssh-ed25519", raw))
+        self.public_openssh = "ssh-ed25519 " + base64.b64encode(blob).decode("ascii")
+        self.private_openssh = key.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.OpenSSH,
+                                                 serialization.NoEncryption())
+
+
+def runner_info(mode: str) -> dict[str, object]:
+    """What the relay may show about where the session runs."""
+    return {"hostname": socket.gethostname(), "python": sys.version.split()[0],
+            "platform": sys.platform, "mode": mode}
