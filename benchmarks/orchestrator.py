@@ -111,6 +111,12 @@ class Server:
             counts = c.request("GET", "/_local/stats").json()["requests"]
         return sum(n for route, n in counts.items() if route != "GET /_local/stats")
 
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the server process has used so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
@@ -444,8 +450,10 @@ def cancel_jobs(server: Server, ids: list[str]) -> None:
         list(pool.map(client.cancel, ids))
 
 
-def watch_rate(server: Server, who: str, ids: list[str], warmup: float, window: float) -> float:
-    """Requests per second the server sees while ``who`` watches ``ids`` (none finishing)."""
+def watch_rate(server: Server, who: str, ids: list[str], warmup: float,
+               window: float) -> tuple[float, float]:
+    """Requests per second the server sees while ``who`` watches ``ids`` (none finishing),
+    and the share of one CPU the server spends answering them."""
     stop = threading.Event()
     client = server.client()
 
@@ -471,8 +479,9 @@ def watch_rate(server: Server, who: str, ids: list[str], warmup: float, window: 
                                   daemon=True)
         runner.start()
     time.sleep(warmup)
-    before = server.requests()
+    before, cpu = server.requests(), server.cpu_seconds()
     time.sleep(window)
+    cpu = (server.cpu_seconds() - cpu) / window
     rate = (server.requests() - before - 1) / window  # minus the counter read itself
     stop.set()
     if runner is None:
@@ -480,7 +489,7 @@ def watch_rate(server: Server, who: str, ids: list[str], warmup: float, window: 
     else:
         runner.join(30)
     client.close()
-    return rate
+    return rate, cpu
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -504,7 +513,7 @@ def main() -> int:
         args.watch, args.window = 300, 4.0
 
     rows: dict[str, dict[str, Any]] = {}
-    watch: dict[int, dict[str, float]] = {}
+    watch: dict[int, dict[str, tuple[float, float]]] = {}
     floor = (0.0, 0.0)
     list_bytes: dict[int, int] = {}
     startup: dict[str, float] = {}
@@ -568,8 +577,9 @@ def main() -> int:
                     window = max(args.window, 10.0) if who == "pyapi-loop" else args.window
                     watch.setdefault(size, {})[who] = watch_rate(server, who, ids, warmup,
                                                                  window)
-                    print(f"watch {size:5} {who:14} {watch[size][who]:8.1f} requests/s",
-                          flush=True)
+                    rate, cpu = watch[size][who]
+                    print(f"watch {size:5} {who:14} {rate:8.1f} requests/s, server CPU "
+                          f"{cpu:.0%}", flush=True)
             cancel_jobs(server, ids)
         finally:
             server.stop()
@@ -616,18 +626,21 @@ def report(args: argparse.Namespace, rows: dict, watch: dict, list_bytes: dict,
             continue
         http = who in ("templet-loop", "pyapi-loop")
         req = f"{r['noop'][1] / ours['noop'][1]:.2f}" if http else "—"
-        watched = (f"{watch[biggest][who] / watch[biggest]['ours']:.0f}"
+        watched = (f"{watch[biggest][who][0] / watch[biggest]['ours'][0]:.0f}"
                    if http and biggest else "—")
         lines.append(f"| {who} | {ours['noop'][0] / r['noop'][0]:.2f} | "
                      f"{ours['nap'][0] / r['nap'][0]:.2f} | {req} | "
                      f"{r['chain'][0] / ours['chain'][0]:.2f} | {watched} |")
-    lines += ["", "Requests per second to watch jobs in flight (long sleeps, none finishing; "
-              f"counted over {args.window:g} s after a warm-up):", "",
-              "| jobs in flight | ours | templet-loop | pyapi-loop | bytes per `GET /api/jobs` |",
-              "|---|---|---|---|---|"]
+    lines += ["", "Watching jobs in flight (long sleeps, none finishing; counted over "
+              f"{args.window:g} s after a warm-up): requests per second, and the share of one "
+              "CPU the server spends answering them. A list answer holds all of the user's "
+              "jobs, finished ones too (the benchmark's earlier phases included):", "",
+              "| jobs in flight | ours | templet-loop | pyapi-loop | bytes per "
+              "`GET /api/jobs` |", "|---|---|---|---|---|"]
     for size, w in watch.items():
-        lines.append(f"| {size} | {w['ours']:.2f} | {w['templet-loop']:.1f} | "
-                     f"{w['pyapi-loop']:.1f} | {list_bytes[size]:,} |")
+        cells = [f"{w[who][0]:.2f} req/s, {w[who][1]:.1%} CPU"
+                 for who in ("ours", "templet-loop", "pyapi-loop")]
+        lines.append(f"| {size} | " + " | ".join(cells) + f" | {list_bytes[size]:,} |")
     if startup:
         lines += ["", f"Local executors' start-up (not in the rates): Dask LocalCluster "
                   f"{startup['dask']:.1f} s, Parsl {startup['parsl']:.1f} s."]
