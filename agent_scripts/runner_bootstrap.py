@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -178,6 +179,11 @@ def reexec(python: str, argv: Sequence[str]) -> int:
     sys.stderr.flush()
     if os.name != "nt":
         os.execve(python, cmd, env)
+    # Windows: the child gets the console's CTRL_BREAK itself and stops cleanly; this
+    # parent must outlive it, or the agent would see the task end while it still runs
+    for name in ("SIGINT", "SIGBREAK"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
     return subprocess.call(cmd, env=env)
 
 

@@ -46,13 +46,8 @@ def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "c
 
 
 def cli_command() -> list[str]:
-    """``everest-jupyter`` as this checkout's module (with the session commands registered
-    even where launcher/cli.py does not list them yet)."""
-    code = ("import sys, launcher.cli as c\n"
-            "for m in ('launcher.cli_session', 'everest_local.cli'):\n"
-            "    if m not in c.COMMAND_MODULES: c.COMMAND_MODULES += (m,)\n"
-            "sys.exit(c.main())")
-    return [sys.executable, "-c", code]
+    """``everest-jupyter`` as this checkout's module."""
+    return [sys.executable, "-m", "launcher.cli"]
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -19,8 +19,9 @@ from playwright.sync_api import expect, sync_playwright
 
 from everest_app.client import EverestClient
 from everest_local.app import server_running
-from tests.fixtures.local_server import kill_tasks_under
+from tests.fixtures.local_server import ServerProcess, kill_tasks_under
 from tests.session.helpers import (
+    RelayProcess,
     child_env,
     cli_command,
     pids_with_cwd_under,
@@ -172,3 +173,29 @@ def test_server_stop_stops_the_server_and_its_relay(launched: Launched) -> None:
     with pytest.raises(requests.ConnectionError):
         requests.get(relay["url"] + "/api/relay", timeout=5)
     assert not server_running(launched.data_dir / "server")
+
+
+def test_with_an_everest_and_a_relay_given_launch_uses_them(
+        relay: RelayProcess, local_server: ServerProcess, tmp_path: Path) -> None:
+    env = child_env(HOME=str(tmp_path), XDG_CONFIG_HOME=str(tmp_path / ".config"),
+                    XDG_DATA_HOME=str(tmp_path / ".local/share"),
+                    EVEREST_TOKEN=local_server.token_for("bob"))
+    base = [*cli_command(), "--everest", local_server.url, "--json"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([*base, *args], env=env, capture_output=True, text=True,
+                              timeout=180)
+
+    no_relay = cli("launch")
+    assert no_relay.returncode == 1 and "no relay for" in no_relay.stderr
+    launched = cli("launch", "--relay", relay.url, "--detach", "--idle-timeout", "300")
+    assert launched.returncode == 0, launched.stderr
+    out = json.loads(launched.stdout)
+    assert out["url"].startswith("http://127.0.0.1:")
+    assert f"{relay.url}" in local_server.client("bob").job(out["job_id"]).inputs["relay"]
+    listed = json.loads(cli("sessions", "--relay", relay.url).stdout)
+    assert [s["id"] for s in listed] == [out["session_id"]]  # bob's only
+    stopped = cli("stop", out["job_id"], "--relay", relay.url)
+    assert stopped.returncode == 0, stopped.stderr
+    assert json.loads(stopped.stdout)["job_state"] == "CANCELLED"
+    assert not (tmp_path / ".local/share/everest-jupyter/server").exists()  # no embedded one
