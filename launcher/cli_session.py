@@ -236,6 +236,8 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
                    help="SSH address runners dial, when NAT or a port forward sits between")
     p.add_argument("--ticket-ttl", type=float, default=900.0,
                    help="seconds a ticket stays valid (default 900)")
+    p.add_argument("--stale-after", type=float, default=24 * 3600.0, metavar="SECONDS",
+                   help="end sessions whose runner has been gone this long (default 1 day)")
     p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
                    help="how long a user's connection waits for a reconnecting tunnel")
     p.add_argument("--certfile", default=None, help="TLS certificate (API and listeners)")
@@ -266,8 +268,8 @@ def run_relay(args: argparse.Namespace) -> int:
         http_host=http_host, http_port=http_port, ssh_host=ssh_host, ssh_port=ssh_port,
         listen_host=args.listen_host, public_host=args.public_host,
         public_url=args.public_url, ssh_advertise=args.ssh_advertise,
-        ticket_ttl=args.ticket_ttl, hold=args.hold, certfile=args.certfile,
-        keyfile=args.keyfile, info_file=args.info_file)
+        ticket_ttl=args.ticket_ttl, stale_after=args.stale_after, hold=args.hold,
+        certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file)
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:

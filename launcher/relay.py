@@ -66,9 +66,11 @@ class RelayConfig:
     machine's name when that is a wildcard). ``public_url``: the relay address runners are
     told to use (default: the address the caller reached the API at). ``ssh_advertise``:
     ``host:port`` runners dial for SSH (default: that same host and the SSH port).
-    ``ticket_ttl``: seconds a ticket stays valid. ``hold``: seconds a user connection waits
-    for a tunnel that is reconnecting. ``certfile``/``keyfile``: TLS for the API and the
-    session listeners. ``info_file``: where to write ``{"pid","url","ssh_port"}`` once up.
+    ``ticket_ttl``: seconds a ticket stays valid. ``stale_after``: seconds a session may stay
+    starting or disconnected before the relay ends it (its runner is gone). ``hold``:
+    seconds a user connection waits for a tunnel that is reconnecting.
+    ``certfile``/``keyfile``: TLS for the API and the session listeners. ``info_file``:
+    where to write ``{"pid","url","ssh_port"}`` once up.
     """
 
     state_dir: Path
@@ -82,6 +84,7 @@ class RelayConfig:
     public_url: str | None = None
     ssh_advertise: str | None = None
     ticket_ttl: float = 900.0
+    stale_after: float = 24 * 3600.0
     hold: float = 10.0
     probe_timeout: float = 60.0
     certfile: str | None = None
@@ -213,13 +216,18 @@ class Relay:
         self.listeners[record.id] = listener
 
     async def _sweep(self) -> None:
-        """Expire unredeemed tickets now and then, releasing their listeners."""
+        """Expire unredeemed tickets and end abandoned sessions now and then, releasing
+        their listeners."""
         while True:
-            await asyncio.sleep(2.0)  # one indexed query: cheap enough to be prompt
+            await asyncio.sleep(2.0)  # indexed queries: cheap enough to be prompt
             for sid in self.store.expire_tickets():
                 log.info("session %s: ticket expired unredeemed", sid)
                 self._release(sid)
                 self._notify(sid)
+            for sid in self.store.stale(time.time() - self.config.stale_after):
+                log.info("session %s: no runner for %.0f s; ending it", sid,
+                         self.config.stale_after)
+                self.end_session(sid)
 
     # -- sessions -----------------------------------------------------------------------
 

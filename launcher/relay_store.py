@@ -213,6 +213,12 @@ class RelayStore:
             self.set_state(sid, EXPIRED)
         return ids
 
+    def stale(self, before: float) -> list[str]:
+        """Sessions stuck starting or disconnected since ``before`` (their runner is gone)."""
+        return [r["id"] for r in self._db.execute(
+            "SELECT id FROM sessions WHERE state IN (?, ?) AND updated < ?",
+            (STARTING, DISCONNECTED, before))]
+
     def reset_connections(self) -> Iterable[str]:
         """After a restart no tunnel is up: connected/ready sessions become disconnected."""
         ids = [r["id"] for r in self._db.execute(

@@ -171,3 +171,16 @@ def test_the_api_says_who_it_is(relay: RelayProcess) -> None:
     info = Api(relay.url, None)("GET", "/api/relay").json()
     assert info["ssh_port"] == relay.ssh_port
     assert info["service"] == "everest-jupyter relay"
+
+
+def test_a_session_whose_runner_is_gone_is_ended(local_server: ServerProcess,
+                                                 tmp_path) -> None:
+    relay = RelayProcess(tmp_path / "state", local_server.url, "--stale-after", "1").start()
+    try:
+        api = Api(relay.url, local_server.token_for("alice"))
+        session = api.new_session()
+        assert redeem(relay.url, session["ticket"], public_text(new_key())).status_code == 200
+        ended = api.wait_state(session["id"], "ended", timeout=30)  # never connected
+        assert not _port_open(ended["listener"]["port"])
+    finally:
+        relay.stop()
