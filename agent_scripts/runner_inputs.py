@@ -45,7 +45,8 @@ class Settings:
     the relay's HTTP API), ``ticket``, ``mode``, ``time_limit`` and ``idle_timeout`` (seconds,
     0 = none), ``packages`` (pip requirement strings), ``repository`` (git URL or ''),
     ``default_url`` (JupyterLab path such as ``/lab``), ``everest_url``, ``bootstrap``,
-    ``workdir`` (the task's directory), ``venv_cache`` (where bootstrapped environments live).
+    ``workdir`` (the task's directory), ``venv_cache`` (where bootstrapped environments live),
+    ``tunnel`` (``auto``, ``openssh`` or ``asyncssh``: which SSH client carries the tunnel).
     """
 
     def __init__(self, values: dict[str, object], workdir: str, venv_cache: str):
@@ -61,6 +62,7 @@ class Settings:
         self.bootstrap = bool(values.get("bootstrap", True))
         self.workdir = workdir
         self.venv_cache = venv_cache
+        self.tunnel = "auto"
         self._check()
 
     def _check(self) -> None:
@@ -147,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--repository", help="git repository to clone into the notebook folder")
     parser.add_argument("--default-url", help="JupyterLab page to open, e.g. /lab")
     parser.add_argument("--everest-url", help="Everest address for the kernels' EVEREST_URL")
+    parser.add_argument("--tunnel", choices=("auto", "openssh", "asyncssh"),
+                        default=os.environ.get("EVEREST_JUPYTER_TUNNEL", "auto"),
+                        help="SSH client for the tunnel: OpenSSH's ssh when usable (auto), "
+                             "or force one (env EVEREST_JUPYTER_TUNNEL)")
     parser.add_argument("--no-bootstrap", action="store_true",
                         help="never create a virtual environment; fail if JupyterLab is missing")
     parser.add_argument("--inputs-dir", default=".", help="where the input files are (default .)")
@@ -178,7 +184,11 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     values.setdefault("time_limit", DEFAULT_TIME_LIMIT)
     values.setdefault("idle_timeout", DEFAULT_IDLE_TIMEOUT)
     workdir = os.path.abspath(args.workdir)
-    return Settings(values, workdir, args.venv_cache or default_venv_cache())
+    settings = Settings(values, workdir, args.venv_cache or default_venv_cache())
+    if args.tunnel not in ("auto", "openssh", "asyncssh"):
+        raise InputError(f"tunnel must be auto, openssh or asyncssh, got {args.tunnel!r}")
+    settings.tunnel = args.tunnel
+    return settings
 
 
 def forget_ticket_file(directory: str) -> None:

@@ -33,6 +33,10 @@ class RedeemError(RuntimeError):
     """The relay refused the ticket (or could not be reached); the message says which."""
 
 
+class SessionEnded(RuntimeError):
+    """The relay no longer accepts this session's key or listener (it ended the session)."""
+
+
 class Grant:
     """What redeeming a ticket gives: session id, base URL, SSH endpoint, listener, host key."""
 

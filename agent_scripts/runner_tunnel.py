@@ -1,4 +1,5 @@
-"""Keep the SSH tunnel to the relay open.
+"""Keep the SSH tunnel to the relay open, with asyncssh (when the resource has no usable
+OpenSSH client: see :mod:`runner_openssh`).
 
 With its :class:`runner_relay.Grant`, the runner asks the relay's SSH server for exactly its
 granted remote forward, pointing at JupyterLab on loopback, trusting only the relay's pinned
@@ -17,7 +18,7 @@ import time
 from typing import Callable
 
 import asyncssh
-from runner_relay import Grant, SessionKey
+from runner_relay import Grant, SessionEnded, SessionKey
 
 log = logging.getLogger("session_runner.tunnel")
 
@@ -26,10 +27,6 @@ log = logging.getLogger("session_runner.tunnel")
 # traffic is small or already compressed, and zlib would cost more than it saves here.
 CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
            "chacha20-poly1305@openssh.com", "aes128-ctr", "aes256-ctr"]
-
-
-class SessionEnded(RuntimeError):
-    """The relay no longer accepts this session's key or listener."""
 
 
 class Tunnel:

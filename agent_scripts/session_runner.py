@@ -8,7 +8,9 @@ This is the ``jupyter-session`` application's program. On the resource it:
 3. makes a fresh SSH key and redeems its one-time ticket at the relay;
 4. starts JupyterLab on 127.0.0.1 with its own token under the session's base URL (cloning the
    requested git repository into the notebook folder meanwhile) and waits until it answers;
-5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up;
+5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up — with
+   OpenSSH's ``ssh`` when the resource has a usable one (much cheaper per request), else
+   with asyncssh;
 6. stops on the time limit, the idle timeout, SIGINT/SIGTERM (CTRL_BREAK on Windows), or when
    the relay ends the session — shutting JupyterLab and its kernels down cleanly;
 7. writes ``session.log`` and ``summary.json`` (the application's outputs).
@@ -114,11 +116,12 @@ class Session:
         self.stop_reason = ""
         self.notebook = None
         self.grant = None
+        self.tunnel = None
         self.summary: dict[str, object] = {
             "mode": settings.mode, "started": time.time(), "ended": None, "reason": None,
             "error": None, "session_id": None, "repository": settings.repository or None,
             "packages": settings.packages, "python": sys.executable,
-            "tunnel": {"connects": 0, "disconnects": 0},
+            "tunnel": {"kind": None, "connects": 0, "disconnects": 0},
             "notebook": {"port": None, "exit_code": None},
         }
 
@@ -196,8 +199,7 @@ class Session:
             default_url=s.default_url, env=env)
         nb.start()
         self.summary["notebook"]["port"] = nb.port
-        import runner_tunnel  # asyncssh loads while JupyterLab boots, off the critical path
-
+        tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
         if s.repository:
             try:
                 folder = await self._step(clone_repository, s.repository, root)
@@ -207,27 +209,65 @@ class Session:
                 self.summary["error"] = str(exc)
         await self._step(nb.wait_ready)
 
-        tunnel = runner_tunnel.Tunnel(grant, key, nb.port)
+        self.tunnel = tunnel
         watchers = [asyncio.ensure_future(c) for c in (
-            tunnel.run(), self.stop_event.wait(), self._watch_notebook(),
-            self._watch_time_limit(), self._watch_idle())]
+            self._keep_tunnel(grant, key, nb.port), self.stop_event.wait(),
+            self._watch_notebook(), self._watch_time_limit(), self._watch_idle())]
         try:
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await tunnel.close()
+            await self.tunnel.close()
             for task in watchers:
                 task.cancel()
-            self.summary["tunnel"] = {"connects": tunnel.connects,
-                                      "disconnects": tunnel.disconnects}
+            self.summary["tunnel"] = {"kind": self.summary["tunnel"]["kind"],
+                                      "connects": self.tunnel.connects,
+                                      "disconnects": self.tunnel.disconnects}
         finished = done.pop()
         if watchers[0] is finished:
             exc = finished.exception()
-            if isinstance(exc, runner_tunnel.SessionEnded):
+            if isinstance(exc, runner_relay.SessionEnded):
                 self.summary["reason"] = f"relay ended the session ({exc})"
                 return 0
             raise exc or RuntimeError("the tunnel stopped")
         self.summary["reason"] = self.stop_reason
         return 1 if self.stop_reason.startswith("JupyterLab exited") else 0
+
+    def _make_tunnel(self, grant, key, port: int):
+        """OpenSSH's ``ssh`` when it is there and takes our options (``--tunnel auto`` or
+        ``openssh``), else asyncssh."""
+        import runner_openssh
+
+        kind = self.settings.tunnel
+        ssh = runner_openssh.find_ssh() if kind in ("auto", "openssh") else None
+        if ssh:
+            tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh)
+            if tunnel.usable():
+                self.summary["tunnel"]["kind"] = "openssh"
+                return tunnel
+            tunnel.cleanup()
+        if kind == "openssh":
+            raise RuntimeError("--tunnel openssh: no usable ssh client on this resource")
+        import runner_tunnel
+
+        self.summary["tunnel"]["kind"] = "asyncssh"
+        return runner_tunnel.Tunnel(grant, key, port)
+
+    async def _keep_tunnel(self, grant, key, port: int) -> None:
+        """Run the tunnel; if ``ssh`` turns out unusable here, carry on with asyncssh."""
+        import runner_openssh
+
+        try:
+            await self.tunnel.run()
+        except runner_openssh.TunnelUnusable as exc:
+            if self.settings.tunnel == "openssh":
+                raise
+            log.warning("%s; using asyncssh instead", exc)
+            await self.tunnel.close()
+            import runner_tunnel
+
+            self.summary["tunnel"]["kind"] = "asyncssh"
+            self.tunnel = runner_tunnel.Tunnel(grant, key, port)
+            await self.tunnel.run()
 
     async def _watch_notebook(self) -> None:
         while self.notebook.exited() is None:

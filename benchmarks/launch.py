@@ -119,50 +119,86 @@ def measure_launch(runs: int, root: Path) -> dict[str, list[float]]:
     return times
 
 
-def _http_latencies(base: str, token: str, n: int) -> list[float]:
-    http = requests.Session()
-    http.headers["Authorization"] = f"token {token}"
-    http.get(base + "api/status").raise_for_status()  # open the kept connection
-    out = []
-    for _ in range(n):
-        t = time.perf_counter()
-        http.get(base + "api/status")
-        out.append(time.perf_counter() - t)
-    return out
+def _http_pairs(bases: tuple[str, str], token: str, n: int) -> list[tuple[float, float]]:
+    """``n`` pairs of (direct, tunnel) ``GET api/status`` times on two kept connections,
+    interleaved (alternating which goes first) so both paths see the same machine load."""
+    sessions = []
+    for base in bases:
+        http = requests.Session()
+        http.headers["Authorization"] = f"token {token}"
+        http.get(base + "api/status").raise_for_status()  # open the kept connection
+        sessions.append((http, base + "api/status"))
+    pairs = []
+    for i in range(n):
+        times = [0.0, 0.0]
+        for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+            http, url = sessions[j]
+            t = time.perf_counter()
+            http.get(url)
+            times[j] = time.perf_counter() - t
+        pairs.append((times[0], times[1]))
+    return pairs
 
 
-def _ws_latencies(base: str, token: str, terminal: str, n: int) -> list[float]:
-    """Round trips of one keystroke through a terminal's WebSocket (the pty echoes it):
-    the lightest WebSocket exchange JupyterLab has."""
+def _echo_socket(base: str, token: str) -> websocket.WebSocket:
+    """A WebSocket to a fresh terminal whose pty echoes each key as it comes."""
+    terminal = requests.post(base + "api/terminals", timeout=60,
+                             headers={"Authorization": f"token {token}"}).json()["name"]
     url = base.replace("http", "ws", 1) + f"terminals/websocket/{terminal}"
     ws = websocket.create_connection(url, header=[f"Authorization: token {token}"])
-    out = []
+    ws.send(json.dumps(["stdin", "stty -icanon; cat > /dev/null\r"]))
+    time.sleep(1.0)  # the shell runs it; from now on the pty echoes each key alone
+    ws.settimeout(0.2)
     try:
-        ws.send(json.dumps(["stdin", "stty -icanon; cat > /dev/null\r"]))
-        time.sleep(1.0)  # the shell runs it; from now on the pty echoes each key alone
         while True:  # drain what came so far
-            ws.settimeout(0.2)
-            try:
-                ws.recv()
-            except websocket.WebSocketTimeoutException:
-                break
-        ws.settimeout(30)
+            ws.recv()
+    except websocket.WebSocketTimeoutException:
+        pass
+    ws.settimeout(30)
+    return ws
+
+
+def _ws_pairs(bases: tuple[str, str], token: str, n: int) -> list[tuple[float, float]]:
+    """``n`` pairs of (direct, tunnel) round trips of one key through a terminal's
+    WebSocket — the lightest WebSocket exchange JupyterLab has — interleaved."""
+    sockets = [_echo_socket(base, token) for base in bases]
+    pairs = []
+    try:
         for i in range(n + 10):
-            t = time.perf_counter()
-            ws.send(json.dumps(["stdin", "x"]))
-            while json.loads(ws.recv()) != ["stdout", "x"]:
-                pass
-            if i >= 10:
-                out.append(time.perf_counter() - t)
+            times = [0.0, 0.0]
+            for j in ((0, 1) if i % 2 == 0 else (1, 0)):
+                t = time.perf_counter()
+                sockets[j].send(json.dumps(["stdin", "x"]))
+                while json.loads(sockets[j].recv()) != ["stdout", "x"]:
+                    pass
+                times[j] = time.perf_counter() - t
+            if i >= 10:  # the first few warm up
+                pairs.append((times[0], times[1]))
     finally:
-        ws.close()
-    return out
+        for ws in sockets:
+            ws.close()
+    return pairs
 
 
 def _cpu_seconds(pid: int) -> float:
     """User + system CPU seconds a process has used so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ssh_children(pid: int) -> list[int]:
+    """The runner's ``ssh`` client processes (it tunnels through OpenSSH when it can)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = stat.split("(", 1)[1].rsplit(")", 1)
+            if comm == "ssh" and int(rest.split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def _throughput(base: str, token: str, path: str, size: int, repeats: int = 3) -> float:
@@ -179,7 +215,7 @@ def _throughput(base: str, token: str, path: str, size: int, repeats: int = 3) -
     return best
 
 
-def measure_tunnel(n: int, root: Path) -> dict[str, dict[str, float]]:
+def measure_tunnel(n: int, root: Path) -> dict[str, dict]:
     with ExitStack() as stack:
         server = start_server(root / "server")
         stack.callback(server.close)
@@ -198,24 +234,30 @@ def measure_tunnel(n: int, root: Path) -> dict[str, dict[str, float]]:
         direct_base = f"http://127.0.0.1:{port}{session['base_url']}"
         size = 64 << 20
         (workdir / "notebooks" / "big.bin").write_bytes(os.urandom(size))
-        auth = {"Authorization": f"token {token}"}
-        terminal = requests.post(direct_base + "api/terminals", headers=auth,
-                                 timeout=60).json()["name"]
+        # the relay, the runner and the runner's ssh client (when it tunnels with OpenSSH)
+        tunnel_pids = (relay.proc.pid, proc.pid, *_ssh_children(proc.pid))
+        kind = "OpenSSH" if "tunnel up (ssh)" in (workdir / "session.log").read_text() \
+            else "asyncssh"
+        bases = (direct_base, tunnel_base)
+        cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids)
+        http = _http_pairs(bases, token, n)
+        cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids) - cpu
+        ws = _ws_pairs(bases, token, max(100, n // 2))
         results: dict[str, dict[str, float]] = {}
-        tunnel_pids = (relay.proc.pid, proc.pid)  # the two Python processes of the tunnel
-        for name, base in (("direct", direct_base), ("tunnel", tunnel_base)):
-            cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids)
-            http = _http_latencies(base, token, n)
-            cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids) - cpu
-            ws = _ws_latencies(base, token, terminal, max(100, n // 2))
+        for i, name in enumerate(("direct", "tunnel")):
             results[name] = {
-                "http_median_ms": statistics.median(http) * 1e3,
-                "http_p95_ms": statistics.quantiles(http, n=20)[-1] * 1e3,
-                "tunnel_cpu_ms": cpu / len(http) * 1e3,
-                "ws_median_ms": statistics.median(ws) * 1e3,
-                "ws_p95_ms": statistics.quantiles(ws, n=20)[-1] * 1e3,
-                "mb_per_s": _throughput(base, token, "files/big.bin", size),
+                "http_median_ms": statistics.median(p[i] for p in http) * 1e3,
+                "http_p95_ms": statistics.quantiles([p[i] for p in http], n=20)[-1] * 1e3,
+                "ws_median_ms": statistics.median(p[i] for p in ws) * 1e3,
+                "ws_p95_ms": statistics.quantiles([p[i] for p in ws], n=20)[-1] * 1e3,
+                "mb_per_s": _throughput(bases[i], token, "files/big.bin", size),
             }
+        results["added"] = {
+            "http_ms": statistics.median(t - d for d, t in http) * 1e3,
+            "ws_ms": statistics.median(t - d for d, t in ws) * 1e3,
+            "tunnel_cpu_ms": cpu / len(http) * 1e3,
+            "kind": kind,
+        }
         return results
 
 
@@ -229,7 +271,7 @@ def _load() -> str:
 def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
            command: str, load_before: str) -> str:
     bare, launch = statistics.median(times["bare"]), statistics.median(times["launch"])
-    d, t = tunnel["direct"], tunnel["tunnel"]
+    d, t, added = tunnel["direct"], tunnel["tunnel"], tunnel["added"]
     lines = [
         f"\n## Session launch and tunnel — {datetime.now():%Y-%m-%d %H:%M}\n",
         f"Command: `{command}`  ",
@@ -252,18 +294,19 @@ def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
         "p95 ms | download MB/s |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
-    for name, r in (("direct (loopback)", d), ("through the tunnel", t)):
+    for name, r in (("direct (loopback)", d),
+                    (f"through the tunnel ({added['kind']} client)", t)):
         lines.append(f"| {name} | {r['http_median_ms']:.2f} | {r['http_p95_ms']:.2f} | "
                      f"{r['ws_median_ms']:.2f} | {r['ws_p95_ms']:.2f} | {r['mb_per_s']:.0f} |")
     lines += [
         "",
-        f"Added by the tunnel: HTTP **{t['http_median_ms'] - d['http_median_ms']:+.2f} ms**"
-        f" per kept-connection request (aim: < 1 ms), WebSocket "
-        f"**{t['ws_median_ms'] - d['ws_median_ms']:+.2f} ms** per round trip; throughput "
-        f"ratio tunnel ÷ direct **{t['mb_per_s'] / d['mb_per_s']:.2f}**. CPU the relay and "
-        f"the runner spend per tunnelled HTTP request: {t['tunnel_cpu_ms']:.2f} ms (the "
-        "added latency's floor on an idle machine; on a busy one, waiting for a CPU adds to "
-        "it at each of the two process hops).",
+        "Added by the tunnel (median of paired differences; direct and tunnel requests "
+        f"alternate): HTTP **{added['http_ms']:+.2f} ms** per kept-connection request (aim: "
+        f"< 1 ms), WebSocket **{added['ws_ms']:+.2f} ms** per round trip; throughput ratio "
+        f"tunnel ÷ direct **{t['mb_per_s'] / d['mb_per_s']:.2f}**. CPU the relay and the "
+        f"runner (with its ssh client) spend per tunnelled HTTP request: "
+        f"{added['tunnel_cpu_ms']:.2f} ms (the added latency's floor on an idle machine; on "
+        "a busy one, waiting for a CPU adds to it at each of the two process hops).",
         "",
     ]
     return "\n".join(lines)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -160,6 +161,8 @@ def test_an_interrupt_stops_jupyterlab_and_its_kernels(live: Live) -> None:
     assert summary["reason"].startswith("interrupted")
     assert summary["notebook"]["exit_code"] == 0
     assert summary["tunnel"]["disconnects"] >= 1  # the cut and the relay restart
+    # OpenSSH's client where the machine has one, else asyncssh
+    assert summary["tunnel"]["kind"] == ("openssh" if shutil.which("ssh") else "asyncssh")
     assert summary["session_id"] == live.session_id
     assert "JupyterLab stopped" in (live.workdir / "session.log").read_text()
     assert live.api.session(live.session_id)["state"] == "ended"  # the runner said goodbye
@@ -185,3 +188,30 @@ def test_time_limit_and_idle_timeout_end_sessions(relay, alice: Api, tmp_path: P
         for _, workdir, proc in runs.values():
             stop_process_group(proc)
             kill_under(workdir)
+
+
+def test_the_asyncssh_tunnel_heals_too(relay, alice: Api, tmp_path: Path) -> None:
+    """Where the resource has no usable ``ssh`` client the runner tunnels with asyncssh."""
+    relay_proc, proxy = relay
+    session = alice.new_session()
+    proc = start_runner(tmp_path, relay_proc.url, session["ticket"], "--tunnel=asyncssh",
+                        "--idle-timeout", "0")
+    try:
+        base, token = split_url(alice.wait_state(session["id"], "ready", timeout=120)["url"])
+        auth = {"Authorization": f"token {token}"}
+
+        def works() -> bool:
+            return requests.get(base + "api/status", headers=auth, timeout=10).ok
+
+        assert works()
+        assert proxy.cut() >= 1
+        wait_for(works, timeout=5, what="the URL to work again")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        summary = json.loads((tmp_path / "summary.json").read_text())
+        assert summary["tunnel"]["kind"] == "asyncssh"
+        assert summary["tunnel"]["disconnects"] >= 1
+        assert alice.session(session["id"])["state"] == "ended"
+    finally:
+        stop_process_group(proc)
+        kill_under(tmp_path)
