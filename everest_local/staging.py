@@ -95,7 +95,8 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
         elif prop.get("type") == "array" and is_file_input(prop.get("items") or {}):
             folder = work / target if target else work
             folder.mkdir(parents=True, exist_ok=True)
-            names = [_stage_file(name, v, folder, None, files) for v in value]
+            names = [_stage_file(name, v, folder, n, files)
+                     for v, n in zip(value, _distinct_names(value), strict=True)]
             values[name] = [str(Path(target) / n) if target else n for n in names]
         else:
             values[name] = ([format_value(v) for v in value] if isinstance(value, list)
@@ -105,6 +106,20 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
                         else values[name])
                 _write_inside(work, target, text.encode("utf-8"))
     return values
+
+
+def _distinct_names(uris: list[str]) -> list[str]:
+    """The file names to stage an array of files under: each URI's own name, except that a
+    name already taken becomes ``<index>-<name>``, so no item overwrites another."""
+    taken: set[str] = set()
+    names = []
+    for index, uri in enumerate(uris):
+        name = uri_file_name(uri)
+        if name in taken:
+            name = f"{index}-{name}"
+        taken.add(name)
+        names.append(name)
+    return names
 
 
 def _stage_file(name: str, uri: str, work: Path, target: str | None,

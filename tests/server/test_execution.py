@@ -81,6 +81,21 @@ def test_mappings_arrays_and_substitution(client, tmp_path):
     assert "missing" not in r
 
 
+def test_array_items_with_the_same_file_name_do_not_overwrite_each_other(client, tmp_path):
+    docs = []
+    for n in range(3):
+        folder = tmp_path / str(n)
+        folder.mkdir()
+        (folder / "same.txt").write_text(str(n))
+        docs.append(client.upload(folder / "same.txt")["uri"])
+    job = client.wait(client.submit("mapper", {"x": 1, "docs": docs}).id, timeout=30)
+    assert job.state == JobState.DONE, job.info
+    assert json.loads(client.read(job.result["report"]))["docs"] == [
+        "1-same.txt", "2-same.txt", "same.txt"]
+    assert json.loads(job.result["args"])[-4:-1] == [
+        "docs/same.txt", "docs/1-same.txt", "docs/2-same.txt"]
+
+
 def test_task_environment_and_token_revoked_at_job_end(server, client):
     job = client.wait(client.submit("envcheck", {}).id, timeout=30)
     assert job.state == JobState.DONE, job.info
