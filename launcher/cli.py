@@ -33,17 +33,41 @@ def build_parser() -> argparse.ArgumentParser:
         prog="everest-jupyter",
         description="JupyterLab sessions as Everest jobs, and the Everest client behind them.",
     )
-    parser.add_argument("--debug", action="store_true",
-                        help="log debug output and show tracebacks")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--profile",
-                        help="configuration profile to use (default: the file's default)")
-    parser.add_argument("--everest", metavar="URL",
-                        help="Everest server URL (overrides the profile)")
+    _add_common_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers)
+    for sub in _subcommand_parsers(parser):
+        _add_common_options(sub, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
+    """The options every command takes, before or after its name.
+
+    On subcommands the default is ``SUPPRESS``, so a value given before the command name
+    is not overwritten by the subcommand's default.
+    """
+    flag_default = False if default is None else default
+    parser.add_argument("--debug", action="store_true", default=flag_default,
+                        help="log debug output and show tracebacks")
+    parser.add_argument("--json", action="store_true", default=flag_default,
+                        help="print machine-readable JSON")
+    parser.add_argument("--profile", default=default,
+                        help="configuration profile to use (default: the file's default)")
+    parser.add_argument("--everest", metavar="URL", default=default,
+                        help="Everest server URL (overrides the profile)")
+
+
+def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every parser below ``parser``, at any depth (``job show`` included)."""
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found.append(sub)
+                found.extend(_subcommand_parsers(sub))
+    return found
 
 
 def exit_code_for(error: EverestError) -> int:

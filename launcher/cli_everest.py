@@ -17,8 +17,17 @@ from launcher.output import print_fields, print_json, print_table
 
 
 def make_client(args: argparse.Namespace) -> EverestClient:
-    """A client for the server and token chosen by ``--everest``, ``--profile`` and the env."""
+    """A client for the server and token chosen by ``--everest``, ``--profile`` and the env.
+
+    With nothing configured, the embedded local server is used when it runs (it is never
+    started here: only ``launch`` starts it).
+    """
+    from launcher import embedded
+
     profile = config.load_profile(args.profile, url=args.everest)
+    if not profile.url and embedded.running() is not None:
+        local = embedded.ensure()
+        return EverestClient(local.url, local.token)
     return EverestClient(profile.url, profile.token or "")
 
 

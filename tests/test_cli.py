@@ -193,3 +193,29 @@ def test_app_export_of_an_unknown_app_names_the_shipped_ones(capsys):
     assert main(["app", "export", "no-such-app"]) == 1
     err = capsys.readouterr().err
     assert "No application 'no-such-app'" in err and "jupyter-session" in err
+
+
+def test_common_options_work_before_and_after_the_command(logged_in, api, capsys):
+    api.get(f"{URL}/api/jobs", json=[JOB])
+    api.get("http://other.test/api/jobs/" + JOB["id"], json=JOB)
+    assert main(["jobs", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == [JOB]
+    assert main(["--json", "job", "show", JOB["id"], "--everest", "http://other.test"]) == 0
+    assert json.loads(capsys.readouterr().out)["id"] == JOB["id"]
+
+
+def test_with_nothing_configured_commands_use_the_running_embedded_server(home, capsys):
+    from launcher import embedded
+
+    assert main(["jobs"]) == 1  # not running: never started by a plain command
+    assert embedded.running() is None
+    local = embedded.ensure()
+    try:
+        assert main(["--json", "apps"]) == 0
+        aliases = {app["alias"] for app in json.loads(capsys.readouterr().out)}
+        assert {"jupyter-session", "sleep", "append"} <= aliases
+        assert main(["jobs"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == "(none)"
+    finally:
+        assert embedded.stop()
+    assert local.url and embedded.running() is None
