@@ -66,25 +66,25 @@ def _read_json(path: Path) -> dict | None:
 
 
 def running() -> tuple[int, str, str] | None:
-    """``(pid, server_url, relay_url)`` of the embedded server if it runs, else None."""
-    from everest_local.app import read_server_json, server_running
+    """``(pid, server_url, relay_url)`` of the embedded server if it runs, else None.
 
+    It runs when ``server.json`` and ``relay.json`` name the same process and its relay
+    answers for that server (cheaper than importing the server's code to check its lock
+    on every launch).
+    """
     directory = server_dir()
-    if not server_running(directory):
-        return None
-    server = read_server_json(directory) or {}
+    server = _read_json(directory / "server.json") or {}
     relay = _read_json(directory / RELAY_JSON) or {}
     pid = server.get("pid")
-    if not pid or relay.get("pid") != pid:
+    if not pid or relay.get("pid") != pid or not server.get("url"):
+        return None
+    try:
+        info = requests.get(relay["url"] + "/api/relay", timeout=5).json()
+    except (requests.RequestException, ValueError, KeyError):
+        return None
+    if not isinstance(info, dict) or info.get("everest_url") != server["url"]:
         return None
     return pid, server["url"], relay["url"]
-
-
-def _answers(url: str) -> bool:
-    try:
-        return requests.get(url, timeout=2).ok
-    except requests.RequestException:
-        return False
 
 
 def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int, str, str]:
@@ -100,7 +100,7 @@ def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int,
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         found = running()
-        if found and _answers(found[2] + "/api/relay"):
+        if found:
             return found
         if proc.poll() is not None and not found:
             tail = (data_dir() / LOG_FILE).read_text(errors="replace")[-2000:]
