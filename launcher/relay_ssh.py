@@ -130,11 +130,20 @@ class _Inbound(SSHForwarder):
     def __init__(self, listener: SessionListener):
         super().__init__()
         self._listener = listener
+        self._tcp: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self._tcp = transport
         transport.pause_reading()  # nothing to send it to until the channel is open
         asyncio.get_running_loop().create_task(self._attach(transport))
+
+    def write_eof(self) -> None:
+        # TLS cannot half-close: once the notebook side is done, close (after flushing)
+        if self._tcp.can_write_eof():
+            super().write_eof()
+        else:
+            self._tcp.close()
 
     async def _attach(self, transport: asyncio.BaseTransport) -> None:
         lst = self._listener

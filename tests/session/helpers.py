@@ -100,13 +100,16 @@ class RelayProcess:
 class Api:
     """The relay's HTTP API as one user."""
 
-    def __init__(self, url: str, token: str | None):
+    def __init__(self, url: str, token: str | None, verify: str | None = None):
         self.url = url
+        self.verify = verify  # per request: REQUESTS_CA_BUNDLE would beat a session's
         self.http = requests.Session()
         if token:
             self.http.headers["Authorization"] = f"Bearer {token}"
 
     def __call__(self, method: str, path: str, **kw: Any) -> requests.Response:
+        if self.verify:
+            kw.setdefault("verify", self.verify)
         return self.http.request(method, self.url + path, timeout=30, **kw)
 
     def new_session(self, **body: Any) -> dict[str, Any]:

@@ -200,3 +200,68 @@ def test_ending_a_session_cuts_its_runner_off(relay: RelayProcess, alice: Api,
             _connect(ssh_peer, relay, enrolled)
     finally:
         stop()
+
+
+def _self_signed(folder) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return str(cert_path), str(key_path)
+
+
+def test_with_tls_the_api_and_the_session_listener_speak_https(
+        local_server: ServerProcess, ssh_peer: FakeRunner, tmp_path) -> None:
+    cert, key_file = _self_signed(tmp_path)
+    proc = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
+                        "--keyfile", key_file)
+    proc.url = proc.url.replace("http://", "https://")
+    proc.start()
+    try:
+        api = Api(proc.url, local_server.token_for("alice"), verify=cert)
+        session = api.new_session()
+        assert session["relay_url"].startswith("https://")
+        key = new_key()
+        grant = requests.post(proc.url + "/api/tickets/redeem", verify=cert, timeout=30, json={
+            "ticket": session["ticket"], "public_key": public_text(key),
+            "notebook_token": TOKEN}).json()
+        assert grant["url"].startswith("https://127.0.0.1:")
+        notebook_port, stop = status_server(grant["base_url"], TOKEN)
+        try:
+            conn = ssh_peer.connect(proc.ssh_port, grant["session_id"], key, grant["host_key"])
+            ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"],
+                                                  grant["forward"]["port"], "127.0.0.1",
+                                                  notebook_port))
+            ready = api.wait_state(grant["session_id"], "ready")  # probed over TLS
+            base, token = ready["url"].split("lab?token=")
+            resp = requests.get(base + "api/status", verify=cert, timeout=10,
+                                headers={"Authorization": f"token {token}"})
+            assert resp.status_code == 200  # TLS ends at the relay; plain bytes in the tunnel
+            with pytest.raises(requests.ConnectionError):
+                requests.get(base.replace("https", "http", 1) + "api/status", timeout=10)
+            ssh_peer.close(conn)
+        finally:
+            stop()
+    finally:
+        proc.stop()
