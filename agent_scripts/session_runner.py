@@ -199,7 +199,7 @@ class Session:
             default_url=s.default_url, env=env)
         nb.start()
         self.summary["notebook"]["port"] = nb.port
-        tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
+        self.tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
         if s.repository:
             try:
                 folder = await self._step(clone_repository, s.repository, root)
@@ -209,7 +209,6 @@ class Session:
                 self.summary["error"] = str(exc)
         await self._step(nb.wait_ready)
 
-        self.tunnel = tunnel
         watchers = [asyncio.ensure_future(c) for c in (
             self._keep_tunnel(grant, key, nb.port), self.stop_event.wait(),
             self._watch_notebook(), self._watch_time_limit(), self._watch_idle())]
@@ -301,6 +300,8 @@ class Session:
                 return
 
     async def _shutdown(self) -> None:
+        if self.tunnel is not None:
+            await self.tunnel.close()  # again after a normal end: it is idempotent
         if self.notebook is not None:
             code = await loop_executor(self.notebook.stop)
             self.summary["notebook"]["exit_code"] = code
