@@ -8,9 +8,11 @@ CPU per request on the runner's side (benchmarks/launch.py), which is most of wh
 tunnel adds to each request.
 
 The session's private key, the pinned host key and an empty config live in a private
-temporary folder (0700, files 0600) for the session's life and are removed at the end; they
-never leave the resource. ``ssh`` gets an argument list, no shell, ``-F`` an empty config
-(the user's ``~/.ssh/config`` cannot change where it goes), no agent, no password prompts.
+folder (0700, files 0600) inside the task's working directory (outside the notebook folder)
+for the session's life and are removed at the end — or with the working directory, if the
+runner is killed; they never leave the resource. ``ssh`` gets an argument list, no shell,
+``-F`` an empty config (the user's ``~/.ssh/config`` cannot change where it goes), no agent,
+no password prompts.
 
 Python >= 3.8, standard library only.
 """
@@ -62,7 +64,7 @@ class OpenSSHTunnel:
     :class:`TunnelUnusable` so the runner can use asyncssh instead.
     """
 
-    def __init__(self, grant: Grant, key: SessionKey, local_port: int, ssh: str,
+    def __init__(self, grant: Grant, key: SessionKey, local_port: int, ssh: str, workdir: str,
                  on_state: Callable[[str], None] | None = None,
                  min_delay: float = 0.2, max_delay: float = 10.0, give_up_after: int = 3):
         self.grant = grant
@@ -76,7 +78,7 @@ class OpenSSHTunnel:
         self.disconnects = 0
         self._closing = False
         self._proc: asyncio.subprocess.Process | None = None
-        self._dir = tempfile.mkdtemp(prefix="everest-jupyter-ssh-")
+        self._dir = tempfile.mkdtemp(prefix=".tunnel-", dir=workdir)
         os.chmod(self._dir, 0o700)
         self._key = self._private_file("id_ed25519", key.private_openssh)
         self._known = self._private_file("known_hosts",

@@ -239,7 +239,7 @@ class Session:
         kind = self.settings.tunnel
         ssh = runner_openssh.find_ssh() if kind in ("auto", "openssh") else None
         if ssh:
-            tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh)
+            tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh, self.settings.workdir)
             if tunnel.usable():
                 self.summary["tunnel"]["kind"] = "openssh"
                 return tunnel

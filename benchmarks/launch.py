@@ -227,7 +227,7 @@ def measure_tunnel(n: int, root: Path) -> dict[str, dict]:
         proc = start_runner(workdir, relay.url, session["ticket"], "--time-limit", "3600",
                             "--idle-timeout", "0")
         stack.callback(kill_under, workdir)
-        stack.callback(stop_process_group, proc)
+        stack.callback(stop_process_group, proc, signal.SIGTERM)
         tunnel_base, token = split_url(api.wait_state(session["id"], "ready", 180)["url"])
         log = (workdir / "session.log").read_text()
         port = int(log.split("starting JupyterLab on 127.0.0.1:")[1].split("/")[0])
