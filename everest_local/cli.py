@@ -69,12 +69,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     stop.set_defaults(func=stop_cmd)
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add ``server`` (with ``add-user`` and ``stop``) to the project's CLI."""
+def register(subparsers: argparse._SubParsersAction, *,
+             default_plugins: Sequence[str] = ()) -> None:
+    """Add ``server`` (with ``add-user`` and ``stop``) to a CLI.
+
+    ``default_plugins`` are loaded by every ``server`` run, before any ``--plugin``: the
+    project's CLI passes the session relay this way, so this package never names it.
+    """
     parser = subparsers.add_parser(
         "server", help="run the Everest-compatible local server",
         description="Run the Everest-compatible local server in the foreground.")
     configure(parser)
+    parser.set_defaults(plugin=list(default_plugins))
 
 
 def serve(args: argparse.Namespace) -> int:

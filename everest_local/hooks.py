@@ -2,9 +2,9 @@
 
 A *plugin* is a module with ``setup(server) -> None``; ``server`` is the running
 :class:`everest_local.app.LocalServer` (``server.hooks``, ``server.settings``,
-``server.url``, ``server.data_dir``). The server imports the plugins listed in
-:data:`DEFAULT_PLUGINS` when they exist (an import error in one that exists is raised, not
-hidden), plus any given with ``--plugin MODULE``.
+``server.url``, ``server.data_dir``). The server imports the plugins given with
+``--plugin MODULE`` and nothing else: this package knows no plugin by name (the session relay,
+``launcher.relay_plugin``, is named by the commands that want it).
 
 Two hooks, both keyed by application alias (``"jupyter-session"``):
 
@@ -27,14 +27,11 @@ database closes, so a plugin can shut down what its ``setup`` started.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any
 
 log = logging.getLogger(__name__)
-
-DEFAULT_PLUGINS = ("everest_local.session_relay",)
 
 InputPreparer = Callable[..., Any]
 JobDecorator = Callable[[dict[str, Any]], "dict[str, Any] | None"]
@@ -61,17 +58,13 @@ class Hooks:
         self.stop_callbacks.append(fn)
 
 
-def load_plugins(server: Any, extra: Iterable[str] = ()) -> list[str]:
-    """Import the default plugins that exist and every ``extra`` one; call their ``setup``.
+def load_plugins(server: Any, names: Iterable[str] = ()) -> list[str]:
+    """Import each plugin module in ``names`` (once each) and call its ``setup(server)``.
 
-    Returns the names loaded. A listed ``extra`` module that is missing raises
-    ``ModuleNotFoundError``; so does any import error inside a module that exists.
+    Returns the names loaded. A missing module raises ``ModuleNotFoundError``; so does any
+    import error inside one; a module without ``setup`` raises ``AttributeError``.
     """
-    loaded = []
-    for name in DEFAULT_PLUGINS:
-        if _exists(name):
-            loaded.append(name)
-    loaded.extend(n for n in extra if n not in loaded)
+    loaded = list(dict.fromkeys(names))
     for name in loaded:
         module = importlib.import_module(name)
         setup = getattr(module, "setup", None)
@@ -81,9 +74,3 @@ def load_plugins(server: Any, extra: Iterable[str] = ()) -> list[str]:
         log.info("plugin %s loaded", name)
     return loaded
 
-
-def _exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False

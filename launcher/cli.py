@@ -17,12 +17,13 @@ from everest_app.errors import AuthError, EverestConnectionError, EverestError, 
 
 log = logging.getLogger(__name__)
 
-COMMAND_MODULES = (
-    "launcher.cli_session",
-    "launcher.cli_everest",
-    "everest_local.cli",
+COMMAND_MODULES: tuple[tuple[str, dict], ...] = (
+    ("launcher.cli_session", {}),
+    ("launcher.cli_everest", {}),
+    # the local server this CLI runs hosts the session relay, so its web form can launch
+    ("everest_local.cli", {"default_plugins": ("launcher.relay_plugin",)}),
 )
-"""Modules whose ``register(subparsers)`` adds subcommands, in help order."""
+"""Modules whose ``register(subparsers, **options)`` adds subcommands, in help order."""
 
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_CONNECTION, EXIT_AUTH, EXIT_NOT_FOUND = 0, 1, 2, 3, 4, 5
 
@@ -35,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_common_options(parser)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+    for name, options in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers, **options)
     for sub in _subcommand_parsers(parser):
         _add_common_options(sub, default=argparse.SUPPRESS)
     return parser

@@ -2,7 +2,7 @@
 
 With no Everest configured, ``everest-jupyter launch`` uses an Everest-compatible local server
 running on this machine under the user's data directory (``<data dir>/server``), started on
-first use and reused afterwards; the server's ``everest_local.session_relay`` plugin runs the
+first use and reused afterwards; the server's ``launcher.relay_plugin`` plugin runs the
 relay in the same process, so ``everest-jupyter server stop`` stops both.
 
 The launcher signs in as a local user named after the OS account, created with a random
@@ -91,7 +91,8 @@ def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int,
     directory = server_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVEREST_")}
-    cmd = [sys.executable, "-m", "everest_local", "--host", "127.0.0.1", "--port", "0",
+    cmd = [sys.executable, "-m", "everest_local", "--plugin", "launcher.relay_plugin",
+           "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(directory)]
     progress("starting the local Everest server (embedded default)")
     with open(data_dir() / LOG_FILE, "ab") as out:

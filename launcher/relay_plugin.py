@@ -1,6 +1,8 @@
-"""The local server's built-in relay, and the ``jupyter-session`` web-form integration.
+"""The relay as a plugin of the local server, and the ``jupyter-session`` web-form integration.
 
-A plugin of the local server (see :mod:`everest_local.hooks`): ``setup(server)`` starts a
+Loaded with ``--plugin launcher.relay_plugin`` (the ``everest-jupyter server`` command and the
+embedded default pass it; the server package itself knows nothing of the relay, which lives
+on the user side). See :mod:`everest_local.hooks`: ``setup(server)`` starts a
 :class:`launcher.relay.Relay` inside the server's process and event loop — its API and SSH
 server on loopback ports of their own, its state in ``<data dir>/relay/``, its address in
 ``<data dir>/relay.json`` (``{"pid","url","ssh_port"}``) — checking tokens against this very
@@ -99,6 +101,7 @@ def setup(server: Any) -> None:
         log.info("embedded session relay switched off")
         return
     plugin = SessionRelayPlugin(server)
+    server.hooks.add_stop_callback(plugin.relay.stop)
     server.hooks.add_input_preparer(APP_ALIAS, plugin.prepare)
     server.hooks.add_job_decorator(APP_ALIAS, plugin.decorate)
     server.session_relay = plugin
