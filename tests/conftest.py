@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.local_server"]
+pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",

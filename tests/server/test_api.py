@@ -15,6 +15,7 @@ import requests
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, BadRequestError, NotFoundError
 from everest_app.states import JobState
+from tests.fixtures.local_server import wait_for_state
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S.*$")
 
@@ -301,7 +302,7 @@ def test_unknown_job_is_404(alice, job_id):
 
 def test_cancel_queued_running_and_finished(alice):
     running = alice.submit("sleep", {"duration": 60})
-    _wait_state(alice, running.id, "RUNNING")
+    wait_for_state(alice, running.id, "RUNNING")
     alice.cancel(running.id)
     ended = alice.wait(running.id, timeout=30)
     assert ended.state == JobState.CANCELLED and "cancelled" in ended.info
@@ -343,7 +344,7 @@ def test_deleting_a_job_removes_its_files(alice, tmp_path):
 
 def test_running_job_delete_stops_its_process(alice):
     job = alice.submit("sleep", {"duration": 60})
-    _wait_state(alice, job.id, "RUNNING")
+    wait_for_state(alice, job.id, "RUNNING")
     alice.delete_job(job.id)
     with pytest.raises(NotFoundError):
         alice.job(job.id)
@@ -447,17 +448,6 @@ def test_stats_count_requests_per_route(local_server, alice):
     after = requests.get(local_server.url + "/_local/stats").json()["requests"]
     assert after["GET /api/jobs/<id>"] - before.get("GET /api/jobs/<id>", 0) == 3
     assert after["POST /api/apps/<id>"] >= 1
-
-
-def _wait_state(client, job_id, state, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        if job.state.value == state:
-            return job
-        assert not job.is_done, job
-        time.sleep(0.05)
-    pytest.fail(f"job {job_id} never reached {state}")
 
 
 def test_upload_cut_off_midway_leaves_nothing_behind(local_server):

@@ -12,7 +12,7 @@ import pytest
 from everest_app.errors import AuthError, BadRequestError
 from everest_app.states import JobState
 from everest_local import processes
-from tests.fixtures.local_server import ServerProcess, start_server
+from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
 
 APPS = Path(__file__).parent / "apps"
 
@@ -30,17 +30,6 @@ def server(tmp_path_factory) -> ServerProcess:
 @pytest.fixture(scope="module")
 def client(server):
     return server.client("alice")
-
-
-def _wait_state(client, job_id, state, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        if job.state.value == state:
-            return job
-        assert not job.is_done, job
-        time.sleep(0.05)
-    pytest.fail(f"job {job_id} never reached {state}")
 
 
 def test_inputs_stay_literal_arguments(client, tmp_path):
@@ -152,11 +141,11 @@ def test_templet_windows_command_is_accepted_and_fails_clearly(local_server, tmp
 
 def test_slots_bound_running_tasks_and_services_have_their_own(client):
     long = [client.submit("sleep", {"duration": 30}).id for _ in range(3)]
-    _wait_state(client, long[0], "RUNNING")
-    _wait_state(client, long[1], "RUNNING")
+    wait_for_state(client, long[0], "RUNNING")
+    wait_for_state(client, long[1], "RUNNING")
     assert client.job(long[2]).state == JobState.READY  # two slots
     service = client.submit("daemon", {"duration": 30})
-    _wait_state(client, service.id, "RUNNING")  # not behind the batch queue
+    wait_for_state(client, service.id, "RUNNING")  # not behind the batch queue
     queued_service = client.submit("daemon", {"duration": 0})
     assert client.job(queued_service.id).state == JobState.READY  # one service slot
     for job_id in (*long, service.id):
@@ -178,7 +167,7 @@ def test_input_preparer_and_job_decorator(client):
 
 def test_cancel_escalates_to_sigkill_for_a_task_that_ignores_signals(server, client):
     job = client.submit("stubborn", {})
-    _wait_state(client, job.id, "RUNNING")
+    wait_for_state(client, job.id, "RUNNING")
     ready = Path(server.data_dir) / "tasks" / f"{job.id}-0-0" / "work" / "ready"
     deadline = time.monotonic() + 30
     while not ready.exists():

@@ -15,20 +15,9 @@ import requests
 from everest_app.client import EverestClient
 from everest_app.states import JobState
 from everest_local import processes
-from tests.fixtures.local_server import REPO
+from tests.fixtures.local_server import REPO, wait_for_state
 
 APPS = Path(__file__).parent / "apps"
-
-
-def _wait_state(client, job_id, state, timeout=30.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        job = client.job(job_id)
-        if job.state.value == state:
-            return job
-        assert not job.is_done, job
-        time.sleep(0.05)
-    pytest.fail(f"job {job_id} never reached {state}")
 
 
 def _task_dir(server, job_id: str, attempt: int = 0) -> Path:
@@ -53,7 +42,7 @@ def test_kill9_then_restart_loses_nothing(start_local_server, tmp_path):
     dead = c.submit("sleep", {"duration": 120})                             # killed while down
     quick = c.submit("slow-echo", {"duration": 0.5, "text": "while down"})  # ends while down
     for job in (live, dead, quick):
-        _wait_state(c, job.id, "RUNNING")
+        wait_for_state(c, job.id, "RUNNING")
     queued = c.submit("hostname", {})                                       # waits for a slot
     assert c.job(queued.id).state == JobState.READY
 
@@ -87,7 +76,7 @@ def test_cancel_of_a_readopted_task(start_local_server):
     server = start_local_server(apps=[APPS], kill_grace=0.5)
     c = server.client("alice")
     job = c.submit("sleep", {"duration": 120})
-    _wait_state(c, job.id, "RUNNING")
+    wait_for_state(c, job.id, "RUNNING")
     server.kill9()
     server.restart()
     c = EverestClient(server.url, server.token)
@@ -102,7 +91,7 @@ def test_clean_stop_interrupts_tasks_and_removes_server_json(start_local_server)
     server = start_local_server(kill_grace=0.5)
     c = server.client("alice")
     job = c.submit("sleep", {"duration": 120})
-    _wait_state(c, job.id, "RUNNING")
+    wait_for_state(c, job.id, "RUNNING")
     pid = processes.read_pid(_task_dir(server, job.id))
     assert server.stop() == 0
     assert not (Path(server.data_dir) / "server.json").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Browser, expect
 
 from everest_app.client import EverestClient
 from everest_local.app import server_running
@@ -29,9 +29,6 @@ from tests.session.helpers import (
     split_url,
     wait_for,
 )
-
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 @dataclass
@@ -102,25 +99,22 @@ def test_a_kernel_runs_code_and_can_reach_everest(launched: Launched) -> None:
     assert run_in_kernel(base, token, code) == "200\n"
 
 
-def test_chromium_opens_the_url_and_runs_a_cell(launched: Launched) -> None:
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.set_default_timeout(90_000)
-            page.goto(launched.out["url"])
-            page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
-            expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(
-                timeout=90_000)
-            editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-            editor.click()
-            page.keyboard.type("print(6*7)")
-            expect(editor).to_have_text("print(6*7)")
-            page.keyboard.press("Shift+Enter")
-            expect(page.locator(".jp-OutputArea-output").first).to_have_text("42",
-                                                                           timeout=90_000)
-        finally:
-            browser.close()
+def test_chromium_opens_the_url_and_runs_a_cell(launched: Launched, browser: Browser) -> None:
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(launched.out["url"])
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=90_000)
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.click()
+        page.keyboard.type("print(6*7)")
+        expect(editor).to_have_text("print(6*7)")
+        page.keyboard.press("Shift+Enter")
+        expect(page.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=90_000)
+    finally:
+        context.close()
 
 
 def test_sessions_lists_the_live_session(launched: Launched) -> None:

@@ -1,4 +1,4 @@
-"""Fixtures of the web-UI tests: one real local server and one headless Chromium for the package.
+"""Fixtures of the web-UI tests: one real local server for the package, the shared browser.
 
 The server is a real process (``tests.fixtures.local_server.start_server``) with the
 Templet export and this folder's test applications (``apps/``) loaded through ``--apps``.
@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from everest_app.client import EverestClient
 from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
@@ -21,9 +21,6 @@ HERE = Path(__file__).resolve().parent
 EVERY_TYPE_APP = HERE / "apps" / "every-type"
 SERVER_FILLED_APP = HERE / "apps" / "server-filled"
 TEMPLET_EXPORT = TEMPLET_ZIP
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 WAIT_MS = 30_000  # upper bound for any one wait; the tests never assert how long things take
 expect.set_options(timeout=WAIT_MS)
 
@@ -38,21 +35,6 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProce
         yield server
     finally:
         server.close()
-
-
-@pytest.fixture(scope="package")
-def browser() -> Iterator[Browser]:
-    """Headless Chromium for this package's tests.
-
-    Package-scoped on purpose: Playwright's sync API allows one instance per thread at a
-    time, so it must be gone before another package starts its own.
-    """
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield chromium
-        finally:
-            chromium.close()
 
 
 @pytest.fixture
