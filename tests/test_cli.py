@@ -219,3 +219,12 @@ def test_with_nothing_configured_commands_use_the_running_embedded_server(home, 
     finally:
         assert embedded.stop()
     assert local.url and embedded.running() is None
+
+
+def test_the_server_command_hosts_the_session_relay_and_takes_more_plugins():
+    from launcher.cli import build_parser
+
+    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay_plugin"]
+    args = build_parser().parse_args(["server", "--plugin", "my.plugin"])
+    assert args.plugin == ["launcher.relay_plugin", "my.plugin"]
+    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay_plugin"]
