@@ -22,13 +22,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import shutil
 import subprocess
 import tempfile
 import time
 from typing import Callable
 
+from runner_backoff import Backoff
 from runner_relay import Grant, SessionEnded, SessionKey
 
 log = logging.getLogger("session_runner.openssh")
@@ -72,8 +72,7 @@ class OpenSSHTunnel:
         self.ssh = ssh
         self.give_up_after = give_up_after
         self.on_state = on_state or (lambda state: None)
-        self.min_delay = min_delay
-        self.max_delay = max_delay
+        self.backoff = Backoff(min_delay, max_delay)
         self.connects = 0
         self.disconnects = 0
         self._closing = False
@@ -165,7 +164,6 @@ class OpenSSHTunnel:
 
     async def run(self) -> None:
         """Stay connected until :meth:`close`; raises :class:`SessionEnded` when refused."""
-        delay = self.min_delay
         failures = 0
         while not self._closing:
             started = time.monotonic()
@@ -177,12 +175,9 @@ class OpenSSHTunnel:
                 raise TunnelUnusable(f"ssh failed {failures} times before authenticating")
             self.disconnects += 1
             self.on_state("disconnected")
-            if time.monotonic() - started > 30:
-                delay = self.min_delay
-            wait = delay * (0.5 + random.random() / 2)
+            wait = self.backoff.next_wait(time.monotonic() - started)
             log.info("tunnel down; reconnecting in %.1f s", wait)
             await asyncio.sleep(wait)
-            delay = min(delay * 2, self.max_delay)
 
     async def close(self) -> None:
         """Stop reconnecting, end ``ssh`` and remove the key files."""

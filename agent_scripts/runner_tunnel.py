@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Callable
 
 import asyncssh
+from runner_backoff import Backoff
 from runner_relay import Grant, SessionEnded, SessionKey
 
 log = logging.getLogger("session_runner.tunnel")
@@ -47,8 +47,7 @@ class Tunnel:
         self.host_key = asyncssh.import_public_key(grant.host_key)
         self.local_port = local_port
         self.on_state = on_state or (lambda state: None)
-        self.min_delay = min_delay
-        self.max_delay = max_delay
+        self.backoff = Backoff(min_delay, max_delay)
         self.connects = 0
         self.disconnects = 0
         self._closing = False
@@ -79,7 +78,6 @@ class Tunnel:
             self._conn = self._listener = None
 
     async def run(self) -> None:
-        delay = self.min_delay
         while not self._closing:
             started = time.monotonic()
             try:
@@ -92,12 +90,9 @@ class Tunnel:
                 break
             self.disconnects += 1
             self.on_state("disconnected")
-            if time.monotonic() - started > 30:
-                delay = self.min_delay  # it was up for a while: this is a fresh failure
-            wait = delay * (0.5 + random.random() / 2)
+            wait = self.backoff.next_wait(time.monotonic() - started)
             log.info("tunnel down; reconnecting in %.1f s", wait)
             await asyncio.sleep(wait)
-            delay = min(delay * 2, self.max_delay)
 
     async def close(self) -> None:
         """Stop reconnecting; withdraw the forward (telling the relay the session is over,
