@@ -244,6 +244,9 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keyfile", default=None, help="TLS private key")
     p.add_argument("--info-file", type=Path, default=None,
                    help='write {"pid","url","ssh_port"} here once listening')
+    p.add_argument("--hub-api", default=None, metavar="HOST:PORT",
+                   help="a JupyterHub's API address as this machine reaches it: hub-mode "
+                        "sessions may forward to it (and nowhere else) through their tunnel")
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
@@ -269,7 +272,9 @@ def run_relay(args: argparse.Namespace) -> int:
         listen_host=args.listen_host, public_host=args.public_host,
         public_url=args.public_url, ssh_advertise=args.ssh_advertise,
         ticket_ttl=args.ticket_ttl, stale_after=args.stale_after, hold=args.hold,
-        certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file)
+        certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file,
+        hub_api="{}:{}".format(*_host_port(args.hub_api, "--hub-api")) if args.hub_api
+        else None)
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:

@@ -46,7 +46,7 @@ from tornado.netutil import bind_sockets
 from everest_app.config import write_private
 from launcher import relay_store as rs
 from launcher.relay_auth import EverestAuth
-from launcher.relay_ssh import RelaySSHServer, RouteTable, SessionListener
+from launcher.relay_ssh import RelaySSHServer, RouteTable, SessionListener, SSHPermit
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,10 @@ class RelayConfig:
     starting or disconnected before the relay ends it (its runner is gone). ``hold``:
     seconds a user connection waits for a tunnel that is reconnecting.
     ``certfile``/``keyfile``: TLS for the API and the session listeners. ``info_file``:
-    where to write ``{"pid","url","ssh_port"}`` once up.
+    where to write ``{"pid","url","ssh_port"}`` once up. ``hub_api``: ``host:port`` of a
+    JupyterHub's API as this machine reaches it; hub-mode sessions may ask for a forward
+    to it (and to nothing else) through their SSH connection. Without it, hub-mode sessions
+    must reach the hub some other way (``EverestSpawner.hub_api_url``).
     """
 
     state_dir: Path
@@ -90,6 +93,14 @@ class RelayConfig:
     certfile: str | None = None
     keyfile: str | None = None
     info_file: Path | None = None
+    hub_api: str | None = None
+
+    def hub_api_address(self) -> tuple[str, int] | None:
+        """``hub_api`` as (host, port), or None when not configured."""
+        if not self.hub_api:
+            return None
+        host, _, port = self.hub_api.rpartition(":")
+        return host.strip("[]") or "127.0.0.1", int(port)
 
 
 def load_secret(path: Path) -> bytes:
@@ -228,10 +239,17 @@ class Relay:
     # -- sessions -----------------------------------------------------------------------
 
     async def create_session(self, owner: str, *, mode: str = "lab", label: str = "",
-                             default_url: str = "/lab", ticket_ttl: float | None = None
-                             ) -> tuple[rs.SessionRecord, str]:
+                             default_url: str = "/lab", ticket_ttl: float | None = None,
+                             base_url: str | None = None, hub_env: dict[str, str] | None = None,
+                             hub_forward: bool = False) -> tuple[rs.SessionRecord, str]:
         """A new session of ``owner`` with its listener bound; returns it and its ticket
-        (valid ``ticket_ttl`` seconds, default the relay's)."""
+        (valid ``ticket_ttl`` seconds, default the relay's).
+
+        Hub mode (``mode="hub"``): ``base_url`` is the hub's prefix for the server,
+        ``hub_env`` the environment the hub gives it (handed to the runner with its grant,
+        never shown by the API), ``hub_forward`` whether the runner may forward to the
+        configured hub API.
+        """
         ticket = rs.new_ticket()
         sid = rs.new_session_id()
         listener = SessionListener(sid, self.config.listen_host, 0, self.routes,
@@ -241,7 +259,9 @@ class Relay:
         ttl = self.config.ticket_ttl if ticket_ttl is None else ticket_ttl
         record = self.store.create(owner=owner, ticket=ticket, ttl=ttl,
                                    listen_port=listener.port, mode=mode, label=label,
-                                   default_url=default_url, session_id=sid)
+                                   default_url=default_url, session_id=sid,
+                                   base_url=base_url, hub_env=hub_env,
+                                   hub_forward=hub_forward)
         log.info("session %s created for %s on port %d", sid, owner, listener.port)
         return record, ticket
 
@@ -280,8 +300,15 @@ class Relay:
         return host
 
     def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
-        """The address a user opens: listener, base URL, start page, and the token."""
-        url = f"{self.scheme}://{self.public_host()}:{record.listen_port}{record.base_url}"
+        """The address a user opens: listener, base URL, start page, and the token.
+
+        A hub-mode session's URL is its listener's root: JupyterHub's proxy forwards
+        ``<prefix>...`` paths to it as they are, and the hub's OAuth guards them.
+        """
+        root = f"{self.scheme}://{self.public_host()}:{record.listen_port}"
+        if record.mode == rs.HUB_MODE:
+            return root
+        url = root + record.base_url
         url += record.default_url.lstrip("/")
         if with_token and record.notebook_token:
             url += f"?token={record.notebook_token}"
@@ -292,7 +319,8 @@ class Relay:
         return {
             "id": record.id, "state": record.state, "ready": record.state == rs.READY,
             "mode": record.mode, "label": record.label, "job_id": record.job_id,
-            "url": self.session_url(record) if record.notebook_token else None,
+            "url": self.session_url(record) if record.notebook_token or
+            record.mode == rs.HUB_MODE else None,
             "base_url": record.base_url, "default_url": record.default_url,
             "listener": {"host": self.public_host(), "port": record.listen_port},
             "runner": record.runner, "created": record.created, "updated": record.updated,
@@ -305,14 +333,21 @@ class Relay:
         if self.config.ssh_advertise:
             host, _, port = self.config.ssh_advertise.rpartition(":")
             ssh_host, ssh_port = host or request_host, int(port)
-        return {
-            "session_id": record.id, "base_url": record.base_url,
+        grant = {
+            "session_id": record.id, "base_url": record.base_url, "mode": record.mode,
             "ssh": {"host": ssh_host, "port": ssh_port, "username": record.id},
             "forward": {"host": self.config.listen_host, "port": record.listen_port},
             "host_key": self.host_key.export_public_key("openssh").decode().strip(),
             "url": self.session_url(record, with_token=False),
             "end_token": self.end_token(record.id),
         }
+        if record.mode == rs.HUB_MODE:
+            # the hub's secrets travel here, after the ticket proved who is asking — never
+            # in the job's inputs, which Everest stores and shows
+            target = self.config.hub_api_address() if record.hub_forward else None
+            grant["hub"] = {"env": record.hub_env or {},
+                            "api": {"host": target[0], "port": target[1]} if target else None}
+        return grant
 
     def end_token(self, session_id: str) -> str:
         """The runner's proof that it may end its session (derived, so a repeated redeem
@@ -349,11 +384,15 @@ class Relay:
 
     # -- SSH side -------------------------------------------------------------------------
 
-    def _ssh_lookup(self, session_id: str) -> tuple[str, str, int] | None:
+    def _ssh_lookup(self, session_id: str) -> SSHPermit | None:
         record = self.store.get(session_id) if len(session_id) < 64 else None
         if record is None or not record.live or not record.public_key:
             return None
-        return record.public_key, self.config.listen_host, record.listen_port
+        hub_api = None
+        if record.mode == rs.HUB_MODE and record.hub_forward:
+            hub_api = self.config.hub_api_address()
+        return SSHPermit(record.public_key, self.config.listen_host, record.listen_port,
+                         hub_api)
 
     def _route_up(self, session_id: str) -> None:
         record = self.store.get(session_id)
@@ -388,8 +427,14 @@ class Relay:
         host = self.config.listen_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
-        url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api/status"
-        headers = {"Authorization": f"token {record.notebook_token}"}
+        if record.mode == rs.HUB_MODE:
+            # jupyterhub-singleuser: its unauthenticated version endpoint (what the hub's
+            # own readiness check asks); its tokens are the hub's, not the runner's
+            url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api"
+            headers = {}
+        else:
+            url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api/status"
+            headers = {"Authorization": f"token {record.notebook_token}"}
         deadline = time.monotonic() + self.config.probe_timeout
         delay = 0.05
         while time.monotonic() < deadline:

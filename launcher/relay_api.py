@@ -5,7 +5,12 @@ Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
 
 - ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?, "ticket_ttl"?}`` -> 201 the
   session with its one-time ``ticket`` and the ``relay_url`` the job's runner must use
-  (``ticket_ttl`` may shorten, never lengthen, the relay's ticket lifetime);
+  (``ticket_ttl`` may shorten, never lengthen, the relay's ticket lifetime). Mode ``hub``
+  (a JupyterHub's single-user server) also takes ``base_url`` (the hub's prefix for the
+  server), ``hub_env`` (the ``JUPYTERHUB_*`` environment, handed to the runner with its
+  grant and never shown again) and ``hub_forward`` (may the runner reach the relay's
+  configured hub API through its SSH connection); its ``url`` is the address the hub's
+  proxy forwards to;
 - ``GET /api/sessions`` -> the caller's live sessions (``?all=1``: ended ones too);
 - ``GET /api/sessions/<id>`` (``?state=S&wait=SECONDS``: answers when the state is no longer
   S, at most SECONDS later — the launcher's progress without polling);
@@ -142,6 +147,38 @@ def _text(body: dict[str, Any], name: str, default: str, limit: int = _LABEL_MAX
     return value
 
 
+_HUB_ENV_NAME = re.compile(r"^(JUPYTERHUB_[A-Z_]{1,60}|JPY_API_TOKEN)$")
+_HUB_ENV_MAX = 32 * 1024
+
+
+def _hub_fields(body: dict[str, Any], mode: str, forward_possible: bool) -> dict[str, Any]:
+    """The hub-mode part of a new session: ``base_url`` (the hub's prefix for the server),
+    ``hub_env`` (``JUPYTERHUB_*`` variables only) and ``hub_forward``. Lab mode takes none."""
+    given = [name for name in ("base_url", "hub_env", "hub_forward") if name in body]
+    if mode != rs.HUB_MODE:
+        if given:
+            raise ApiError(400, f"{', '.join(given)}: only for mode 'hub'")
+        return {}
+    base_url = _text(body, "base_url", "")
+    if not (_URL_PATH.match(base_url) and base_url.endswith("/") and "//" not in base_url
+            and ".." not in base_url):
+        raise ApiError(400, "'base_url' must be the hub's prefix for the server, such as "
+                            "/user/alice/")
+    env = body.get("hub_env", {})
+    if not isinstance(env, dict) or len(json.dumps(env)) > _HUB_ENV_MAX or not all(
+            isinstance(k, str) and _HUB_ENV_NAME.match(k) and isinstance(v, str)
+            for k, v in env.items()):
+        raise ApiError(400, "'hub_env' must be an object of JUPYTERHUB_* variables to strings")
+    forward = body.get("hub_forward", False)
+    if not isinstance(forward, bool):
+        raise ApiError(400, "'hub_forward' must be true or false")
+    if forward and not forward_possible:
+        raise ApiError(400, "this relay has no hub API address configured (--hub-api), so "
+                            "it cannot forward to the hub: set hub_forward false and give the "
+                            "runner a JUPYTERHUB_API_URL it can reach")
+    return {"base_url": base_url, "hub_env": env, "hub_forward": forward}
+
+
 class SessionsHandler(BaseHandler):
     async def get(self) -> None:
         owner = await self.owner()
@@ -152,18 +189,20 @@ class SessionsHandler(BaseHandler):
     async def post(self) -> None:
         owner = await self.owner()
         body = self.json_body()
-        mode = _text(body, "mode", "lab")
-        if mode != "lab":
-            raise ApiError(400, f"mode {mode!r} is not supported by this relay (only 'lab')")
+        mode = _text(body, "mode", rs.LAB_MODE)
+        if mode not in rs.MODES:
+            raise ApiError(400, f"mode {mode!r} is not supported by this relay "
+                                f"(one of {', '.join(rs.MODES)})")
         default_url = _text(body, "default_url", "/lab")
         if not _URL_PATH.match(default_url) or "//" in default_url or ".." in default_url:
             raise ApiError(400, "'default_url' must be a path such as /lab")
+        hub = _hub_fields(body, mode, self.relay.config.hub_api_address() is not None)
         ttl = body.get("ticket_ttl", self.relay.config.ticket_ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ApiError(400, "'ticket_ttl' must be a positive number of seconds")
         record, ticket = await self.relay.create_session(
             owner, mode=mode, label=_text(body, "label", ""), default_url=default_url,
-            ticket_ttl=min(float(ttl), self.relay.config.ticket_ttl))
+            ticket_ttl=min(float(ttl), self.relay.config.ticket_ttl), **hub)
         view = self.relay.view(record)
         view.update(ticket=ticket, relay_url=self.public_base())
         self.send(view, 201)

@@ -2,9 +2,11 @@
 
 A session runner logs in as its session id with the key it enrolled when it redeemed its
 ticket; no other key, no password, no keyboard-interactive. Once in, it may ask for exactly
-one thing: the remote forward (``tcpip-forward``) of its own listener. Shells, commands,
-subsystems, outbound opens (``direct-tcpip``), UNIX sockets, agent and X11 forwarding are all
-refused.
+one thing: the remote forward (``tcpip-forward``) of its own listener — and, for a session
+in hub mode on a relay configured with a hub API address, outbound opens (``direct-tcpip``)
+to exactly that address, which is how a server behind NAT reaches its JupyterHub. Shells,
+commands, subsystems, any other outbound open, UNIX sockets, agent and X11 forwarding are
+all refused.
 
 The listener itself is the relay's, not the SSH connection's: a :class:`SessionListener`
 binds the session's port when the session is created and keeps it until the session ends.
@@ -22,12 +24,22 @@ import json
 import logging
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncssh
 from asyncssh.forward import SSHForwarder
 
 log = logging.getLogger(__name__)
+
+
+class SSHPermit(NamedTuple):
+    """What one live, enrolled session may do over SSH: log in with ``public_key``, ask for
+    the forward of ``listen_host:listen_port``, and (hub mode) open ``hub_api``."""
+
+    public_key: str
+    listen_host: str
+    listen_port: int
+    hub_api: tuple[str, int] | None = None
 
 
 class RouteClaim(asyncssh.SSHListener):
@@ -202,11 +214,11 @@ class SessionListener:
 class RelaySSHServer(asyncssh.SSHServer):
     """One runner's SSH connection: public-key login as its session, one forward, nothing else.
 
-    ``lookup(session_id)`` returns ``(public_key_openssh, listen_host, listen_port)`` for a
-    live enrolled session or ``None``.
+    ``lookup(session_id)`` returns the :class:`SSHPermit` of a live enrolled session or
+    ``None``.
     """
 
-    def __init__(self, lookup: Callable[[str], tuple[str, str, int] | None],
+    def __init__(self, lookup: Callable[[str], SSHPermit | None],
                  routes: RouteTable):
         self._lookup = lookup
         self._routes = routes
@@ -242,7 +254,7 @@ class RelaySSHServer(asyncssh.SSHServer):
     def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
         found = self._lookup(username)
         offered = key.export_public_key("openssh").decode("ascii").split()[:2]
-        ok = found is not None and found[0].split()[:2] == offered
+        ok = found is not None and found.public_key.split()[:2] == offered
         if not ok:
             log.warning("SSH login as %r from %s refused: key not enrolled for a live session",
                         username[:40], self._peer)
@@ -250,7 +262,8 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
         found = self._lookup(self._session_id)
-        if found is None or (listen_host, listen_port) != (found[1], found[2]):
+        if found is None or (listen_host, listen_port) != (found.listen_host,
+                                                            found.listen_port):
             log.warning("session %s asked to listen on %s:%s: refused", self._session_id,
                         listen_host, listen_port)
             return False
@@ -263,6 +276,10 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> bool:
+        found = self._lookup(self._session_id)
+        if found is not None and found.hub_api is not None and \
+                (dest_host, dest_port) == found.hub_api:
+            return True  # asyncssh opens the hub's API address and splices the channel
         log.warning("session %s asked to open %s:%s: refused", self._session_id, dest_host,
                     dest_port)
         return False

@@ -31,6 +31,11 @@ READY = "ready"              # the notebook answered through the tunnel
 DISCONNECTED = "disconnected"  # the tunnel dropped; the route is gone until it reconnects
 ENDED = "ended"              # stopped by its owner, or the runner went away for good
 EXPIRED = "expired"          # the ticket expired unredeemed
+# Session modes: a JupyterLab of the user's own, or a hub's single-user server.
+LAB_MODE = "lab"
+HUB_MODE = "hub"
+MODES = (LAB_MODE, HUB_MODE)
+
 LIVE_STATES = frozenset({WAITING, STARTING, CONNECTED, READY, DISCONNECTED})
 STATES = LIVE_STATES | {ENDED, EXPIRED}
 
@@ -51,11 +56,21 @@ CREATE TABLE IF NOT EXISTS sessions (
     job_id TEXT,
     runner TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    hub_env TEXT,
+    hub_forward INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner);
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state);
 """
+
+# Columns added after the first release, with their definitions: a relay started on an
+# older state file gains them (hub mode: the hub's environment for the runner, and whether
+# the session may forward to the hub's API).
+_ADDED_COLUMNS = {
+    "hub_env": "TEXT",
+    "hub_forward": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 def hash_ticket(ticket: str) -> str:
@@ -92,6 +107,8 @@ class SessionRecord:
     created: float
     updated: float
     runner: dict[str, Any] = field(default_factory=dict)
+    hub_env: dict[str, str] | None = None
+    hub_forward: bool = False
 
     @property
     def live(self) -> bool:
@@ -102,6 +119,8 @@ class SessionRecord:
         data = dict(row)
         data.pop("ticket_hash", None)
         data["runner"] = json.loads(data.get("runner") or "{}")
+        data["hub_env"] = json.loads(data["hub_env"]) if data.get("hub_env") else None
+        data["hub_forward"] = bool(data.get("hub_forward"))
         return cls(**data)
 
 
@@ -118,22 +137,33 @@ class RelayStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        have = {row["name"] for row in self._db.execute("PRAGMA table_info(sessions)")}
+        for name, definition in _ADDED_COLUMNS.items():
+            if name not in have:
+                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {definition}")
 
     def close(self) -> None:
         self._db.close()
 
     def create(self, *, owner: str, ticket: str, ttl: float, listen_port: int, mode: str,
                label: str = "", default_url: str = "/lab",
-               session_id: str | None = None) -> SessionRecord:
-        """Store a new session in state ``waiting`` whose ticket expires in ``ttl`` seconds."""
+               session_id: str | None = None, base_url: str | None = None,
+               hub_env: dict[str, str] | None = None,
+               hub_forward: bool = False) -> SessionRecord:
+        """Store a new session in state ``waiting`` whose ticket expires in ``ttl`` seconds.
+
+        ``base_url`` defaults to ``/session/<id>/``; a hub-mode session has the hub's prefix
+        for its server instead, and ``hub_env``: what the runner gets once it redeems.
+        """
         now = time.time()
         sid = session_id or new_session_id()
         self._db.execute(
             "INSERT INTO sessions (id, owner, state, mode, label, ticket_hash, ticket_expires,"
-            " listen_port, base_url, default_url, created, updated)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            " listen_port, base_url, default_url, created, updated, hub_env, hub_forward)"
+            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, owner, WAITING, mode, label, hash_ticket(ticket), now + ttl, listen_port,
-             f"/session/{sid}/", default_url, now, now))
+             base_url or f"/session/{sid}/", default_url, now, now,
+             json.dumps(hub_env) if hub_env is not None else None, int(hub_forward)))
         return self.get(sid)
 
     def redeem(self, ticket: str, public_key: str, notebook_token: str,
@@ -192,8 +222,10 @@ class RelayStore:
     def set_state(self, session_id: str, state: str) -> None:
         if state not in STATES:
             raise ValueError(f"unknown session state {state!r}")
-        self._db.execute("UPDATE sessions SET state=?, updated=? WHERE id=?",
-                         (state, time.time(), session_id))
+        # an ended session's hub secrets are of no more use: they do not outlive it
+        self._db.execute("UPDATE sessions SET state=?, updated=?,"
+                         " hub_env = CASE WHEN ? THEN NULL ELSE hub_env END WHERE id=?",
+                         (state, time.time(), state not in LIVE_STATES, session_id))
 
     def update(self, session_id: str, **fields: Any) -> None:
         """Set ``job_id``, ``label`` or ``listen_port``."""

@@ -1,0 +1,164 @@
+"""Hub mode of the relay: a session made for a JupyterHub's single-user server takes the
+hub's prefix and environment; the environment reaches only the runner that redeems the
+ticket (never the API's answers, never the store once the session ends); such a session —
+and only such a session — may open the relay's configured hub API address through its SSH
+connection, and nothing else."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+
+import asyncssh
+import pytest
+
+from tests.fixtures.local_server import ServerProcess
+from tests.session.helpers import (
+    Api,
+    FakeRunner,
+    RelayProcess,
+    new_key,
+    public_text,
+    redeem,
+    status_server,
+)
+
+HUB_ENV = {"JUPYTERHUB_API_TOKEN": "hub-secret-" + "s" * 20, "JUPYTERHUB_CLIENT_ID":
+           "jupyterhub-user-alice", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
+
+
+@pytest.fixture(scope="module")
+def hub_api() -> Iterator[int]:
+    """A stand-in for the hub's API: answers ``GET /hub/api/api/status`` with a token."""
+    port, stop = status_server("/hub/api/", "hubtoken")
+    try:
+        yield port
+    finally:
+        stop()
+
+
+@pytest.fixture(scope="module")
+def relay(local_server: ServerProcess, hub_api: int,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
+    proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,
+                        "--hub-api", f"127.0.0.1:{hub_api}")
+    try:
+        yield proc.start()
+    finally:
+        proc.stop()
+
+
+def _hub_session(api: Api, **extra) -> dict:
+    return api.new_session(mode="hub", label="hub1/alice/", base_url="/user/alice/",
+                           hub_env=HUB_ENV, hub_forward=True, **extra)
+
+
+def test_hub_fields_are_checked(alice: Api) -> None:
+    bad = [
+        {"mode": "hub", "base_url": "/user/alice", "hub_env": {}},
+        {"mode": "hub", "base_url": "/user/../x/", "hub_env": {}},
+        {"mode": "hub", "base_url": "/user/alice/", "hub_env": {"PATH": "/evil"}},
+        {"mode": "hub", "base_url": "/user/alice/", "hub_env": {"JUPYTERHUB_X": 1}},
+        {"mode": "hub", "base_url": "/user/alice/", "hub_forward": "yes"},
+        {"mode": "lab", "hub_env": HUB_ENV},
+        {"mode": "shell"},
+    ]
+    for body in bad:
+        resp = alice("POST", "/api/sessions", json=body)
+        assert resp.status_code == 400, (body, resp.text)
+        assert resp.json()["message"]
+
+
+def test_a_relay_without_hub_api_refuses_the_forward(local_server: ServerProcess,
+                                                     tmp_path_factory) -> None:
+    plain = RelayProcess(tmp_path_factory.mktemp("plain") / "state", local_server.url).start()
+    try:
+        api = Api(plain.url, local_server.token_for("alice"))
+        resp = api("POST", "/api/sessions", json={
+            "mode": "hub", "base_url": "/user/alice/", "hub_env": HUB_ENV, "hub_forward": True})
+        assert resp.status_code == 400
+        assert "--hub-api" in resp.json()["message"]
+        assert api.new_session(mode="hub", base_url="/user/alice/", hub_env=HUB_ENV)["mode"] \
+            == "hub"
+    finally:
+        plain.stop()
+
+
+def test_the_hub_env_reaches_only_the_redeeming_runner(relay: RelayProcess, alice: Api,
+                                                       hub_api: int) -> None:
+    session = _hub_session(alice)
+    assert "hub_env" not in session and HUB_ENV["JUPYTERHUB_API_TOKEN"] not in str(session)
+    assert session["base_url"] == "/user/alice/"
+    # the proxy target: the listener's root, the hub's proxy keeps its /user/alice/ paths
+    assert session["url"] == f"http://127.0.0.1:{session['listener']['port']}"
+    listed = alice("GET", "/api/sessions").text
+    assert HUB_ENV["JUPYTERHUB_API_TOKEN"] not in listed
+
+    grant = redeem(relay.url, session["ticket"], public_text(new_key())).json()
+    assert grant["mode"] == "hub"
+    assert grant["hub"] == {"env": HUB_ENV, "api": {"host": "127.0.0.1", "port": hub_api}}
+    assert grant["base_url"] == "/user/alice/"
+
+    # once ended, the secrets are gone from the relay's state too
+    alice("DELETE", f"/api/sessions/{session['id']}")
+    with sqlite3.connect(relay.state_dir / "relay.sqlite") as db:
+        row = db.execute("SELECT hub_env FROM sessions WHERE id=?", (session["id"],)).fetchone()
+    assert row == (None,)
+
+
+def _enrolled(relay: RelayProcess, session: dict, peer: FakeRunner):
+    key = new_key()
+    grant = redeem(relay.url, session["ticket"], public_text(key)).json()
+    return grant, peer.connect(relay.ssh_port, session["id"], key, grant["host_key"])
+
+
+def _http_get(peer: FakeRunner, conn, port: int, path: str, token: str) -> bytes:
+    async def get() -> bytes:
+        reader, writer = await conn.open_connection("127.0.0.1", port)
+        writer.write(f"GET {path} HTTP/1.0\r\nAuthorization: token {token}\r\n\r\n".encode())
+        data = await reader.read()
+        writer.close()
+        return data
+
+    return peer.run(get())
+
+
+def test_a_hub_session_reaches_the_hub_api_and_nothing_else(
+        relay: RelayProcess, alice: Api, hub_api: int, ssh_peer: FakeRunner,
+        local_server: ServerProcess) -> None:
+    grant, conn = _enrolled(relay, _hub_session(alice), ssh_peer)
+    try:
+        answer = _http_get(ssh_peer, conn, hub_api, "/hub/api/api/status", "hubtoken")
+        assert answer.startswith(b"HTTP/1.0 200")
+        server_port = int(local_server.url.rsplit(":", 1)[1])
+        for port in (server_port, relay.http_port):
+            with pytest.raises(asyncssh.ChannelOpenError):
+                _http_get(ssh_peer, conn, port, "/", "x")
+        with pytest.raises(asyncssh.ChannelOpenError):  # the same port by another name
+            ssh_peer.run(conn.open_connection("localhost", hub_api))
+    finally:
+        ssh_peer.close(conn)
+
+
+def test_a_lab_session_cannot_reach_the_hub_api(relay: RelayProcess, alice: Api,
+                                                hub_api: int, ssh_peer: FakeRunner) -> None:
+    grant, conn = _enrolled(relay, alice.new_session(), ssh_peer)
+    try:
+        assert "hub" not in grant
+        with pytest.raises(asyncssh.ChannelOpenError):
+            _http_get(ssh_peer, conn, hub_api, "/hub/api/api/status", "hubtoken")
+    finally:
+        ssh_peer.close(conn)
+
+
+def test_a_hub_session_without_forward_cannot_reach_it(relay: RelayProcess, alice: Api,
+                                                       hub_api: int,
+                                                       ssh_peer: FakeRunner) -> None:
+    session = alice.new_session(mode="hub", base_url="/user/alice/", hub_env=HUB_ENV)
+    grant, conn = _enrolled(relay, session, ssh_peer)
+    try:
+        assert grant["hub"]["api"] is None
+        with pytest.raises(asyncssh.ChannelOpenError):
+            _http_get(ssh_peer, conn, hub_api, "/hub/api/api/status", "hubtoken")
+    finally:
+        ssh_peer.close(conn)
