@@ -8,7 +8,7 @@ In one run, on this machine:
    ``jupyter lab`` start (same interpreter, loopback, token) until its ``api/status``
    answers. Runs alternate, so both see the same machine load. Aim: within 1.25x.
 2. **Tunnel cost.** One session (runner + relay as processes); the same JupyterLab reached
-   directly on loopback and through the relay's listener (SSH tunnel):
+   directly on loopback and through the relay (its one port, SSH tunnel):
    HTTP keep-alive request latency (``GET api/status``), WebSocket round trips (a key
    echoed by a terminal's pty), and download throughput (a 64 MB file).
    Aim: under 1 ms added per request on a kept connection.

@@ -207,7 +207,8 @@ def stop_cmd(args: argparse.Namespace) -> int:
 
 RELAY_DESCRIPTION = (
     "Run the relay: an HTTP API for sessions and tickets, an SSH server for session tunnels, "
-    "and one listener per session. State persists in --state-dir, so a restart keeps sessions.")
+    "every session under /session/<id>/ on the same HTTP(S) port. State persists in "
+    "--state-dir, so a restart keeps sessions.")
 
 
 def _register_relay(subparsers: argparse._SubParsersAction) -> None:
@@ -223,15 +224,18 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--state-dir", type=Path, default=None,
                    help="where sessions and the SSH host key live (default: <data dir>/relay)")
     p.add_argument("--http", default="127.0.0.1:8765", metavar="HOST:PORT",
-                   help="API address (default 127.0.0.1:8765; port 0 picks one)")
+                   help="the one HTTP(S) address of the API and every session (default "
+                        "127.0.0.1:8765; port 0: the one used last time, else a free one)")
     p.add_argument("--ssh", default="127.0.0.1:8022", metavar="HOST:PORT",
                    help="SSH address for tunnels (default 127.0.0.1:8022)")
     p.add_argument("--listen-host", default="127.0.0.1",
-                   help="where session listeners bind (0.0.0.0 to serve other machines)")
+                   help="host name of the sessions' SSH forwards (nothing binds it; "
+                        "older runners keep theirs)")
     p.add_argument("--public-host", default=None,
-                   help="host name in session URLs (default: --listen-host or this machine)")
+                   help="host name in session URLs (default: the --http host, or this machine)")
     p.add_argument("--public-url", default=None,
-                   help="relay address runners are told to use (default: as the caller saw it)")
+                   help="the relay's public address: runners use it and session URLs start "
+                        "with it (default: as the caller saw it; host and port in URLs)")
     p.add_argument("--ssh-advertise", default=None, metavar="HOST:PORT",
                    help="SSH address runners dial, when NAT or a port forward sits between")
     p.add_argument("--ticket-ttl", type=float, default=900.0,
@@ -240,7 +244,7 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
                    help="end sessions whose runner has been gone this long (default 1 day)")
     p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
                    help="how long a user's connection waits for a reconnecting tunnel")
-    p.add_argument("--certfile", default=None, help="TLS certificate (API and listeners)")
+    p.add_argument("--certfile", default=None, help="TLS certificate (API and sessions)")
     p.add_argument("--keyfile", default=None, help="TLS private key")
     p.add_argument("--info-file", type=Path, default=None,
                    help='write {"pid","url","ssh_port"} here once listening')

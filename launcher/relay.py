@@ -1,24 +1,21 @@
 """The relay: the rendezvous between a session's job and its user, and the tunnel's far end.
 
 Everest gives a running job no way to publish a URL, so the relay does it (see
-``shared/design.md``, "One launch"). It runs, in one asyncio process:
+``docs/architecture.md``). It runs, in one asyncio process:
 
-- an HTTP API (tornado, :mod:`launcher.relay_api`) where a user, authenticated by an Everest
-  token (:mod:`launcher.relay_auth`), mints a session with a one-time ticket, follows its
-  state, and ends it; where a session runner redeems its ticket with a fresh public key; and
-  a small page for users of the Everest web form;
+- an HTTP(S) server (tornado) on ONE port, with the API (:mod:`launcher.relay_api`) where a
+  user, authenticated by an Everest token (:mod:`launcher.relay_auth`), mints a session with
+  a one-time ticket, follows its state, and ends it; where a session runner redeems its
+  ticket with a fresh public key; a small page for users of the Everest web form; and every
+  session under ``/session/<id>/`` (:mod:`launcher.relay_proxy`), so one certificate and one
+  firewall rule cover them all;
 - an SSH server (asyncssh, :mod:`launcher.relay_ssh`) that accepts only enrolled keys and
-  only the one remote forward each key is pinned to;
-- one TCP listener per session, on the relay host, bound from the session's creation to its
-  end, so the URL stays the same across tunnel reconnects and relay restarts.
+  only the one remote forward each key is pinned to. That forward is virtual: no port is
+  bound for it; the proxy opens SSH channels to it for each user request.
 
-State lives in SQLite (:mod:`launcher.relay_store`) under ``state_dir`` with the SSH host key.
-
-Why raw listeners and not a path-routing HTTP proxy: a user's bytes go listener -> SSH channel
--> JupyterLab with no HTTP parsing on the relay, so keep-alive requests and WebSocket frames
-pay only the splice (see benchmarks/launch.py for the measured cost); each session's base
-URL is still ``/session/<id>/`` so a path-routing front end can be added without changing
-the runner.
+State lives in SQLite (:mod:`launcher.relay_store`) under ``state_dir`` with the SSH host key
+and the HTTP port last bound (reused on restart when the port is not fixed), so session URLs
+stay the same across tunnel reconnects and relay restarts.
 """
 
 from __future__ import annotations
@@ -46,13 +43,18 @@ from tornado.netutil import bind_sockets
 from everest_app.config import write_private
 from launcher import relay_store as rs
 from launcher.relay_auth import EverestAuth
-from launcher.relay_ssh import RelaySSHServer, RouteTable, SessionListener, SSHPermit
+from launcher.relay_proxy import ChannelPool
+from launcher.relay_ssh import RelaySSHServer, RouteTable, SSHPermit
 
 log = logging.getLogger(__name__)
 
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 SECRET_FILE = "runner_secret"
 STATE_DB = "relay.sqlite"
+PORT_FILE = "http_port"
+FORWARD_PORT = 8888
+"""The port number of every new session's (virtual) forward: the SSH protocol needs one,
+nothing binds it, and the session id already tells sessions apart."""
 
 
 @dataclass
@@ -60,16 +62,19 @@ class RelayConfig:
     """How a relay runs.
 
     ``everest_url``: the Everest (or local server) whose tokens the relay accepts.
-    ``http_host``/``http_port``: the API; ``ssh_host``/``ssh_port``: the SSH server;
-    ``listen_host``: where session listeners bind (port 0 everywhere: the OS picks).
-    ``public_host``: the host name in session URLs (default: ``listen_host``, or this
-    machine's name when that is a wildcard). ``public_url``: the relay address runners are
-    told to use (default: the address the caller reached the API at). ``ssh_advertise``:
+    ``http_host``/``http_port``: the one HTTP(S) port of the API and every session (port 0:
+    the one used last time, else any free one); ``ssh_host``/``ssh_port``: the SSH server.
+    ``listen_host``: the host name of the sessions' virtual forwards in the SSH protocol.
+    ``public_host``: the host name in session URLs (default: ``http_host``, or this
+    machine's name when that is a wildcard). ``public_url``: the relay's public address,
+    for runners and in session URLs (default: the address the caller reached the API at,
+    and ``public_host`` with the bound port in session URLs). ``ssh_advertise``:
     ``host:port`` runners dial for SSH (default: that same host and the SSH port).
     ``ticket_ttl``: seconds a ticket stays valid. ``stale_after``: seconds a session may stay
     starting or disconnected before the relay ends it (its runner is gone). ``hold``:
-    seconds a user connection waits for a tunnel that is reconnecting.
-    ``certfile``/``keyfile``: TLS for the API and the session listeners. ``info_file``:
+    seconds a user request waits for a tunnel that is reconnecting. ``max_proxied_body``:
+    the largest request body a session accepts through the relay (streamed, not buffered).
+    ``certfile``/``keyfile``: TLS for the port. ``info_file``:
     where to write ``{"pid","url","ssh_port"}`` once up. ``hub_api``: ``host:port`` of a
     JupyterHub's API as this machine reaches it; hub-mode sessions may ask for a forward
     to it (and to nothing else) through their SSH connection. Without it, hub-mode sessions
@@ -90,6 +95,7 @@ class RelayConfig:
     stale_after: float = 24 * 3600.0
     hold: float = 10.0
     probe_timeout: float = 60.0
+    max_proxied_body: int = 64 << 30
     certfile: str | None = None
     keyfile: str | None = None
     info_file: Path | None = None
@@ -130,7 +136,7 @@ class Relay:
         self.auth = EverestAuth(config.everest_url)
         self.store: rs.RelayStore | None = None
         self.routes = RouteTable(self._route_up, self._route_down)
-        self.listeners: dict[str, SessionListener] = {}
+        self.proxy_pool = ChannelPool()
         self.host_key: asyncssh.SSHKey | None = None
         self._ssh_server: asyncssh.SSHAcceptor | None = None
         self._http_server: HTTPServer | None = None
@@ -157,7 +163,7 @@ class Relay:
         return f"{self.scheme}://{host}:{self.http_port}"
 
     async def start(self) -> None:
-        """Open the state, bind the SSH server, the API and every live session's listener."""
+        """Open the state, bind the SSH server and the HTTP(S) port."""
         from launcher.relay_api import make_app
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -175,10 +181,10 @@ class Relay:
             keepalive_interval=15, keepalive_count_max=3, login_timeout=30)
         self.ssh_port = self._ssh_server.sockets[0].getsockname()[1]
         self.store.reset_connections()
-        for record in self.store.list(live_only=True):
-            await self._open_listener(record)
-        sockets = bind_sockets(self.config.http_port, self.config.http_host)
-        self._http_server = HTTPServer(make_app(self), ssl_options=self._ssl, xheaders=False)
+        sockets = self._bind_http()
+        self._http_server = HTTPServer(make_app(self), ssl_options=self._ssl, xheaders=False,
+                                       max_body_size=self.config.max_proxied_body,
+                                       idle_connection_timeout=3600)
         self._http_server.add_sockets(sockets)
         self.http_port = sockets[0].getsockname()[1]
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
@@ -197,9 +203,8 @@ class Relay:
             task.cancel()
         if self._http_server:
             self._http_server.stop()
-        for listener in self.listeners.values():
-            listener.close()
-        self.listeners.clear()
+        for sid in [r.id for r in self.store.list(live_only=True)] if self.store else []:
+            self.proxy_pool.drop(sid)
         if self._ssh_server:
             self._ssh_server.close()
             await self._ssh_server.wait_closed()
@@ -209,22 +214,27 @@ class Relay:
             with contextlib.suppress(OSError):
                 Path(self.config.info_file).unlink()
 
-    async def _open_listener(self, record: rs.SessionRecord) -> None:
-        listener = SessionListener(record.id, self.config.listen_host, record.listen_port,
-                                   self.routes, self.config.hold, ssl_context=self._ssl)
-        try:
-            await listener.start()
-        except OSError as exc:
-            log.warning("session %s: port %s is taken (%s); it gets a new one", record.id,
-                        record.listen_port, exc)
-            listener.port = 0
-            await listener.start()
-            self.store.update(record.id, listen_port=listener.port)
-        self.listeners[record.id] = listener
+    def _bind_http(self) -> list[socket.socket]:
+        """Bind the HTTP(S) port: the configured one, else the one used last time (so
+        session URLs survive a restart), else any free one."""
+        port_file = self.state_dir / PORT_FILE
+        port = self.config.http_port
+        if not port and port_file.exists():
+            with contextlib.suppress(ValueError, OSError):
+                try:
+                    return self._remember(bind_sockets(int(port_file.read_text()),
+                                                       self.config.http_host))
+                except OSError as exc:
+                    log.warning("port %s of the last run is taken (%s); session URLs change",
+                                port_file.read_text().strip(), exc)
+        return self._remember(bind_sockets(port, self.config.http_host))
+
+    def _remember(self, sockets: list[socket.socket]) -> list[socket.socket]:
+        write_private(self.state_dir / PORT_FILE, str(sockets[0].getsockname()[1]))
+        return sockets
 
     async def _sweep(self) -> None:
-        """Expire unredeemed tickets and end abandoned sessions now and then, releasing
-        their listeners."""
+        """Expire unredeemed tickets and end abandoned sessions now and then."""
         while True:
             await asyncio.sleep(2.0)  # indexed queries: cheap enough to be prompt
             for sid in self.store.expire_tickets():
@@ -242,8 +252,8 @@ class Relay:
                              default_url: str = "/lab", ticket_ttl: float | None = None,
                              base_url: str | None = None, hub_env: dict[str, str] | None = None,
                              hub_forward: bool = False) -> tuple[rs.SessionRecord, str]:
-        """A new session of ``owner`` with its listener bound; returns it and its ticket
-        (valid ``ticket_ttl`` seconds, default the relay's).
+        """A new session of ``owner``; returns it and its ticket (valid ``ticket_ttl``
+        seconds, default the relay's).
 
         Hub mode (``mode="hub"``): ``base_url`` is the hub's prefix for the server,
         ``hub_env`` the environment the hub gives it (handed to the runner with its grant,
@@ -252,17 +262,13 @@ class Relay:
         """
         ticket = rs.new_ticket()
         sid = rs.new_session_id()
-        listener = SessionListener(sid, self.config.listen_host, 0, self.routes,
-                                   self.config.hold, ssl_context=self._ssl)
-        await listener.start()
-        self.listeners[sid] = listener
         ttl = self.config.ticket_ttl if ticket_ttl is None else ticket_ttl
         record = self.store.create(owner=owner, ticket=ticket, ttl=ttl,
-                                   listen_port=listener.port, mode=mode, label=label,
+                                   listen_port=FORWARD_PORT, mode=mode, label=label,
                                    default_url=default_url, session_id=sid,
                                    base_url=base_url, hub_env=hub_env,
                                    hub_forward=hub_forward)
-        log.info("session %s created for %s on port %d", sid, owner, listener.port)
+        log.info("session %s created for %s", sid, owner)
         return record, ticket
 
     def redeem(self, ticket: str, public_key: str, notebook_token: str,
@@ -275,7 +281,7 @@ class Relay:
         return record
 
     def end_session(self, session_id: str) -> None:
-        """End a session: forget its key and route, close its listener."""
+        """End a session: forget its key, route and idle channels."""
         record = self.store.get(session_id)
         if record is None or not record.live:
             return
@@ -289,27 +295,38 @@ class Relay:
         if probe:
             probe.cancel()
         self.routes.drop(session_id)
-        listener = self.listeners.pop(session_id, None)
-        if listener:
-            listener.close()
+        self.proxy_pool.drop(session_id)
+
+    @staticmethod
+    def session_root(record: rs.SessionRecord) -> str:
+        """What the relay removes from a request's path before passing it to the session:
+        nothing for a lab session (its base URL is ``/session/<id>/``), ``/session/<id>``
+        for a hub-mode one (its base URL is the hub's prefix)."""
+        return f"/session/{record.id}" if record.mode == rs.HUB_MODE else ""
 
     def public_host(self) -> str:
-        host = self.config.public_host or self.config.listen_host
+        host = self.config.public_host or self.config.http_host
         if host in ("0.0.0.0", "::", ""):
             host = socket.getfqdn()
         return host
 
-    def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
-        """The address a user opens: listener, base URL, start page, and the token.
+    def public_base(self) -> str:
+        """The relay's public address, the base of every session URL."""
+        if self.config.public_url:
+            return self.config.public_url.rstrip("/")
+        return f"{self.scheme}://{self.public_host()}:{self.http_port}"
 
-        A hub-mode session's URL is its listener's root: JupyterHub's proxy forwards
-        ``<prefix>...`` paths to it as they are, and the hub's OAuth guards them.
+    def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
+        """The address a user opens: the relay, base URL, start page, and the token.
+        Clients take it from the API's answer; nothing else builds it.
+
+        A hub-mode session's URL is its root on the relay, ``<relay>/session/<id>``:
+        JupyterHub's proxy appends the ``<prefix>...`` paths it forwards, the relay passes
+        them on without that root, and the hub's OAuth guards them.
         """
-        root = f"{self.scheme}://{self.public_host()}:{record.listen_port}"
         if record.mode == rs.HUB_MODE:
-            return root
-        url = root + record.base_url
-        url += record.default_url.lstrip("/")
+            return self.public_base() + self.session_root(record)
+        url = self.public_base() + record.base_url + record.default_url.lstrip("/")
         if with_token and record.notebook_token:
             url += f"?token={record.notebook_token}"
         return url
@@ -322,7 +339,6 @@ class Relay:
             "url": self.session_url(record) if record.notebook_token or
             record.mode == rs.HUB_MODE else None,
             "base_url": record.base_url, "default_url": record.default_url,
-            "listener": {"host": self.public_host(), "port": record.listen_port},
             "runner": record.runner, "created": record.created, "updated": record.updated,
             "ticket_expires": record.ticket_expires if record.state == rs.WAITING else None,
         }
@@ -407,6 +423,7 @@ class Relay:
             self._probe(session_id))
 
     def _route_down(self, session_id: str, withdrawn: bool) -> None:
+        self.proxy_pool.drop(session_id)
         probe = self._probes.pop(session_id, None)
         if probe:
             probe.cancel()
@@ -422,18 +439,16 @@ class Relay:
         self._notify(session_id)
 
     async def _probe(self, session_id: str) -> None:
-        """Ask the notebook for ``api/status`` through the tunnel until it answers 200."""
+        """Ask the notebook for ``api/status`` through the relay's own port (so through the
+        proxy and the tunnel, as a user would) until it answers 200."""
         record = self.store.get(session_id)
-        host = self.config.listen_host
-        if host in ("0.0.0.0", "::", ""):
-            host = "127.0.0.1"
         if record.mode == rs.HUB_MODE:
             # jupyterhub-singleuser: its unauthenticated version endpoint (what the hub's
             # own readiness check asks); its tokens are the hub's, not the runner's
-            url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api"
+            url = f"{self.url}{self.session_root(record)}{record.base_url}api"
             headers = {}
         else:
-            url = f"{self.scheme}://{host}:{record.listen_port}{record.base_url}api/status"
+            url = f"{self.url}{record.base_url}api/status"
             headers = {"Authorization": f"token {record.notebook_token}"}
         deadline = time.monotonic() + self.config.probe_timeout
         delay = 0.05

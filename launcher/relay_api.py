@@ -25,6 +25,8 @@ Session runners (the ticket is the credential):
 - ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?}``: the runner stopped (the
   ``end_token`` came with its grant) -> 200; 403 for a wrong token.
 
+Sessions: ``/session/<id>/...`` is the session's JupyterLab (see :mod:`launcher.relay_proxy`).
+
 Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /api/login``
 ``{"username","password"}`` (an Everest login for the page), ``POST /api/logout``.
 
@@ -337,6 +339,8 @@ class NotFoundHandler(BaseHandler):
 
 def make_app(relay) -> web.Application:
     """The tornado application serving ``relay`` (a :class:`launcher.relay.Relay`)."""
+    from launcher.relay_proxy import SESSION_PATH, SessionProxyHandler
+
     return web.Application([
         (r"/", PageHandler),
         (r"/api/relay", InfoHandler),
@@ -346,4 +350,5 @@ def make_app(relay) -> web.Application:
         (rf"/api/sessions/{_SID}", SessionHandler),
         (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
         (r"/api/tickets/redeem", RedeemHandler),
+        (SESSION_PATH, SessionProxyHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

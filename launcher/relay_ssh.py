@@ -2,32 +2,27 @@
 
 A session runner logs in as its session id with the key it enrolled when it redeemed its
 ticket; no other key, no password, no keyboard-interactive. Once in, it may ask for exactly
-one thing: the remote forward (``tcpip-forward``) of its own listener — and, for a session
+one thing: the remote forward (``tcpip-forward``) it was granted — and, for a session
 in hub mode on a relay configured with a hub API address, outbound opens (``direct-tcpip``)
 to exactly that address, which is how a server behind NAT reaches its JupyterHub. Shells,
 commands, subsystems, any other outbound open, UNIX sockets, agent and X11 forwarding are
 all refused.
 
-The listener itself is the relay's, not the SSH connection's: a :class:`SessionListener`
-binds the session's port when the session is created and keeps it until the session ends.
-A user's TCP connection to it is spliced into a ``forwarded-tcpip`` channel of whichever SSH
-connection currently holds the session's route (:class:`RouteTable`) — raw bytes, no HTTP
-parsing, so HTTP keep-alive and WebSockets pass as they are. When the runner reconnects it
-gets the same port back; a user connection that arrives while the route is down waits up to
-``hold`` seconds for it instead of failing.
+The forward is virtual: the relay binds no port for it. The relay's HTTP port serves the
+session (:mod:`launcher.relay_proxy`) by opening ``forwarded-tcpip`` channels on whichever
+SSH connection currently holds the session's route (:class:`RouteTable`). When the runner
+reconnects it asks for the same forward again; a user request that arrives while the route
+is down waits up to ``hold`` seconds for it instead of failing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import ssl
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import asyncssh
-from asyncssh.forward import SSHForwarder
 
 log = logging.getLogger(__name__)
 
@@ -127,88 +122,6 @@ class RouteTable:
         except asyncio.TimeoutError:
             return None
         return self.current(session_id)
-
-
-_NOT_CONNECTED = json.dumps({"message": "this session's notebook is not connected to the "
-                             "relay right now; retry in a moment"}).encode()
-_BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-                % (len(_NOT_CONNECTED), _NOT_CONNECTED))
-
-
-class _Inbound(SSHForwarder):
-    """One user connection on a session listener, spliced into an SSH channel."""
-
-    def __init__(self, listener: SessionListener):
-        super().__init__()
-        self._listener = listener
-        self._tcp: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self._tcp = transport
-        transport.pause_reading()  # nothing to send it to until the channel is open
-        asyncio.get_running_loop().create_task(self._attach(transport))
-
-    def write_eof(self) -> None:
-        # TLS cannot half-close: once the notebook side is done, close (after flushing)
-        if self._tcp.can_write_eof():
-            super().write_eof()
-        else:
-            self._tcp.close()
-
-    async def _attach(self, transport: asyncio.BaseTransport) -> None:
-        lst = self._listener
-        conn = await lst.routes.wait(lst.session_id, lst.hold)
-        if transport.is_closing():
-            return
-        if conn is None:
-            transport.write(_BAD_GATEWAY)
-            transport.close()
-            return
-        orig_host, orig_port = (transport.get_extra_info("peername") or ("", 0))[:2]
-        try:
-            await conn.create_connection(lambda: SSHForwarder(self), lst.ssh_host, lst.port,
-                                         orig_host, orig_port)
-        except (asyncssh.Error, OSError) as exc:
-            log.info("session %s: could not open a channel (%s)", lst.session_id, exc)
-            transport.write(_BAD_GATEWAY)
-            transport.close()
-            return
-        if not transport.is_closing():
-            transport.resume_reading()
-
-
-class SessionListener:
-    """The TCP port users reach one session on; lives as long as the session. With
-    ``ssl_context`` the relay terminates TLS here and splices the plain bytes.
-
-    ``ssh_host``/``port`` are what the runner's forward is known by in the SSH protocol.
-    """
-
-    def __init__(self, session_id: str, host: str, port: int, routes: RouteTable,
-                 hold: float, ssl_context: ssl.SSLContext | None = None):
-        self.session_id = session_id
-        self.ssl_context = ssl_context
-        self.host = host
-        self.port = port
-        self.ssh_host = host
-        self.routes = routes
-        self.hold = hold
-        self._server: asyncio.AbstractServer | None = None
-
-    async def start(self) -> int:
-        """Bind (port 0 picks one); returns the bound port. Raises ``OSError``."""
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Inbound(self), self.host, self.port,
-                                                reuse_address=True, ssl=self.ssl_context)
-        self.port = self._server.sockets[0].getsockname()[1]
-        return self.port
-
-    def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
 
 
 class RelaySSHServer(asyncssh.SSHServer):

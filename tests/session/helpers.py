@@ -372,3 +372,77 @@ def status_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
         server.server_close()
 
     return server.server_address[1], stop
+
+
+def echo_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
+    """An HTTP server playing a notebook behind the tunnel: ``api/status`` as
+    :func:`status_server`; ``big?n=N`` answers N bytes, chunked; anything else answers
+    ``{"path", "headers": [[name, value]...], "length", "sha256"}`` of the request it got
+    (headers exactly as received: what a session would see). Returns (port, stop)."""
+    import hashlib
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from urllib.parse import parse_qs, urlsplit
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _answer(self) -> None:
+            url = urlsplit(self.path)
+            if url.path == base_url + "api/status":
+                ok = self.headers.get("Authorization") == f"token {token}"
+                self._send(200 if ok else 403, b'{"started": "x"}')
+                return
+            if url.path == base_url + "big":
+                n = int(parse_qs(url.query)["n"][0])
+                self.send_response(200)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                block = b"x" * 65536
+                while n > 0:
+                    part = block[:min(n, len(block))]
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                    n -= len(part)
+                self.wfile.write(b"0\r\n\r\n")
+                return
+            digest, length = hashlib.sha256(), 0
+            for data in self._body():
+                digest.update(data)
+                length += len(data)
+            body = json.dumps({"path": self.path, "headers": list(self.headers.items()),
+                               "length": length, "sha256": digest.hexdigest()}).encode()
+            self._send(200, body)
+
+        def _body(self):
+            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                while size := int(self.rfile.readline().split(b";")[0], 16):
+                    yield self.rfile.read(size)
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                return
+            left = int(self.headers.get("Content-Length") or 0)
+            while left > 0:
+                data = self.rfile.read(min(left, 1 << 16))
+                left -= len(data)
+                yield data
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = _answer  # noqa: N815 - http.server's naming
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+
+    return server.server_address[1], stop

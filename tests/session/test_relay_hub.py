@@ -11,12 +11,14 @@ from collections.abc import Iterator
 
 import asyncssh
 import pytest
+import requests
 
 from tests.fixtures.local_server import ServerProcess
 from tests.session.helpers import (
     Api,
     FakeRunner,
     RelayProcess,
+    echo_server,
     new_key,
     public_text,
     redeem,
@@ -89,8 +91,9 @@ def test_the_hub_env_reaches_only_the_redeeming_runner(relay: RelayProcess, alic
     session = _hub_session(alice)
     assert "hub_env" not in session and HUB_ENV["JUPYTERHUB_API_TOKEN"] not in str(session)
     assert session["base_url"] == "/user/alice/"
-    # the proxy target: the listener's root, the hub's proxy keeps its /user/alice/ paths
-    assert session["url"] == f"http://127.0.0.1:{session['listener']['port']}"
+    # the proxy target: the session's root on the relay's one port; the hub's proxy appends
+    # its /user/alice/ paths, which the relay passes on without the root
+    assert session["url"] == f"{relay.url}/session/{session['id']}"
     listed = alice("GET", "/api/sessions").text
     assert HUB_ENV["JUPYTERHUB_API_TOKEN"] not in listed
 
@@ -162,3 +165,25 @@ def test_a_hub_session_without_forward_cannot_reach_it(relay: RelayProcess, alic
             _http_get(ssh_peer, conn, hub_api, "/hub/api/api/status", "hubtoken")
     finally:
         ssh_peer.close(conn)
+
+
+def test_a_hub_session_is_served_under_its_root_with_the_hubs_paths(
+        relay: RelayProcess, alice: Api, ssh_peer: FakeRunner) -> None:
+    session = _hub_session(alice)
+    grant, conn = _enrolled(relay, session, ssh_peer)
+    notebook_port, stop = echo_server("/user/alice/", "unused")
+    try:
+        ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"],
+                                              grant["forward"]["port"], "127.0.0.1",
+                                              notebook_port))
+        ready = alice.wait_state(session["id"], "ready")  # probed at /user/alice/api
+        # what JupyterHub's proxy sends for /user/alice/lab to the target ready["url"]
+        seen = requests.get(ready["url"] + "/user/alice/lab?x=1", timeout=10, headers={
+            "Authorization": "token hub-issued", "Cookie": "access_token=everest"}).json()
+        assert seen["path"] == "/user/alice/lab?x=1"
+        headers = dict(seen["headers"])
+        assert headers["Authorization"] == "token hub-issued"  # the hub's tokens pass
+        assert "Cookie" not in headers  # Everest's never do
+    finally:
+        ssh_peer.close(conn)
+        stop()

@@ -1,9 +1,12 @@
 """The relay's SSH side, driven by a test SSH client that enrolled its key like a runner:
-only the enrolled key logs in, only its own listener may be forwarded, nothing else is
-allowed; the route appears, is probed, drops and comes back on the same port."""
+only the enrolled key logs in, only its own forward may be asked for, nothing else is
+allowed; the route appears, is probed, drops and comes back at the same URL."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -16,6 +19,7 @@ from tests.session.helpers import (
     Api,
     FakeRunner,
     RelayProcess,
+    echo_server,
     new_key,
     public_text,
     redeem,
@@ -91,13 +95,12 @@ def test_a_session_that_was_not_redeemed_has_no_key(relay: RelayProcess, alice: 
         _connect(ssh_peer, relay, enrolled, username=waiting["id"])
 
 
-def test_only_its_own_listener_may_be_forwarded(relay: RelayProcess, alice: Api,
+def test_only_its_own_forward_may_be_asked_for(relay: RelayProcess, alice: Api,
                                                 enrolled: Enrolled, ssh_peer: FakeRunner
                                                 ) -> None:
-    other = alice.new_session()
     conn = _connect(ssh_peer, relay, enrolled)
     try:
-        for host, port in ((None, other["listener"]["port"]), (None, relay.http_port),
+        for host, port in ((None, enrolled.port + 1), (None, relay.http_port),
                            (None, 0), ("0.0.0.0", None), ("example.org", None)):
             with pytest.raises(asyncssh.ChannelListenError):
                 _forward(ssh_peer, conn, enrolled, 9, host=host, port=port)
@@ -128,22 +131,22 @@ def test_forward_is_probed_then_routes_users_and_survives_a_reconnect(
         relay: RelayProcess, alice: Api, enrolled: Enrolled, ssh_peer: FakeRunner) -> None:
     sid, base = enrolled.session["id"], enrolled.grant["base_url"]
     notebook_port, stop = status_server(base, TOKEN)
-    url = f"http://127.0.0.1:{enrolled.port}{base}api/status"
+    url = f"{relay.url}{base}api/status"
     auth = {"Authorization": f"token {TOKEN}"}
     try:
         conn = _connect(ssh_peer, relay, enrolled)
         _forward(ssh_peer, conn, enrolled, notebook_port)
         ready = alice.wait_state(sid, "ready")  # the relay's probe went through the tunnel
-        assert ready["url"] == (f"http://127.0.0.1:{enrolled.port}{base}lab?token={TOKEN}")
+        assert ready["url"] == f"{relay.url}{base}lab?token={TOKEN}"  # the relay's own port
         assert requests.get(url, headers=auth, timeout=10).status_code == 200
 
         ssh_peer.close(conn)
         alice.wait_state(sid, "disconnected")
-        # no tunnel: a user connection waits for one (3 s here), then gets a JSON 502
+        # no tunnel: a user request waits for one (3 s here), then gets a JSON 502
         late = requests.get(url, headers=auth, timeout=30)
         assert late.status_code == 502 and "not connected" in late.json()["message"]
 
-        conn = _connect(ssh_peer, relay, enrolled)  # the same key, the same listener
+        conn = _connect(ssh_peer, relay, enrolled)  # the same key, the same forward
         _forward(ssh_peer, conn, enrolled, notebook_port)
         alice.wait_state(sid, "ready")
         assert requests.get(url, headers=auth, timeout=10).status_code == 200
@@ -231,7 +234,7 @@ def _self_signed(folder) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
-def test_with_tls_the_api_and_the_session_listener_speak_https(
+def test_with_tls_the_api_and_the_sessions_speak_https(
         local_server: ServerProcess, ssh_peer: FakeRunner, tmp_path) -> None:
     cert, key_file = _self_signed(tmp_path)
     proc = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
@@ -246,7 +249,7 @@ def test_with_tls_the_api_and_the_session_listener_speak_https(
         grant = requests.post(proc.url + "/api/tickets/redeem", verify=cert, timeout=30, json={
             "ticket": session["ticket"], "public_key": public_text(key),
             "notebook_token": TOKEN}).json()
-        assert grant["url"].startswith("https://127.0.0.1:")
+        assert grant["url"].startswith(proc.url + "/session/")
         notebook_port, stop = status_server(grant["base_url"], TOKEN)
         try:
             conn = ssh_peer.connect(proc.ssh_port, grant["session_id"], key, grant["host_key"])
@@ -265,3 +268,52 @@ def test_with_tls_the_api_and_the_session_listener_speak_https(
             stop()
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def echoing(relay: RelayProcess, alice: Api, enrolled: Enrolled,
+            ssh_peer: FakeRunner) -> Iterator[str]:
+    """A ready session whose "notebook" echoes what it receives; yields its base URL."""
+    notebook_port, stop = echo_server(enrolled.grant["base_url"], TOKEN)
+    conn = _connect(ssh_peer, relay, enrolled)
+    try:
+        _forward(ssh_peer, conn, enrolled, notebook_port)
+        alice.wait_state(enrolled.session["id"], "ready")
+        yield relay.url + enrolled.grant["base_url"]
+    finally:
+        ssh_peer.close(conn)
+        stop()
+
+
+def test_everest_credentials_never_reach_a_session(echoing: str, local_server: ServerProcess
+                                                   ) -> None:
+    # Bob is signed in to Everest (its cookie is sent to every port of the host) and opens
+    # Alice's session: the session must see neither his cookie nor his bearer token.
+    bobs = local_server.token_for("bob")
+    seen = requests.get(echoing + "api/contents", timeout=10, headers={
+        "Cookie": f"access_token={bobs}; _xsrf=abc; relay_token={bobs}",
+        "Authorization": f"Bearer {bobs}"}).json()
+    headers = {name.lower(): value for name, value in seen["headers"]}
+    assert bobs not in json.dumps(seen)
+    assert headers["cookie"] == "_xsrf=abc"  # the notebook's own cookies pass
+    assert "authorization" not in headers
+    # the session's own token passes, in either scheme JupyterLab accepts
+    for scheme in ("token", "Bearer"):
+        seen = requests.get(echoing + "x", headers={"Authorization": f"{scheme} {TOKEN}"},
+                            timeout=10).json()
+        assert dict(seen["headers"])["Authorization"] == f"{scheme} {TOKEN}"
+
+
+def test_large_bodies_stream_both_ways(echoing: str) -> None:
+    body = os.urandom(3 << 20)
+    seen = requests.put(echoing + "upload", data=body, timeout=60).json()
+    assert (seen["length"], seen["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+
+    def chunks():  # no Content-Length: sent chunked, forwarded chunked
+        for i in range(0, len(body), 1 << 20):
+            yield body[i:i + (1 << 20)]
+
+    seen = requests.post(echoing + "upload", data=chunks(), timeout=60).json()
+    assert seen["sha256"] == hashlib.sha256(body).hexdigest()
+    got = requests.get(echoing + "big", params={"n": 5 << 20}, timeout=60)
+    assert got.status_code == 200 and got.content == b"x" * (5 << 20)

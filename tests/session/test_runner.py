@@ -107,8 +107,8 @@ def live(relay, local_server: ServerProcess, tmp_path_factory: pytest.TempPathFa
 
 
 def test_a_kernel_runs_code_through_the_tunnel(live: Live) -> None:
-    port = live.api.session(live.session_id)["listener"]["port"]
-    assert live.url.startswith(f"http://127.0.0.1:{port}/session/{live.session_id}/lab?token=")
+    # served on the relay's one port, under the session's path
+    assert live.url.startswith(f"{live.relay.url}/session/{live.session_id}/lab?token=")
     code = "import os; print(6*7); print(os.environ.get('EVEREST_URL'))"
     assert run_in_kernel(live.base, live.token, code) == f"42\n{EVEREST_FOR_KERNELS}\n"
 

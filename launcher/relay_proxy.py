@@ -1,0 +1,351 @@
+"""Sessions served through the relay's own HTTP(S) port, under ``/session/<id>/``.
+
+A user's request for ``/session/<id>/...`` is parsed by the relay's tornado server and sent
+over an SSH channel that the relay opens to the session's granted forward (a
+``forwarded-tcpip`` channel of whichever runner connection holds the route; see
+:class:`launcher.relay_ssh.RouteTable`) — no TCP listener per session, so one port, one
+certificate and one firewall rule serve every session. Bodies stream both ways (never
+buffered whole); a WebSocket upgrade is forwarded, and once JupyterLab answers ``101`` the
+two byte streams are spliced as they are.
+
+What the relay removes on the way in: Everest credentials. Browsers send cookies by host,
+not by port, so a user signed in to the Everest web UI on the same host would otherwise
+hand their ``access_token`` cookie to whatever session they open. The ``access_token`` and
+``relay_token`` cookies are dropped, and an ``Authorization`` header passes only when it
+carries that session's own notebook token (JupyterLab's credential); anything else (an
+Everest bearer token) is dropped — except for a hub-mode session, whose credentials are the
+hub's own tokens and cookies. Hop-by-hop headers are not forwarded.
+
+Idle upstream channels are kept (a few per session) so keep-alive requests do not pay a
+channel open each; a channel that JupyterLab closed is never reused for a request with a
+body, and a bodiless request that meets a closed pooled channel is retried once on a new one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+from collections import defaultdict
+from typing import Any
+
+import asyncssh
+from tornado import httputil, iostream, web
+
+from launcher import relay_store as rs
+from launcher.relay_api import EVEREST_COOKIE, PAGE_COOKIE, ApiError, BaseHandler
+
+log = logging.getLogger(__name__)
+
+SESSION_PATH = r"/session/([0-9a-f]{24})(/.*)?"
+_HOP_BY_HOP = frozenset(h.lower() for h in (
+    "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
+    "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"))
+_STRIPPED_COOKIES = frozenset({EVEREST_COOKIE, PAGE_COOKIE})
+_CHUNK = 1 << 16
+_POOL_PER_SESSION = 8
+_MAX_HEAD = 64 << 10
+
+
+class UpstreamClosed(Exception):
+    """The notebook side closed the channel before answering."""
+
+
+class Channel:
+    """One SSH channel to a session's notebook, used for one request at a time."""
+
+    def __init__(self, conn: asyncssh.SSHServerConnection, reader: asyncssh.SSHReader,
+                 writer: asyncssh.SSHWriter, pooled: bool = False):
+        self.conn = conn
+        self.reader = reader
+        self.writer = writer
+        self.pooled = pooled  # taken from the idle pool (may have been closed meanwhile)
+
+    @property
+    def usable(self) -> bool:
+        return not (self.reader.at_eof() or self.writer.is_closing())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.writer.close()
+
+
+class ChannelPool:
+    """Idle channels per session, each bound to the SSH connection that opened it."""
+
+    def __init__(self) -> None:
+        self._idle: dict[str, list[Channel]] = defaultdict(list)
+
+    def take(self, session_id: str, conn: asyncssh.SSHServerConnection) -> Channel | None:
+        idle = self._idle.get(session_id)
+        while idle:
+            chan = idle.pop()
+            if chan.conn is conn and chan.usable:
+                chan.pooled = True
+                return chan
+            chan.close()
+        return None
+
+    def give(self, session_id: str, chan: Channel) -> None:
+        idle = self._idle[session_id]
+        if len(idle) < _POOL_PER_SESSION and chan.usable:
+            idle.append(chan)
+        else:
+            chan.close()
+
+    def drop(self, session_id: str) -> None:
+        for chan in self._idle.pop(session_id, []):
+            chan.close()
+
+
+def forwarded_headers(headers: httputil.HTTPHeaders, notebook_token: str | None,
+                      websocket: bool, keep_authorization: bool = False
+                      ) -> list[tuple[str, str]]:
+    """The request headers a session receives: no hop-by-hop headers, no Everest cookie,
+    no ``Authorization`` but the session's own notebook token (unless
+    ``keep_authorization``)."""
+    out: list[tuple[str, str]] = []
+    for name, value in headers.get_all():
+        low = name.lower()
+        if low in _HOP_BY_HOP or low == "content-length":
+            continue
+        if low == "cookie":
+            kept = [c for c in value.split(";")
+                    if c.strip() and c.split("=", 1)[0].strip() not in _STRIPPED_COOKIES]
+            if kept:
+                out.append((name, ";".join(kept).strip()))
+            continue
+        if low == "authorization" and not keep_authorization and \
+                not _is_notebook_token(value, notebook_token):
+            continue
+        out.append((name, value))
+    if websocket:
+        out += [("Connection", "Upgrade"), ("Upgrade", headers.get("Upgrade", "websocket"))]
+    return out
+
+
+def _is_notebook_token(header: str, notebook_token: str | None) -> bool:
+    scheme, _, value = header.strip().partition(" ")
+    if not notebook_token or scheme.lower() not in ("token", "bearer"):
+        return False
+    a = hashlib.sha256(value.strip().encode("utf-8", "surrogateescape")).digest()
+    b = hashlib.sha256(notebook_token.encode()).digest()
+    return hmac.compare_digest(a, b)
+
+
+@web.stream_request_body
+class SessionProxyHandler(BaseHandler):
+    """``/session/<id>/...``: every method, streamed to the session's notebook."""
+
+    SUPPORTED_METHODS = ("GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS")
+
+    def set_default_headers(self) -> None:
+        pass  # the notebook's answer carries its own headers
+
+    def compute_etag(self) -> None:
+        return None
+
+    async def prepare(self) -> None:
+        self.chan: Channel | None = None
+        self._chunked_body = False
+        self._head = b""
+        session_id = self.path_args[0]
+        relay = self.relay
+        record = relay.store.get(session_id)
+        if record is None or not record.live:
+            raise ApiError(404, f"no live session {session_id} on this relay")
+        if not record.notebook_token and record.mode != rs.HUB_MODE:
+            raise ApiError(502, "this session's notebook has not started yet; retry in a "
+                                "moment")
+        self.record = record
+        self.request.connection.set_max_body_size(relay.config.max_proxied_body)
+        headers = self.request.headers
+        self.websocket = (self.request.method == "GET"
+                          and headers.get("Upgrade", "").lower() == "websocket")
+        uri = self.request.uri or "/"
+        root = relay.session_root(record)
+        if root:
+            uri = uri[len(root):] or "/"
+        lines = [f"{self.request.method} {uri} HTTP/1.1"]
+        # a hub-mode server's credentials are the hub's (cookies and API tokens it issued)
+        keep_auth = record.mode == rs.HUB_MODE
+        for name, value in forwarded_headers(headers, record.notebook_token, self.websocket,
+                                             keep_authorization=keep_auth):
+            lines.append(f"{name}: {value}")
+        length = headers.get("Content-Length")
+        if length is not None:
+            lines.append(f"Content-Length: {length}")
+        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+            self._chunked_body = True
+            lines.append("Transfer-Encoding: chunked")
+        peer = self.request.remote_ip or ""
+        lines.append(f"X-Forwarded-For: {peer}")
+        lines.append(f"X-Forwarded-Proto: {self.request.protocol}")
+        self._head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace")
+        self._has_body = length not in (None, "0") or self._chunked_body
+        self.chan = await self._channel(allow_pooled=True)
+        self.chan.writer.write(self._head)
+
+    async def _channel(self, allow_pooled: bool) -> Channel:
+        relay, sid = self.relay, self.record.id
+        conn = await relay.routes.wait(sid, relay.config.hold)
+        if conn is None:
+            raise ApiError(502, "this session's notebook is not connected to the relay "
+                                "right now; retry in a moment")
+        if allow_pooled and not self._has_body:
+            chan = relay.proxy_pool.take(sid, conn)
+            if chan is not None:
+                return chan
+        try:
+            reader, writer = await conn.open_connection(
+                relay.config.listen_host, self.record.listen_port,
+                self.request.remote_ip or "", 0)
+        except (asyncssh.Error, OSError) as exc:
+            log.info("session %s: could not open a channel (%s)", sid, exc)
+            raise ApiError(502, "the session's notebook could not be reached through its "
+                                "tunnel; retry in a moment") from None
+        return Channel(conn, reader, writer)
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.chan is None or self.chan.writer.is_closing():
+            return  # the notebook stopped reading: its answer (or a 502) follows
+        try:
+            if self._chunked_body:
+                self.chan.writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            else:
+                self.chan.writer.write(chunk)
+            await self.chan.writer.drain()
+        except (asyncssh.Error, OSError):
+            self.chan.close()
+
+    async def _respond(self, *args: Any) -> None:
+        chan = self.chan
+        assert chan is not None
+        if self._chunked_body and not chan.writer.is_closing():
+            with contextlib.suppress(asyncssh.Error, OSError):
+                chan.writer.write(b"0\r\n\r\n")
+        try:
+            status, reason, headers, raw = await self._read_head(chan)
+        except UpstreamClosed:
+            chan.close()
+            if not chan.pooled or self._has_body:
+                raise ApiError(502, "the session's notebook closed the connection without "
+                                    "answering") from None
+            self.chan = chan = await self._channel(allow_pooled=False)  # stale pooled one
+            chan.writer.write(self._head)
+            try:
+                status, reason, headers, raw = await self._read_head(chan)
+            except UpstreamClosed:
+                chan.close()
+                raise ApiError(502, "the session's notebook closed the connection without "
+                                    "answering") from None
+        if self.websocket and status == 101:
+            await self._splice(chan, raw)
+            return
+        self.set_status(status, reason or httputil.responses.get(status, "Unknown"))
+        self.clear_header("Content-Type")
+        self.clear_header("Server")
+        for name, value in headers.get_all():
+            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
+                self.add_header(name, value)
+        reusable = "close" not in headers.get("Connection", "").lower()
+        no_body = (self.request.method == "HEAD" or status in (204, 304)
+                   or 100 <= status < 200)
+        if no_body:
+            pass
+        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+            await self._copy_chunked(chan)
+        elif headers.get("Content-Length") is not None:
+            length = int(headers["Content-Length"])
+            self.set_header("Content-Length", str(length))
+            await self._copy_length(chan, length)
+        else:
+            reusable = False
+            while data := await chan.reader.read(_CHUNK):
+                self.write(data)
+                await self.flush()
+        self.chan = None
+        if reusable:
+            self.relay.proxy_pool.give(self.record.id, chan)
+        else:
+            chan.close()
+        self.finish()
+
+    get = head = post = delete = patch = put = options = _respond
+
+    async def _read_head(self, chan: Channel) -> tuple[int, str, httputil.HTTPHeaders, bytes]:
+        try:
+            raw = await chan.reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError as exc:
+            raise UpstreamClosed() from exc
+        except (asyncssh.Error, OSError, asyncio.LimitOverrunError):
+            raise UpstreamClosed() from None
+        if len(raw) > _MAX_HEAD:
+            raise ApiError(502, "the session's notebook sent an oversized answer head")
+        text = raw.decode("latin-1")
+        first, _, rest = text.partition("\r\n")
+        try:
+            start = httputil.parse_response_start_line(first)
+            headers = httputil.HTTPHeaders.parse(rest)
+        except httputil.HTTPInputError:
+            raise ApiError(502, "the session's notebook sent a malformed answer") from None
+        if start.code == 100:  # an interim answer to Expect: the real one follows
+            return await self._read_head(chan)
+        return start.code, start.reason, headers, raw
+
+    async def _copy_length(self, chan: Channel, length: int) -> None:
+        left = length
+        while left > 0:
+            data = await chan.reader.read(min(left, _CHUNK))
+            if not data:
+                raise iostream.StreamClosedError()
+            left -= len(data)
+            self.write(data)
+            await self.flush()
+
+    async def _copy_chunked(self, chan: Channel) -> None:
+        reader = chan.reader
+        while True:
+            size_line = await reader.readuntil(b"\r\n")
+            size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+            if size == 0:
+                while (await reader.readuntil(b"\r\n")) != b"\r\n":
+                    pass  # trailers: not forwarded
+                return
+            data = await reader.readexactly(size + 2)
+            self.write(data[:-2])
+            await self.flush()
+
+    async def _splice(self, chan: Channel, head: bytes) -> None:
+        """Hand the client's connection over to the notebook's WebSocket, byte for byte."""
+        self.chan = None
+        stream = self.detach()
+        await stream.write(head)
+
+        async def client_to_notebook() -> None:
+            with contextlib.suppress(iostream.StreamClosedError, asyncssh.Error, OSError):
+                while True:
+                    data = await stream.read_bytes(_CHUNK, partial=True)
+                    chan.writer.write(data)
+                    await chan.writer.drain()
+            chan.close()
+
+        async def notebook_to_client() -> None:
+            with contextlib.suppress(iostream.StreamClosedError, asyncssh.Error, OSError):
+                while data := await chan.reader.read(_CHUNK):
+                    await stream.write(data)
+            stream.close()
+
+        await asyncio.gather(client_to_notebook(), notebook_to_client())
+
+    def on_connection_close(self) -> None:
+        if self.chan is not None:
+            self.chan.close()
+            self.chan = None
+
+    def on_finish(self) -> None:
+        if getattr(self, "chan", None) is not None:
+            self.chan.close()
+            self.chan = None
