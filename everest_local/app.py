@@ -31,6 +31,7 @@ from everest_local.catalog import Catalog
 from everest_local.core import Core
 from everest_local.handlers import NotFoundHandler, api_routes
 from everest_local.hooks import Hooks, load_plugins
+from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class LocalServer:
         self.data_dir: Path = settings.data_dir
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog.with_builtins(settings.apps)
+        self.resources = Resources.load(settings.resources)
         self._lock_fd: int | None = None
         self.core: Core | None = None
         self.http: tornado.httpserver.HTTPServer | None = None
@@ -86,7 +88,7 @@ class LocalServer:
         host = "127.0.0.1" if s.host in ("", "0.0.0.0") else s.host
         host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
         self.url = f"http://{host}:{self.port}"
-        core = self.core = Core(s, self.catalog)
+        core = self.core = Core(s, self.catalog, self.resources)
         core.url = self.url
         core.task_url = (s.public_url or self.url).rstrip("/")
         core.store.purge_expired_tokens(time.time())

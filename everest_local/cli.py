@@ -5,6 +5,7 @@ same command line for ``python -m everest_local``.
 
     everest-jupyter server [--host 127.0.0.1] [--port 8800] [--data-dir DIR] [--apps PATH ...]
                            [--slots N] [--service-slots N] [--kill-grace S] [--plugin MODULE]
+                           [--resources FILE]
     everest-jupyter server add-user NAME [--data-dir DIR] [--password-stdin]
     everest-jupyter server stop [--data-dir DIR]
 """
@@ -50,6 +51,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="seconds between SIGINT, SIGTERM and SIGKILL on cancel")
     parser.add_argument("--max-attempts", type=int, default=3,
                         help="tries of a task of an app with retryFailedTasks")
+    parser.add_argument("--resources", type=Path, metavar="FILE",
+                        help="YAML file of the resources tasks may run on (docker, ssh, "
+                             "slurm; see docs/resources.md); default: this machine only")
     parser.add_argument("--public-url", help="the URL tasks use to reach this server")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep task work directories (for debugging)")
@@ -94,7 +98,8 @@ def serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir or default_data_dir(), host=args.host, port=args.port,
             apps=args.apps, slots=args.slots, service_slots=args.service_slots,
             kill_grace=args.kill_grace, max_attempts=args.max_attempts,
-            keep_work=args.keep_work, public_url=args.public_url, plugins=args.plugin)
+            keep_work=args.keep_work, public_url=args.public_url, plugins=args.plugin,
+            resources=args.resources)
         server = LocalServer(settings)
         return server.run()
     except (ValueError, DescriptorError, FileNotFoundError, ServerBusyError, OSError) as exc:

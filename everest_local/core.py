@@ -22,6 +22,7 @@ from everest_local.catalog import Catalog
 from everest_local.executor import TERMINAL, Executor
 from everest_local.files import FileStore, canonical_uri
 from everest_local.hooks import Hooks
+from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
 from everest_local.store import JobRow, Store, new_id
 
@@ -38,9 +39,11 @@ def iso_time(ts: float) -> str:
 class Core:
     """Everything the handlers need; one per server process."""
 
-    def __init__(self, settings: ServerSettings, catalog: Catalog):
+    def __init__(self, settings: ServerSettings, catalog: Catalog,
+                 resources: Resources | None = None):
         self.settings = settings
         self.catalog = catalog
+        self.resources = resources or Resources()
         self.store = Store(settings.data_dir)
         self.tokens = Tokens(self.store)
         self.files = FileStore(self.store, settings.data_dir / "files")
@@ -73,6 +76,7 @@ class Core:
         resources = body.get("resources")
         if resources is not None and not isinstance(resources, list):
             raise BadRequestError("'resources' must be a list of resource ids", status=400)
+        resources = self.resources.check(user, app.alias, resources) or None
         inputs = body.get("inputs", {})
         prepare = self.hooks.input_preparers.get(app.alias)
         if prepare is not None:

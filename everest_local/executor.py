@@ -2,9 +2,14 @@
 
 A job here has one task; a retry is a new attempt with task id ``<jobId>-0-<attempt>``
 (task numbers and attempts both count from 0 — Everest's numbering is not public).
-Life cycle: READY (queued) -> SCHEDULED (work dir being staged) -> RUNNING -> DONE, FAILED
-or CANCELLED. At most ``slots`` batch tasks run at once, the rest wait READY in submission
-order; services (see ``ServerSettings``) use their own pool.
+Life cycle: READY (queued) -> SCHEDULED (work dir being staged; on Slurm, also while the
+batch job is pending) -> RUNNING -> DONE, FAILED or CANCELLED.
+
+A job runs on one resource (see :mod:`everest_local.resources`), chosen when it is queued.
+Each resource has its own queues: on this machine at most ``slots`` batch tasks run at
+once, elsewhere the resource's ``slots``; services (see ``ServerSettings``) use their own
+pool. Tasks on this machine are processes watched here; other kinds go through a backend
+(:mod:`everest_local.backends`), whose handle is stored before the task starts.
 
 Cancel sends SIGINT to the task's process group, SIGTERM after ``kill_grace`` seconds and
 SIGKILL after twice that; the job turns CANCELLED when the process has ended, as on
@@ -21,19 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import logging
 import os
 import shutil
 import signal
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from everest_app.descriptor import Application, is_file_input
 from everest_local import processes
+from everest_local.backends import Backend, TaskSpec, make_backend, write_argv
 from everest_local.files import canonical_uri
+from everest_local.resources import LOCAL, Resource
 from everest_local.staging import (
     StagingError,
     build_argv,
@@ -41,7 +49,7 @@ from everest_local.staging import (
     resolve_executable,
     stage_inputs,
 )
-from everest_local.store import TaskRow
+from everest_local.store import JobRow, TaskRow
 
 if TYPE_CHECKING:
     from everest_local.core import Core
@@ -49,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TERMINAL = ("DONE", "FAILED", "CANCELLED")
+Slot = tuple[str, bool]  # (resource id, service?): one queue and one slot count each
 TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
 _ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
 
@@ -66,7 +75,7 @@ class Running:
     task_id: str
     job_id: str
     app_key: str
-    service: bool
+    slot: Slot
     dir: Path
     pid: int
     pstart: int | None
@@ -76,6 +85,10 @@ class Running:
     stop_at: float | None = None
     signals_sent: int = 0
     finishing: bool = False
+    backend: Backend | None = None  # None: a process on this machine
+    handle: dict[str, Any] | None = None
+    reported: tuple[str, str | None] | None = None
+    lost: str | None = None  # why a remote task ended without an exit status
 
     @property
     def work(self) -> Path:
@@ -90,8 +103,11 @@ class Executor:
         self.settings = core.settings
         self.tasks_root = core.settings.data_dir / "tasks"
         self.tasks_root.mkdir(parents=True, exist_ok=True)
-        self.queues: dict[bool, deque[str]] = {False: deque(), True: deque()}
-        self.busy = {False: 0, True: 0}
+        self.resources = core.resources
+        self.local_id = self.resources.by_name[LOCAL].id
+        self.queues: dict[Slot, deque[str]] = {}
+        self.busy: Counter[Slot] = Counter()
+        self.backends: dict[str, Backend] = {}
         self.running: dict[str, Running] = {}
         self.starting: dict[str, str | None] = {}  # job id -> stop reason asked while staging
         self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="task-io")
@@ -142,6 +158,11 @@ class Executor:
         _remove_dirs(self._trash)
         if self._sigchld:
             asyncio.get_running_loop().remove_signal_handler(signal.SIGCHLD)
+        for backend in self.backends.values():
+            try:
+                await backend.close()
+            except Exception:
+                log.exception("closing the backend of %s failed", backend.resource.name)
         self.pool.shutdown(wait=True)
 
     def _spawn_bg(self, coro: Any) -> None:
@@ -156,35 +177,61 @@ class Executor:
 
     # -- queueing --------------------------------------------------------------------------
 
-    def enqueue(self, job_id: str, app: Application) -> None:
-        """Queue a READY job and start it if a slot is free."""
-        self.queues[app.is_service].append(job_id)
+    def enqueue(self, job_id: str, app: Application, job: JobRow | None = None) -> None:
+        """Queue a READY job on the resource it runs on; start it if a slot is free."""
+        job = job or self.core.store.job(job_id)
+        if job is None:
+            return
+        resource = self.resources.choose(job.owner, app.alias, job.resources, self._load)
+        self.queues.setdefault((resource.id, app.is_service), deque()).append(job_id)
         self._pump()
+
+    def _load(self, resource: Resource) -> int:
+        """Tasks queued and running on ``resource`` (to pick a pool's least busy member)."""
+        return sum(len(q) + self.busy[key] for key, q in self.queues.items()
+                   if key[0] == resource.id)
+
+    def _limit(self, slot: Slot) -> int:
+        rid, service = slot
+        if service:
+            return self.settings.service_slots
+        if rid == self.local_id:
+            return self.settings.slots
+        resource = self.resources.get(rid)
+        return resource.slots if resource else 1
 
     def _pump(self) -> None:
-        for service in (False, True):
-            limit = self.settings.service_slots if service else self.settings.slots
-            queue = self.queues[service]
-            while queue and self.busy[service] < limit:
+        for slot, queue in self.queues.items():
+            limit = self._limit(slot)
+            while queue and self.busy[slot] < limit:
                 job_id = queue.popleft()
-                self.busy[service] += 1
-                self._spawn_bg(self._start_guarded(job_id, service))
+                self.busy[slot] += 1
+                self._spawn_bg(self._start_guarded(job_id, slot))
 
-    def _release(self, service: bool) -> None:
-        self.busy[service] -= 1
+    def _release(self, slot: Slot) -> None:
+        self.busy[slot] -= 1
         self._pump()
+
+    def _backend(self, resource: Resource) -> Backend:
+        backend = self.backends.get(resource.id)
+        if backend is None:
+            backend = self.backends[resource.id] = make_backend(resource)
+        return backend
 
     # -- starting a task -------------------------------------------------------------------
 
-    async def _start_guarded(self, job_id: str, service: bool) -> None:
+    async def _start_guarded(self, job_id: str, slot: Slot) -> None:
         """Start a job's task; an unexpected error fails the job instead of losing a slot."""
         try:
-            await self._start(job_id, service)
+            if slot[0] == self.local_id:
+                await self._start(job_id, slot)
+            else:
+                await self._start_remote(job_id, slot)
         except Exception as exc:
             log.exception("starting job %s failed", job_id)
             self.starting.pop(job_id, None)
             self._fail_internal(job_id, exc)
-            self._release(service)
+            self._release(slot)
 
     def _fail_internal(self, job_id: str, exc: Exception) -> None:
         try:
@@ -194,19 +241,26 @@ class Executor:
         except Exception:
             log.exception("could not record the failure of job %s", job_id)
 
-    async def _start(self, job_id: str, service: bool) -> None:
-        core = self.core
-        job = core.store.job(job_id)
-        found = core.catalog.apps.get(job.app_id) if job else None
+    def _startable(self, job_id: str, slot: Slot) -> tuple[JobRow, Application] | None:
+        """The READY job and its app, or None (slot released, job failed if app is gone)."""
+        job = self.core.store.job(job_id)
+        found = self.core.catalog.apps.get(job.app_id) if job else None
         if job is None or job.state != "READY":
-            self._release(service)
-            return
+            self._release(slot)
+            return None
         if found is None:
             self._end_without_task(job_id, "FAILED", f"application {job.app_alias} is no "
                                    "longer offered by this server")
-            self._release(service)
+            self._release(slot)
+            return None
+        return job, found
+
+    async def _start(self, job_id: str, slot: Slot) -> None:
+        core = self.core
+        startable = self._startable(job_id, slot)
+        if startable is None:
             return
-        app = found
+        job, app = startable
         task_id = f"{job_id}-0-{job.attempt}"
         task_dir = self.tasks_root / task_id
         files = self._input_files(app, job.inputs)
@@ -227,12 +281,12 @@ class Executor:
             stop = self.starting.pop(job_id, None)
             await self._record_end(task_id, job_id, app, task_dir, None, stop,
                                    start_error=str(exc))
-            self._release(service)
+            self._release(slot)
             return
         stop = self.starting.pop(job_id, None)
         now = time.time()
         limit = app.time_limit
-        run = Running(task_id, job_id, job.app_id, service, task_dir, spawned.pid,
+        run = Running(task_id, job_id, job.app_id, slot, task_dir, spawned.pid,
                       spawned.start_time, spawned.popen,
                       deadline=now + limit if limit else None)
         self.running[task_id] = run
@@ -247,6 +301,99 @@ class Executor:
         if stop:
             self._begin_stop(run, stop)
         self._reap()
+
+    async def _start_remote(self, job_id: str, slot: Slot) -> None:
+        """Start a job's task through its resource's backend (handle stored first)."""
+        core = self.core
+        startable = self._startable(job_id, slot)
+        if startable is None:
+            return
+        job, app = startable
+        resource = self.resources.get(slot[0])
+        assert resource is not None
+        task_id = f"{job_id}-0-{job.attempt}"
+        task_dir = self.tasks_root / task_id
+        files = self._input_files(app, job.inputs)
+        with core.store.tx():
+            token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
+            core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
+                                           None, None, None, None, None, None,
+                                           resource=resource.id))
+            core.store.update_job(job_id, state="SCHEDULED")
+        self.starting[job_id] = None
+        env = self._task_env(token, job_id, task_id)
+        handle: dict[str, Any] | None = None
+        try:
+            backend = self._backend(resource)
+            spec = await asyncio.get_running_loop().run_in_executor(
+                self.pool, _prepare_remote, app, job.inputs, task_dir, files, env, task_id)
+            handle = backend.handle_for(spec)
+            core.store.update_task(task_id, handle=json.dumps(handle))
+            handle = await backend.launch(spec, handle)
+        except Exception as exc:  # the resource's failure: this job fails, others go on
+            stop = self.starting.pop(job_id, None)
+            what = str(exc) if isinstance(exc, StagingError) else \
+                f"{resource.name}: {type(exc).__name__}: {exc}"
+            if handle is not None and not isinstance(exc, StagingError):
+                self._spawn_bg(self._remove_quietly(self._backend(resource), handle))
+            await self._record_end(task_id, job_id, app, task_dir, None, stop,
+                                   start_error=what)
+            self._release(slot)
+            return
+        stop = self.starting.pop(job_id, None)
+        now = time.time()
+        limit = app.time_limit
+        run = Running(task_id, job_id, job.app_id, slot, task_dir, 0, None, None,
+                      deadline=now + limit if limit else None, backend=backend, handle=handle)
+        self.running[task_id] = run
+        with core.store.tx():
+            core.store.update_task(task_id, state="RUNNING", handle=json.dumps(handle),
+                                   started=now, deadline=run.deadline)
+            if core.store.job(job_id) is not None:
+                core.store.add_event(job_id, f"Task {task_id} started on {resource.name} "
+                                     f"({resource.kind}: {_describe(handle)})")
+        if stop:
+            self._begin_stop(run, stop)
+        self._spawn_bg(self._watch(run))
+
+    async def _watch(self, run: Running) -> None:
+        """Wait for a backend task to end (riding out dropped connections), then finish it."""
+        assert run.backend is not None and run.handle is not None
+        delay = 1.0
+        while True:
+            try:
+                code, why = await run.backend.wait(run.handle, lambda s, w: self._report(run, s, w))
+                break
+            except Exception as exc:
+                if delay > 64:
+                    code, why = None, f"lost contact with {run.backend.resource.name}: {exc}"
+                    break
+                log.warning("task %s: watching failed (%s); retrying in %g s", run.task_id,
+                            exc, delay)
+                await asyncio.sleep(delay)
+                delay *= 2
+        run.lost = why or None
+        if not run.finishing:
+            self._finish(run, code)
+
+    def _report(self, run: Running, state: str, why: str | None) -> None:
+        """A backend says where its task is (SCHEDULED while queued there, RUNNING)."""
+        if run.reported == (state, why) or run.finishing:
+            return
+        run.reported = (state, why)
+        job = self.core.store.job(run.job_id)
+        if job is None or job.state in TERMINAL:
+            return
+        with self.core.store.tx():
+            self.core.store.update_job(run.job_id, state=state, info=why)
+            self.core.store.add_event(run.job_id, f"Task {run.task_id} {state.lower()}"
+                                      + (f": {why}" if why else ""))
+
+    async def _remove_quietly(self, backend: Backend, handle: dict[str, Any]) -> None:
+        try:
+            await backend.remove(handle)
+        except Exception as exc:
+            log.warning("could not clean up %s on %s: %s", handle, backend.resource.name, exc)
 
     def _input_files(self, app: Application, inputs: dict[str, Any]) -> dict[str, Path]:
         """Stored paths of the file URIs among the inputs (missing ones are left out)."""
@@ -287,7 +434,7 @@ class Executor:
         for run in list(self.running.values()):
             if run.finishing:
                 continue
-            if run.popen is None:  # adopted after a restart: not our child
+            if run.popen is None and run.backend is None:  # adopted: not our child
                 code = processes.read_exit_status(run.dir)
                 if code is not None:
                     self._finish(run, code)
@@ -306,8 +453,20 @@ class Executor:
 
     def _signal(self, run: Running, sig: int) -> None:
         run.signals_sent += 1
+        if run.backend is not None:
+            self._spawn_bg(self._signal_remote(run, sig))
+            return
         if processes.signal_group(run.pid, sig, run.pstart):
             log.info("task %s: sent %s", run.task_id, signal.Signals(sig).name)
+
+    async def _signal_remote(self, run: Running, sig: int) -> None:
+        assert run.backend is not None and run.handle is not None
+        try:
+            await run.backend.signal(run.handle, sig)
+            log.info("task %s: sent %s", run.task_id, signal.Signals(sig).name)
+        except Exception as exc:  # the next escalation step tries again
+            log.warning("task %s: sending %s failed: %s", run.task_id,
+                        signal.Signals(sig).name, exc)
 
     def _begin_stop(self, run: Running, reason: str) -> None:
         if run.stop_reason is not None:
@@ -352,21 +511,36 @@ class Executor:
                             app: Application | None) -> None:
         # The slot is free once the process has ended: start the next task first, so its
         # process runs while this one's end is recorded.
-        self._release(run.service)
+        self._release(run.slot)
         await asyncio.sleep(0)
         try:
+            if run.backend is not None:
+                await self._bring_back(run)
             await self._record_end(run.task_id, run.job_id, app, run.dir, code,
-                                   run.stop_reason, deadline=run.deadline)
+                                   run.stop_reason, deadline=run.deadline, lost=run.lost)
         except Exception as exc:
             log.exception("recording the end of task %s failed", run.task_id)
             self._fail_internal(run.job_id, exc)
         finally:
             self.running.pop(run.task_id, None)
 
+    async def _bring_back(self, run: Running) -> None:
+        """Fetch a backend task's work folder (outputs), then remove it there."""
+        assert run.backend is not None and run.handle is not None
+        for attempt in range(4):
+            try:
+                await run.backend.collect(run.handle, run.dir)
+                break
+            except Exception as exc:
+                log.warning("task %s: fetching outputs failed (%s)", run.task_id, exc)
+                await asyncio.sleep(0.5 * 2 ** attempt)
+        if not self.settings.keep_work:
+            await self._remove_quietly(run.backend, run.handle)
+
     async def _record_end(self, task_id: str, job_id: str, app: Application | None,
                           task_dir: Path, code: int | None, stop: str | None, *,
-                          start_error: str | None = None, deadline: float | None = None
-                          ) -> None:
+                          start_error: str | None = None, deadline: float | None = None,
+                          lost: str | None = None) -> None:
         """Collect outputs, decide the job's state (or a retry) and record it all."""
         core = self.core
         job = core.store.job(job_id)
@@ -380,7 +554,7 @@ class Executor:
         if job is None:  # deleted while it ran
             core.store.update_task(task_id, state="CANCELLED", exit_code=code)
             return
-        state, info = _verdict(task_id, code, stop, start_error, outcome, app)
+        state, info = _verdict(task_id, code, stop, start_error, outcome, app, lost)
         # a task that ran and failed (or was lost) may succeed again; one that could not
         # start (no such command, a deleted input file) will not
         retry = (state == "FAILED" and stop is None and start_error in (None, "LOST")
@@ -403,8 +577,7 @@ class Executor:
                 core.tokens.revoke_job(job_id)
         if retry:
             assert app is not None
-            self.queues[app.is_service].append(job_id)
-            self._pump()
+            self.enqueue(job_id, app)
         log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
 
     def _end_without_task(self, job_id: str, state: str, info: str) -> None:
@@ -425,12 +598,19 @@ class Executor:
           keeps its slot, its deadline and any cancel in progress.
         - A task that was still being staged never started: its job is queued again.
         - A task whose process is gone without a status FAILS with an info saying so.
+        - A task on another resource is asked about through its stored handle: started
+          ones are watched again (their outputs collected when they end), ones that never
+          started are cleaned up there and queued again (see :meth:`_readopt`).
         """
         store = self.core.store
         for task in store.tasks_in_states(("STAGING", "RUNNING")):
             job = store.job(task.job_id)
             app = self.core.catalog.apps.get(job.app_id) if job else None
             service = bool(app and app.is_service)
+            if task.resource not in (None, self.local_id):
+                self._spawn_bg(self._readopt(task, job, app, service))
+                continue
+            slot = (self.local_id, service)
             task_dir = Path(task.dir)
             pid = task.pid or processes.read_pid(task_dir)
             code = processes.read_exit_status(task_dir)
@@ -442,12 +622,12 @@ class Executor:
                     store.add_event(job.id, f"Task {task.id} was being prepared when the "
                                     "server stopped; queued again")
                 continue
-            run = Running(task.id, task.job_id, job.app_id if job else "", service, task_dir,
+            run = Running(task.id, task.job_id, job.app_id if job else "", slot, task_dir,
                           pid or 0, task.pstart, None, deadline=task.deadline,
                           stop_reason=task.stop_reason, stop_at=task.stop_at,
                           signals_sent=1 if task.stop_reason else 0)
             self.running[task.id] = run
-            self.busy[service] += 1
+            self.busy[slot] += 1
             if code is not None or not alive:
                 log.info("task %s ended while the server was down (status %s)", task.id, code)
                 if code is None and run.stop_reason is None:
@@ -467,8 +647,51 @@ class Executor:
                 self._end_without_task(job.id, "FAILED", f"application {job.app_alias} is "
                                        "no longer offered by this server")
                 continue
-            self.queues[app.is_service].append(job.id)
+            self.enqueue(job.id, app, job)
         self._pump()
+
+    async def _readopt(self, task: TaskRow, job: JobRow | None, app: Application | None,
+                       service: bool) -> None:
+        """After a restart: watch a backend task again, or queue its job again."""
+        store = self.core.store
+        resource = self.resources.get(task.resource or "")
+        if resource is None:
+            store.update_task(task.id, state="FAILED")
+            if job is not None and job.state not in TERMINAL:
+                self._end_without_task(job.id, "FAILED", f"task {task.id} ran on resource "
+                                       f"{task.resource}, which the server no longer has")
+            return
+        slot = (resource.id, service)
+        self.busy[slot] += 1
+        backend = self._backend(resource)
+        handle = json.loads(task.handle) if task.handle else None
+        try:
+            started = handle is not None and await backend.started(handle)
+        except Exception as exc:
+            log.warning("task %s: cannot ask %s about it (%s)", task.id, resource.name, exc)
+            started = True  # do not start it twice: watch it (retrying) instead
+        if not started:
+            if handle is not None:
+                await self._remove_quietly(backend, handle)
+            store.update_task(task.id, state="CANCELLED")
+            self._release(slot)
+            if job is not None and app is not None and job.state not in TERMINAL:
+                store.update_job(job.id, state="READY")
+                store.add_event(job.id, f"Task {task.id} had not started on {resource.name} "
+                                "when the server stopped; queued again")
+                self.enqueue(job.id, app)
+            return
+        run = Running(task.id, task.job_id, job.app_id if job else "", slot, Path(task.dir),
+                      0, None, None, deadline=task.deadline, stop_reason=task.stop_reason,
+                      stop_at=task.stop_at, signals_sent=1 if task.stop_reason else 0,
+                      backend=backend, handle=handle)
+        self.running[task.id] = run
+        store.update_task(task.id, state="RUNNING", handle=json.dumps(handle))
+        if job is not None:
+            store.add_event(job.id, f"Task {task.id} re-adopted on {resource.name} after a "
+                            f"server restart ({_describe(handle)})")
+        log.info("re-adopting task %s on %s", task.id, resource.name)
+        await self._watch(run)
 
     async def _lost(self, run: Running, app: Application | None) -> None:
         try:
@@ -476,7 +699,7 @@ class Executor:
                                    start_error="LOST")
         finally:
             self.running.pop(run.task_id, None)
-            self._release(run.service)
+            self._release(run.slot)
 
 
 def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
@@ -489,6 +712,30 @@ def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
     values = stage_inputs(app, inputs, work, files)
     argv = resolve_executable(build_argv(app.command, values), work, env.get("PATH"))
     return processes.spawn(argv, work, task_dir, env)
+
+
+def _prepare_remote(app: Application, inputs: dict[str, Any], task_dir: Path,
+                    files: dict[str, Path], env: dict[str, str], task_id: str) -> TaskSpec:
+    """Stage a backend task's folder here: work dir, inputs, the ``argv`` file (blocking).
+
+    The command is not resolved against this machine's PATH: it runs elsewhere."""
+    work = task_dir / "work"
+    if task_dir.exists():
+        shutil.rmtree(task_dir)
+    work.mkdir(parents=True)
+    values = stage_inputs(app, inputs, work, files)
+    argv = build_argv(app.command, values)
+    write_argv(task_dir, argv)
+    requirements = app.config.get("resourceRequirements") or {}
+    image = app.config.get("image")
+    return TaskSpec(task_id, task_dir, argv, env, app.time_limit,
+                    requirements if isinstance(requirements, dict) else {},
+                    image if isinstance(image, str) else None)
+
+
+def _describe(handle: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in handle.items() if k != "dir") or \
+        f"folder {handle.get('dir')}"
 
 
 def _remove_dirs(paths: list[Path]) -> None:
@@ -531,7 +778,8 @@ def _last_line(path: Path) -> str:
 
 
 def _verdict(task_id: str, code: int | None, stop: str | None, start_error: str | None,
-             outcome: dict[str, Any], app: Application | None) -> tuple[str, str | None]:
+             outcome: dict[str, Any], app: Application | None,
+             lost: str | None = None) -> tuple[str, str | None]:
     """The job's final state and info for how its task ended."""
     if stop in STOP_INFO:
         return "CANCELLED", STOP_INFO[stop]
@@ -544,6 +792,8 @@ def _verdict(task_id: str, code: int | None, stop: str | None, start_error: str 
                           "running and left no exit status")
     if start_error is not None:
         return "FAILED", f"task {task_id} could not start: {start_error}"
+    if code is None and lost:
+        return "FAILED", f"task {task_id}: {lost}"
     if code is None:
         return "FAILED", (f"task {task_id}: its process ended while the local server was not "
                           "running and left no exit status")

@@ -288,6 +288,29 @@ class AppHandler(ApiHandler):
         self.send_json(job, 201)
 
 
+# -- resources -------------------------------------------------------------------------------
+
+
+class ResourcesHandler(ApiHandler):
+    """The resources and pools the caller may use (read-only: they come from the server's
+    resources file)."""
+
+    route = "/api/resources"
+
+    def get(self) -> None:
+        self.send_json(self.core.resources.visible(self.user))
+
+
+class ResourceHandler(ApiHandler):
+    route = "/api/resources/<id>"
+
+    def get(self, ref: str) -> None:
+        found = self.core.resources.get_visible(self.user, ref)
+        if found is None:
+            raise NotFoundError(f"no resource {ref!r}", status=404)
+        self.send_json(found)
+
+
 # -- jobs ------------------------------------------------------------------------------------
 
 
@@ -454,6 +477,8 @@ def api_routes(core: Core) -> list[tuple[str, type, dict[str, Any]]]:
         (r"/api/apps", AppsHandler),
         (r"/api/apps/search", AppSearchHandler),
         (r"/api/apps/([^/]+(?:/[^/]+)?)", AppHandler),
+        (r"/api/resources", ResourcesHandler),
+        (r"/api/resources/([^/]+)", ResourceHandler),
         (r"/api/jobs", JobsHandler),
         (r"/api/jobs/([^/]+)", JobHandler),
         (r"/api/jobs/([^/]+)/cancel", JobCancelHandler),

@@ -26,6 +26,8 @@ class ServerSettings:
     a task is cancelled. ``max_attempts`` bounds the tries of a task of an application with
     ``retryFailedTasks``. ``public_url`` is what tasks get as EVEREST_URL (default: the
     listening address). ``plugins`` are extra modules with a ``setup(server)`` hook.
+    ``resources`` is the YAML file declaring where tasks may run (see
+    :mod:`everest_local.resources`); without it every task runs here.
     """
 
     data_dir: Path
@@ -41,10 +43,13 @@ class ServerSettings:
     max_upload_size: int = 64 << 30  # file uploads, streamed to disk
     public_url: str | None = None
     plugins: list[str] = field(default_factory=list)
+    resources: Path | None = None
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
         self.apps = [Path(p).expanduser().resolve() for p in self.apps]
+        if self.resources is not None:
+            self.resources = Path(self.resources).expanduser().resolve()
         if self.slots < 1 or self.service_slots < 1:
             raise ValueError("slots and service slots must be at least 1")
         if self.kill_grace < 0 or self.max_attempts < 1:

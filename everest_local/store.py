@@ -37,7 +37,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, state TEXT NOT NULL, dir TEXT NOT NULL,
     pid INTEGER, pstart INTEGER, started REAL, deadline REAL,
-    stop_reason TEXT, stop_at REAL, exit_code INTEGER);
+    stop_reason TEXT, stop_at REAL, exit_code INTEGER, resource TEXT, handle TEXT);
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE TABLE IF NOT EXISTS events (
@@ -94,6 +94,8 @@ class TaskRow:
     stop_reason: str | None
     stop_at: float | None
     exit_code: int | None
+    resource: str | None = None  # the resource's id (None: this machine)
+    handle: str | None = None  # JSON: what names the task there (see everest_local.backends)
 
 
 class Store:
@@ -107,11 +109,19 @@ class Store:
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
         self.db.executescript(_SCHEMA)
+        self._add_missing_columns()
         self._depth = 0
         self._last_update = 0.0
 
     def close(self) -> None:
         self.db.close()
+
+    def _add_missing_columns(self) -> None:
+        """Columns added after a database was created (the tasks' resource and handle)."""
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
+        for column in ("resource", "handle"):
+            if column not in have:
+                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -255,11 +265,11 @@ class Store:
     def insert_task(self, task: TaskRow) -> None:
         with self.tx() as db:
             db.execute("INSERT INTO tasks(id, job_id, state, dir, pid, pstart, started, "
-                       "deadline, stop_reason, stop_at, exit_code) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                       "deadline, stop_reason, stop_at, exit_code, resource, handle) VALUES "
+                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (task.id, task.job_id, task.state, task.dir, task.pid, task.pstart,
                         task.started, task.deadline, task.stop_reason, task.stop_at,
-                        task.exit_code))
+                        task.exit_code, task.resource, task.handle))
 
     def update_task(self, task_id: str, **fields: Any) -> None:
         sets = ", ".join(f"{k}=?" for k in fields)
@@ -268,7 +278,9 @@ class Store:
 
     def tasks_in_states(self, states: tuple[str, ...]) -> list[TaskRow]:
         marks = ", ".join("?" * len(states))
-        rows = self.db.execute(f"SELECT * FROM tasks WHERE state IN ({marks})", states)
+        rows = self.db.execute(f"SELECT id, job_id, state, dir, pid, pstart, started, deadline, "
+                               f"stop_reason, stop_at, exit_code, resource, handle FROM tasks "
+                               f"WHERE state IN ({marks})", states)
         return [TaskRow(*r) for r in rows.fetchall()]
 
     # -- files -------------------------------------------------------------------------------

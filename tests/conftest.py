@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser"]
+pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser",
+                  "tests.fixtures.docker_engine"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",

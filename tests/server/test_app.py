@@ -65,7 +65,7 @@ def test_an_internal_error_fails_the_job_and_frees_its_slot(tmp_path, monkeypatc
                 await asyncio.sleep(0.025)
             assert jobs[0].state == "FAILED" and "collector exploded" in jobs[0].info
             assert jobs[1].state == "FAILED"  # the slot was released: the next job ran
-            assert server.core.executor.busy == {False: 0, True: 0}
+            assert not any(server.core.executor.busy.values())
         finally:
             await server.stop()
 

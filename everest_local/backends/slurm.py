@@ -1,0 +1,183 @@
+"""Tasks as Slurm batch jobs, submitted here or on a login node over SSH.
+
+The task folder goes to ``<workdir>/<task-id>`` (a file system the compute nodes share;
+over SSH ``workdir`` is relative to the login's home, default ``.everest-tasks``), then
+``sbatch`` submits the fixed script ``job.sh`` there with options built from the app's
+``resourceRequirements`` and the resource's settings:
+
+- ``nodes`` -> ``--nodes``, ``coresPerNode`` -> ``--cpus-per-task``, ``memoryPerCore``
+  (read as MiB) -> ``--mem-per-cpu``, ``timeLimit`` (seconds) -> ``--time`` in whole
+  minutes (Slurm's unit), at most the resource's ``max_time``;
+- ``partition``, ``account``, ``qos`` from the resource; ``run_as`` (a user name): when
+  the server is root, the job runs as that user (``sbatch --uid``) and its folder is theirs.
+
+The job is named ``everest-<task-id>`` and that name is the handle stored before
+submitting, so a server killed between ``sbatch`` and recording the job id finds it again.
+The script runs the same wrapper as local tasks (arguments from ``argv``, status in
+``exit``). ``squeue`` states map to Everest's: PENDING -> SCHEDULED with the reason
+("queued: Priority"), RUNNING -> RUNNING. Cancel and the server's own time limit use
+``scancel`` (a signal to the batch shell's processes, then ``scancel`` for good); a job
+Slurm ended without an exit status (its own TIMEOUT, a node failure) fails with its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import shlex
+import signal
+from pathlib import Path
+from typing import Any
+
+from everest_local.backends import (
+    Backend,
+    BackendError,
+    Host,
+    LocalHost,
+    Report,
+    SSHHost,
+    TaskSpec,
+    parse_status,
+    requirement,
+    task_env,
+)
+from everest_local.processes import EXIT_FILE, WRAPPER
+
+SCRIPT = "job.sh"
+ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
+         "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT")
+
+
+def job_script(env: dict[str, str]) -> str:
+    """The batch script: the task's Everest variables, then the wrapper (cwd: work)."""
+    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    return ("#!/bin/sh\n" + exports +
+            f'exec xargs -0 -x /bin/sh -c {shlex.quote(WRAPPER)} sh "${{PWD%/work}}" '
+            "< ../argv\n")
+
+
+class SlurmBackend(Backend):
+    """A resource of kind ``slurm``."""
+
+    poll_interval = 0.25
+
+    def __init__(self, resource: Any):
+        super().__init__(resource)
+        opts = self.options = resource.options
+        self.poll_interval = float(opts.get("poll_interval", self.poll_interval))
+        self.host: Host
+        if opts.get("login"):
+            self.host = SSHHost(opts["login"])
+            self.workdir = opts.get("workdir", ".everest-tasks")
+            self.run_as = None
+        else:
+            self.run_as = opts.get("run_as")
+            self.host = LocalHost(owner=self.run_as)
+            self.workdir = opts["workdir"]
+        self.workdir = self.workdir.rstrip("/")
+
+    def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
+        return {"dir": f"{self.workdir}/{spec.task_id}", "name": f"everest-{spec.task_id}"}
+
+    def sbatch_argv(self, spec: TaskSpec, handle: dict[str, Any]) -> list[str]:
+        """``sbatch`` with the options of the module docstring (no user value in it)."""
+        opts = self.options
+        argv = ["sbatch", "--parsable", f"--job-name={handle['name']}",
+                f"--chdir={handle['dir']}/work", "--output=stdout", "--error=stderr"]
+        for key in ("partition", "account", "qos"):
+            if opts.get(key):
+                argv.append(f"--{key}={opts[key]}")
+        if self.run_as:
+            argv.append(f"--uid={self.run_as}")
+        nodes = requirement(spec, "nodes")
+        cores = requirement(spec, "coresPerNode")
+        memory = requirement(spec, "memoryPerCore")
+        if nodes:
+            argv.append(f"--nodes={int(nodes)}")
+        if cores:
+            argv.append(f"--cpus-per-task={int(cores)}")
+        if memory:
+            argv.append(f"--mem-per-cpu={int(memory)}M")
+        limit = spec.time_limit
+        if opts.get("max_time"):
+            limit = min(limit or opts["max_time"], opts["max_time"])
+        if limit:
+            argv.append(f"--time={max(1, math.ceil(limit / 60))}")
+        argv.append(f"{handle['dir']}/{SCRIPT}")
+        return argv
+
+    async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
+        (spec.dir / SCRIPT).write_text(job_script(task_env(spec)))
+        await self.host.rmtree(handle["dir"])  # a previous, unstarted try
+        await self.host.put_dir(spec.dir, handle["dir"])
+        _, out, _ = await self.host.run(self.sbatch_argv(spec, handle))
+        job_id = out.strip().split(";")[0]
+        if not job_id.isdigit():
+            raise BackendError(f"sbatch answered {out.strip()!r}, not a job id")
+        return {**handle, "job_id": job_id}
+
+    async def _find(self, handle: dict[str, Any]) -> str | None:
+        if handle.get("job_id"):
+            return handle["job_id"]
+        _, out, _ = await self.host.run(["squeue", "-h", "-n", handle["name"], "-o", "%i"],
+                                        check=False)
+        ids = out.split()
+        if ids:
+            handle["job_id"] = ids[0]
+        return handle.get("job_id")
+
+    async def started(self, handle: dict[str, Any]) -> bool:
+        if await self._find(handle):
+            return True
+        return await self.host.read(f"{handle['dir']}/{EXIT_FILE}") is not None
+
+    async def _state(self, job_id: str) -> tuple[str | None, str]:
+        code, out, _ = await self.host.run(["squeue", "-h", "-j", job_id, "-o", "%T|%r"],
+                                           check=False)
+        line = out.strip().splitlines()[0] if code == 0 and out.strip() else ""
+        if not line:
+            return None, ""
+        state, _, reason = line.partition("|")
+        return state, reason
+
+    async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
+        exit_path = f"{handle['dir']}/{EXIT_FILE}"
+        job_id = await self._find(handle)
+        while True:
+            code = parse_status(await self.host.read(exit_path))
+            if code is not None:
+                return code, ""
+            state, reason = await self._state(job_id) if job_id else (None, "")
+            if state == "PENDING":
+                report("SCHEDULED", f"queued: {reason}" if reason else "queued")
+            elif state in ("RUNNING", "COMPLETING", "CONFIGURING"):
+                report("RUNNING", None)
+            elif state is None or state in ENDED:
+                for _ in range(8):  # the status may reach a shared file system a bit later
+                    code = parse_status(await self.host.read(exit_path))
+                    if code is not None:
+                        return code, ""
+                    await asyncio.sleep(0.25)
+                return None, f"its Slurm job {job_id} ended {state or 'and is gone'}"
+            await asyncio.sleep(self.poll_interval)
+
+    async def signal(self, handle: dict[str, Any], sig: int) -> None:
+        job_id = await self._find(handle)
+        if not job_id:
+            return
+        state, _ = await self._state(job_id)
+        if sig == signal.SIGKILL or state == "PENDING":
+            await self.host.run(["scancel", job_id], check=False)
+        else:
+            name = signal.Signals(sig).name.removeprefix("SIG")
+            await self.host.run(["scancel", "--batch", f"--signal={name}", job_id],
+                                check=False)
+
+    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
+        await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")
+
+    async def remove(self, handle: dict[str, Any]) -> None:
+        await self.host.rmtree(handle["dir"])
+
+    async def close(self) -> None:
+        await self.host.close()

@@ -1,0 +1,112 @@
+"""Tasks on an SSH host: SFTP staging, a detached wrapper, signals to its process group.
+
+Each task gets the remote folder ``<workdir>/<task-id>`` (``workdir`` is relative to the
+login's home unless absolute; default ``.everest-tasks``), which receives the staged work
+folder and the ``argv`` file by SFTP. One fixed command line starts the wrapper in a new
+session (``setsid``) with its input and output redirected, so it outlives the SSH channel
+and the server; it records its process group in ``pgid`` and the status in ``exit``. Cancel
+and the time limit signal that process group (``kill -INT -- -PGID``); the outputs come back
+by SFTP. The only values in that command line are the folder (made from the task id) and
+the task's Everest variables, all quoted; the task's arguments travel in ``argv``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from everest_local.backends import (
+    DETACHED,
+    PGID_FILE,
+    Backend,
+    BackendError,
+    Report,
+    SSHHost,
+    TaskSpec,
+    parse_status,
+    task_env,
+)
+from everest_local.processes import EXIT_FILE, WRAPPER
+
+LIVENESS_EVERY = 2.0
+
+
+def detached_line(folder: str, env: dict[str, str]) -> str:
+    """The shell line that starts a task's wrapper detached in ``folder/work``."""
+    assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
+    return (f"cd {shlex.quote(folder)}/work && env {assigns} setsid /bin/sh -c "
+            f"{shlex.quote(DETACHED)} {shlex.quote(WRAPPER)} </dev/null >stdout 2>stderr &")
+
+
+class SSHBackend(Backend):
+    """A resource of kind ``ssh``."""
+
+    def __init__(self, resource: Any):
+        super().__init__(resource)
+        self.host = SSHHost(resource.options)
+        self.workdir = resource.options.get("workdir", ".everest-tasks").rstrip("/")
+
+    def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
+        return {"dir": f"{self.workdir}/{spec.task_id}"}
+
+    async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
+        folder = handle["dir"]
+        await self.host.rmtree(folder)  # a previous, unstarted try
+        await self.host.put_dir(spec.dir, folder)
+        await self.host.run_line(detached_line(folder, task_env(spec)))
+        return handle
+
+    async def started(self, handle: dict[str, Any]) -> bool:
+        folder = handle["dir"]
+        return (await self.host.read(f"{folder}/{PGID_FILE}") is not None
+                or await self.host.read(f"{folder}/{EXIT_FILE}") is not None)
+
+    async def _pgid(self, handle: dict[str, Any]) -> int | None:
+        for _ in range(20):  # the detached shell writes it right after starting
+            data = await self.host.read(f"{handle['dir']}/{PGID_FILE}")
+            if data and data.endswith(b"\n"):
+                return int(data)
+            await asyncio.sleep(0.05)
+        return None
+
+    async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
+        exit_path = f"{handle['dir']}/{EXIT_FILE}"
+        report("RUNNING", None)
+        checked = time.monotonic()
+        while True:
+            code = parse_status(await self.host.read(exit_path))
+            if code is not None:
+                return code, ""
+            if time.monotonic() - checked > LIVENESS_EVERY:
+                checked = time.monotonic()
+                if not await self._alive(handle):
+                    code = parse_status(await self.host.read(exit_path))
+                    return code, "its processes on the SSH host ended without an exit status"
+            await asyncio.sleep(self.poll_interval)
+
+    async def _alive(self, handle: dict[str, Any]) -> bool:
+        pgid = await self._pgid(handle)
+        if pgid is None:
+            return False
+        code, _, _ = await self.host.run_line(f"kill -0 -- -{pgid}", check=False)
+        return code == 0
+
+    async def signal(self, handle: dict[str, Any], sig: int) -> None:
+        pgid = await self._pgid(handle)
+        if pgid is None:
+            raise BackendError(f"task folder {handle['dir']}: no process group recorded")
+        name = signal.Signals(sig).name.removeprefix("SIG")
+        await self.host.run_line(f"kill -{name} -- -{pgid}", check=False)
+
+    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
+        await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")
+
+    async def remove(self, handle: dict[str, Any]) -> None:
+        await self.host.rmtree(handle["dir"])
+
+    async def close(self) -> None:
+        await self.host.close()

@@ -1,0 +1,1 @@
+../../probe/ApplicationFiles/probe.py

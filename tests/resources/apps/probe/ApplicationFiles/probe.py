@@ -1,0 +1,24 @@
+"""Where am I? Writes report.json (evidence of the resource), upper.txt, then sleeps."""
+import json
+import os
+import socket
+import sys
+import time
+
+seconds = float(sys.argv[1])
+marker = os.path.expanduser("~/.everest-test-marker")
+report = {
+    "argv": sys.argv[2:], "uid": os.getuid(), "host": socket.gethostname(),
+    "container": os.path.exists("/.dockerenv"),
+    "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+    "marker": open(marker).read().strip() if os.path.exists(marker) else None,
+    "has_token": bool(os.environ.get("EVEREST_TASK_TOKEN")),
+    "started": time.time(),
+}
+if os.path.exists("data.txt"):
+    with open("data.txt") as f, open("upper.txt", "w") as out:
+        out.write(f.read().upper())
+print("probe started", flush=True)
+time.sleep(seconds)
+with open("report.json", "w") as f:
+    json.dump(report, f)

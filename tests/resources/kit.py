@@ -1,0 +1,108 @@
+"""What every resource kind must do, as checks the per-kind test modules call.
+
+Each check drives a real local server (started with ``--resources``) through its REST
+API with the ``probe`` app (``apps/probe``), whose ``report`` output says where it ran.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
+
+APPS = Path(__file__).resolve().parent / "apps"
+# quotes, a command substitution and a glob: only a shell would make anything of them
+TRICKY = "it's a $(touch /tmp/pwned) `id` * ; test"
+
+
+def write_resources(path: Path, resources: list[dict[str, Any]], **extra: Any) -> Path:
+    """A resources file with ``resources`` (and ``pools``/``apps`` if given)."""
+    path.write_text(yaml.safe_dump({"resources": resources, **extra}))
+    return path
+
+
+def serve(data_dir: Path, resources_file: Path, **opts: Any) -> ServerProcess:
+    """A server with the probe apps and these resources."""
+    return start_server(data_dir, apps=[APPS], extra_args=["--resources", str(resources_file)],
+                        **opts)
+
+
+def report_of(job: Any) -> dict[str, Any]:
+    return json.loads(job.output("report"))
+
+
+def check_roundtrip(server: ServerProcess, resource: str) -> dict[str, Any]:
+    """A job on ``resource``: argument untouched, input file in, output file out; returns
+    the probe's report (the caller checks the resource's evidence in it)."""
+    client = server.client()
+    data = client.upload(io.BytesIO(b"hello resources\n"), filename="in.txt")
+    job = client.submit("probe", {"text": TRICKY, "data": data["uri"]},
+                        resources=[resource])
+    done = client.wait(job.id, timeout=120)
+    assert done.state.value == "DONE", (done, client.log(job.id), server.log_text())
+    report = report_of(done)
+    assert report["argv"] == [TRICKY]
+    assert report["uid"] != 0, "tasks must not run as root"
+    assert report["has_token"]
+    assert client.read(done.output("upper")) == b"HELLO RESOURCES\n"
+    assert not Path("/tmp/pwned").exists()
+    return report
+
+
+def check_cancel(server: ServerProcess, resource: str, while_running: Any = None) -> str:
+    """Cancel a running job: it ends CANCELLED; returns its log.
+
+    ``while_running(job_id)`` runs once the job is RUNNING (to inspect the task there)."""
+    client = server.client()
+    job = client.submit("probe", {"text": "cancel me", "seconds": 300}, resources=[resource])
+    _let_it_start(client, job.id)
+    if while_running is not None:
+        while_running(job.id)
+    client.cancel(job.id)
+    ended = client.wait(job.id, timeout=60)
+    assert ended.state.value == "CANCELLED", (ended, client.log(job.id))
+    return client.log(job.id)
+
+
+def check_time_limit(server: ServerProcess, resource: str) -> None:
+    """The app's 2 s time limit stops a 300 s task and fails its job, saying why."""
+    client = server.client()
+    job = client.submit("probe-limited", {"text": "too slow", "seconds": 300},
+                        resources=[resource])
+    ended = client.wait(job.id, timeout=120)
+    assert ended.state.value == "FAILED", (ended, client.log(job.id))
+    assert "time limit" in (ended.info or ""), ended
+
+
+def check_kill9_restart(server: ServerProcess, resource: str) -> tuple[dict[str, Any], str]:
+    """``kill -9`` of the server while a task runs there, then a restart: the task is
+    re-adopted, its outputs collected, and it ran once (its report predates the kill).
+    Returns the report and the job's log."""
+    client = server.client()
+    job = client.submit("probe", {"text": "survive", "seconds": 4}, resources=[resource])
+    _let_it_start(client, job.id)
+    server.kill9()
+    killed_at = time.time()
+    server.restart()
+    client = server.client()
+    done = client.wait(job.id, timeout=120)
+    log = client.log(job.id)
+    assert done.state.value == "DONE", (done, log, server.log_text())
+    report = report_of(done)
+    assert report["started"] < killed_at, "the task was started again after the restart"
+    assert "re-adopted" in log, log
+    assert log.count("started on") == 1, log
+    return report, log
+
+
+def _let_it_start(client: Any, job_id: str) -> None:
+    """Wait until the job is RUNNING, then a second more: its program has then started
+    (the probe records when, which the restart check relies on)."""
+    wait_for_state(client, job_id, "RUNNING", timeout=120)
+    time.sleep(1.0)

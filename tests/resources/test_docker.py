@@ -1,0 +1,57 @@
+"""Tasks in Docker containers, on a private dockerd started for the test session."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.resources import kit
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def docker_server(docker_engine, tmp_path_factory):
+    root = tmp_path_factory.mktemp("docker-server")
+    resources = kit.write_resources(root / "resources.yaml", [
+        {"name": "box", "kind": "docker", "image": docker_engine.base_image,
+         "docker_host": docker_engine.host, "memory": "256m", "cpus": 1, "uid": "65534"},
+    ])
+    server = kit.serve(root / "data", resources)
+    server.resources_file = resources
+    yield server
+    server.close()
+
+
+def test_job_runs_in_a_container_as_nobody(docker_server):
+    report = kit.check_roundtrip(docker_server, "box")
+    assert report["container"] and report["uid"] == 65534
+    assert len(report["host"]) == 12  # docker names the host after the container id
+
+
+def test_cancel_stops_the_container_which_has_limits_and_no_privileges(docker_server,
+                                                                        docker_engine):
+    seen = {}
+
+    def inspect(job_id):
+        [container] = docker_engine.client().containers.list(
+            filters={"label": "everest.task"})
+        host = container.attrs["HostConfig"]
+        seen.update(memory=host["Memory"], cpus=host["NanoCpus"], caps=host["CapDrop"],
+                    network=host["NetworkMode"], user=container.attrs["Config"]["User"],
+                    security=host["SecurityOpt"], job=job_id, name=container.name)
+
+    log = kit.check_cancel(docker_server, "box", inspect)
+    assert seen["memory"] == 256 << 20 and seen["cpus"] == 10**9
+    assert seen["caps"] == ["ALL"] and seen["network"] == "none"
+    assert seen["user"] == "65534:65534" and "no-new-privileges" in seen["security"]
+    assert f"container {seen['name']}" in log
+    assert docker_engine.client().containers.list(all=True) == []
+
+
+def test_time_limit_stops_the_container(docker_server):
+    kit.check_time_limit(docker_server, "box")
+
+
+def test_kill9_restart_readopts_the_container(docker_server):
+    report, _ = kit.check_kill9_restart(docker_server, "box")
+    assert report["container"]
