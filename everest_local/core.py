@@ -15,6 +15,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
+from everest_app import strict_json
 from everest_app.descriptor import Application, is_file_input, validate_inputs
 from everest_app.errors import BadRequestError, EverestError, NotFoundError
 from everest_local.auth import Tokens
@@ -176,7 +177,7 @@ class Core:
         job = rows.get(job_id) if rows is not None else self.store.job(job_id)
         if job is None:  # deleted meanwhile
             return ""
-        text = json.dumps(self.job_json(job), separators=(",", ":"))
+        text = strict_json.dumps(self.job_json(job), separators=(",", ":"))
         if not decorated:
             if len(self._rendered) > 200_000:
                 self._rendered.clear()

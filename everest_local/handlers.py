@@ -21,6 +21,7 @@ from urllib.parse import quote, urlsplit
 
 import tornado.web
 
+from everest_app import strict_json
 from everest_app.errors import AuthError, BadRequestError, EverestError, NotFoundError
 from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
 from everest_local.core import Core, iso_time
@@ -94,7 +95,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def send_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps(data, separators=(",", ":")))
+        self.finish(strict_json.dumps(data, separators=(",", ":")))
 
     def send_text(self, text: str) -> None:
         """Send JSON that is already text."""
@@ -105,9 +106,9 @@ class ApiHandler(tornado.web.RequestHandler):
         if not self.request.body:
             return None
         try:
-            return json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequestError(f"the body is not valid JSON: {exc}", status=400) from exc
+            return strict_json.loads(self.request.body)
+        except strict_json.JSONInputError as exc:
+            raise BadRequestError(f"the body is refused: {exc}", status=400) from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]

@@ -46,9 +46,10 @@ from typing import Any
 import asyncssh
 from tornado import web
 
-from everest_app import __version__
+from everest_app import __version__, strict_json
 from launcher import relay_store as rs
 from launcher.relay_auth import AuthFailed, AuthUnavailable
+from launcher.session_options import check_base_prefix, check_default_url
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,6 @@ PAGE_COOKIE = "relay_token"
 EVEREST_COOKIE = "access_token"
 _SID = r"([0-9a-f]{24})"
 _LABEL_MAX = 200
-_URL_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$")
 
 
 class ApiError(web.HTTPError):
@@ -93,9 +93,9 @@ class BaseHandler(web.RequestHandler):
         if not self.request.body:
             return {}
         try:
-            body = json.loads(self.request.body)
-        except (ValueError, UnicodeDecodeError):
-            raise ApiError(400, "the request body is not valid JSON") from None
+            body = strict_json.loads(self.request.body)
+        except strict_json.JSONInputError as exc:
+            raise ApiError(400, f"the request body is refused: {exc}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "the request body must be a JSON object")
         return body
@@ -103,7 +103,7 @@ class BaseHandler(web.RequestHandler):
     def send(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps(data))
+        self.finish(strict_json.dumps(data))
 
     def token(self) -> tuple[str | None, bool]:
         """The caller's Everest token and whether it came from a cookie."""
@@ -161,11 +161,10 @@ def _hub_fields(body: dict[str, Any], mode: str, forward_possible: bool) -> dict
         if given:
             raise ApiError(400, f"{', '.join(given)}: only for mode 'hub'")
         return {}
-    base_url = _text(body, "base_url", "")
-    if not (_URL_PATH.match(base_url) and base_url.endswith("/") and "//" not in base_url
-            and ".." not in base_url):
-        raise ApiError(400, "'base_url' must be the hub's prefix for the server, such as "
-                            "/user/alice/")
+    try:
+        base_url = check_base_prefix(body.get("base_url", ""))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     env = body.get("hub_env", {})
     if not isinstance(env, dict) or len(json.dumps(env)) > _HUB_ENV_MAX or not all(
             isinstance(k, str) and _HUB_ENV_NAME.match(k) and isinstance(v, str)
@@ -195,9 +194,10 @@ class SessionsHandler(BaseHandler):
         if mode not in rs.MODES:
             raise ApiError(400, f"mode {mode!r} is not supported by this relay "
                                 f"(one of {', '.join(rs.MODES)})")
-        default_url = _text(body, "default_url", "/lab")
-        if not _URL_PATH.match(default_url) or "//" in default_url or ".." in default_url:
-            raise ApiError(400, "'default_url' must be a path such as /lab")
+        try:
+            default_url = check_default_url(body.get("default_url", "/lab"))
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
         hub = _hub_fields(body, mode, self.relay.config.hub_api_address() is not None)
         ttl = body.get("ticket_ttl", self.relay.config.ticket_ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:

@@ -29,6 +29,7 @@ import os
 from typing import Any
 
 from everest_app.errors import BadRequestError, ServerError
+from launcher.session_options import check_default_url
 
 log = logging.getLogger(__name__)
 
@@ -60,16 +61,28 @@ class SessionRelayPlugin:
             raise ServerError(f"the session relay did not start: {exc}", status=502) from exc
 
     async def prepare(self, user: str, app: Any, inputs: Any) -> Any:
-        """Fill in ``ticket`` and ``relay`` for a submission that has no ticket."""
-        if not isinstance(inputs, dict) or inputs.get("ticket"):
+        """Fill in ``ticket`` and ``relay`` for a submission that has no ticket; refuse a
+        ticket this relay minted for another user's session."""
+        if not isinstance(inputs, dict):
+            return inputs
+        if inputs.get("ticket"):
+            await self.ready()
+            ticket = inputs["ticket"]
+            record = self.relay.store.by_ticket(ticket) if isinstance(ticket, str) else None
+            if record is not None and record.owner != user:
+                log.warning("%s submitted a ticket of another user's session %s", user,
+                            record.id)
+                raise BadRequestError("input 'ticket': not a ticket of yours; ask the relay "
+                                      "for a session of your own", status=400)
             return inputs
         mode = inputs.get("mode") or "lab"
         if mode != "lab":
             raise BadRequestError(f"input 'mode': {mode!r} is not supported yet (only 'lab')",
                                   status=400)
-        default_url = inputs.get("default_url") or "/lab"
-        if not isinstance(default_url, str) or not default_url.startswith("/"):
-            raise BadRequestError("input 'default_url' must be a path such as /lab", status=400)
+        try:
+            default_url = check_default_url(inputs.get("default_url") or "/lab")
+        except ValueError as exc:
+            raise BadRequestError(f"input {exc}", status=400) from None
         await self.ready()
         record, ticket = await self.relay.create_session(
             user, mode=mode, label="web form", default_url=default_url)
