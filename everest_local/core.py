@@ -9,7 +9,6 @@ Errors are ``everest_app.errors`` exceptions with the HTTP status the handler an
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections import Counter
 from datetime import datetime
