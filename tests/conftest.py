@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser",
-                  "tests.fixtures.docker_engine"]
+                  "tests.fixtures.docker_engine", "tests.fixtures.task_user",
+                  "tests.fixtures.sshd"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",

@@ -5,7 +5,7 @@ login's home unless absolute; default ``.everest-tasks``), which receives the st
 folder and the ``argv`` file by SFTP. One fixed command line starts the wrapper in a new
 session (``setsid``) with its input and output redirected, so it outlives the SSH channel
 and the server; it records its process group in ``pgid`` and the status in ``exit``. Cancel
-and the time limit signal that process group (``kill -INT -- -PGID``); the outputs come back
+and the time limit signal that process group (``kill -INT -PGID``); the outputs come back
 by SFTP. The only values in that command line are the folder (made from the task id) and
 the task's Everest variables, all quoted; the task's arguments travel in ``argv``.
 """
@@ -38,8 +38,10 @@ LIVENESS_EVERY = 2.0
 def detached_line(folder: str, env: dict[str, str]) -> str:
     """The shell line that starts a task's wrapper detached in ``folder/work``."""
     assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
-    return (f"cd {shlex.quote(folder)}/work && env {assigns} setsid /bin/sh -c "
-            f"{shlex.quote(DETACHED)} {shlex.quote(WRAPPER)} </dev/null >stdout 2>stderr &")
+    # setsid -f, not `&`: a shell's background job starts with SIGINT ignored, and the
+    # task must feel the SIGINT of a cancel
+    return (f"cd {shlex.quote(folder)}/work && env {assigns} setsid -f /bin/sh -c "
+            f"{shlex.quote(DETACHED)} {shlex.quote(WRAPPER)} </dev/null >stdout 2>stderr")
 
 
 class SSHBackend(Backend):
@@ -92,7 +94,8 @@ class SSHBackend(Backend):
         pgid = await self._pgid(handle)
         if pgid is None:
             return False
-        code, _, _ = await self.host.run_line(f"kill -0 -- -{pgid}", check=False)
+        # `kill -SIG -PGID` (no `--`): the form both dash and bash accept
+        code, _, _ = await self.host.run_line(f"kill -0 -{pgid}", check=False)
         return code == 0
 
     async def signal(self, handle: dict[str, Any], sig: int) -> None:
@@ -100,7 +103,7 @@ class SSHBackend(Backend):
         if pgid is None:
             raise BackendError(f"task folder {handle['dir']}: no process group recorded")
         name = signal.Signals(sig).name.removeprefix("SIG")
-        await self.host.run_line(f"kill -{name} -- -{pgid}", check=False)
+        await self.host.run_line(f"kill -{name} -{pgid}", check=False)
 
     async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
         await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")

@@ -67,6 +67,7 @@ def check_cancel(server: ServerProcess, resource: str, while_running: Any = None
     client.cancel(job.id)
     ended = client.wait(job.id, timeout=60)
     assert ended.state.value == "CANCELLED", (ended, client.log(job.id))
+    assert report_of(ended).get("interrupted") == "SIGINT", "the task never got SIGINT"
     return client.log(job.id)
 
 
@@ -78,6 +79,7 @@ def check_time_limit(server: ServerProcess, resource: str) -> None:
     ended = client.wait(job.id, timeout=120)
     assert ended.state.value == "FAILED", (ended, client.log(job.id))
     assert "time limit" in (ended.info or ""), ended
+    assert report_of(ended).get("interrupted") == "SIGINT", "the task never got SIGINT"
 
 
 def check_kill9_restart(server: ServerProcess, resource: str) -> tuple[dict[str, Any], str]:
