@@ -27,6 +27,8 @@ from typing import Sequence
 log = logging.getLogger("session_runner.bootstrap")
 
 REQUIRED = ("jupyterlab", "asyncssh")
+HUB_REQUIRED = REQUIRED + ("jupyterhub",)
+"""What hub mode needs in addition: ``jupyterhub`` brings ``jupyterhub-singleuser``."""
 REEXEC_MARK = "EVEREST_JUPYTER_BOOTSTRAPPED"
 PYTHON_HINT = "EVEREST_JUPYTER_PYTHON"
 LOCK_STALE_SECONDS = 1800
@@ -36,17 +38,18 @@ class BootstrapError(RuntimeError):
     """The environment could not be prepared; the message says what failed."""
 
 
-def missing_modules(python: str | None = None) -> list[str]:
-    """Names in :data:`REQUIRED` that ``python`` (default: this interpreter) cannot import."""
+def missing_modules(python: str | None = None,
+                    required: Sequence[str] = REQUIRED) -> list[str]:
+    """Names in ``required`` that ``python`` (default: this interpreter) cannot import."""
     if python is None:
-        return [name for name in REQUIRED if importlib.util.find_spec(name) is None]
+        return [name for name in required if importlib.util.find_spec(name) is None]
     code = ("import importlib.util,sys;"
             "print(','.join(n for n in sys.argv[1:] if importlib.util.find_spec(n) is None))")
     try:
-        out = subprocess.run([python, "-c", code] + list(REQUIRED), capture_output=True,
+        out = subprocess.run([python, "-c", code] + list(required), capture_output=True,
                              text=True, timeout=60, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return list(REQUIRED)
+        return list(required)
     return [name for name in out.split(",") if name]
 
 
@@ -144,23 +147,24 @@ def ensure_venv(cache_dir: str, requirements: Sequence[str], system_site: bool,
     return venv_python(venv_dir)
 
 
-def choose_python(packages: Sequence[str], cache_dir: str) -> str | None:
+def choose_python(packages: Sequence[str], cache_dir: str,
+                  required: Sequence[str] = REQUIRED) -> str | None:
     """Decide which interpreter should run the session.
 
     Returns ``None`` when this interpreter will do, else the path of one to run again in:
     the interpreter named by ``EVEREST_JUPYTER_PYTHON`` when it has what is required and no
     extra packages are wanted, or a cached environment (created as needed).
     """
-    missing = missing_modules()
+    missing = missing_modules(required=required)
     hint = os.environ.get(PYTHON_HINT, "")
     if missing and not packages and hint and os.path.realpath(hint) != os.path.realpath(
-            sys.executable) and os.path.isfile(hint) and not missing_modules(hint):
+            sys.executable) and os.path.isfile(hint) and not missing_modules(hint, required):
         log.info("using %s (from %s), which has JupyterLab", hint, PYTHON_HINT)
         return hint
     if not missing and not packages:
         return None
     base = sys.executable
-    if missing and hint and os.path.isfile(hint) and not missing_modules(hint):
+    if missing and hint and os.path.isfile(hint) and not missing_modules(hint, required):
         base, missing = hint, []
     requirements = list(missing) + list(packages)
     return ensure_venv(cache_dir, requirements, system_site=not missing, base_python=base)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 
-MODES = ("lab",)
-"""Session modes this runner implements; ``hub`` (jupyterhub-singleuser) comes later."""
+MODES = ("lab", "hub")
+"""Session modes: ``lab`` (JupyterLab with the runner's own token) or ``hub`` (a JupyterHub's
+single-user server: ``jupyterhub-singleuser`` with the environment the hub gave the relay)."""
 
 DEFAULT_TIME_LIMIT = 8 * 3600
 DEFAULT_IDLE_TIMEOUT = 3600
@@ -142,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a JupyterLab session as an Everest task and tunnel it to the relay.")
     parser.add_argument("--relay", help="relay HTTP address (input relay)")
     parser.add_argument("--ticket", help="one-time ticket (input ticket)")
-    parser.add_argument("--mode", help="lab (hub comes later)")
+    parser.add_argument("--mode", help="lab, or hub (a JupyterHub's single-user server)")
     parser.add_argument("--time-limit", type=int, help="seconds before the session stops")
     parser.add_argument("--idle-timeout", type=int, help="seconds of inactivity before stopping")
     parser.add_argument("--packages", help="extra pip packages, space or comma separated")

@@ -5,6 +5,12 @@ the runner generates and passes through the environment (never on the command li
 the session's base URL. Shutdown goes through ``POST api/shutdown`` first — the server then
 stops every kernel itself — and falls back to SIGTERM, then kill.
 
+In hub mode the server is ``jupyterhub-singleuser``: the hub's environment (from the relay's
+grant) tells it its prefix, OAuth client and API token; :func:`hub_environment` points its
+hub API at the runner's forward and gives it a concrete port (the single-user server takes
+its port from ``JUPYTERHUB_SERVICE_URL`` and would try port 80 without one). The runner
+authenticates its own requests with the server's hub API token.
+
 Python >= 3.8, standard library only.
 """
 
@@ -19,6 +25,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 
 log = logging.getLogger("session_runner.notebook")
@@ -64,16 +71,53 @@ def lab_command(python: str, port: int, base_url: str, root_dir: str,
     return cmd
 
 
+def singleuser_command(python: str, root_dir: str) -> list[str]:
+    """The argument list that starts ``jupyterhub-singleuser`` (its port, prefix and hub
+    come from the environment)."""
+    cmd = [python, "-m", "jupyterhub.singleuser", f"--ServerApp.root_dir={root_dir}",
+           "--LabApp.news_url=None",
+           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")
+    return cmd
+
+
+def _with_netloc(url: str, netloc: str) -> str:
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme or "http", netloc, parts.path, parts.query,
+                                    parts.fragment))
+
+
+def hub_environment(hub_env: dict[str, str], port: int, root_dir: str,
+                    api_port: int | None = None) -> dict[str, str]:
+    """The hub's environment for its server, made true on this resource: the server's own
+    address is ``127.0.0.1:port``; with ``api_port`` (a forward to the hub's API through
+    the tunnel) the hub's API and activity URLs go through ``127.0.0.1:api_port``."""
+    env = dict(hub_env)
+    prefix = env.get("JUPYTERHUB_SERVICE_PREFIX") or "/"
+    env["JUPYTERHUB_SERVICE_URL"] = f"http://127.0.0.1:{port}{prefix}"
+    env["JUPYTERHUB_ROOT_DIR"] = root_dir
+    if api_port is not None:
+        for name in ("JUPYTERHUB_API_URL", "JUPYTERHUB_ACTIVITY_URL"):
+            if env.get(name):
+                env[name] = _with_netloc(env[name], f"127.0.0.1:{api_port}")
+    return env
+
+
 class Notebook:
     """One JupyterLab server process.
 
     ``url`` is its loopback address including the base URL; ``token`` authenticates every
     request. Call :meth:`start`, then :meth:`wait_ready`; :meth:`stop` is safe to call twice.
+    With ``hub_env`` it is a hub's single-user server instead (see the module docstring):
+    ``token`` is then ignored and the hub's API token used; ``hub_api_port`` is the local
+    end of the forward to the hub's API, if there is one.
     """
 
     def __init__(self, base_url: str, token: str, root_dir: str, log_path: str,
                  default_url: str = "/lab", env: dict[str, str] | None = None,
-                 python: str | None = None):
+                 python: str | None = None, hub_env: dict[str, str] | None = None,
+                 hub_api_port: int | None = None):
         self.base_url = base_url
         self.token = token
         self.root_dir = root_dir
@@ -81,6 +125,10 @@ class Notebook:
         self.default_url = default_url
         self.env = env
         self.python = python or sys.executable
+        self.hub_env = hub_env
+        self.hub_api_port = hub_api_port
+        if hub_env is not None:
+            self.token = hub_env.get("JUPYTERHUB_API_TOKEN", "")
         self.port = 0
         self.proc: subprocess.Popen | None = None
 
@@ -90,10 +138,20 @@ class Notebook:
 
     def start(self) -> None:
         """Start the server process (returns at once; see :meth:`wait_ready`)."""
-        self.port = free_port()
+        self.port = self.port or free_port()
         env = dict(os.environ if self.env is None else self.env)
-        env["JUPYTER_TOKEN"] = self.token
         env.pop("JUPYTER_TOKEN_FILE", None)
+        if self.hub_env is None:
+            env["JUPYTER_TOKEN"] = self.token
+            cmd = lab_command(self.python, self.port, self.base_url, self.root_dir,
+                              self.default_url)
+            what = "JupyterLab"
+        else:
+            env.pop("JUPYTER_TOKEN", None)
+            env.update(hub_environment(self.hub_env, self.port, self.root_dir,
+                                       self.hub_api_port))
+            cmd = singleuser_command(self.python, self.root_dir)
+            what = "jupyterhub-singleuser"
         kwargs: dict[str, object] = {}
         if os.name == "nt":
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
@@ -103,9 +161,7 @@ class Notebook:
             kwargs["start_new_session"] = True
             if sys.platform.startswith("linux"):
                 kwargs["preexec_fn"] = _die_with_parent
-        cmd = lab_command(self.python, self.port, self.base_url, self.root_dir,
-                          self.default_url)
-        log.info("starting JupyterLab on 127.0.0.1:%d%s", self.port, self.base_url)
+        log.info("starting %s on 127.0.0.1:%d%s", what, self.port, self.base_url)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, env=env,
@@ -143,8 +199,13 @@ class Notebook:
                 raise NotebookError(f"JupyterLab exited with code {code} before answering; its log "
                                     f"ends with:\n{self.log_tail()}")
             try:
-                self.status()
-                log.info("JupyterLab answers at 127.0.0.1:%d%s", self.port, self.base_url)
+                # the single-user server checks tokens with the hub: before it is up, ask
+                # its version endpoint (no authentication), as the hub itself does
+                if self.hub_env is None:
+                    self.status()
+                else:
+                    self.request("GET", "api")
+                log.info("the server answers at 127.0.0.1:%d%s", self.port, self.base_url)
                 return
             except (OSError, ValueError):
                 pass

@@ -61,14 +61,17 @@ class OpenSSHTunnel:
     ``give_up_after`` times in a row, before it ever authenticated and not for a network
     reason (a local ``ssh`` that cannot work here: key file permissions on Windows, say),
     :meth:`run` raises
-    :class:`TunnelUnusable` so the runner can use asyncssh instead.
+    :class:`TunnelUnusable` so the runner can use asyncssh instead. ``hub_port`` (hub
+    mode): also ``-L`` forward ``127.0.0.1:hub_port`` to the grant's hub API address.
     """
 
     def __init__(self, grant: Grant, key: SessionKey, local_port: int, ssh: str, workdir: str,
                  on_state: Callable[[str], None] | None = None,
-                 min_delay: float = 0.2, max_delay: float = 10.0, give_up_after: int = 3):
+                 min_delay: float = 0.2, max_delay: float = 10.0, give_up_after: int = 3,
+                 hub_port: int | None = None):
         self.grant = grant
         self.local_port = local_port
+        self.hub_port = hub_port
         self.ssh = ssh
         self.give_up_after = give_up_after
         self.on_state = on_state or (lambda state: None)
@@ -112,8 +115,11 @@ class OpenSSHTunnel:
 
     def _command(self, *mode: str) -> list[str]:
         g = self.grant
+        local = []
+        if self.hub_port is not None and g.hub_api is not None:
+            local = ["-L", f"127.0.0.1:{self.hub_port}:{g.hub_api[0]}:{g.hub_api[1]}"]
         return [self.ssh, *mode, *self._options(), "-p", str(g.ssh_port), "-l", g.username,
-                "-R", f"{g.listen_host}:{g.listen_port}:127.0.0.1:{self.local_port}",
+                "-R", f"{g.listen_host}:{g.listen_port}:127.0.0.1:{self.local_port}", *local,
                 "--", g.ssh_host]
 
     def usable(self) -> bool:

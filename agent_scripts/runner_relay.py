@@ -53,6 +53,13 @@ class Grant:
             self.listen_port = int(forward["port"])
             self.host_key = str(doc["host_key"])
             self.end_token = str(doc.get("end_token") or "")
+            self.mode = str(doc.get("mode") or "lab")
+            hub = doc.get("hub") if self.mode == "hub" else None
+            # hub mode: the environment the hub gives its server, and where (on the relay's
+            # side) the hub's API is, if the relay forwards to it
+            self.hub_env = {str(k): str(v) for k, v in (hub or {}).get("env", {}).items()}
+            api = (hub or {}).get("api")
+            self.hub_api = (str(api["host"]), int(api["port"])) if api else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RedeemError(f"the relay's answer is not a session grant ({exc})") from None
         if not self.base_url.startswith("/") or not self.base_url.endswith("/"):

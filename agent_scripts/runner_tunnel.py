@@ -36,16 +36,20 @@ class Tunnel:
     connected; when the connection drops it reconnects with exponential backoff and jitter
     (first retry after ``min_delay``). It returns only when :meth:`close` is called, and
     raises :class:`SessionEnded` when the relay refuses the key or the forward.
-    ``connects``/``disconnects`` count what happened, for the summary.
+    ``connects``/``disconnects`` count what happened, for the summary. ``hub_port``
+    (hub mode): also listen on ``127.0.0.1:hub_port`` and forward it to the grant's hub API
+    address through the same connection.
     """
 
     def __init__(self, grant: Grant, key: SessionKey, local_port: int,
                  on_state: Callable[[str], None] | None = None,
-                 min_delay: float = 0.2, max_delay: float = 10.0):
+                 min_delay: float = 0.2, max_delay: float = 10.0,
+                 hub_port: int | None = None):
         self.grant = grant
         self.key = asyncssh.import_private_key(key.private_openssh)
         self.host_key = asyncssh.import_public_key(grant.host_key)
         self.local_port = local_port
+        self.hub_port = hub_port
         self.on_state = on_state or (lambda state: None)
         self.backoff = Backoff(min_delay, max_delay)
         self.connects = 0
@@ -68,6 +72,8 @@ class Tunnel:
                     g.listen_host, g.listen_port, "127.0.0.1", self.local_port)
             except asyncssh.ChannelListenError as exc:
                 raise SessionEnded(f"the relay refused the forward: {exc}") from None
+            if self.hub_port is not None and g.hub_api is not None:
+                await conn.forward_local_port("127.0.0.1", self.hub_port, *g.hub_api)
             self.connects += 1
             log.info("tunnel up: %s:%d on the relay -> 127.0.0.1:%d", g.listen_host,
                      g.listen_port, self.local_port)

@@ -194,12 +194,25 @@ class Session:
         env = dict(os.environ)
         if s.everest_url and not env.get("EVEREST_URL"):
             env["EVEREST_URL"] = s.everest_url
+        hub = grant.mode == "hub"
+        hub_port = runner_notebook.free_port() if hub and grant.hub_api else None
         self.notebook = nb = runner_notebook.Notebook(
             grant.base_url, token, root, os.path.join(s.workdir, NOTEBOOK_LOG),
-            default_url=s.default_url, env=env)
+            default_url=s.default_url, env=env, hub_env=grant.hub_env if hub else None,
+            hub_api_port=hub_port)
+        tunnel_task = None
+        if hub:
+            # jupyterhub-singleuser asks the hub's API at once and gives up after ~45 s:
+            # the tunnel (with its forward to the hub) comes first
+            nb.port = runner_notebook.free_port()
+            self.tunnel = self._make_tunnel(grant, key, nb.port, hub_port)
+            tunnel_task = asyncio.ensure_future(self._keep_tunnel(grant, key, nb.port,
+                                                                  hub_port))
+            await self._wait_connected(tunnel_task)
         nb.start()
         self.summary["notebook"]["port"] = nb.port
-        self.tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
+        if not hub:
+            self.tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
         if s.repository:
             try:
                 folder = await self._step(clone_repository, s.repository, root)
@@ -209,9 +222,11 @@ class Session:
                 self.summary["error"] = str(exc)
         await self._step(nb.wait_ready)
 
-        watchers = [asyncio.ensure_future(c) for c in (
-            self._keep_tunnel(grant, key, nb.port), self.stop_event.wait(),
-            self._watch_notebook(), self._watch_time_limit(), self._watch_idle())]
+        watchers = [tunnel_task or asyncio.ensure_future(self._keep_tunnel(grant, key,
+                                                                           nb.port))]
+        watchers += [asyncio.ensure_future(c) for c in (
+            self.stop_event.wait(), self._watch_notebook(), self._watch_time_limit(),
+            self._watch_idle())]
         try:
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -231,15 +246,28 @@ class Session:
         self.summary["reason"] = self.stop_reason
         return 1 if self.stop_reason.startswith("JupyterLab exited") else 0
 
-    def _make_tunnel(self, grant, key, port: int):
+    async def _wait_connected(self, tunnel_task, timeout: float = 60.0) -> None:
+        """Wait until the tunnel has connected once (raising what it raised if it ended);
+        after ``timeout`` go on anyway: it keeps trying, and the server retries too."""
+        deadline = time.monotonic() + timeout
+        while not self.tunnel.connects and time.monotonic() < deadline:
+            if tunnel_task.done():
+                tunnel_task.result()
+                raise RuntimeError("the tunnel stopped before it connected")
+            if self.stop_event.is_set():
+                raise Stopped()
+            await asyncio.sleep(0.05)
+
+    def _make_tunnel(self, grant, key, port: int, hub_port: int | None = None):
         """OpenSSH's ``ssh`` when it is there and takes our options (``--tunnel auto`` or
-        ``openssh``), else asyncssh."""
+        ``openssh``), else asyncssh. ``hub_port``: the local end of the hub API forward."""
         import runner_openssh
 
         kind = self.settings.tunnel
         ssh = runner_openssh.find_ssh() if kind in ("auto", "openssh") else None
         if ssh:
-            tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh, self.settings.workdir)
+            tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh, self.settings.workdir,
+                                                  hub_port=hub_port)
             if tunnel.usable():
                 self.summary["tunnel"]["kind"] = "openssh"
                 return tunnel
@@ -249,9 +277,9 @@ class Session:
         import runner_tunnel
 
         self.summary["tunnel"]["kind"] = "asyncssh"
-        return runner_tunnel.Tunnel(grant, key, port)
+        return runner_tunnel.Tunnel(grant, key, port, hub_port=hub_port)
 
-    async def _keep_tunnel(self, grant, key, port: int) -> None:
+    async def _keep_tunnel(self, grant, key, port: int, hub_port: int | None = None) -> None:
         """Run the tunnel; if ``ssh`` turns out unusable here, carry on with asyncssh."""
         import runner_openssh
 
@@ -265,7 +293,7 @@ class Session:
             import runner_tunnel
 
             self.summary["tunnel"]["kind"] = "asyncssh"
-            self.tunnel = runner_tunnel.Tunnel(grant, key, port)
+            self.tunnel = runner_tunnel.Tunnel(grant, key, port, hub_port=hub_port)
             await self.tunnel.run()
 
     async def _watch_notebook(self) -> None:
@@ -328,11 +356,13 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         write_summary(workdir, {"reason": "bad input", "error": str(exc)})
         return 2
+    required = runner_bootstrap.HUB_REQUIRED if settings.mode == "hub" else \
+        runner_bootstrap.REQUIRED
     if not runner_bootstrap.already_bootstrapped():
         try:
             python = runner_bootstrap.choose_python(
-                settings.packages if settings.bootstrap else [], settings.venv_cache) \
-                if settings.bootstrap else None
+                settings.packages if settings.bootstrap else [], settings.venv_cache,
+                required) if settings.bootstrap else None
         except runner_bootstrap.BootstrapError as exc:
             log.error("could not prepare the environment: %s", exc)
             write_summary(workdir, {"reason": "error", "error": str(exc)})
@@ -340,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         if python:
             log.info("running the session in %s", python)
             return runner_bootstrap.reexec(python, argv)
-    missing = runner_bootstrap.missing_modules()
+    missing = runner_bootstrap.missing_modules(required=required)
     if missing:
         error = ("{} not installed for {} and bootstrap is off; install them or allow the "
                  "bootstrap".format(" and ".join(missing), sys.executable))

@@ -77,7 +77,8 @@ class SessionRelayPlugin:
             return inputs
         mode = inputs.get("mode") or "lab"
         if mode != "lab":
-            raise BadRequestError(f"input 'mode': {mode!r} is not supported yet (only 'lab')",
+            raise BadRequestError(f"input 'mode': {mode!r} needs a ticket (JupyterHub's "
+                                  "EverestSpawner gives one); this form starts 'lab' sessions",
                                   status=400)
         try:
             default_url = check_default_url(inputs.get("default_url") or "/lab")

@@ -52,7 +52,7 @@ def test_inputs_come_from_the_files_everest_writes(relay: RelayProcess, tmp_path
 def test_bad_inputs_are_named(relay: RelayProcess, tmp_path: Path) -> None:
     cases = [([f"--relay={relay.url}"], "'ticket' is missing"),
              (["--relay=ftp://example.org", "--ticket=x"], "must start with http"),
-             ([f"--relay={relay.url}", "--ticket=x", "--mode=hub"], "'mode' must be one of"),
+             ([f"--relay={relay.url}", "--ticket=x", "--mode=shell"], "'mode' must be one of"),
              ([f"--relay={relay.url}", "--ticket=x", "--packages=-e ."], "is an option"),
              ([f"--relay={relay.url}", "--ticket=x", "--repository=--upload-pack=x"],
               "must be a git URL"),

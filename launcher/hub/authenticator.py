@@ -1,0 +1,105 @@
+"""EverestAuthenticator: users sign in to the hub with their Everest user name and password.
+
+The password goes to Everest once, for a labelled token with a lifetime
+(``POST /api/auth/access_token``); the hub keeps only that token, in the user's encrypted
+``auth_state`` (set ``JUPYTERHUB_CRYPT_KEY``), and ``EverestSpawner`` submits the user's
+jobs with it — so every job belongs to its user, and Everest's own rules decide which
+resources it may use. A token close to its end makes the hub ask the user to sign in again
+(before a spawn too), which gets a fresh one. No password is stored.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from jupyterhub.auth import Authenticator
+from tornado import web
+from traitlets import Integer, Unicode, default
+
+from launcher.hub.api import ApiError, JsonApi
+from launcher.relay_auth import owner_of
+
+
+class EverestAuthenticator(Authenticator):
+    """Sign in with an Everest account (see the module docstring)."""
+
+    everest_url = Unicode(
+        "", config=True,
+        help="""The Everest whose accounts sign in here (the same as
+        ``EverestSpawner.everest_url``).""")
+
+    token_lifetime = Integer(
+        7 * 24 * 3600, config=True,
+        help="""Seconds the Everest token obtained at sign-in is valid (Everest's default is
+        one week).""")
+
+    token_label = Unicode(
+        "jupyterhub", config=True,
+        help="""The label of the tokens this hub obtains, as the user sees them in
+        Everest's token list.""")
+
+    refresh_margin = Integer(
+        3600, config=True,
+        help="""A token with less than this many seconds left counts as expired: the user
+        signs in again (the hub checks before every spawn and every ``auth_refresh_age``).""")
+
+    http_request_timeout = Integer(10, config=True,
+                                   help="Seconds a request to Everest may take.")
+
+    @default("enable_auth_state")
+    def _default_auth_state(self) -> bool:
+        return True  # the token lives there; needs JUPYTERHUB_CRYPT_KEY
+
+    @default("refresh_pre_spawn")
+    def _default_refresh_pre_spawn(self) -> bool:
+        return True
+
+    @default("allow_all")
+    def _default_allow_all(self) -> bool:
+        return True  # Everest decides who has an account; narrow with allowed_users
+
+    async def authenticate(self, handler: web.RequestHandler, data: dict[str, str]
+                           ) -> dict[str, Any] | None:
+        """Trade the user name and password for an Everest token; None when Everest says
+        no. Raises a 503 when Everest cannot be asked."""
+        username, password = data.get("username", ""), data.get("password", "")
+        if not username or not password:
+            return None
+        everest = JsonApi(self.everest_url, None, timeout=self.http_request_timeout, retries=0)
+        try:
+            answer = await everest.call("POST", "/api/auth/access_token", {
+                "username": username, "password": password, "label": self.token_label,
+                "lifetime": self.token_lifetime})
+        except ApiError as exc:
+            if exc.status in (400, 401, 403):
+                self.log.warning("Everest refused the sign-in of %r", username)
+                return None
+            raise web.HTTPError(503, f"Everest at {self.everest_url} cannot be asked "
+                                     f"right now ({exc.message}); try again soon.") from None
+        token = (answer or {}).get("access_token")
+        if not isinstance(token, str) or not token:
+            raise web.HTTPError(503, "Everest answered the sign-in without a token")
+        name = username
+        try:
+            info = await JsonApi(self.everest_url, token,
+                                 timeout=self.http_request_timeout).call(
+                "GET", "/api/auth/access_token")
+            named = owner_of(info, token)
+            if not named.startswith("token:"):
+                name = named
+        except ApiError as exc:
+            self.log.info("Everest token info for %r unavailable: %s", username, exc)
+        return {"name": name, "auth_state": {
+            "everest_token": token, "everest_url": self.everest_url,
+            "everest_token_expires": time.time() + self.token_lifetime}}
+
+    async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None
+                           ) -> bool | dict[str, Any]:
+        """True while the user's token has more than ``refresh_margin`` left; False (sign
+        in again) otherwise."""
+        state = await user.get_auth_state()
+        if not state or not state.get("everest_token"):
+            return False
+        return float(state.get("everest_token_expires", 0)) - time.time() > \
+            self.refresh_margin
