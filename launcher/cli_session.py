@@ -251,6 +251,9 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hub-api", default=None, metavar="HOST:PORT",
                    help="a JupyterHub's API address as this machine reaches it: hub-mode "
                         "sessions may forward to it (and nowhere else) through their tunnel")
+    p.add_argument("--hub-service-account", action="append", default=[], metavar="USER",
+                   help="an Everest account (a hub's service token) that may start hub "
+                        "servers for any hub user (repeatable)")
 
 
 def _host_port(text: str, what: str) -> tuple[str, int]:
@@ -278,7 +281,7 @@ def run_relay(args: argparse.Namespace) -> int:
         ticket_ttl=args.ticket_ttl, stale_after=args.stale_after, hold=args.hold,
         certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file,
         hub_api="{}:{}".format(*_host_port(args.hub_api, "--hub-api")) if args.hub_api
-        else None)
+        else None, hub_service_accounts=tuple(args.hub_service_account))
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:

@@ -79,6 +79,8 @@ class RelayConfig:
     JupyterHub's API as this machine reaches it; hub-mode sessions may ask for a forward
     to it (and to nothing else) through their SSH connection. Without it, hub-mode sessions
     must reach the hub some other way (``EverestSpawner.hub_api_url``).
+    ``hub_service_accounts``: Everest accounts (a hub's service token) that may create
+    hub-mode sessions for any hub user; other accounts only for their own user name.
     """
 
     state_dir: Path
@@ -100,6 +102,7 @@ class RelayConfig:
     keyfile: str | None = None
     info_file: Path | None = None
     hub_api: str | None = None
+    hub_service_accounts: tuple[str, ...] = ()
 
     def hub_api_address(self) -> tuple[str, int] | None:
         """``hub_api`` as (host, port), or None when not configured."""
@@ -320,12 +323,13 @@ class Relay:
         """The address a user opens: the relay, base URL, start page, and the token.
         Clients take it from the API's answer; nothing else builds it.
 
-        A hub-mode session's URL is its root on the relay, ``<relay>/session/<id>``:
-        JupyterHub's proxy appends the ``<prefix>...`` paths it forwards, the relay passes
-        them on without that root, and the hub's OAuth guards them.
+        A hub-mode session's URL is the relay's own address: JupyterHub's proxy keeps only
+        the host and port of a spawner's URL and forwards its ``<prefix>...`` paths there;
+        the relay finds the session by that prefix (one live session per prefix), and the
+        hub's OAuth guards it.
         """
         if record.mode == rs.HUB_MODE:
-            return self.public_base() + self.session_root(record)
+            return self.public_base()
         url = self.public_base() + record.base_url + record.default_url.lstrip("/")
         if with_token and record.notebook_token:
             url += f"?token={record.notebook_token}"
@@ -445,7 +449,7 @@ class Relay:
         if record.mode == rs.HUB_MODE:
             # jupyterhub-singleuser: its unauthenticated version endpoint (what the hub's
             # own readiness check asks); its tokens are the hub's, not the runner's
-            url = f"{self.url}{self.session_root(record)}{record.base_url}api"
+            url = f"{self.url}{record.base_url}api"
             headers = {}
         else:
             url = f"{self.url}{record.base_url}api/status"

@@ -10,7 +10,9 @@ Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
   server), ``hub_env`` (the ``JUPYTERHUB_*`` environment, handed to the runner with its
   grant and never shown again) and ``hub_forward`` (may the runner reach the relay's
   configured hub API through its SSH connection); its ``url`` is the address the hub's
-  proxy forwards to;
+  proxy forwards to (the relay's root: it serves the server at its prefix). A prefix
+  ``/user/<name>/`` may be claimed by Everest user ``<name>`` or by a
+  ``--hub-service-account``, by one live session at a time (403, 409);
 - ``GET /api/sessions`` -> the caller's live sessions (``?all=1``: ended ones too);
 - ``GET /api/sessions/<id>`` (``?state=S&wait=SECONDS``: answers when the state is no longer
   S, at most SECONDS later — the launcher's progress without polling);
@@ -42,6 +44,7 @@ import logging
 import re
 from importlib import resources
 from typing import Any
+from urllib.parse import unquote
 
 import asyncssh
 from tornado import web
@@ -151,6 +154,7 @@ def _text(body: dict[str, Any], name: str, default: str, limit: int = _LABEL_MAX
 
 _HUB_ENV_NAME = re.compile(r"^(JUPYTERHUB_[A-Z_]{1,60}|JPY_API_TOKEN)$")
 _HUB_ENV_MAX = 32 * 1024
+_HUB_USER = re.compile(r"/user/([^/]+)/(?:[^/]+/)?$")
 
 
 def _hub_fields(body: dict[str, Any], mode: str, forward_possible: bool) -> dict[str, Any]:
@@ -199,6 +203,8 @@ class SessionsHandler(BaseHandler):
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
         hub = _hub_fields(body, mode, self.relay.config.hub_api_address() is not None)
+        if hub:
+            self._check_hub_prefix(owner, hub["base_url"])
         ttl = body.get("ticket_ttl", self.relay.config.ticket_ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ApiError(400, "'ticket_ttl' must be a positive number of seconds")
@@ -208,6 +214,22 @@ class SessionsHandler(BaseHandler):
         view = self.relay.view(record)
         view.update(ticket=ticket, relay_url=self.public_base())
         self.send(view, 201)
+
+
+    def _check_hub_prefix(self, owner: str, base_url: str) -> None:
+        """A hub prefix is served by one live session, claimed by its own user (the hub's
+        user name is the Everest one with EverestAuthenticator) or by an account the relay
+        trusts to serve any (``--hub-service-account``, a hub's service token)."""
+        match = _HUB_USER.search(base_url)
+        user = unquote(match.group(1)) if match else None
+        if owner not in self.relay.config.hub_service_accounts and user != owner:
+            raise ApiError(403, f"{owner} may not serve {base_url}: a hub prefix "
+                                "/user/<name>/ belongs to Everest user <name>, or to an "
+                                "account the relay serves hubs for (--hub-service-account)")
+        taken = self.relay.store.hub_session_at(base_url)
+        if taken is not None and taken.base_url == base_url:
+            raise ApiError(409, f"{base_url} is already served by live session {taken.id} "
+                                f"({taken.label}); end it first")
 
 
 class SessionHandler(BaseHandler):
@@ -339,7 +361,7 @@ class NotFoundHandler(BaseHandler):
 
 def make_app(relay) -> web.Application:
     """The tornado application serving ``relay`` (a :class:`launcher.relay.Relay`)."""
-    from launcher.relay_proxy import SESSION_PATH, SessionProxyHandler
+    from launcher.relay_proxy import SESSION_PATH, HubProxyHandler, SessionProxyHandler
 
     return web.Application([
         (r"/", PageHandler),
@@ -351,4 +373,5 @@ def make_app(relay) -> web.Application:
         (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
         (r"/api/tickets/redeem", RedeemHandler),
         (SESSION_PATH, SessionProxyHandler),
+        (r"/(?!api/).*", HubProxyHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

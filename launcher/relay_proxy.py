@@ -151,11 +151,8 @@ class SessionProxyHandler(BaseHandler):
         self.chan: Channel | None = None
         self._chunked_body = False
         self._head = b""
-        session_id = self.path_args[0]
         relay = self.relay
-        record = relay.store.get(session_id)
-        if record is None or not record.live:
-            raise ApiError(404, f"no live session {session_id} on this relay")
+        record = self._session()
         if not record.notebook_token and record.mode != rs.HUB_MODE:
             raise ApiError(502, "this session's notebook has not started yet; retry in a "
                                 "moment")
@@ -165,7 +162,7 @@ class SessionProxyHandler(BaseHandler):
         self.websocket = (self.request.method == "GET"
                           and headers.get("Upgrade", "").lower() == "websocket")
         uri = self.request.uri or "/"
-        root = relay.session_root(record)
+        root = self._root(record)
         if root:
             uri = uri[len(root):] or "/"
         lines = [f"{self.request.method} {uri} HTTP/1.1"]
@@ -187,6 +184,18 @@ class SessionProxyHandler(BaseHandler):
         self._has_body = length not in (None, "0") or self._chunked_body
         self.chan = await self._channel(allow_pooled=True)
         self.chan.writer.write(self._head)
+
+    def _session(self) -> rs.SessionRecord:
+        """The live session this request is for; 404 when there is none."""
+        session_id = self.path_args[0]
+        record = self.relay.store.get(session_id)
+        if record is None or not record.live:
+            raise ApiError(404, f"no live session {session_id} on this relay")
+        return record
+
+    def _root(self, record: rs.SessionRecord) -> str:
+        """What to remove from the request's path before it goes to the session."""
+        return self.relay.session_root(record)
 
     async def _channel(self, allow_pooled: bool) -> Channel:
         relay, sid = self.relay, self.record.id
@@ -349,3 +358,23 @@ class SessionProxyHandler(BaseHandler):
         if getattr(self, "chan", None) is not None:
             self.chan.close()
             self.chan = None
+
+
+class HubProxyHandler(SessionProxyHandler):
+    """Any other path: a hub-mode session's server at its hub prefix (``/user/<name>/...``).
+
+    JupyterHub's proxy forwards to the host and port of the URL a spawner returns, never
+    its path, so the relay finds a hub-mode server by the prefix its requests carry. A
+    prefix belongs to at most one live session (see ``POST /api/sessions``), and only its
+    user (or a hub service account the relay trusts) may claim it.
+    """
+
+    def _session(self) -> rs.SessionRecord:
+        record = self.relay.store.hub_session_at(self.request.path)
+        if record is None:
+            raise ApiError(404, f"no such relay endpoint or hub server: {self.request.path}")
+        return record
+
+    def _root(self, record: rs.SessionRecord) -> str:
+        return ""
+

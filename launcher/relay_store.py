@@ -204,6 +204,15 @@ class RelayStore:
         row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return SessionRecord.from_row(row) if row else None
 
+    def hub_session_at(self, path: str) -> SessionRecord | None:
+        """The live hub-mode session whose base URL (the hub's prefix) starts ``path``."""
+        row = self._db.execute(
+            "SELECT * FROM sessions WHERE mode=? AND state IN ({}) AND"
+            " substr(?, 1, length(base_url)) = base_url ORDER BY length(base_url) DESC"
+            " LIMIT 1".format(",".join("?" * len(LIVE_STATES))),
+            (HUB_MODE, *sorted(LIVE_STATES), path)).fetchone()
+        return SessionRecord.from_row(row) if row else None
+
     def list(self, owner: str | None = None, live_only: bool = True) -> list[SessionRecord]:
         """Sessions, newest first; of one ``owner`` when given; live ones unless told."""
         sql, args = "SELECT * FROM sessions", []

@@ -215,7 +215,8 @@ class HubStack:
     def start(self) -> HubStack:
         self.server.start()
         self.relay = RelayProcess(self.folder / "relay", self.server.url, "--hub-api",
-                                  f"127.0.0.1:{self.hub_port}").start()
+                                  f"127.0.0.1:{self.hub_port}", "--hub-service-account",
+                                  SERVICE_USER).start()
         token = EverestClient.login(self.server.url, SERVICE_USER, password_for(SERVICE_USER),
                                     label="hub service")
         self.everest = EverestClient(self.server.url, token)

@@ -68,7 +68,7 @@ def test_options_outside_the_profiles_are_refused(stack: HubStack) -> None:
         # refused before anything is asked of Everest: the spawn is over at once, and the
         # hub tells why (on the spawn page; its log has the same message)
         wait_for(lambda: api.server("oscar") is None, 30, "the failed spawn to clear")
-        wait_for(lambda: said in stack.hub.log(), 10, "the refusal in the hub's log")
+        wait_for(lambda said=said: said in stack.hub.log(), 10, "the refusal in the log")
     assert not hub_jobs(stack.everest, "oscar")  # nothing was submitted
 
 

@@ -7,6 +7,7 @@ connection, and nothing else."""
 from __future__ import annotations
 
 import sqlite3
+import uuid
 from collections.abc import Iterator
 
 import asyncssh
@@ -43,15 +44,19 @@ def hub_api() -> Iterator[int]:
 def relay(local_server: ServerProcess, hub_api: int,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,
-                        "--hub-api", f"127.0.0.1:{hub_api}")
+                        "--hub-api", f"127.0.0.1:{hub_api}", "--hub-service-account", "bob")
     try:
         yield proc.start()
     finally:
         proc.stop()
 
 
-def _hub_session(api: Api, **extra) -> dict:
-    return api.new_session(mode="hub", label="hub1/alice/", base_url="/user/alice/",
+def _hub_session(api: Api, server: str | None = None, **extra) -> dict:
+    """A hub-mode session for alice's server ``server`` (a fresh named one by default: a
+    prefix is served by one live session at a time)."""
+    server = uuid.uuid4().hex[:8] if server is None else server
+    prefix = f"/user/alice/{server}/" if server else "/user/alice/"
+    return api.new_session(mode="hub", label=f"hub1/alice/{server}", base_url=prefix,
                            hub_env=HUB_ENV, hub_forward=True, **extra)
 
 
@@ -88,12 +93,12 @@ def test_a_relay_without_hub_api_refuses_the_forward(local_server: ServerProcess
 
 def test_the_hub_env_reaches_only_the_redeeming_runner(relay: RelayProcess, alice: Api,
                                                        hub_api: int) -> None:
-    session = _hub_session(alice)
+    session = _hub_session(alice, "")
     assert "hub_env" not in session and HUB_ENV["JUPYTERHUB_API_TOKEN"] not in str(session)
     assert session["base_url"] == "/user/alice/"
-    # the proxy target: the session's root on the relay's one port; the hub's proxy appends
-    # its /user/alice/ paths, which the relay passes on without the root
-    assert session["url"] == f"{relay.url}/session/{session['id']}"
+    # the proxy target: the relay's one port (JupyterHub's proxy keeps only host and port
+    # of a spawner's URL); the relay finds the session by the /user/alice/ prefix
+    assert session["url"] == relay.url
     listed = alice("GET", "/api/sessions").text
     assert HUB_ENV["JUPYTERHUB_API_TOKEN"] not in listed
 
@@ -101,6 +106,8 @@ def test_the_hub_env_reaches_only_the_redeeming_runner(relay: RelayProcess, alic
     assert grant["mode"] == "hub"
     assert grant["hub"] == {"env": HUB_ENV, "api": {"host": "127.0.0.1", "port": hub_api}}
     assert grant["base_url"] == "/user/alice/"
+    assert alice("POST", "/api/sessions", json={  # one live session per prefix
+        "mode": "hub", "base_url": "/user/alice/", "hub_env": {}}).status_code == 409
 
     # once ended, the secrets are gone from the relay's state too
     alice("DELETE", f"/api/sessions/{session['id']}")
@@ -167,23 +174,36 @@ def test_a_hub_session_without_forward_cannot_reach_it(relay: RelayProcess, alic
         ssh_peer.close(conn)
 
 
-def test_a_hub_session_is_served_under_its_root_with_the_hubs_paths(
+def test_only_its_user_or_a_hub_service_account_claims_a_prefix(alice: Api,
+                                                                bob: Api) -> None:
+    body = {"mode": "hub", "base_url": "/user/bob/x/", "hub_env": {}}
+    resp = alice("POST", "/api/sessions", json=body)
+    assert resp.status_code == 403 and "--hub-service-account" in resp.json()["message"]
+    assert bob.new_session(**body)["base_url"] == "/user/bob/x/"  # their own
+    served = bob.new_session(mode="hub", base_url="/user/alice/svc/", hub_env={})
+    assert served["base_url"] == "/user/alice/svc/"  # bob is this relay's service account
+
+
+def test_a_hub_session_is_served_at_its_prefix_with_the_hubs_credentials(
         relay: RelayProcess, alice: Api, ssh_peer: FakeRunner) -> None:
-    session = _hub_session(alice)
+    session = _hub_session(alice, "echo")
     grant, conn = _enrolled(relay, session, ssh_peer)
-    notebook_port, stop = echo_server("/user/alice/", "unused")
+    notebook_port, stop = echo_server("/user/alice/echo/", "unused")
     try:
         ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"],
                                               grant["forward"]["port"], "127.0.0.1",
                                               notebook_port))
-        ready = alice.wait_state(session["id"], "ready")  # probed at /user/alice/api
-        # what JupyterHub's proxy sends for /user/alice/lab to the target ready["url"]
-        seen = requests.get(ready["url"] + "/user/alice/lab?x=1", timeout=10, headers={
+        ready = alice.wait_state(session["id"], "ready")  # probed at its prefix + api
+        # what JupyterHub's proxy sends for /user/alice/echo/lab to the target ready["url"]
+        seen = requests.get(ready["url"] + "/user/alice/echo/lab?x=1", timeout=10, headers={
             "Authorization": "token hub-issued", "Cookie": "access_token=everest"}).json()
-        assert seen["path"] == "/user/alice/lab?x=1"
+        assert seen["path"] == "/user/alice/echo/lab?x=1"
         headers = dict(seen["headers"])
         assert headers["Authorization"] == "token hub-issued"  # the hub's tokens pass
         assert "Cookie" not in headers  # Everest's never do
+        missing = requests.get(ready["url"] + "/user/nobody/lab", timeout=10)
+        assert missing.status_code == 404 and "no such relay endpoint" in missing.json()[
+            "message"]
     finally:
         ssh_peer.close(conn)
         stop()
