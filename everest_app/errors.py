@@ -32,6 +32,15 @@ class BadRequestError(EverestError):
     """400/409/422: the server refused the request; the message is the server's."""
 
 
+class TooManyRequestsError(EverestError):
+    """429: a limit was reached; ``retry_after`` says in how many seconds to try again."""
+
+    def __init__(self, message: str, *, retry_after: float, status: int = 429,
+                 url: str | None = None):
+        super().__init__(message, status=status, url=url)
+        self.retry_after = retry_after
+
+
 class ServerError(EverestError):
     """5xx after retries: the server failed."""
 

@@ -57,6 +57,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--public-url", help="the URL tasks use to reach this server")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep task work directories (for debugging)")
+    parser.add_argument("--login-attempts", type=int, default=5,
+                        help="failed sign-ins for one user from one address before each "
+                             "further try must wait (1 s, doubling; 4x this per user or per "
+                             "address from anywhere)")
+    parser.add_argument("--login-backoff-max", type=float, default=900.0, metavar="SECONDS",
+                        help="longest wait between sign-in tries after failures")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE and call its setup(server)")
     parser.set_defaults(func=serve)
@@ -99,7 +105,8 @@ def serve(args: argparse.Namespace) -> int:
             apps=args.apps, slots=args.slots, service_slots=args.service_slots,
             kill_grace=args.kill_grace, max_attempts=args.max_attempts,
             keep_work=args.keep_work, public_url=args.public_url, plugins=args.plugin,
-            resources=args.resources)
+            resources=args.resources, login_attempts=args.login_attempts,
+            login_backoff_max=args.login_backoff_max)
         server = LocalServer(settings)
         return server.run()
     except (ValueError, DescriptorError, FileNotFoundError, ServerBusyError, OSError) as exc:

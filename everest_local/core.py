@@ -17,7 +17,7 @@ from typing import Any
 from everest_app import strict_json
 from everest_app.descriptor import Application, is_file_input, validate_inputs
 from everest_app.errors import BadRequestError, EverestError, NotFoundError
-from everest_local.auth import Tokens
+from everest_local.auth import SignInThrottle, Tokens
 from everest_local.catalog import Catalog
 from everest_local.executor import TERMINAL, Executor
 from everest_local.files import FileStore, canonical_uri
@@ -46,6 +46,7 @@ class Core:
         self.resources = resources or Resources()
         self.store = Store(settings.data_dir)
         self.tokens = Tokens(self.store)
+        self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max)
         self.files = FileStore(self.store, settings.data_dir / "files")
         self.hooks = Hooks()
         self.stats: Counter[str] = Counter()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import mimetypes
 import time
 from typing import Any
@@ -22,7 +23,13 @@ from urllib.parse import quote, urlsplit
 import tornado.web
 
 from everest_app import strict_json
-from everest_app.errors import AuthError, BadRequestError, EverestError, NotFoundError
+from everest_app.errors import (
+    AuthError,
+    BadRequestError,
+    EverestError,
+    NotFoundError,
+    TooManyRequestsError,
+)
 from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
 from everest_local.core import Core, iso_time
 from everest_local.files import PendingUpload
@@ -116,6 +123,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_status(status)
         if status == 401:
             self.set_header("WWW-Authenticate", 'Bearer realm="everest"')
+        if isinstance(exc, TooManyRequestsError):
+            self.set_header("Retry-After", str(max(1, math.ceil(exc.retry_after))))
         if status == 405:
             self.set_header("Allow", ", ".join(m for m in ("GET", "POST", "DELETE")
                                                if _implements(type(self), m)))
@@ -191,11 +200,18 @@ class TokenHandler(ApiHandler):
                 0 < lifetime <= MAX_LIFETIME):
             raise BadRequestError(f"'lifetime' must be seconds between 1 and {MAX_LIFETIME}",
                                   status=400)
+        address = self.request.remote_ip or ""
+        wait = self.core.sign_ins.wait(username, address)
+        if wait > 0:
+            raise TooManyRequestsError(
+                f"too many failed sign-ins; try again in {math.ceil(wait)} s", retry_after=wait)
         stored = self.core.store.password_hash(username)
         ok = await asyncio.get_running_loop().run_in_executor(
             None, check_password, password, stored)
         if not ok:
+            self.core.sign_ins.failed(username, address)
             raise AuthError("wrong username or password", status=401)
+        self.core.sign_ins.succeeded(username, address)
         token = self.core.tokens.issue(username, label, lifetime)
         self.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https",

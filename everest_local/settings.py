@@ -28,6 +28,9 @@ class ServerSettings:
     listening address). ``plugins`` are extra modules with a ``setup(server)`` hook.
     ``resources`` is the YAML file declaring where tasks may run (see
     :mod:`everest_local.resources`); without it every task runs here.
+    ``login_attempts``/``login_backoff_max``: failed sign-ins allowed for one user from one
+    address before each further attempt must wait (1 s, doubling, up to the maximum in
+    seconds); see :class:`everest_local.auth.SignInThrottle`.
     """
 
     data_dir: Path
@@ -44,6 +47,8 @@ class ServerSettings:
     public_url: str | None = None
     plugins: list[str] = field(default_factory=list)
     resources: Path | None = None
+    login_attempts: int = 5
+    login_backoff_max: float = 900.0
 
     def __post_init__(self) -> None:
         self.data_dir = Path(self.data_dir).expanduser().resolve()
@@ -52,5 +57,7 @@ class ServerSettings:
             self.resources = Path(self.resources).expanduser().resolve()
         if self.slots < 1 or self.service_slots < 1:
             raise ValueError("slots and service slots must be at least 1")
+        if self.login_attempts < 1 or self.login_backoff_max < 1:
+            raise ValueError("login attempts and the login backoff must be at least 1")
         if self.kill_grace < 0 or self.max_attempts < 1:
             raise ValueError("kill grace must be >= 0 and max attempts >= 1")

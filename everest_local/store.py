@@ -148,11 +148,13 @@ class Store:
     # -- users and tokens -------------------------------------------------------------------
 
     def add_user(self, name: str, password_hash: str) -> None:
-        """Create or replace user ``name`` (replacing keeps their jobs and tokens)."""
+        """Create user ``name``, or set a new password: that revokes their sign-in tokens
+        (their jobs, and the task tokens of running jobs, stay)."""
         with self.tx() as db:
             db.execute("INSERT INTO users(name, password, created) VALUES (?, ?, ?) "
                        "ON CONFLICT(name) DO UPDATE SET password=excluded.password",
                        (name, password_hash, time.time()))
+            db.execute("DELETE FROM tokens WHERE user=? AND job_id IS NULL", (name,))
 
     def password_hash(self, name: str) -> str | None:
         row = self.db.execute("SELECT password FROM users WHERE name=?", (name,)).fetchone()

@@ -244,6 +244,9 @@ def add_relay_arguments(p: argparse.ArgumentParser) -> None:
                    help="end sessions whose runner has been gone this long (default 1 day)")
     p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
                    help="how long a user's connection waits for a reconnecting tunnel")
+    p.add_argument("--auth-cache", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds Everest's answer on a token is reused (a revoked token "
+                        "works here at most this long; default 5)")
     p.add_argument("--certfile", default=None, help="TLS certificate (API and sessions)")
     p.add_argument("--keyfile", default=None, help="TLS private key")
     p.add_argument("--info-file", type=Path, default=None,
@@ -280,6 +283,7 @@ def run_relay(args: argparse.Namespace) -> int:
         public_url=args.public_url, ssh_advertise=args.ssh_advertise,
         ticket_ttl=args.ticket_ttl, stale_after=args.stale_after, hold=args.hold,
         certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file,
+        auth_cache=args.auth_cache,
         hub_api="{}:{}".format(*_host_port(args.hub_api, "--hub-api")) if args.hub_api
         else None, hub_service_accounts=tuple(args.hub_service_account))
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)

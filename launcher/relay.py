@@ -74,6 +74,8 @@ class RelayConfig:
     starting or disconnected before the relay ends it (its runner is gone). ``hold``:
     seconds a user request waits for a tunnel that is reconnecting. ``max_proxied_body``:
     the largest request body a session accepts through the relay (streamed, not buffered).
+    ``auth_cache``: seconds Everest's word on a token is trusted before asking again (so a
+    revoked token stops working within them).
     ``certfile``/``keyfile``: TLS for the port. ``info_file``:
     where to write ``{"pid","url","ssh_port"}`` once up. ``hub_api``: ``host:port`` of a
     JupyterHub's API as this machine reaches it; hub-mode sessions may ask for a forward
@@ -98,6 +100,7 @@ class RelayConfig:
     hold: float = 10.0
     probe_timeout: float = 60.0
     max_proxied_body: int = 64 << 30
+    auth_cache: float = 5.0
     certfile: str | None = None
     keyfile: str | None = None
     info_file: Path | None = None
@@ -136,7 +139,7 @@ class Relay:
     def __init__(self, config: RelayConfig):
         self.config = config
         self.state_dir = Path(config.state_dir)
-        self.auth = EverestAuth(config.everest_url)
+        self.auth = EverestAuth(config.everest_url, cache_seconds=config.auth_cache)
         self.store: rs.RelayStore | None = None
         self.routes = RouteTable(self._route_up, self._route_down)
         self.proxy_pool = ChannelPool()

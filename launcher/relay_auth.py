@@ -2,8 +2,9 @@
 
 The relay has no accounts of its own. A caller presents an Everest access token (Bearer
 header, or a cookie); the relay asks Everest ``GET /api/auth/access_token`` whether it is
-valid and who it belongs to, and caches the answer for a minute (keyed by the token's hash,
-never the token). So the relay works in front of a real Everest as well as the local server.
+valid and who it belongs to, and caches the answer for a few seconds (keyed by the token's
+hash, never the token), so a token revoked at Everest stops working here within those
+seconds. So the relay works in front of a real Everest as well as the local server.
 
 What Everest says about a token is not public; the owner is read from the first of
 ``username``, ``user``, ``login``, ``owner``, ``name`` that holds a string (or ``user`` as an
@@ -50,7 +51,7 @@ def owner_of(info: Any, token: str) -> str:
 class EverestAuth:
     """Token checks (and password logins for the relay's page) against one Everest."""
 
-    def __init__(self, everest_url: str, cache_seconds: float = 60.0, timeout: float = 10.0):
+    def __init__(self, everest_url: str, cache_seconds: float = 5.0, timeout: float = 10.0):
         self.everest_url = everest_url.rstrip("/")
         self.cache_seconds = cache_seconds
         self.timeout = timeout

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
@@ -45,6 +45,22 @@ class _SecureHeaders:
         self.set_header("X-Frame-Options", "DENY")
 
 
+def safe_next(value: str) -> str | None:
+    r"""``value`` if it is a path of this site to return to after signing in, else None.
+
+    Browsers drop tabs and newlines from URLs and read ``\`` as ``/``, so ``/\t/host/``
+    or ``/\host/`` would leave the site: any control character or backslash is refused,
+    and what remains must be a path (no scheme, no host).
+    """
+    if not value.startswith("/") or value.startswith("//") or "\\" in value or any(
+            ord(c) < 0x20 or ord(c) == 0x7f for c in value):
+        return None
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or parts.path.startswith("/login"):
+        return None
+    return value
+
+
 class PageHandler(_SecureHeaders, tornado.web.RequestHandler):
     """Renders one page shell.
 
@@ -65,6 +81,10 @@ class PageHandler(_SecureHeaders, tornado.web.RequestHandler):
     def get(self, ref: str | None = None) -> None:
         if not self.public and not self.get_cookie(SESSION_COOKIE):
             self.redirect("/login?" + urlencode({"next": self.request.uri}))
+            return
+        given = self.get_query_argument("next", None)
+        if self.page == "login" and given is not None and safe_next(given) is None:
+            self.redirect("/login")  # never carry an off-site target into the form
             return
         self.set_header("Content-Security-Policy", _CSP)
         self.set_header("Cache-Control", "no-store")

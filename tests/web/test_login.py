@@ -70,8 +70,12 @@ def test_login_form_sets_an_httponly_session_and_returns_to_next(
     assert info.json()["username"] == "alice"
 
 
-def test_login_ignores_an_offsite_next(page: Page, web_server: ServerProcess) -> None:
-    page.goto("/login?next=//example.org/x")
+@pytest.mark.parametrize("offsite", ["//example.org/x", "/%09/127.0.0.1:9/x",
+                                     "/%0a/127.0.0.1:9/x", "/%0d/127.0.0.1:9/x",
+                                     "/%5Cexample.org/x"])
+def test_login_ignores_an_offsite_next(page: Page, web_server: ServerProcess,
+                                       offsite: str) -> None:
+    page.goto("/login?next=" + offsite)
     page.get_by_label("User name").fill("alice")
     page.get_by_label("Password").fill(web_server.password_for("alice"))
     page.get_by_role("button", name="Log in").click()

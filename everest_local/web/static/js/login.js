@@ -5,12 +5,22 @@ import { clearError, showError } from "./ui.js";
 
 const form = document.getElementById("login-form");
 
-/** Where to go after logging in: a same-origin path from ?next=, else the catalogue. */
+/**
+ * Where to go after logging in: a path of this origin from ?next=, else the catalogue.
+ * The value is resolved as the browser would navigate to it (which drops tabs and newlines,
+ * so "/\t/host/" means "//host/") and kept only if it stays on this origin.
+ */
 function nextPath() {
   const next = new URLSearchParams(location.search).get("next") || "";
-  const safe = next.startsWith("/") && !next.startsWith("//") && !next.startsWith("/\\") &&
-    !next.startsWith("/login");
-  return safe ? next : "/apps";
+  if (!next.startsWith("/") || /[\u0000-\u001f\u007f\\]/.test(next)) return "/apps";
+  let url;
+  try {
+    url = new URL(next, location.origin);
+  } catch {
+    return "/apps";
+  }
+  if (url.origin !== location.origin || url.pathname.startsWith("/login")) return "/apps";
+  return url.pathname + url.search + url.hash;
 }
 
 form.addEventListener("submit", async (event) => {
