@@ -3,9 +3,15 @@
 A resource may lack JupyterLab (a bare Windows VM, a cluster node). The runner then creates a
 virtual environment in a cache folder keyed by what it must hold, installs JupyterLab,
 asyncssh and the session's extra packages there with pip, and runs itself again inside it.
-The next session with the same needs reuses it. When the current interpreter already has
-JupyterLab and asyncssh and only extra packages are wanted, the environment is created with
-``--system-site-packages`` so it stays small.
+The next session with the same needs reuses it.
+
+The new environment *layers* on the one the runner was started from, whatever that is (a
+venv, conda, the system Python): a ``.pth`` file in its site-packages adds the parent's
+site directories after its own, so its own packages win and everything the parent had stays
+importable. (``--system-site-packages`` would not do: made from a venv's interpreter it
+exposes the *base* interpreter's packages, not the venv's.) Jupyter's data and config
+folders of the parent are passed on through ``JUPYTER_PATH``/``JUPYTER_CONFIG_PATH`` so
+JupyterLab's assets and server extensions installed there are found too.
 
 Python >= 3.8, standard library only (this module runs before asyncssh may exist).
 """
@@ -32,6 +38,20 @@ HUB_REQUIRED = REQUIRED + ("jupyterhub",)
 REEXEC_MARK = "EVEREST_JUPYTER_BOOTSTRAPPED"
 PYTHON_HINT = "EVEREST_JUPYTER_PYTHON"
 LOCK_STALE_SECONDS = 1800
+LAYER_PTH = "everest-jupyter-parent.pth"
+
+# Run by the parent interpreter: its prefix and the folders its packages come from, in order
+_DESCRIBE = """
+import json, os, site, sys, sysconfig
+dirs = [p for p in sys.path
+        if os.path.basename(os.path.normpath(p)) in ("site-packages", "dist-packages")]
+dirs += [sysconfig.get_paths()[k] for k in ("purelib", "platlib")]
+dirs += getattr(site, "getsitepackages", lambda: [])()
+if site.ENABLE_USER_SITE:
+    dirs.append(site.getusersitepackages())
+print(json.dumps({"prefix": sys.prefix, "version": list(sys.version_info[:2]),
+                  "site_dirs": list(dict.fromkeys(dirs))}))
+"""
 
 
 class BootstrapError(RuntimeError):
@@ -60,11 +80,67 @@ def venv_python(venv_dir: str) -> str:
     return os.path.join(venv_dir, "bin", "python")
 
 
-def venv_key(base_python: str, requirements: Sequence[str], system_site: bool) -> str:
-    """A short stable name for an environment holding ``requirements`` on ``base_python``."""
-    spec = json.dumps([os.path.realpath(base_python), sys.version_info[:2],
-                       sorted(requirements), system_site])
+def describe(python: str) -> dict:
+    """``python``'s prefix, version and site directories (existing ones, in import order).
+
+    Raises :class:`BootstrapError` when the interpreter cannot be run.
+    """
+    try:
+        proc = subprocess.run([python, "-c", _DESCRIBE], capture_output=True, text=True,
+                              timeout=60)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise BootstrapError(f"could not run {python}: {exc}") from exc
+    if proc.returncode != 0:
+        raise BootstrapError(f"could not inspect {python}: {proc.stderr.strip()[-2000:]}")
+    info = json.loads(proc.stdout)
+    info["site_dirs"] = [d for d in info["site_dirs"] if os.path.isdir(d)]
+    return info
+
+
+def venv_key(parent: dict, requirements: Sequence[str]) -> str:
+    """A short stable name for an environment holding ``requirements`` on ``parent`` (an
+    answer of :func:`describe`): another parent environment gets another cached venv."""
+    spec = json.dumps([parent["prefix"], parent["version"], parent["site_dirs"],
+                       sorted(requirements)])
     return hashlib.sha256(spec.encode("utf-8")).hexdigest()[:16]
+
+
+def jupyter_env(parent: dict, env: dict[str, str]) -> dict[str, str]:
+    """``env`` plus the parent's Jupyter data and config folders after any already set, so
+    a layered environment finds the JupyterLab assets, kernels and server extensions that
+    were installed with the parent's packages."""
+    env = dict(env)
+    for var, sub in (("JUPYTER_PATH", ("share", "jupyter")),
+                     ("JUPYTER_CONFIG_PATH", ("etc", "jupyter"))):
+        folder = os.path.join(parent["prefix"], *sub)
+        parts = [p for p in env.get(var, "").split(os.pathsep) if p]
+        if os.path.isdir(folder) and folder not in parts:
+            env[var] = os.pathsep.join(parts + [folder])
+    lab = os.path.join(parent["prefix"], "share", "jupyter", "lab")
+    if "JUPYTERLAB_DIR" not in env and os.path.isdir(os.path.join(lab, "static")):
+        env["JUPYTERLAB_DIR"] = lab  # JupyterLab looks for its assets under sys.prefix only
+    return env
+
+
+def _site_packages(python: str) -> str:
+    code = "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    proc = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        raise BootstrapError(f"could not inspect {python}: {proc.stderr.strip()[-2000:]}")
+    return proc.stdout.strip()
+
+
+def layer(venv_dir: str, parent: dict) -> None:
+    """Make the parent's packages importable in ``venv_dir`` after its own.
+
+    ``site.addsitedir`` (rather than bare folder lines) also runs the ``.pth`` files found
+    there, as the parent itself does (editable installs, namespace packages).
+    """
+    site_packages = _site_packages(venv_python(venv_dir))
+    line = "import site; list(map(site.addsitedir, {}))\n".format(
+        json.dumps(parent["site_dirs"]))
+    with open(os.path.join(site_packages, LAYER_PTH), "w", encoding="utf-8") as handle:
+        handle.write(line)
 
 
 class _DirLock:
@@ -100,6 +176,10 @@ class _DirLock:
             pass
 
 
+def _tail(text: str, limit: int = 2000) -> str:
+    return text.strip()[-limit:]
+
+
 def _run_pip(python: str, requirements: Sequence[str], attempts: int = 3) -> None:
     """``pip install`` with retries: package indexes fail now and then."""
     cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input"]
@@ -110,73 +190,80 @@ def _run_pip(python: str, requirements: Sequence[str], attempts: int = 3) -> Non
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode == 0:
             return
-        log.warning("pip failed (exit %d): %s", proc.returncode, proc.stderr.strip()[-2000:])
+        said = _tail(proc.stderr or proc.stdout)
+        log.warning("pip failed (exit %d): %s", proc.returncode, said)
         if attempt < attempts:
             time.sleep(delay)
             delay *= 2
-    names = " ".join(requirements)
-    raise BootstrapError(f"pip could not install {names}; see the log above")
+    raise BootstrapError("pip could not install {} ({} attempts); pip said: {}".format(
+        " ".join(requirements), attempts, said[-600:]))
 
 
-def ensure_venv(cache_dir: str, requirements: Sequence[str], system_site: bool,
-                base_python: str | None = None) -> str:
-    """Return the interpreter of a cached environment holding ``requirements``.
+def ensure_venv(cache_dir: str, requirements: Sequence[str],
+                base_python: str | None = None) -> tuple[str, dict]:
+    """Return the interpreter of a cached environment holding ``requirements``, layered on
+    ``base_python``'s environment (default: this interpreter's), and that parent's
+    :func:`describe` answer.
 
     Creates it (``python -m venv`` + pip) when absent or incomplete; concurrent runners on
     one machine wait for each other. Raises :class:`BootstrapError` when creation fails.
     """
     base = base_python or sys.executable
-    venv_dir = os.path.join(cache_dir, "venv-" + venv_key(base, requirements, system_site))
+    parent = describe(base)
+    venv_dir = os.path.join(cache_dir, "venv-" + venv_key(parent, requirements))
     ready = os.path.join(venv_dir, ".everest-jupyter-ready")
     if os.path.isfile(ready):
-        return venv_python(venv_dir)
+        return venv_python(venv_dir), parent
     os.makedirs(cache_dir, exist_ok=True)
     with _DirLock(venv_dir + ".lock"):
         if os.path.isfile(ready):
-            return venv_python(venv_dir)
+            return venv_python(venv_dir), parent
         shutil.rmtree(venv_dir, ignore_errors=True)  # an earlier attempt died half-way
-        cmd = [base, "-m", "venv"] + (["--system-site-packages"] if system_site else [])
-        log.info("creating the environment %s", venv_dir)
-        proc = subprocess.run(cmd + [venv_dir], capture_output=True, text=True)
+        log.info("creating the environment %s on %s", venv_dir, parent["prefix"])
+        proc = subprocess.run([base, "-m", "venv", venv_dir], capture_output=True, text=True)
         if proc.returncode != 0:
-            raise BootstrapError(f"python -m venv failed: {proc.stderr.strip()[-2000:]}")
+            raise BootstrapError("python -m venv failed: " + _tail(proc.stderr or proc.stdout))
+        layer(venv_dir, parent)
         if requirements:
             _run_pip(venv_python(venv_dir), requirements)
         with open(ready, "w", encoding="utf-8") as handle:
-            json.dump({"requirements": list(requirements), "system_site": system_site}, handle)
-    return venv_python(venv_dir)
+            json.dump({"requirements": list(requirements), "parent": parent}, handle)
+    return venv_python(venv_dir), parent
 
 
 def choose_python(packages: Sequence[str], cache_dir: str,
-                  required: Sequence[str] = REQUIRED) -> str | None:
+                  required: Sequence[str] = REQUIRED) -> tuple[str, dict] | None:
     """Decide which interpreter should run the session.
 
-    Returns ``None`` when this interpreter will do, else the path of one to run again in:
-    the interpreter named by ``EVEREST_JUPYTER_PYTHON`` when it has what is required and no
-    extra packages are wanted, or a cached environment (created as needed).
+    Returns ``None`` when this interpreter will do, else the path of one to run again in and
+    the environment variables to run it with: the interpreter named by
+    ``EVEREST_JUPYTER_PYTHON`` when it has what is required and no extra packages are
+    wanted, or a cached environment layered on this one (created as needed).
     """
     missing = missing_modules(required=required)
     hint = os.environ.get(PYTHON_HINT, "")
-    if missing and not packages and hint and os.path.realpath(hint) != os.path.realpath(
-            sys.executable) and os.path.isfile(hint) and not missing_modules(hint, required):
+    usable_hint = bool(hint) and os.path.isfile(hint) and os.path.realpath(hint) != \
+        os.path.realpath(sys.executable) and not missing_modules(hint, required)
+    if missing and not packages and usable_hint:
         log.info("using %s (from %s), which has JupyterLab", hint, PYTHON_HINT)
-        return hint
+        return hint, dict(os.environ)
     if not missing and not packages:
         return None
     base = sys.executable
-    if missing and hint and os.path.isfile(hint) and not missing_modules(hint, required):
+    if missing and usable_hint:
         base, missing = hint, []
-    requirements = list(missing) + list(packages)
-    return ensure_venv(cache_dir, requirements, system_site=not missing, base_python=base)
+    python, parent = ensure_venv(cache_dir, list(missing) + list(packages), base_python=base)
+    return python, jupyter_env(parent, dict(os.environ))
 
 
-def reexec(python: str, argv: Sequence[str]) -> int:
-    """Run this script again under ``python``; marks the environment so it happens once.
+def reexec(python: str, argv: Sequence[str], env: dict[str, str] | None = None) -> int:
+    """Run this script again under ``python`` (with ``env``, default this environment);
+    marks the environment so it happens once.
 
     On POSIX the process is replaced (signals reach the new interpreter directly); on
     Windows a child runs and its exit code is returned.
     """
-    env = dict(os.environ)
+    env = dict(os.environ if env is None else env)
     env[REEXEC_MARK] = "1"
     cmd = [python, os.path.abspath(sys.argv[0])] + list(argv)
     sys.stdout.flush()

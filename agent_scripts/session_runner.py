@@ -360,17 +360,24 @@ def main(argv: list[str] | None = None) -> int:
         runner_bootstrap.REQUIRED
     if not runner_bootstrap.already_bootstrapped():
         try:
-            python = runner_bootstrap.choose_python(
-                settings.packages if settings.bootstrap else [], settings.venv_cache,
-                required) if settings.bootstrap else None
+            chosen = runner_bootstrap.choose_python(settings.packages, settings.venv_cache,
+                                                    required) if settings.bootstrap else None
         except runner_bootstrap.BootstrapError as exc:
-            log.error("could not prepare the environment: %s", exc)
-            write_summary(workdir, {"reason": "error", "error": str(exc)})
+            error = f"could not prepare the environment: {exc}"
+            log.error("%s", error)
+            write_summary(workdir, {"reason": "error", "error": error})
             return 1
-        if python:
-            log.info("running the session in %s", python)
-            return runner_bootstrap.reexec(python, argv)
+        if chosen:
+            log.info("running the session in %s", chosen[0])
+            return runner_bootstrap.reexec(chosen[0], argv, chosen[1])
     missing = runner_bootstrap.missing_modules(required=required)
+    if missing and runner_bootstrap.already_bootstrapped():
+        error = ("{} still missing for {} after the bootstrap prepared it; remove that "
+                 "environment to have it made again".format(" and ".join(missing),
+                                                            sys.executable))
+        log.error("%s", error)
+        write_summary(workdir, {"reason": "error", "error": error})
+        return 1
     if missing:
         error = ("{} not installed for {} and bootstrap is off; install them or allow the "
                  "bootstrap".format(" and ".join(missing), sys.executable))

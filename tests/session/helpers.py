@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 import uuid
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,24 @@ def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "c
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(interval)
+
+
+def tiny_wheel(folder: Path) -> Path:
+    """A minimal pure-Python wheel ``tinypkg`` (``tinypkg.ANSWER == 42``; no dependencies,
+    so pip needs no index)."""
+    path = folder / "tinypkg-1.0-py3-none-any.whl"
+    files = {
+        "tinypkg/__init__.py": "ANSWER = 42\n",
+        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\n"
+                                          "Version: 1.0\n",
+        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+                                       "Root-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
+            zf.writestr(name, text)
+    return path
 
 
 def cli_command() -> list[str]:

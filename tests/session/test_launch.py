@@ -27,6 +27,7 @@ from tests.session.helpers import (
     pids_with_cwd_under,
     run_in_kernel,
     split_url,
+    tiny_wheel,
     wait_for,
 )
 
@@ -125,6 +126,22 @@ def test_sessions_lists_the_live_session(launched: Launched) -> None:
     assert len(mine) == 1
     assert mine[0]["state"] == "ready" and mine[0]["url"] == launched.out["url"]
     assert mine[0]["job_id"] == launched.out["job_id"]
+
+
+def test_extra_packages_are_importable_in_the_kernel(launched: Launched, tmp_path: Path) -> None:
+    # the runner layers a cached environment holding the wheel on the one it runs in (a venv
+    # here), so the kernel has both the wheel and everything the session itself needs
+    wheel = tiny_wheel(tmp_path)
+    result = launched.cli("--json", "launch", "--packages", str(wheel), "--detach",
+                          "--time-limit", "600", timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    try:
+        base, token = split_url(out["url"])
+        assert run_in_kernel(base, token, "import tinypkg; print(tinypkg.ANSWER)") == "42\n"
+    finally:
+        stopped = launched.cli("stop", out["session_id"])
+    assert stopped.returncode == 0, stopped.stderr
 
 
 def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:

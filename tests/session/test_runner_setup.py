@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 from tests.session.helpers import (
@@ -20,6 +19,7 @@ from tests.session.helpers import (
     new_key,
     public_text,
     redeem,
+    tiny_wheel,
 )
 
 OLD_PYTHONS = sorted(glob.glob(os.path.join(os.environ.get("PYENV_ROOT", "/root/.pyenv"),
@@ -91,26 +91,9 @@ def test_without_jupyterlab_and_without_bootstrap_it_says_what_is_missing(
     assert "bootstrap is off" in log
 
 
-def _wheel(folder: Path) -> Path:
-    """A minimal pure-Python wheel (no dependencies, so pip needs no index)."""
-    path = folder / "tinypkg-1.0-py3-none-any.whl"
-    files = {
-        "tinypkg/__init__.py": "ANSWER = 42\n",
-        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\n"
-                                          "Version: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
-                                       "Root-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
-            zf.writestr(name, text)
-    return path
-
-
 def test_extra_packages_bootstrap_a_cached_environment(relay: RelayProcess,
                                                        tmp_path: Path) -> None:
-    wheel = _wheel(tmp_path)
+    wheel = tiny_wheel(tmp_path)
     cache = tmp_path / "cache"
     args = [f"--relay={relay.url}", "--ticket=" + "0" * 40, f"--packages={wheel}",
             f"--venv-cache={cache}"]
