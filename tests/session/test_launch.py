@@ -139,6 +139,8 @@ def test_extra_packages_are_importable_in_the_kernel(launched: Launched, tmp_pat
     try:
         base, token = split_url(out["url"])
         assert run_in_kernel(base, token, "import tinypkg; print(tinypkg.ANSWER)") == "42\n"
+        lab = requests.get(base + "lab", headers={"Authorization": f"token {token}"}, timeout=30)
+        assert lab.status_code == 200, lab.text[-500:]  # the page's assets were found too
     finally:
         stopped = launched.cli("stop", out["session_id"])
     assert stopped.returncode == 0, stopped.stderr
