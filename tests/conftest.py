@@ -14,7 +14,7 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser",
                   "tests.fixtures.docker_engine", "tests.fixtures.task_user",
-                  "tests.fixtures.sshd"]
+                  "tests.fixtures.sshd", "tests.fixtures.slurm"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",

@@ -88,7 +88,10 @@ class SlurmBackend(Backend):
             if opts.get(key):
                 argv.append(f"--{key}={opts[key]}")
         if self.run_as:
-            argv.append(f"--uid={self.run_as}")
+            import pwd
+
+            entry = pwd.getpwnam(self.run_as)
+            argv += [f"--uid={entry.pw_uid}", f"--gid={entry.pw_gid}"]
         nodes = requirement(spec, "nodes")
         cores = requirement(spec, "coresPerNode")
         memory = requirement(spec, "memoryPerCore")
@@ -170,7 +173,7 @@ class SlurmBackend(Backend):
             await self.host.run(["scancel", job_id], check=False)
         else:
             name = signal.Signals(sig).name.removeprefix("SIG")
-            await self.host.run(["scancel", "--batch", f"--signal={name}", job_id],
+            await self.host.run(["scancel", "--full", f"--signal={name}", job_id],
                                 check=False)
 
     async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
