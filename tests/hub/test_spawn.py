@@ -1,11 +1,16 @@
 """EverestSpawner in a real JupyterHub: a spawn through the hub's REST API streams its
 stages in order, the server answers through the hub's proxy and the relay, a kernel runs
-code, and stopping cancels the Everest job."""
+code, and stopping cancels the Everest job; named servers and profiles; a job cancelled
+outside the hub; and in Chromium, signing in with an Everest account, picking a profile and
+running a cell, while another user cannot open that server."""
 
 from __future__ import annotations
 
 import requests
+from playwright.sync_api import Browser, Page, expect
 
+from everest_app.client import EverestClient
+from tests.fixtures.local_server import password_for
 from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import run_in_kernel, wait_for
 
@@ -85,3 +90,52 @@ def test_a_job_cancelled_outside_the_hub_is_noticed(stack: HubStack) -> None:
     assert list(api.progress("dave"))[-1].get("ready")
     api.stop("dave")
     assert not [j for j in hub_jobs(stack.everest, "dave") if not j.is_done]
+
+
+def _sign_in(browser: Browser, stack: HubStack, user: str) -> Page:
+    page = browser.new_context().new_page()
+    page.set_default_timeout(90_000)
+    page.goto(stack.hub.url + "/hub/login")
+    page.fill("#username_input", user)
+    page.fill("#password_input", password_for(user))
+    page.click("#login_submit")
+    return page
+
+
+def test_sign_in_with_everest_pick_a_profile_and_run_a_cell(stack: HubStack,
+                                                            browser: Browser) -> None:
+    page = _sign_in(browser, stack, "alice")
+    try:
+        expect(page.get_by_text("This machine, 10 minutes")).to_be_visible()
+        page.check("input[name=profile][value=short]")
+        page.get_by_role("button", name="Start").click()
+        page.wait_for_url("**/user/alice/lab**", timeout=180_000)
+        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
+        expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=90_000)
+        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
+        editor.click()
+        page.keyboard.type("print(6*7)")
+        expect(editor).to_have_text("print(6*7)")
+        page.keyboard.press("Shift+Enter")
+        expect(page.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=90_000)
+    finally:
+        page.context.close()
+
+    # the job is alice's own on Everest (her token from the sign-in), with the profile's limit
+    alice = EverestClient(stack.server.url, stack.server.token_for("alice"))
+    (job,) = [j for j in alice.jobs() if j.name == "jupyterhub:testhub/alice/"]
+    assert str(job.state) == "RUNNING" and job.inputs["time_limit"] == 600
+    assert not hub_jobs(stack.everest, "alice")  # not the service account's
+
+    # bob signs in too, but alice's server is not his to open
+    page = _sign_in(browser, stack, "bob")
+    try:
+        page.wait_for_url("**/hub/spawn**")
+        answer = page.goto(stack.hub.url + "/user/alice/lab")
+        assert answer.status == 403
+        expect(page.locator("#jp-main-dock-panel")).to_have_count(0)
+    finally:
+        page.context.close()
+    stack.api.stop("alice")
+    wait_job_state(alice, job.id, {"CANCELLED"})
+    alice.close()
