@@ -47,7 +47,8 @@ class Settings:
     0 = none), ``packages`` (pip requirement strings), ``repository`` (git URL or ''),
     ``default_url`` (JupyterLab path such as ``/lab``), ``everest_url``, ``bootstrap``,
     ``workdir`` (the task's directory), ``venv_cache`` (where bootstrapped environments live),
-    ``tunnel`` (``auto``, ``openssh`` or ``asyncssh``: which SSH client carries the tunnel).
+    ``tunnel`` (``auto``, ``openssh`` or ``asyncssh``: which SSH client carries the tunnel),
+    ``route`` (``auto``, ``ssh`` or ``websocket``: how it reaches the relay).
     """
 
     def __init__(self, values: dict[str, object], workdir: str, venv_cache: str):
@@ -64,6 +65,7 @@ class Settings:
         self.workdir = workdir
         self.venv_cache = venv_cache
         self.tunnel = "auto"
+        self.route = "auto"
         self._check()
 
     def _check(self) -> None:
@@ -154,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
                         default=os.environ.get("EVEREST_JUPYTER_TUNNEL", "auto"),
                         help="SSH client for the tunnel: OpenSSH's ssh when usable (auto), "
                              "or force one (env EVEREST_JUPYTER_TUNNEL)")
+    parser.add_argument("--route", choices=("auto", "ssh", "websocket"),
+                        default=os.environ.get("EVEREST_JUPYTER_ROUTE", "auto"),
+                        help="how the tunnel reaches the relay: its SSH port when that answers, "
+                             "else a WebSocket on its HTTP(S) port (auto), or force one "
+                             "(env EVEREST_JUPYTER_ROUTE)")
     parser.add_argument("--no-bootstrap", action="store_true",
                         help="never create a virtual environment; fail if JupyterLab is missing")
     parser.add_argument("--inputs-dir", default=".", help="where the input files are (default .)")
@@ -189,6 +196,9 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     if args.tunnel not in ("auto", "openssh", "asyncssh"):
         raise InputError(f"tunnel must be auto, openssh or asyncssh, got {args.tunnel!r}")
     settings.tunnel = args.tunnel
+    if args.route not in ("auto", "ssh", "websocket"):
+        raise InputError(f"route must be auto, ssh or websocket, got {args.route!r}")
+    settings.route = args.route
     return settings
 
 

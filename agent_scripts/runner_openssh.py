@@ -12,7 +12,8 @@ folder (0700, files 0600) inside the task's working directory (outside the noteb
 for the session's life and are removed at the end — or with the working directory, if the
 runner is killed; they never leave the resource. ``ssh`` gets an argument list, no shell,
 ``-F`` an empty config (the user's ``~/.ssh/config`` cannot change where it goes), no agent,
-no password prompts.
+no password prompts. Through the relay's WebSocket (:mod:`runner_websocket`) ``ssh`` runs
+that module as its ``ProxyCommand``.
 
 Python >= 3.8, standard library only.
 """
@@ -30,6 +31,7 @@ from typing import Callable
 
 from runner_backoff import Backoff
 from runner_relay import Grant, SessionEnded, SessionKey
+from runner_websocket import Route, proxy_command
 
 log = logging.getLogger("session_runner.openssh")
 
@@ -41,7 +43,7 @@ _REFUSED = ("Permission denied", "remote port forwarding failed",
 # failures that say nothing about whether this ssh can work here
 _NETWORK = ("Connection refused", "Connection reset", "Connection closed", "timed out",
             "No route to host", "Network is unreachable", "Could not resolve",
-            "kex_exchange_identification", "Broken pipe")
+            "kex_exchange_identification", "Broken pipe", "WebSocket to the relay")
 
 
 class TunnelUnusable(RuntimeError):
@@ -66,10 +68,11 @@ class OpenSSHTunnel:
     """
 
     def __init__(self, grant: Grant, key: SessionKey, local_port: int, ssh: str, workdir: str,
-                 on_state: Callable[[str], None] | None = None,
+                 route: Route, on_state: Callable[[str], None] | None = None,
                  min_delay: float = 0.2, max_delay: float = 10.0, give_up_after: int = 3,
                  hub_port: int | None = None):
         self.grant = grant
+        self.route = route
         self.local_port = local_port
         self.hub_port = hub_port
         self.ssh = ssh
@@ -113,12 +116,15 @@ class OpenSSHTunnel:
             out += ["-o", f"{name}={value}"]
         return out
 
-    def _command(self, *mode: str) -> list[str]:
+    def _command(self, *mode: str, websocket: bool = False) -> list[str]:
         g = self.grant
         local = []
         if self.hub_port is not None and g.hub_api is not None:
             local = ["-L", f"127.0.0.1:{self.hub_port}:{g.hub_api[0]}:{g.hub_api[1]}"]
-        return [self.ssh, *mode, *self._options(), "-p", str(g.ssh_port), "-l", g.username,
+        via = ["-o", "ProxyCommand=" + proxy_command(self.route.websocket_url, self._dir),
+               "-o", "ProxyUseFdpass=no"] if websocket else []
+        return [self.ssh, *mode, *self._options(), *via, "-p", str(g.ssh_port),
+                "-l", g.username,
                 "-R", f"{g.listen_host}:{g.listen_port}:127.0.0.1:{self.local_port}", *local,
                 "--", g.ssh_host]
 
@@ -137,8 +143,9 @@ class OpenSSHTunnel:
 
     async def _connect_once(self) -> bool:
         """One ``ssh`` run; returns whether it failed for a network reason."""
+        websocket = await self.route.pick() == "websocket"
         self._proc = proc = await asyncio.create_subprocess_exec(
-            *self._command("-N", "-T"), stdin=asyncio.subprocess.DEVNULL,
+            *self._command("-N", "-T", websocket=websocket), stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
         refused = ""
         network = False

@@ -38,7 +38,8 @@ class SessionEnded(RuntimeError):
 
 
 class Grant:
-    """What redeeming a ticket gives: session id, base URL, SSH endpoint, listener, host key."""
+    """What redeeming a ticket gives: session id, base URL, SSH endpoint (and the WebSocket
+    that reaches the same SSH server, ``websocket_url``, empty if none), listener, host key."""
 
     def __init__(self, doc: dict[str, object], relay_url: str):
         try:
@@ -49,6 +50,8 @@ class Grant:
             self.ssh_host = str(ssh.get("host") or urllib.parse.urlsplit(relay_url).hostname)
             self.ssh_port = int(ssh["port"])
             self.username = str(ssh.get("username") or self.session_id)
+            websocket = str(ssh.get("websocket") or "")
+            self.websocket_url = websocket if websocket.startswith(("ws://", "wss://")) else ""
             self.listen_host = str(forward["host"])
             self.listen_port = int(forward["port"])
             self.host_key = str(doc["host_key"])

@@ -19,6 +19,7 @@ from typing import Callable
 import asyncssh
 from runner_backoff import Backoff
 from runner_relay import Grant, SessionEnded, SessionKey
+from runner_websocket import Route, socket_through
 
 log = logging.getLogger("session_runner.tunnel")
 
@@ -34,18 +35,20 @@ class Tunnel:
 
     :meth:`run` connects, asks for the granted forward to ``127.0.0.1:local_port`` and stays
     connected; when the connection drops it reconnects with exponential backoff and jitter
-    (first retry after ``min_delay``). It returns only when :meth:`close` is called, and
+    (first retry after ``min_delay``); ``route`` says, before each try, whether to dial the
+    SSH port or go through the relay's WebSocket. It returns only when :meth:`close` is called, and
     raises :class:`SessionEnded` when the relay refuses the key or the forward.
     ``connects``/``disconnects`` count what happened, for the summary. ``hub_port``
     (hub mode): also listen on ``127.0.0.1:hub_port`` and forward it to the grant's hub API
     address through the same connection.
     """
 
-    def __init__(self, grant: Grant, key: SessionKey, local_port: int,
+    def __init__(self, grant: Grant, key: SessionKey, local_port: int, route: Route,
                  on_state: Callable[[str], None] | None = None,
                  min_delay: float = 0.2, max_delay: float = 10.0,
                  hub_port: int | None = None):
         self.grant = grant
+        self.route = route
         self.key = asyncssh.import_private_key(key.private_openssh)
         self.host_key = asyncssh.import_public_key(grant.host_key)
         self.local_port = local_port
@@ -60,8 +63,11 @@ class Tunnel:
 
     async def _connect_once(self) -> None:
         g = self.grant
+        sock = None
+        if await self.route.pick() == "websocket":
+            sock = await socket_through(self.route.websocket_url)
         conn = await asyncssh.connect(
-            g.ssh_host, g.ssh_port, username=g.username, client_keys=[self.key],
+            g.ssh_host, g.ssh_port, sock=sock, username=g.username, client_keys=[self.key],
             known_hosts=([self.host_key], [], []), config=None, agent_path=None,
             preferred_auth="publickey", keepalive_interval=10, keepalive_count_max=3,
             connect_timeout=15, encryption_algs=CIPHERS, compression_algs=None)

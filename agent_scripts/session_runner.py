@@ -10,7 +10,8 @@ This is the ``jupyter-session`` application's program. On the resource it:
    requested git repository into the notebook folder meanwhile) and waits until it answers;
 5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up — with
    OpenSSH's ``ssh`` when the resource has a usable one (much cheaper per request), else
-   with asyncssh;
+   with asyncssh; to the relay's SSH port when it answers, else inside a WebSocket on the
+   relay's HTTP(S) port (networks that let only HTTP(S) out);
 6. stops on the time limit, the idle timeout, SIGINT/SIGTERM (CTRL_BREAK on Windows), or when
    the relay ends the session — shutting JupyterLab and its kernels down cleanly;
 7. writes ``session.log`` and ``summary.json`` (the application's outputs).
@@ -117,11 +118,12 @@ class Session:
         self.notebook = None
         self.grant = None
         self.tunnel = None
+        self.route = None
         self.summary: dict[str, object] = {
             "mode": settings.mode, "started": time.time(), "ended": None, "reason": None,
             "error": None, "session_id": None, "repository": settings.repository or None,
             "packages": settings.packages, "python": sys.executable,
-            "tunnel": {"kind": None, "connects": 0, "disconnects": 0},
+            "tunnel": {"kind": None, "route": None, "connects": 0, "disconnects": 0},
             "notebook": {"port": None, "exit_code": None},
         }
 
@@ -234,6 +236,7 @@ class Session:
             for task in watchers:
                 task.cancel()
             self.summary["tunnel"] = {"kind": self.summary["tunnel"]["kind"],
+                                      "route": self.route.used or None,
                                       "connects": self.tunnel.connects,
                                       "disconnects": self.tunnel.disconnects}
         finished = done.pop()
@@ -262,12 +265,16 @@ class Session:
         """OpenSSH's ``ssh`` when it is there and takes our options (``--tunnel auto`` or
         ``openssh``), else asyncssh. ``hub_port``: the local end of the hub API forward."""
         import runner_openssh
+        import runner_websocket
 
+        self.route = runner_websocket.Route(grant.ssh_host, grant.ssh_port,
+                                            grant.websocket_url, self.settings.route)
+        self.route.prefetch()  # is the SSH port reachable? (while JupyterLab boots)
         kind = self.settings.tunnel
         ssh = runner_openssh.find_ssh() if kind in ("auto", "openssh") else None
         if ssh:
             tunnel = runner_openssh.OpenSSHTunnel(grant, key, port, ssh, self.settings.workdir,
-                                                  hub_port=hub_port)
+                                                  self.route, hub_port=hub_port)
             if tunnel.usable():
                 self.summary["tunnel"]["kind"] = "openssh"
                 return tunnel
@@ -277,7 +284,7 @@ class Session:
         import runner_tunnel
 
         self.summary["tunnel"]["kind"] = "asyncssh"
-        return runner_tunnel.Tunnel(grant, key, port, hub_port=hub_port)
+        return runner_tunnel.Tunnel(grant, key, port, self.route, hub_port=hub_port)
 
     async def _keep_tunnel(self, grant, key, port: int, hub_port: int | None = None) -> None:
         """Run the tunnel; if ``ssh`` turns out unusable here, carry on with asyncssh."""
@@ -293,7 +300,7 @@ class Session:
             import runner_tunnel
 
             self.summary["tunnel"]["kind"] = "asyncssh"
-            self.tunnel = runner_tunnel.Tunnel(grant, key, port, hub_port=hub_port)
+            self.tunnel = runner_tunnel.Tunnel(grant, key, port, self.route, hub_port=hub_port)
             await self.tunnel.run()
 
     async def _watch_notebook(self) -> None:

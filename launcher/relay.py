@@ -45,6 +45,8 @@ from launcher import relay_store as rs
 from launcher.relay_auth import EverestAuth
 from launcher.relay_proxy import ChannelPool
 from launcher.relay_ssh import RelaySSHServer, RouteTable, SSHPermit
+from launcher.relay_websocket import PATH as WEBSOCKET_PATH
+from launcher.relay_websocket import WebSocketEntrance
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +147,8 @@ class Relay:
         self.proxy_pool = ChannelPool()
         self.host_key: asyncssh.SSHKey | None = None
         self._ssh_server: asyncssh.SSHAcceptor | None = None
+        self._ws_server: asyncssh.SSHAcceptor | None = None
+        self.websocket_entrance = WebSocketEntrance()
         self._http_server: HTTPServer | None = None
         self._probes: dict[str, asyncio.Task] = {}
         self._changed: dict[str, asyncio.Event] = {}
@@ -180,12 +184,17 @@ class Relay:
         self.store = rs.RelayStore(self.state_dir / STATE_DB)
         self.host_key = load_host_key(self.state_dir / HOST_KEY_FILE)
         self._secret = load_secret(self.state_dir / SECRET_FILE)
+        # one SSH server, two entrances: its TCP port, and WebSockets on the API port
+        ssh_options = dict(
+            server_host_keys=[self.host_key], agent_forwarding=False, x11_forwarding=False,
+            allow_scp=False, keepalive_interval=15, keepalive_count_max=3, login_timeout=30)
         self._ssh_server = await asyncssh.create_server(
             lambda: RelaySSHServer(self._ssh_lookup, self.routes),
-            self.config.ssh_host, self.config.ssh_port, server_host_keys=[self.host_key],
-            agent_forwarding=False, x11_forwarding=False, allow_scp=False,
-            keepalive_interval=15, keepalive_count_max=3, login_timeout=30)
+            self.config.ssh_host, self.config.ssh_port, **ssh_options)
         self.ssh_port = self._ssh_server.sockets[0].getsockname()[1]
+        self._ws_server = await asyncssh.create_server(
+            lambda: RelaySSHServer(self._ssh_lookup, self.routes), "", 0,
+            tunnel=self.websocket_entrance, **ssh_options)
         self.store.reset_connections()
         sockets = self._bind_http()
         self._http_server = HTTPServer(make_app(self), ssl_options=self._ssl, xheaders=False,
@@ -211,9 +220,10 @@ class Relay:
             self._http_server.stop()
         for sid in [r.id for r in self.store.list(live_only=True)] if self.store else []:
             self.proxy_pool.drop(sid)
-        if self._ssh_server:
-            self._ssh_server.close()
-            await self._ssh_server.wait_closed()
+        for server in (self._ssh_server, self._ws_server):
+            if server:
+                server.close()
+                await server.wait_closed()
         if self.store:
             self.store.close()
         if self.config.info_file:
@@ -350,15 +360,22 @@ class Relay:
             "ticket_expires": record.ticket_expires if record.state == rs.WAITING else None,
         }
 
-    def grant(self, record: rs.SessionRecord, request_host: str) -> dict[str, Any]:
-        """What a runner gets for its ticket: where to dial, what to ask for, what to trust."""
+    def grant(self, record: rs.SessionRecord, request_host: str, public_base: str
+              ) -> dict[str, Any]:
+        """What a runner gets for its ticket: where to dial, what to ask for, what to trust.
+
+        ``ssh.websocket`` is the other way to the same SSH server, for runners whose network
+        lets only HTTP(S) out: a WebSocket on the API port (``public_base``, as the runner
+        reached it unless configured)."""
         ssh_host, ssh_port = request_host, self.ssh_port
         if self.config.ssh_advertise:
             host, _, port = self.config.ssh_advertise.rpartition(":")
             ssh_host, ssh_port = host or request_host, int(port)
+        websocket_url = "ws" + public_base.rstrip("/")[len("http"):] + WEBSOCKET_PATH  # wss
         grant = {
             "session_id": record.id, "base_url": record.base_url, "mode": record.mode,
-            "ssh": {"host": ssh_host, "port": ssh_port, "username": record.id},
+            "ssh": {"host": ssh_host, "port": ssh_port, "username": record.id,
+                    "websocket": websocket_url},
             "forward": {"host": self.config.listen_host, "port": record.listen_port},
             "host_key": self.host_key.export_public_key("openssh").decode().strip(),
             "url": self.session_url(record, with_token=False),

@@ -27,6 +27,9 @@ Session runners (the ticket is the credential):
 - ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?}``: the runner stopped (the
   ``end_token`` came with its grant) -> 200; 403 for a wrong token.
 
+- ``GET /api/tunnel`` as a WebSocket: the relay's SSH server, for runners that cannot reach
+  its SSH port (:mod:`launcher.relay_websocket`); the enrolled key is the credential.
+
 Sessions: ``/session/<id>/...`` is the session's JupyterLab (see :mod:`launcher.relay_proxy`).
 
 Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /api/login``
@@ -51,6 +54,7 @@ from tornado import web
 
 from everest_app import __version__, strict_json
 from launcher import relay_store as rs
+from launcher import relay_websocket
 from launcher.relay_auth import AuthFailed, AuthUnavailable
 from launcher.session_options import check_base_prefix, check_default_url
 
@@ -298,7 +302,7 @@ class RedeemHandler(BaseHandler):
             log.warning("redeem refused from %s", self.request.remote_ip)
             raise ApiError(403, "this ticket is unknown, expired or already used; "
                                 "ask the relay for a new session")
-        self.send(self.relay.grant(record, self.request.host_name))
+        self.send(self.relay.grant(record, self.request.host_name, self.public_base()))
 
 
 class RunnerEndedHandler(BaseHandler):
@@ -372,6 +376,8 @@ def make_app(relay) -> web.Application:
         (rf"/api/sessions/{_SID}", SessionHandler),
         (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
         (r"/api/tickets/redeem", RedeemHandler),
+        (relay_websocket.PATH, relay_websocket.TunnelHandler,
+         {"entrance": relay.websocket_entrance}),
         (SESSION_PATH, SessionProxyHandler),
         (r"/(?!api/).*", HubProxyHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

@@ -354,15 +354,62 @@ class FakeRunner:
 
         self.run(close())
 
-    def connect(self, port: int, username: str, key: asyncssh.SSHKey,
-                host_key: str) -> asyncssh.SSHClientConnection:
-        return self.run(asyncssh.connect(
-            "127.0.0.1", port, username=username, client_keys=[key],
-            known_hosts=([asyncssh.import_public_key(host_key)], [], []), config=None,
-            agent_path=None, preferred_auth="publickey"))
+    def connect(self, port: int, username: str, key: asyncssh.SSHKey, host_key: str,
+                websocket: str | None = None, ca_certs: str | None = None
+                ) -> asyncssh.SSHClientConnection:
+        """Log in with ``key``, pinning ``host_key``: to the SSH port on 127.0.0.1, or through
+        the relay's tunnel entrance at ``websocket`` (a ``ws(s)://`` URL)."""
+        return self.dial(port, websocket, ca_certs, username=username, client_keys=[key],
+                         known_hosts=([asyncssh.import_public_key(host_key)], [], []),
+                         preferred_auth="publickey")
+
+    def dial(self, port: int, websocket: str | None = None, ca_certs: str | None = None,
+             **options: Any) -> asyncssh.SSHClientConnection:
+        """``asyncssh.connect`` with ``options``, directly or over a WebSocket."""
+        async def dial() -> asyncssh.SSHClientConnection:
+            sock = await websocket_socket(websocket, ca_certs) if websocket else None
+            return await asyncssh.connect("127.0.0.1", port, sock=sock, config=None,
+                                          agent_path=None, **options)
+
+        return self.run(dial())
 
     def stop(self) -> None:
         self.loop.call_soon_threadsafe(self.loop.stop)
+
+
+async def websocket_socket(url: str, ca_certs: str | None = None) -> socket.socket:
+    """A socket whose bytes travel as binary WebSocket messages to ``url`` and back, for
+    asyncssh's ``sock=`` (tornado's client on the caller's loop; an independent check of the
+    relay's entrance, not the runner's own client)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import WebSocketClosedError, websocket_connect
+
+    ws = await websocket_connect(HTTPRequest(url, ca_certs=ca_certs, connect_timeout=15))
+    mine, theirs = socket.socketpair()
+    theirs.setblocking(False)
+    reader, writer = await asyncio.open_connection(sock=theirs)
+
+    async def up() -> None:
+        try:
+            while data := await reader.read(65536):
+                await ws.write_message(data, binary=True)
+        except (WebSocketClosedError, OSError):
+            pass
+        ws.close()
+
+    async def down() -> None:
+        while (message := await ws.read_message()) is not None:
+            writer.write(message)
+            try:
+                await writer.drain()
+            except OSError:
+                break
+        writer.close()
+
+    loop = asyncio.get_running_loop()
+    for pump in (up(), down()):
+        loop.create_task(pump)
+    return mine
 
 
 def status_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:

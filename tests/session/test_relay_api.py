@@ -91,7 +91,8 @@ def test_a_ticket_is_single_use(relay: RelayProcess, alice: Api) -> None:
     assert grant["base_url"] == f"/session/{session['id']}/"
     assert grant["url"] == f"{relay.url}/session/{session['id']}/lab"
     assert grant["ssh"] == {"host": "127.0.0.1", "port": relay.ssh_port,
-                            "username": session["id"]}
+                            "username": session["id"],
+                            "websocket": relay.url.replace("http", "ws", 1) + "/api/tunnel"}
     assert grant["host_key"].startswith("ssh-ed25519 ")
 
     reused = redeem(relay.url, session["ticket"], other, "b" * 32)

@@ -46,25 +46,29 @@ class Enrolled:
     session: dict
     grant: dict
     key: asyncssh.SSHKey
+    websocket: str | None  # the relay's tunnel entrance, when the test goes through it
 
     @property
     def port(self) -> int:
         return self.grant["forward"]["port"]
 
 
-@pytest.fixture
-def enrolled(relay: RelayProcess, alice: Api) -> Enrolled:
-    """A session whose ticket the test redeemed with its own key."""
+@pytest.fixture(params=["ssh-port", "websocket"])
+def enrolled(request: pytest.FixtureRequest, relay: RelayProcess, alice: Api) -> Enrolled:
+    """A session whose ticket the test redeemed with its own key; the test's SSH goes to the
+    relay's SSH port, or in a WebSocket on its API port (every test runs both ways)."""
     session = alice.new_session()
     key = new_key()
     resp = redeem(relay.url, session["ticket"], public_text(key), TOKEN)
     assert resp.status_code == 200, resp.text
-    return Enrolled(session, resp.json(), key)
+    grant = resp.json()
+    websocket = grant["ssh"]["websocket"] if request.param == "websocket" else None
+    return Enrolled(session, grant, key, websocket)
 
 
 def _connect(peer: FakeRunner, relay: RelayProcess, e: Enrolled, key=None, username=None):
     return peer.connect(relay.ssh_port, username or e.session["id"], key or e.key,
-                        e.grant["host_key"])
+                        e.grant["host_key"], websocket=e.websocket)
 
 
 def _forward(peer: FakeRunner, conn, e: Enrolled, notebook_port: int, host=None, port=None):
@@ -80,9 +84,8 @@ def test_only_the_enrolled_key_logs_in(relay: RelayProcess, enrolled: Enrolled,
     with pytest.raises(asyncssh.PermissionDenied):
         _connect(ssh_peer, relay, enrolled, username="0123456789abcdef01234567")
     with pytest.raises(asyncssh.PermissionDenied):
-        ssh_peer.run(asyncssh.connect(
-            "127.0.0.1", relay.ssh_port, username=enrolled.session["id"], password="guess",
-            known_hosts=None, config=None, agent_path=None, client_keys=None))
+        ssh_peer.dial(relay.ssh_port, enrolled.websocket, username=enrolled.session["id"],
+                      password="guess", known_hosts=None, client_keys=None)
     conn = _connect(ssh_peer, relay, enrolled)
     ssh_peer.close(conn)
 
@@ -234,8 +237,9 @@ def _self_signed(folder) -> tuple[str, str]:
     return str(cert_path), str(key_path)
 
 
+@pytest.mark.parametrize("entrance", ["ssh-port", "websocket"])
 def test_with_tls_the_api_and_the_sessions_speak_https(
-        local_server: ServerProcess, ssh_peer: FakeRunner, tmp_path) -> None:
+        local_server: ServerProcess, ssh_peer: FakeRunner, tmp_path, entrance: str) -> None:
     cert, key_file = _self_signed(tmp_path)
     proc = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
                         "--keyfile", key_file)
@@ -250,9 +254,12 @@ def test_with_tls_the_api_and_the_sessions_speak_https(
             "ticket": session["ticket"], "public_key": public_text(key),
             "notebook_token": TOKEN}).json()
         assert grant["url"].startswith(proc.url + "/session/")
+        assert grant["ssh"]["websocket"] == proc.url.replace("https", "wss") + "/api/tunnel"
+        websocket = grant["ssh"]["websocket"] if entrance == "websocket" else None
         notebook_port, stop = status_server(grant["base_url"], TOKEN)
         try:
-            conn = ssh_peer.connect(proc.ssh_port, grant["session_id"], key, grant["host_key"])
+            conn = ssh_peer.connect(proc.ssh_port, grant["session_id"], key, grant["host_key"],
+                                    websocket=websocket, ca_certs=cert)
             ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"],
                                                   grant["forward"]["port"], "127.0.0.1",
                                                   notebook_port))
@@ -317,3 +324,28 @@ def test_large_bodies_stream_both_ways(echoing: str) -> None:
     assert seen["sha256"] == hashlib.sha256(body).hexdigest()
     got = requests.get(echoing + "big", params={"n": 5 << 20}, timeout=60)
     assert got.status_code == 200 and got.content == b"x" * (5 << 20)
+def test_the_tunnel_entrance_speaks_only_ssh_in_binary_messages(relay: RelayProcess) -> None:
+    import websocket
+
+    def until_closed(ws: websocket.WebSocket) -> tuple[bytes, bytes]:
+        """What the relay sent before its close frame, and the close frame's payload."""
+        said = b""
+        while (frame := ws.recv_data(control_frame=True))[0] != websocket.ABNF.OPCODE_CLOSE:
+            said += frame[1]
+        return said, frame[1]
+
+    url = relay.url.replace("http", "ws", 1) + "/api/tunnel"
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        ws.send_binary(b"GET / HTTP/1.0\r\n\r\n")  # not SSH: the SSH server hangs up
+        said, _ = until_closed(ws)
+        assert said.startswith(b"SSH-2.0-") and said.count(b"\n") == 1  # its version line
+    finally:
+        ws.close()
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        ws.send("SSH-2.0-text")  # a text message: closed with 1003 (unsupported data)
+        _, close = until_closed(ws)
+        assert close[:2] == (1003).to_bytes(2, "big")
+    finally:
+        ws.close()

@@ -1,0 +1,171 @@
+"""Tunnel over a WebSocket vs over plain SSH: what the HTTP(S)-only route costs.
+
+In one run, on this machine: one relay, and for each SSH client of the runner (OpenSSH's
+``ssh``, asyncssh) two sessions, one whose tunnel dials the relay's SSH port
+(``--route ssh``) and one whose SSH travels in a WebSocket on the relay's HTTP port
+(``--route websocket``). Through each tunnel: HTTP keep-alive request latency
+(``GET api/status``), WebSocket round trips (a key echoed by a terminal's pty) and download
+throughput (a 64 MB file). Requests to the paths alternate so all see the same machine load.
+Reported as ratios WebSocket ÷ SSH per client.
+
+Appends a dated section to ``benchmarks/RESULTS.md``.
+
+    python benchmarks/tunnel_route.py [--requests 400] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from benchmarks.launch import _echo_socket, _load, _throughput  # noqa: E402
+from tests.fixtures.local_server import start_server  # noqa: E402
+from tests.session.helpers import (  # noqa: E402
+    Api,
+    RelayProcess,
+    kill_under,
+    split_url,
+    start_runner,
+    stop_process_group,
+)
+
+CLIENTS = ("openssh", "asyncssh")
+ROUTES = ("ssh", "websocket")
+SIZE = 64 << 20
+
+
+def _interleaved(calls: list, n: int, warmup: int = 10) -> list[list[float]]:
+    """``n`` rounds of one call per path, the order rotating each round; seconds per call."""
+    rounds = []
+    for i in range(n + warmup):
+        times = [0.0] * len(calls)
+        order = list(range(len(calls)))
+        order = order[i % len(order):] + order[:i % len(order)]
+        for j in order:
+            t = time.perf_counter()
+            calls[j]()
+            times[j] = time.perf_counter() - t
+        if i >= warmup:
+            rounds.append(times)
+    return rounds
+
+
+def measure(n: int, root: Path) -> dict[str, dict[str, float]]:
+    with ExitStack() as stack:
+        server = start_server(root / "server")
+        stack.callback(server.close)
+        relay = RelayProcess(root / "relay", server.url).start()
+        stack.callback(relay.stop)
+        api = Api(relay.url, server.token_for("alice"))
+        paths = {}
+        for client in CLIENTS:
+            for route in ROUTES:
+                session = api.new_session()
+                workdir = root / f"{client}-{route}"
+                proc = start_runner(workdir, relay.url, session["ticket"], "--time-limit",
+                                    "3600", "--idle-timeout", "0", f"--tunnel={client}",
+                                    f"--route={route}")
+                stack.callback(kill_under, workdir)
+                stack.callback(stop_process_group, proc, signal.SIGTERM)
+                paths[(client, route)] = (session["id"], workdir)
+        names = list(paths)
+        bases = []
+        for name in names:
+            sid, workdir = paths[name]
+            base, token = split_url(api.wait_state(sid, "ready", 300)["url"])
+            (workdir / "notebooks" / "big.bin").write_bytes(os.urandom(SIZE))
+            bases.append((base, token))
+        http = []
+        for base, token in bases:
+            kept = requests.Session()
+            kept.headers["Authorization"] = f"token {token}"
+            kept.get(base + "api/status").raise_for_status()
+            http.append(lambda kept=kept, url=base + "api/status": kept.get(url))
+        http_rounds = _interleaved(http, n)
+        sockets = [_echo_socket(base, token) for base, token in bases]
+
+        def echo(ws) -> None:
+            ws.send(json.dumps(["stdin", "x"]))
+            while json.loads(ws.recv()) != ["stdout", "x"]:
+                pass
+
+        try:
+            ws_rounds = _interleaved([lambda ws=ws: echo(ws) for ws in sockets], max(100, n // 2))
+        finally:
+            for ws in sockets:
+                ws.close()
+        results = {}
+        for i, name in enumerate(names):
+            base, token = bases[i]
+            summary_kind = "tunnel up (ssh)" in (paths[name][1] / "session.log").read_text()
+            assert summary_kind == (name[0] == "openssh"), f"{name}: wrong SSH client"
+            results["/".join(name)] = {
+                "http_median_ms": statistics.median(r[i] for r in http_rounds) * 1e3,
+                "ws_median_ms": statistics.median(r[i] for r in ws_rounds) * 1e3,
+                "mb_per_s": _throughput(base, token, "files/big.bin", SIZE),
+            }
+        return results
+
+
+def report(results: dict[str, dict[str, float]], command: str, load_before: str) -> str:
+    lines = [
+        f"\n## Tunnel over a WebSocket vs over SSH — {datetime.now():%Y-%m-%d %H:%M}\n",
+        f"Command: `{command}`  ",
+        f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
+        f"before/after: {load_before} / {_load()} (shared machine). Relay on plain HTTP "
+        "(no TLS) on loopback.\n",
+        "| runner's SSH client / route | HTTP keep-alive median ms | WebSocket echo median "
+        "ms | download MB/s |",
+        "| --- | --- | --- | --- |",
+    ]
+    for name, r in results.items():
+        lines.append(f"| {name} | {r['http_median_ms']:.2f} | {r['ws_median_ms']:.2f} | "
+                     f"{r['mb_per_s']:.0f} |")
+    lines += ["", "| SSH client | latency WebSocket ÷ SSH (HTTP) | (WebSocket echo) | "
+              "throughput WebSocket ÷ SSH |", "| --- | --- | --- | --- |"]
+    for client in CLIENTS:
+        s, w = results[f"{client}/ssh"], results[f"{client}/websocket"]
+        lines.append(f"| {client} | **{w['http_median_ms'] / s['http_median_ms']:.2f}** | "
+                     f"{w['ws_median_ms'] / s['ws_median_ms']:.2f} | "
+                     f"**{w['mb_per_s'] / s['mb_per_s']:.2f}** |")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=400, help="HTTP requests per path")
+    parser.add_argument("--no-write", action="store_true", help="do not append RESULTS.md")
+    args = parser.parse_args()
+    command = "python benchmarks/tunnel_route.py" + "".join(
+        f" {a}" for a in sys.argv[1:] if a != "--no-write")
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="bench-route-") as tmp:
+        root = Path(tmp)
+        os.environ.update({k: str(root / "env" / k.lower()) for k in (
+            "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")})
+        results = measure(args.requests, root)
+    text = report(results, command, load_before)
+    print(text)
+    if not args.no_write:
+        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as out:
+            out.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The runner's way around networks that let only HTTP(S) out: when the relay's SSH port does
+not answer (refused, or silently dropped as by a firewall), the runner carries its SSH
+connection in a WebSocket on the relay's HTTP port, with either SSH client; the session comes
+up, runs code, heals after its connection is cut, and ends cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures.local_server import ServerProcess
+from tests.session.helpers import (
+    Api,
+    RelayProcess,
+    TcpProxy,
+    kill_under,
+    run_in_kernel,
+    split_url,
+    start_runner,
+    stop_process_group,
+    wait_for,
+)
+
+
+@pytest.fixture
+def dead_ssh_port(request: pytest.FixtureRequest) -> Iterator[int]:
+    """A port where no SSH server answers: nothing listens (``refused``), or something
+    accepts and never speaks (``silent``, what a dropping firewall looks like)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        if request.param == "silent":
+            sock.listen(16)  # never accepted: the handshake completes, no banner comes
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(("tunnel", "dead_ssh_port"), [("openssh", "refused"),
+                                                        ("asyncssh", "silent")],
+                         indirect=["dead_ssh_port"])
+def test_with_the_ssh_port_unreachable_the_session_comes_up_over_the_websocket(
+        local_server: ServerProcess, tmp_path: Path, tunnel: str, dead_ssh_port: int) -> None:
+    relay = RelayProcess(tmp_path / "state", local_server.url,
+                         "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}").start()
+    proxy = TcpProxy(relay.http_port)  # the runner reaches the relay's HTTP port through it
+    api = Api(relay.url, local_server.token_for("alice"))
+    session = api.new_session()
+    workdir = tmp_path / "task"
+    proc = start_runner(workdir, f"http://127.0.0.1:{proxy.port}", session["ticket"],
+                        f"--tunnel={tunnel}", "--idle-timeout", "0")
+    try:
+        ready = api.wait_state(session["id"], "ready", timeout=120)
+        base, token = split_url(ready["url"])
+        assert run_in_kernel(base, token, "print(6*7)") == "42\n"
+
+        assert proxy.cut() >= 1  # the WebSocket's TCP connection: the runner dials again
+        wait_for(lambda: requests.get(base + "api/status", timeout=10,
+                                      headers={"Authorization": f"token {token}"}).ok,
+                 timeout=30, what="the URL to work again")
+        assert run_in_kernel(base, token, "print(7*6)") == "42\n"
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (workdir / "runner.out").read_text()
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert summary["tunnel"]["kind"] == tunnel
+        assert summary["tunnel"]["route"] == "websocket"
+        assert summary["tunnel"]["connects"] >= 2
+        assert "goes through the WebSocket" in (workdir / "session.log").read_text()
+        assert api.session(session["id"])["state"] == "ended"
+    finally:
+        stop_process_group(proc)
+        kill_under(workdir)
+        proxy.close()
+        relay.stop()
