@@ -100,8 +100,8 @@ class LocalServer:
             idle_connection_timeout=120)
         self.http.add_sockets(sockets)
         self._write_server_json()
-        log.info("Everest-compatible local server at %s (data in %s, %d slots)", self.url,
-                 self.data_dir, s.slots)
+        log.info("Everest-compatible local server at %s, web UI at %s/ (data in %s, %d slots)",
+                 self.url, self.url, self.data_dir, s.slots)
 
     async def stop(self) -> None:
         """Stop serving, stop running tasks, remove server.json, release the data dir."""

@@ -192,3 +192,37 @@ class SignInThrottle:
 
     def succeeded(self, user: str, address: str) -> None:
         self._fails.pop(("pair", user, address), None)
+
+
+SIGN_IN_LINK_LIFETIME = 120.0
+"""Seconds a one-time sign-in link works (``everest-jupyter ui`` opens it at once)."""
+
+
+class SignInLinks:
+    """One-time codes that sign a browser in as a user (``everest-jupyter ui``).
+
+    A code is 256 random bits, good once and for :data:`SIGN_IN_LINK_LIFETIME` seconds;
+    only its SHA-256 is kept, in memory (a restart forgets outstanding codes, which is
+    harmless for links opened at once). The code travels in the link's fragment, which
+    browsers never send, so it is in no request line or access log.
+    """
+
+    def __init__(self, lifetime: float = SIGN_IN_LINK_LIFETIME):
+        self.lifetime = lifetime
+        self._codes: dict[str, tuple[str, float]] = {}
+
+    def issue(self, user: str, now: float | None = None) -> str:
+        now = time.time() if now is None else now
+        self._codes = {h: v for h, v in self._codes.items() if v[1] > now}
+        if len(self._codes) > 10_000:
+            raise ValueError("too many sign-in links outstanding")
+        code = secrets.token_urlsafe(32)
+        self._codes[token_hash(code)] = (user, now + self.lifetime)
+        return code
+
+    def redeem(self, code: str, now: float | None = None) -> str | None:
+        """The user ``code`` signs in, once; None when unknown, used or expired."""
+        now = time.time() if now is None else now
+        user, expires = self._codes.pop(token_hash(code), (None, 0.0))
+        return user if expires > now else None
+

@@ -16,7 +16,7 @@ import argparse
 import getpass
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from everest_app.descriptor import DescriptorError
@@ -80,17 +80,24 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: argparse._SubParsersAction, *,
-             default_plugins: Sequence[str] = ()) -> None:
+             default_plugins: Sequence[str] = (),
+             start: Callable[[argparse.Namespace], int] | None = None) -> None:
     """Add ``server`` (with ``add-user`` and ``stop``) to a CLI.
 
     ``default_plugins`` are loaded by every ``server`` run, before any ``--plugin``: the
     project's CLI passes the session relay this way, so this package never names it.
+    ``start``, when given, is ``server start``: starting the CLI's background server.
     """
     parser = subparsers.add_parser(
         "server", help="run the Everest-compatible local server",
         description="Run the Everest-compatible local server in the foreground.")
     configure(parser)
     parser.set_defaults(plugin=list(default_plugins))
+    if start is not None:
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub.add_parser("start", help="start the server in the background (the one "
+                                     "'launch' uses) and print its web UI's address"
+                       ).set_defaults(func=start)
 
 
 def serve(args: argparse.Namespace) -> int:

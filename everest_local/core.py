@@ -17,7 +17,7 @@ from typing import Any
 from everest_app import strict_json
 from everest_app.descriptor import Application, is_file_input, validate_inputs
 from everest_app.errors import BadRequestError, EverestError, NotFoundError
-from everest_local.auth import SignInThrottle, Tokens
+from everest_local.auth import SignInLinks, SignInThrottle, Tokens
 from everest_local.catalog import Catalog
 from everest_local.executor import TERMINAL, Executor
 from everest_local.files import FileStore, canonical_uri
@@ -47,6 +47,7 @@ class Core:
         self.store = Store(settings.data_dir)
         self.tokens = Tokens(self.store)
         self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max)
+        self.sign_in_links = SignInLinks()
         self.files = FileStore(self.store, settings.data_dir / "files")
         self.hooks = Hooks()
         self.stats: Counter[str] = Counter()

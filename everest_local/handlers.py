@@ -244,6 +244,48 @@ class TokenHandler(ApiHandler):
         self.send_json({})
 
 
+class SignInLinkHandler(ApiHandler):
+    """``POST``: a one-time link that signs a browser in as the caller (``everest-jupyter
+    ui``). Task tokens may not mint one: a job must not open its owner's browser session."""
+
+    route = "/api/auth/signin_link"
+
+    def post(self) -> None:
+        assert self.auth is not None
+        if self.auth.job_id is not None:
+            raise AuthError("a task token cannot make a sign-in link", status=403)
+        try:
+            code = self.core.sign_in_links.issue(self.auth.user)
+        except ValueError as exc:
+            raise TooManyRequestsError(str(exc), retry_after=60) from None
+        self.send_json({"url": f"{self.core.url}/signin#{code}", "path": f"/signin#{code}",
+                        "expires_in": int(self.core.sign_in_links.lifetime)})
+
+
+class SignInHandler(ApiHandler):
+    """``POST {"code"}``: redeem a one-time sign-in code (the ``/signin`` page sends the
+    link's fragment); sets the session cookie like a password sign-in."""
+
+    route = "/api/auth/signin"
+    public = True
+
+    def post(self) -> None:
+        body = self.json_body()
+        code = body.get("code") if isinstance(body, dict) else None
+        if not isinstance(code, str) or not code:
+            raise BadRequestError("send {\"code\": ...} from a sign-in link", status=400)
+        user = self.core.sign_in_links.redeem(code)
+        if user is None:
+            raise AuthError("this sign-in link was already used or has expired: run "
+                            "'everest-jupyter ui' for a new one, or log in with a password "
+                            "('everest-jupyter server add-user NAME' sets one)", status=401)
+        token = self.core.tokens.issue(user, "web (sign-in link)", DEFAULT_LIFETIME)
+        self.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Lax",
+                        secure=self.request.protocol == "https",
+                        expires=time.time() + DEFAULT_LIFETIME)
+        self.send_json({"username": user})
+
+
 # -- applications ----------------------------------------------------------------------------
 
 
@@ -491,6 +533,8 @@ def api_routes(core: Core) -> list[tuple[str, type, dict[str, Any]]]:
     table: list[tuple[str, type]] = [
         (r"/api/auth/access_token", TokenHandler),
         (r"/auth/access_token", TokenHandler),
+        (r"/api/auth/signin_link", SignInLinkHandler),
+        (r"/api/auth/signin", SignInHandler),
         (r"/api/apps", AppsHandler),
         (r"/api/apps/search", AppSearchHandler),
         (r"/api/apps/([^/]+(?:/[^/]+)?)", AppHandler),

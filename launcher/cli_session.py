@@ -25,6 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the session commands to the root parser."""
     _register_launch(subparsers)
     _register_sessions(subparsers)
+    _register_ui(subparsers)
     _register_relay(subparsers)
 
 
@@ -112,6 +113,8 @@ def launch_cmd(args: argparse.Namespace) -> int:
 
     say = _say(args)
     everest, relay, profile = connect(args)
+    if not profile.url:
+        say(f"web UI: {everest.url}/ (everest-jupyter ui opens it signed in)")
     run = Launch(everest, relay, _options(args, profile.launch), progress=say)
     try:
         launched = run.run()
@@ -199,6 +202,56 @@ def stop_cmd(args: argparse.Namespace) -> int:
         print_json({"session_id": session_id, "job_id": job_id, "job_state": state})
     else:
         print(f"stopped session {session_id or '-'} (job {job_id or '-'}: {state or 'unknown'})")
+    return 0
+
+
+# -- ui ---------------------------------------------------------------------------------------
+
+
+def _register_ui(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "ui", help="open the Everest web UI, signed in",
+        description="Open the web UI of the Everest in use in a browser. On the embedded "
+                    "local server (started if needed) the link signs you in once, for "
+                    "two minutes; a password for the login page is set with "
+                    "'everest-jupyter server add-user NAME'.")
+    p.add_argument("--no-browser", action="store_true",
+                   help="print the link instead of opening a browser")
+    p.set_defaults(func=ui_cmd)
+
+
+def server_start_cmd(args: argparse.Namespace) -> int:
+    """``everest-jupyter server start``: the embedded server (and relay) in the background."""
+    from launcher import embedded
+
+    emb = embedded.ensure(progress=_say(args))
+    if args.json:
+        print_json({"url": emb.url, "relay_url": emb.relay_url, "pid": emb.pid})
+    else:
+        print(f"local Everest server at {emb.url} (pid {emb.pid}); web UI: {emb.url}/ "
+              "('everest-jupyter ui' opens it signed in)")
+    return 0
+
+
+def ui_cmd(args: argparse.Namespace) -> int:
+    """``everest-jupyter ui``: open (or print) the web UI, signed in on the embedded server."""
+    profile = app_config.load_profile(args.profile, url=args.everest)
+    if profile.url:
+        url, signed_in = profile.url.rstrip("/") + "/", False
+    else:
+        everest = connect(args)[0]
+        url = everest.request("POST", "/api/auth/signin_link").json()["url"]
+        signed_in = True
+    if args.json:
+        print_json({"url": url, "signed_in": signed_in})
+    elif args.no_browser:
+        print(url, flush=True)
+    if not args.no_browser:
+        if not webbrowser.open(url):
+            print(f"no browser could be opened; open {url}", file=sys.stderr)
+            return 1
+        if not args.json:
+            print(f"opened {url if not signed_in else 'the web UI, signed in'}")
     return 0
 
 

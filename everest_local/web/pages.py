@@ -110,6 +110,8 @@ def routes() -> list[Any]:
         url(r"/", tornado.web.RedirectHandler, {"url": "/apps", "permanent": False}),
         url(r"/login/?", PageHandler, {"template": "login.html", "page": "login",
                                        "public": True}),
+        url(r"/signin/?", PageHandler, {"template": "signin.html", "page": "login",
+                                        "public": True}),
         url(r"/apps/?", PageHandler, {"template": "apps.html", "page": "apps"}),
         url(r"/apps/(.+)", PageHandler, {"template": "app.html", "page": "apps"}),
         url(r"/jobs/?", PageHandler, {"template": "jobs.html", "page": "jobs"}),
