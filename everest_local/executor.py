@@ -195,10 +195,10 @@ class Executor:
         rid, service = slot
         if service:
             return self.settings.service_slots
-        if rid == self.local_id:
-            return self.settings.slots
         resource = self.resources.get(rid)
-        return resource.slots if resource else 1
+        if resource is None or resource.kind == "local":
+            return self.settings.slots
+        return resource.slots
 
     def _pump(self) -> None:
         for slot, queue in self.queues.items():
@@ -223,7 +223,8 @@ class Executor:
     async def _start_guarded(self, job_id: str, slot: Slot) -> None:
         """Start a job's task; an unexpected error fails the job instead of losing a slot."""
         try:
-            if slot[0] == self.local_id:
+            resource = self.resources.get(slot[0])
+            if resource is None or resource.kind == "local":
                 await self._start(job_id, slot)
             else:
                 await self._start_remote(job_id, slot)
@@ -267,7 +268,8 @@ class Executor:
         with core.store.tx():
             token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
             core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
-                                           None, None, None, None, None, None))
+                                           None, None, None, None, None, None,
+                                           resource=slot[0]))
             core.store.update_job(job_id, state="SCHEDULED")
         self.starting[job_id] = None
         env = self._task_env(token, job_id, task_id)
@@ -296,8 +298,9 @@ class Executor:
                                    deadline=run.deadline)
             if core.store.job(job_id) is not None:
                 core.store.update_job(job_id, state="RUNNING")
-                core.store.add_event(job_id, f"Task {task_id} started on local "
-                                     f"(pid {spawned.pid})")
+                where = self.resources.get(slot[0])
+                core.store.add_event(job_id, f"Task {task_id} started on "
+                                     f"{where.name if where else LOCAL} (pid {spawned.pid})")
         if stop:
             self._begin_stop(run, stop)
         self._reap()
@@ -607,10 +610,11 @@ class Executor:
             job = store.job(task.job_id)
             app = self.core.catalog.apps.get(job.app_id) if job else None
             service = bool(app and app.is_service)
-            if task.resource not in (None, self.local_id):
+            on = self.resources.get(task.resource or self.local_id)
+            if on is not None and on.kind != "local":
                 self._spawn_bg(self._readopt(task, job, app, service))
                 continue
-            slot = (self.local_id, service)
+            slot = (on.id if on is not None else self.local_id, service)
             task_dir = Path(task.dir)
             pid = task.pid or processes.read_pid(task_dir)
             code = processes.read_exit_status(task_dir)

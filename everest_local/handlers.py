@@ -352,12 +352,19 @@ class AppHandler(ApiHandler):
 
 class ResourcesHandler(ApiHandler):
     """The resources and pools the caller may use (read-only: they come from the server's
-    resources file)."""
+    resources file); ``?app=<id or owner/alias>``: only those that app's jobs may use."""
 
     route = "/api/resources"
 
     def get(self) -> None:
-        self.send_json(self.core.resources.visible(self.user))
+        ref = self.get_query_argument("app", None)
+        alias = None
+        if ref is not None:
+            found = self.core.catalog.find(ref)
+            if found is None:
+                raise NotFoundError(f"no application {ref!r}", status=404)
+            alias = found[1].alias
+        self.send_json(self.core.resources.visible(self.user, alias))
 
 
 class ResourceHandler(ApiHandler):

@@ -176,10 +176,14 @@ class Resources:
             return self.by_id[ref]
         return self.by_name.get(ref) or self.pools.get(ref)
 
-    def visible(self, user: str) -> list[dict[str, Any]]:
-        """The resources and pools ``user`` may use, as the API lists them."""
-        out = [r.public() for r in self.by_name.values() if r.allows(user)]
-        out += [p.public(self.by_name) for p in self.pools.values() if p.allows(user)]
+    def visible(self, user: str, alias: str | None = None) -> list[dict[str, Any]]:
+        """The resources and pools ``user`` may use (for app ``alias``, if given), as the
+        API lists them."""
+        usable = self.for_app(user, alias) if alias is not None else None
+        out = [r.public() for r in self.by_name.values()
+               if r.allows(user) and (usable is None or r in usable)]
+        out += [p.public(self.by_name) for p in self.pools.values() if p.allows(user) and (
+            usable is None or any(self.by_name[m] in usable for m in p.members))]
         return out
 
     def get_visible(self, user: str, ref: str) -> dict[str, Any] | None:

@@ -115,6 +115,8 @@ def routes() -> list[Any]:
         url(r"/apps/?", PageHandler, {"template": "apps.html", "page": "apps"}),
         url(r"/apps/(.+)", PageHandler, {"template": "app.html", "page": "apps"}),
         url(r"/jobs/?", PageHandler, {"template": "jobs.html", "page": "jobs"}),
+        url(r"/resources/?", PageHandler, {"template": "resources.html",
+                                           "page": "resources"}),
         url(r"/jobs/([^/]+)/?", PageHandler, {"template": "job.html", "page": "jobs"}),
         url(r"/assets/(.*)", AssetHandler, {"path": str(STATIC_DIR)}),
     ]

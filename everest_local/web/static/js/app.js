@@ -25,7 +25,17 @@ function outputsSection(outputs) {
     h("h2", { id: "outputs-h" }, "Outputs"), list);
 }
 
-function jobForm(app) {
+// A picker of the resources this app may run on, when there is a choice ("" = the server's).
+function resourceField(resources) {
+  if (resources.length < 2) return null;
+  return h("div", { class: "field", dataset: { input: "resources" } },
+    h("label", { for: "job-resource" }, "Resource"),
+    h("select", { id: "job-resource", name: "job-resource" },
+      h("option", { value: "" }, "Default"),
+      resources.map((r) => h("option", { value: r.id }, `${r.name} (${r.type})`))));
+}
+
+function jobForm(app, resources) {
   const { nodes, read } = buildInputs(app.inputs);
   const status = h("p", { class: "muted", "aria-live": "polite", id: "submit-status" });
   const submit = h("button", { type: "submit", class: "primary" }, "Submit job");
@@ -39,7 +49,7 @@ function jobForm(app) {
     hasRequired ? h("p", { class: "muted" }, "Inputs marked ",
       h("span", { class: "req", "aria-hidden": "true" }, "*"),
       h("span", { class: "visually-hidden" }, "with an asterisk"), " are required.") : null,
-    nameField, nodes,
+    nameField, nodes, resourceField(resources),
     h("div", { class: "actions" }, submit, status));
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
@@ -48,9 +58,10 @@ function jobForm(app) {
     try {
       const inputs = await read((text) => { status.textContent = text; });
       status.textContent = "Submitting…";
-      const job = await getJson(appApiPath(app.id || ref), {
-        method: "POST", json: { name: form.elements["job-name"].value, inputs },
-      });
+      const body = { name: form.elements["job-name"].value, inputs };
+      const picked = form.elements["job-resource"] && form.elements["job-resource"].value;
+      if (picked) body.resources = [picked];
+      const job = await getJson(appApiPath(app.id || ref), { method: "POST", json: body });
       status.textContent = "Submitted.";
       location.assign(jobPagePath(job.id));
     } catch (err) {
@@ -64,7 +75,7 @@ function jobForm(app) {
     h("h2", { id: "form-h" }, "Submit a job"), form);
 }
 
-function render(app) {
+function render(app, resources) {
   document.title = `${app.name || ref} · Everest local`;
   const meta = [app.owner && app.alias ? `${app.owner}/${app.alias}` : app.alias,
     app.version && `version ${app.version}`, app.id && `id ${app.id}`].filter(Boolean);
@@ -74,7 +85,7 @@ function render(app) {
     app.annotation ? h("p", { class: "lead" }, app.annotation) : null,
     app.description ? h("section", { class: "description", "aria-label": "Description" },
       renderMarkdown(app.description)) : null,
-    jobForm(app),
+    jobForm(app, resources),
     outputsSection(app.outputs));
   article.removeAttribute("aria-busy");
 }
@@ -83,7 +94,10 @@ initPage();
 if (!ref) {
   showError(new Error("No application given."));
 } else {
-  getJson(appApiPath(ref)).then(render).catch((err) => {
+  const resources = getJson(`/api/resources?${new URLSearchParams({ app: ref })}`)
+    .catch(() => []);
+  Promise.all([getJson(appApiPath(ref)), resources])
+    .then(([app, usable]) => render(app, Array.isArray(usable) ? usable : [])).catch((err) => {
     article.removeAttribute("aria-busy");
     document.getElementById("app-name").textContent =
       err.status === 404 ? "Application not found" : "Application unavailable";
