@@ -19,17 +19,19 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 SMALL = {
     "lorenz_sweep.ipynb": "RHO = [5.0, 15.0, 25.0, 28.0, 35.0, 45.0]\n"
                           "SIGMA, BETA = 10.0, 8 / 3\nT = 20\nWORKERS = 2\n",
-    "wordcount.ipynb": 'FILES = 4\nPOSTS = 200\nDATA = "data"\nRESULTS = "results"\n',
+    "wordcount.ipynb": 'FILES = 4\nPOSTS = 200\nDATA = "data"\nRESULTS = "results"\n'
+                       "MAP_RESOURCES = []\n",
 }
 
 
-def execute(name: str, work: Path) -> nbformat.NotebookNode:
+def execute(name: str, work: Path, params: str = "") -> nbformat.NotebookNode:
+    """Run example ``name`` in ``work`` with its small parameters (plus ``params``)."""
     for module in EXAMPLES.glob("*.py"):
         shutil.copy(module, work)
     notebook = nbformat.read(EXAMPLES / name, as_version=4)
     cells = [c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(cells) == 1, "each example has one parameters cell"
-    cells[0].source = SMALL[name]
+    cells[0].source = SMALL[name] + params
     NotebookClient(notebook, timeout=300, kernel_name="python3",
                    resources={"metadata": {"path": str(work)}}).execute()
     return notebook
