@@ -61,8 +61,9 @@ def check_username(name: str) -> str:
     return name
 
 
-def add_user(data_dir: str | Path, name: str, password: str) -> None:
-    """Create (or reset the password of) user ``name`` in the server's database.
+def add_user(data_dir: str | Path, name: str, password: str) -> bool:
+    """Create (or reset the password of) user ``name`` in the server's database; True when
+    the user is new.
 
     Resetting a password revokes the user's sign-in tokens (a running server stops
     accepting them within :data:`TOKEN_RECHECK` seconds); tokens of running jobs stay. Safe
@@ -74,9 +75,11 @@ def add_user(data_dir: str | Path, name: str, password: str) -> None:
         raise ValueError("the password must not be empty")
     store = Store(data_dir)
     try:
+        existed = store.password_hash(name) is not None
         store.add_user(name, hash_password(password))
     finally:
         store.close()
+    return not existed
 
 
 def token_hash(token: str) -> str:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -132,11 +133,17 @@ def add_user(args: argparse.Namespace) -> int:
             print("error: the passwords differ", file=sys.stderr)
             return 1
     try:
-        add(args.data_dir or default_data_dir(), args.name, password)
+        created = add(args.data_dir or default_data_dir(), args.name, password)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"user {args.name} added")
+    if getattr(args, "json", False):
+        print(json.dumps({"user": args.name, "created": created}))
+    elif created:
+        print(f"user {args.name} added")
+    else:
+        print(f"password of user {args.name} reset (their sign-in tokens are revoked; "
+              "running jobs keep theirs)")
     return 0
 
 
@@ -149,7 +156,10 @@ def stop_cmd(args: argparse.Namespace) -> int:
     except TimeoutError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print("stopped" if stopped else f"no local server runs on {data_dir}")
+    if getattr(args, "json", False):
+        print(json.dumps({"stopped": stopped, "data_dir": str(data_dir)}))
+    else:
+        print("stopped" if stopped else f"no local server runs on {data_dir}")
     return 0
 
 

@@ -47,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         importlib.import_module(name).register(subparsers, **options)
     for sub in _subcommand_parsers(parser):
         _add_common_options(sub, default=argparse.SUPPRESS)
+        sub.set_defaults(_parser=sub)  # the deepest one wins: its usage goes with its errors
     return parser
 
 
@@ -90,7 +91,9 @@ def exit_code_for(error: EverestError) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``) and return the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # said by the command they were given to, with that command's usage
+        getattr(args, "_parser", parser).error("unrecognized arguments: " + " ".join(unknown))
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     if not args.debug:

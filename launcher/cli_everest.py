@@ -25,7 +25,9 @@ def make_client(args: argparse.Namespace) -> EverestClient:
     from launcher import embedded
 
     profile = config.load_profile(args.profile, url=args.everest)
-    if not profile.url and embedded.running() is not None:
+    if not profile.url:
+        if embedded.running() is None:
+            raise embedded.not_running_error()
         local = embedded.ensure()
         return EverestClient(local.url, local.token)
     return EverestClient(profile.url, profile.token or "")
@@ -89,7 +91,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _read_password(args: argparse.Namespace) -> str:
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        return sys.stdin.readline().rstrip("\r\n")
     return getpass.getpass("Password: ")
 
 
@@ -98,6 +100,9 @@ def cmd_login(args: argparse.Namespace) -> int:
     if not profile.url:
         raise EverestError("Which Everest? Pass --everest URL (for example "
                            "https://everest.distcomp.org).")
+    if args.password_stdin and not args.user:
+        raise EverestError("--password-stdin reads only the password: name the user with "
+                           "--user NAME")
     user = args.user or input("User: ").strip()
     token = EverestClient.login(profile.url, user, _read_password(args),
                                 label=args.label, lifetime=args.lifetime)
@@ -117,7 +122,10 @@ def cmd_logout(args: argparse.Namespace) -> int:
         except AuthError:
             pass  # already expired or revoked: forgetting it is all that is left to do
     forgotten = config.forget_token(profile)
-    print("Logged out." if forgotten else "No stored token to forget.")
+    if args.json:
+        print_json({"profile": profile.name, "forgotten": forgotten})
+    else:
+        print("Logged out." if forgotten else "No stored token to forget.")
     return 0
 
 
@@ -210,21 +218,31 @@ def cmd_job_show(args: argparse.Namespace) -> int:
 def cmd_job_log(args: argparse.Namespace) -> int:
     client = make_client(args)
     if args.output:
-        print(client.save_log(args.job_id, args.output))
+        saved = client.save_log(args.job_id, args.output)
+        print_json({"job_id": args.job_id, "path": str(saved)}) if args.json else print(saved)
+    elif args.json:
+        print_json({"job_id": args.job_id, "log": client.log(args.job_id)})
     else:
         sys.stdout.write(client.log(args.job_id))
     return 0
 
 
 def cmd_job_cancel(args: argparse.Namespace) -> int:
-    make_client(args).cancel(args.job_id)
-    print(f"Cancel requested for job {args.job_id}.")
+    client = make_client(args)
+    client.cancel(args.job_id)
+    if args.json:
+        print_json({"job_id": args.job_id, "state": str(client.job(args.job_id).state)})
+    else:
+        print(f"Cancel requested for job {args.job_id}.")
     return 0
 
 
 def cmd_job_delete(args: argparse.Namespace) -> int:
     make_client(args).delete_job(args.job_id)
-    print(f"Deleted job {args.job_id}.")
+    if args.json:
+        print_json({"job_id": args.job_id, "deleted": True})
+    else:
+        print(f"Deleted job {args.job_id}.")
     return 0
 
 
@@ -240,5 +258,6 @@ def cmd_files_upload(args: argparse.Namespace) -> int:
 
 def cmd_files_download(args: argparse.Namespace) -> int:
     target = args.output or Path(args.uri.rstrip("/").rsplit("/", 1)[-1])
-    print(make_client(args).download(args.uri, target))
+    saved = make_client(args).download(args.uri, target)
+    print_json({"uri": args.uri, "path": str(saved)}) if args.json else print(saved)
     return 0

@@ -174,6 +174,10 @@ def sessions_cmd(args: argparse.Namespace) -> int:
     if args.json:
         print_json(rows)
         return 0
+    if found is None:
+        print("No sessions: the local Everest server is not running. "
+              "'everest-jupyter launch' starts it with a session.")
+        return 0
     print_table([(s["id"], s["state"], s.get("job_id"), s.get("url") if s["ready"] else None)
                  for s in rows], ("SESSION", "STATE", "JOB", "URL"))
     return 0
@@ -185,21 +189,37 @@ def stop_cmd(args: argparse.Namespace) -> int:
 
     found = connect(args, start=False)
     if found is None:
-        raise NotFoundError(f"no session {args.id}: the embedded server is not running")
+        raise NotFoundError(f"no session {args.id}: the local Everest server is not running, "
+                            "so none of its sessions is either")
     everest, relay, _ = found
     sessions = relay.sessions(include_ended=True)
     match = next((s for s in sessions if args.id in (s["id"], s.get("job_id"))), None)
     if match is None:
         try:
-            everest.job(args.id)
+            job = everest.job(args.id)
         except NotFoundError:
-            raise NotFoundError(f"no session or job {args.id}") from None
-        job_id, session_id = args.id, None
+            raise NotFoundError(f"no session or job {args.id}: 'everest-jupyter sessions "
+                                "--all' lists yours") from None
+        job_id, session_id, ended = args.id, None, job.state.is_terminal
     else:
         job_id, session_id = match.get("job_id"), match["id"]
-    state = stop_session(everest, relay, job_id, session_id, wait=0 if args.no_wait else 30)
+        ended = match["state"] == "ended"
+        if ended and job_id:
+            try:
+                ended = everest.job(job_id).state.is_terminal
+            except NotFoundError:
+                pass
+    if ended:
+        state = str(everest.job(job_id).state) if job_id else None
+    else:
+        state = stop_session(everest, relay, job_id, session_id,
+                             wait=0 if args.no_wait else 30)
     if args.json:
-        print_json({"session_id": session_id, "job_id": job_id, "job_state": state})
+        print_json({"session_id": session_id, "job_id": job_id, "job_state": state,
+                    "already_ended": ended})
+    elif ended:
+        print(f"session {session_id or '-'} had already ended (job {job_id or '-'}: "
+              f"{state or 'unknown'}); nothing to stop")
     else:
         print(f"stopped session {session_id or '-'} (job {job_id or '-'}: {state or 'unknown'})")
     return 0

@@ -31,7 +31,7 @@ import requests
 
 from everest_app.client import EverestClient
 from everest_app.config import data_dir, read_token, write_private
-from everest_app.errors import AuthError, EverestConnectionError
+from everest_app.errors import AuthError, EverestConnectionError, EverestError
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,20 @@ def running() -> tuple[int, str, str] | None:
     if not isinstance(info, dict) or info.get("everest_url") != server["url"]:
         return None
     return pid, server["url"], relay["url"]
+
+
+def not_running_error() -> EverestError:
+    """What to say when a command needs an Everest but none is configured and the embedded
+    server is not running: it was stopped, or never started."""
+    if (data_dir() / TOKEN_FILE).exists():
+        return EverestConnectionError(
+            "the local Everest server is not running (it was stopped): start it with "
+            "'everest-jupyter server start' (or 'everest-jupyter launch'), or pass "
+            "--everest URL")
+    return EverestError(
+        "No Everest server configured: start the local one with 'everest-jupyter server "
+        "start' (or 'everest-jupyter launch'), or use a real Everest with --everest URL, "
+        "EVEREST_URL, or 'everest-jupyter --everest URL login'")
 
 
 def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int, str, str]:
