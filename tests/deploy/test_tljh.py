@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,8 +58,10 @@ class TljhSpecs:
 def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The plugin package pip-installed into a folder of its own, put on ``sys.path``."""
     site = tmp_path_factory.mktemp("tljh-site")
+    source = shutil.copytree(PLUGIN, tmp_path_factory.mktemp("tljh-src") / "tljh")  # pip
+    # builds in the folder it is given: not in the checkout
     out = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
-                          "--target", str(site), str(PLUGIN)],
+                          "--target", str(site), str(source)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     sys.path.insert(0, str(site))
