@@ -274,3 +274,11 @@ def test_inputs_the_server_fills_are_optional_and_tucked_away(
     page.get_by_role("button", name="Submit job").click()
     expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]{24}$"))
     assert alice.job(page.url.rsplit("/", 1)[1]).inputs == {"ticket": "my-ticket", "x": 1}
+
+    # The job page folds it away the same way: the user's inputs in view, the ticket closed.
+    expect(page.locator("#inputs dd[data-name=x]")).to_have_text("1")
+    filled = page.locator("#job-inputs details.server-filled")
+    expect(filled.locator("summary")).to_have_text("Filled in by the server (1)")
+    expect(page.get_by_text("my-ticket")).to_be_hidden()
+    filled.locator("summary").click()
+    expect(page.locator("#inputs-server dd[data-name=ticket]")).to_have_text("my-ticket")

@@ -69,6 +69,25 @@ function renderSession(job) {
   box.hidden = false;
 }
 
+/** The inputs the user gave, then those the server filled in (e.g. the relay's ticket)
+ * in a closed section, as on the form. */
+function renderInputs(job) {
+  const inputs = job.inputs || {};
+  const specs = (app && app.inputs) || {};
+  const byServer = (name) => (specs[name] || {}).filledByServer === true;
+  const mine = Object.fromEntries(Object.entries(inputs).filter(([k]) => !byServer(k)));
+  const filled = Object.fromEntries(Object.entries(inputs).filter(([k]) => byServer(k)));
+  const nodes = [];
+  if (Object.keys(mine).length) nodes.push(valueList(mine, specs, { id: "inputs" }));
+  if (Object.keys(filled).length) {
+    nodes.push(h("details", { class: "server-filled" },
+      h("summary", {}, `Filled in by the server (${Object.keys(filled).length})`),
+      valueList(filled, specs, { id: "inputs-server" })));
+  }
+  if (!nodes.length) nodes.push(h("p", { class: "muted" }, "No inputs."));
+  replaceChildren(el("job-inputs"), ...nodes);
+}
+
 function renderResults(job) {
   const target = el("job-results");
   const result = job.result;
@@ -94,11 +113,7 @@ function render(job) {
   badge.className = stateClass(job.state);
   if (changed("info", [job.id, job.appId, job.appName, job.appAlias, job.info])) renderInfo(job);
   if (changed("session", [job.session, job.state])) renderSession(job);
-  if (changed("inputs", [job.inputs, !!app])) {
-    replaceChildren(el("job-inputs"), Object.keys(job.inputs || {}).length
-      ? valueList(job.inputs, app && app.inputs, { id: "inputs" })
-      : h("p", { class: "muted" }, "No inputs."));
-  }
+  if (changed("inputs", [job.inputs, !!app])) renderInputs(job);
   if (changed("results", [job.result, job.state, !!app])) renderResults(job);
   cancelButton.disabled = terminal;
   article.removeAttribute("aria-busy");
