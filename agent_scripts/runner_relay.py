@@ -110,14 +110,16 @@ def redeem(relay_url: str, ticket: str, public_key: str, notebook_token: str,
     raise RedeemError(f"the relay at {relay_url} could not be reached: {reason}")
 
 
-def report_end(relay_url: str, grant: Grant, reason: str) -> bool:
-    """Tell the relay the session is over (it may never have had a tunnel to withdraw).
+def report_end(relay_url: str, grant: Grant, stop: str | None, reason: str) -> bool:
+    """Tell the relay the session is over (it may never have had a tunnel to withdraw):
+    ``stop`` is a ``runner_stop.StopReason`` value, ``reason`` the same for a person.
 
     Best effort, two tries; returns whether the relay took it.
     """
     if not grant.end_token:
         return False
-    body = json.dumps({"end_token": grant.end_token, "reason": reason}).encode("utf-8")
+    body = json.dumps({"end_token": grant.end_token, "stop": stop,
+                       "reason": reason}).encode("utf-8")
     url = f"{relay_url}/api/sessions/{grant.session_id}/ended"
     for _ in range(2):
         req = urllib.request.Request(url, data=body, method="POST",

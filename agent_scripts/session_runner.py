@@ -42,6 +42,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import runner_bootstrap  # noqa: E402
 import runner_inputs  # noqa: E402
+from runner_stop import StopReason  # noqa: E402
 
 log = logging.getLogger("session_runner")
 
@@ -69,6 +70,12 @@ def write_summary(workdir: str, summary: dict[str, object]) -> None:
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(summary, handle, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+def write_failure(workdir: str, stop: StopReason, error: str) -> None:
+    """The summary of a runner that failed before its session began."""
+    reason = "bad input" if stop is StopReason.BAD_INPUT else "error"
+    write_summary(workdir, {"stop": stop.value, "reason": reason, "error": error})
 
 
 def repository_folder(url: str) -> str:
@@ -114,24 +121,31 @@ class Session:
     def __init__(self, settings: runner_inputs.Settings):
         self.settings = settings
         self.stop_event: asyncio.Event | None = None
-        self.stop_reason = ""
+        self.stop_reason: StopReason | None = None
+        self.stop_detail = ""
         self.notebook = None
         self.grant = None
         self.tunnel = None
         self.route = None
         self.summary: dict[str, object] = {
-            "mode": settings.mode, "started": time.time(), "ended": None, "reason": None,
-            "error": None, "session_id": None, "repository": settings.repository or None,
+            "mode": settings.mode, "started": time.time(), "ended": None, "stop": None,
+            "reason": None, "error": None, "session_id": None,
+            "repository": settings.repository or None,
             "packages": settings.packages, "python": sys.executable,
             "tunnel": {"kind": None, "route": None, "connects": 0, "disconnects": 0},
             "notebook": {"port": None, "exit_code": None},
         }
 
-    def request_stop(self, reason: str) -> None:
+    def request_stop(self, reason: StopReason, detail: str) -> None:
+        """Stop the session for ``reason`` (``detail`` says it to a person); the first wins."""
         if self.stop_event is not None and not self.stop_event.is_set():
-            log.info("stopping: %s", reason)
-            self.stop_reason = reason
+            log.info("stopping: %s", detail)
+            self.stop_reason, self.stop_detail = reason, detail
             self.stop_event.set()
+
+    def _ended(self, reason: StopReason, detail: str) -> None:
+        self.summary["stop"] = reason.value
+        self.summary["reason"] = detail
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         names = ["SIGINT", "SIGTERM", "SIGBREAK"]
@@ -139,12 +153,12 @@ class Session:
             sig = getattr(signal, name, None)
             if sig is None:
                 continue
-            reason = f"interrupted ({name})"
+            detail = f"interrupted ({name})"
             if os.name == "nt":
-                signal.signal(sig, lambda *_a, r=reason: loop.call_soon_threadsafe(
-                    self.request_stop, r))
+                signal.signal(sig, lambda *_a, d=detail: loop.call_soon_threadsafe(
+                    self.request_stop, StopReason.INTERRUPTED, d))
             else:
-                loop.add_signal_handler(sig, self.request_stop, reason)
+                loop.add_signal_handler(sig, self.request_stop, StopReason.INTERRUPTED, detail)
 
     async def _step(self, func, *args):
         """Run blocking ``func`` in a thread; raise :class:`Stopped` if a stop comes first."""
@@ -166,11 +180,11 @@ class Session:
         try:
             code = await self._run()
         except Stopped:
-            self.summary["reason"] = self.stop_reason
+            self._ended(self.stop_reason, self.stop_detail)
         except Exception as exc:  # noqa: BLE001 - every failure must reach the summary
             log.error("session failed: %s", exc)
             log.debug("details", exc_info=True)
-            self.summary["reason"] = "error"
+            self._ended(StopReason.ERROR, "error")
             self.summary["error"] = str(exc)
             code = 1
         finally:
@@ -243,11 +257,11 @@ class Session:
         if watchers[0] is finished:
             exc = finished.exception()
             if isinstance(exc, runner_relay.SessionEnded):
-                self.summary["reason"] = f"relay ended the session ({exc})"
+                self._ended(StopReason.RELAY_ENDED, f"relay ended the session ({exc})")
                 return 0
             raise exc or RuntimeError("the tunnel stopped")
-        self.summary["reason"] = self.stop_reason
-        return 1 if self.stop_reason.startswith("JupyterLab exited") else 0
+        self._ended(self.stop_reason, self.stop_detail)
+        return 1 if self.stop_reason.failed else 0
 
     async def _wait_connected(self, tunnel_task, timeout: float = 60.0) -> None:
         """Wait until the tunnel has connected once (raising what it raised if it ended);
@@ -306,13 +320,15 @@ class Session:
     async def _watch_notebook(self) -> None:
         while self.notebook.exited() is None:
             await asyncio.sleep(1.0)
-        self.request_stop(f"JupyterLab exited on its own (code {self.notebook.exited()})")
+        self.request_stop(StopReason.NOTEBOOK_EXITED,
+                          f"JupyterLab exited on its own (code {self.notebook.exited()})")
 
     async def _watch_time_limit(self) -> None:
         if self.settings.time_limit > 0:
             elapsed = time.time() - float(self.summary["started"])
             await asyncio.sleep(max(0.0, self.settings.time_limit - elapsed))
-            self.request_stop(f"time limit of {self.settings.time_limit} s reached")
+            self.request_stop(StopReason.TIME_LIMIT,
+                              f"time limit of {self.settings.time_limit} s reached")
         else:
             await asyncio.Event().wait()
 
@@ -331,7 +347,8 @@ class Session:
                 log.warning("could not read JupyterLab's activity: %s", exc)
                 continue
             if idle >= limit:
-                self.request_stop(f"idle for {idle:.0f} s (idle timeout {limit} s)")
+                self.request_stop(StopReason.IDLE,
+                                  f"idle for {idle:.0f} s (idle timeout {limit} s)")
                 return
 
     async def _shutdown(self) -> None:
@@ -344,8 +361,8 @@ class Session:
         if self.grant is not None:
             import runner_relay
 
-            reason = str(self.summary.get("reason") or "stopped")
-            await loop_executor(runner_relay.report_end, self.settings.relay, self.grant, reason)
+            await loop_executor(runner_relay.report_end, self.settings.relay, self.grant,
+                                self.summary["stop"], str(self.summary["reason"] or "stopped"))
         self.summary["ended"] = time.time()
         self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
         write_summary(self.settings.workdir, self.summary)
@@ -361,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = runner_inputs.load_settings(argv)
     except runner_inputs.InputError as exc:
         log.error("%s", exc)
-        write_summary(workdir, {"reason": "bad input", "error": str(exc)})
+        write_failure(workdir, StopReason.BAD_INPUT, str(exc))
         return 2
     required = runner_bootstrap.HUB_REQUIRED if settings.mode == "hub" else \
         runner_bootstrap.REQUIRED
@@ -372,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         except runner_bootstrap.BootstrapError as exc:
             error = f"could not prepare the environment: {exc}"
             log.error("%s", error)
-            write_summary(workdir, {"reason": "error", "error": error})
+            write_failure(workdir, StopReason.ERROR, error)
             return 1
         if chosen:
             log.info("running the session in %s", chosen[0])
@@ -383,13 +400,13 @@ def main(argv: list[str] | None = None) -> int:
                  "environment to have it made again".format(" and ".join(missing),
                                                             sys.executable))
         log.error("%s", error)
-        write_summary(workdir, {"reason": "error", "error": error})
+        write_failure(workdir, StopReason.ERROR, error)
         return 1
     if missing:
         error = ("{} not installed for {} and bootstrap is off; install them or allow the "
                  "bootstrap".format(" and ".join(missing), sys.executable))
         log.error("%s", error)
-        write_summary(workdir, {"reason": "error", "error": error})
+        write_failure(workdir, StopReason.ERROR, error)
         return 1
     if settings.packages and not settings.bootstrap:
         log.warning("bootstrap is off: extra packages %s are not installed", settings.packages)

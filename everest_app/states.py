@@ -52,3 +52,24 @@ FAILURE_STATES: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCE
 
 ACTIVE_STATES: frozenset[JobState] = frozenset(JobState) - TERMINAL_STATES
 """States in which a job may still change, UNKNOWN included."""
+
+
+class TaskState(str, enum.Enum):
+    """The life of one task (one attempt at running a job) on the local server.
+
+    STAGING (work folder being prepared) -> RUNNING -> DONE, FAILED or CANCELLED; the
+    final three are named like the job states they lead to.
+    """
+
+    STAGING = "STAGING"
+    RUNNING = "RUNNING"
+    DONE = "DONE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self not in (TaskState.STAGING, TaskState.RUNNING)
+
+    def __str__(self) -> str:
+        return self.value

@@ -17,9 +17,10 @@ from typing import Any
 from everest_app import strict_json
 from everest_app.descriptor import Application, is_file_input, validate_inputs
 from everest_app.errors import BadRequestError, EverestError, NotFoundError
+from everest_app.states import JobState
 from everest_local.auth import SignInLinks, SignInThrottle, Tokens
 from everest_local.catalog import Catalog
-from everest_local.executor import TERMINAL, Executor
+from everest_local.executor import Executor, TaskStop
 from everest_local.files import FileStore, canonical_uri
 from everest_local.hooks import Hooks
 from everest_local.resources import Resources
@@ -87,7 +88,7 @@ class Core:
         self._check_files(user, app, inputs)
         now = time.time()
         job = JobRow(id=new_id(), owner=user, name=name or app.name, app_id=key,
-                     app_alias=app.alias, app_name=app.name, state="READY", inputs=inputs,
+                     app_alias=app.alias, app_name=app.name, state=JobState.READY, inputs=inputs,
                      resources=resources, result=None, info=None, attempt=0, created=now,
                      updated=now)
         with self.store.tx():
@@ -135,14 +136,14 @@ class Core:
     def job_json(self, job: JobRow) -> dict[str, Any]:
         """Everest's job object. ``result`` is null until the job ends."""
         data: dict[str, Any] = {
-            "id": job.id, "name": job.name, "state": job.state, "inputs": job.inputs,
+            "id": job.id, "name": job.name, "state": job.state.value, "inputs": job.inputs,
             "appId": job.app_id, "appAlias": job.app_alias, "appName": job.app_name,
-            "result": job.result if job.state in TERMINAL else None, "info": job.info,
+            "result": job.result if job.state.is_terminal else None, "info": job.info,
             "submitted": iso_time(job.created),
         }
         if job.resources is not None:
             data["resources"] = job.resources
-        if data["result"] is None and job.state in ("DONE", "FAILED"):
+        if data["result"] is None and job.state in (JobState.DONE, JobState.FAILED):
             data["result"] = {}
         decorate = self.hooks.job_decorators.get(job.app_alias or "")
         if decorate is not None:
@@ -188,11 +189,12 @@ class Core:
     def cancel(self, user: str, job_id: str) -> dict[str, Any]:
         """Cancel a job: queued ones at once, running ones once their process has ended."""
         job = self.user_job(user, job_id)
-        if job.state in TERMINAL:
+        if job.state.is_terminal:
             return self.job_json(job)
-        if not self.executor.stop_job(job.id, "cancel"):
+        if not self.executor.stop_job(job.id, TaskStop.CANCEL):
             with self.store.tx():
-                self.store.update_job(job.id, state="CANCELLED", info="cancelled by the user")
+                self.store.update_job(job.id, state=JobState.CANCELLED,
+                                      info="cancelled by the user")
                 self.store.add_event(job.id, "Job CANCELLED: cancelled by the user")
             self.tokens.revoke_job(job.id)
         return self.job_json(self.store.job(job.id) or job)
@@ -200,8 +202,8 @@ class Core:
     def delete(self, user: str, job_id: str) -> None:
         """Delete a job, its log and its files; a running task is stopped first."""
         job = self.user_job(user, job_id)
-        if job.state not in TERMINAL:
-            self.executor.stop_job(job.id, "delete")
+        if not job.state.is_terminal:
+            self.executor.stop_job(job.id, TaskStop.DELETE)
         self.tokens.revoke_job(job.id)
         paths = self.store.delete_files("job_id=? AND kind='job'", (job.id,))
         self.store.delete_job(job.id)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import enum
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from everest_app.descriptor import Application, is_file_input
+from everest_app.states import ACTIVE_STATES, JobState, TaskState
 from everest_local import processes
 from everest_local.backends import Backend, TaskSpec, make_backend, write_argv
 from everest_local.files import canonical_uri
@@ -56,16 +58,28 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-TERMINAL = ("DONE", "FAILED", "CANCELLED")
 Slot = tuple[str, bool]  # (resource id, service?): one queue and one slot count each
 TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
 _ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
 
+
+
+class TaskStop(str, enum.Enum):
+    """Why the executor stops a running task (stored with the task, so a restart resumes it)."""
+
+    CANCEL = "cancel"
+    DELETE = "delete"
+    SHUTDOWN = "shutdown"
+    TIMEOUT = "timeout"
+
+
 STOP_INFO = {
-    "cancel": "cancelled by the user",
-    "delete": "deleted by the user",
-    "shutdown": "cancelled: the local server was stopped while the task ran",
+    TaskStop.CANCEL: "cancelled by the user",
+    TaskStop.DELETE: "deleted by the user",
+    TaskStop.SHUTDOWN: "cancelled: the local server was stopped while the task ran",
 }
+_STOP_EVENT = {TaskStop.TIMEOUT: "time limit reached", TaskStop.CANCEL: "cancel requested",
+               TaskStop.SHUTDOWN: "server stopping", TaskStop.DELETE: "job deleted"}
 
 
 @dataclass
@@ -81,13 +95,13 @@ class Running:
     pstart: int | None
     popen: Any = None
     deadline: float | None = None
-    stop_reason: str | None = None
+    stop_reason: TaskStop | None = None
     stop_at: float | None = None
     signals_sent: int = 0
     finishing: bool = False
     backend: Backend | None = None  # None: a process on this machine
     handle: dict[str, Any] | None = None
-    reported: tuple[str, str | None] | None = None
+    reported: tuple[JobState, str | None] | None = None
     lost: str | None = None  # why a remote task ended without an exit status
 
     @property
@@ -109,7 +123,7 @@ class Executor:
         self.busy: Counter[Slot] = Counter()
         self.backends: dict[str, Backend] = {}
         self.running: dict[str, Running] = {}
-        self.starting: dict[str, str | None] = {}  # job id -> stop reason asked while staging
+        self.starting: dict[str, TaskStop | None] = {}  # job id -> stop asked while staging
         self.pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="task-io")
         self._bg: set[asyncio.Task] = set()
         self._tick_handle: asyncio.TimerHandle | None = None
@@ -149,7 +163,7 @@ class Executor:
         for queue in self.queues.values():
             queue.clear()
         for run in list(self.running.values()):
-            self._begin_stop(run, "shutdown")
+            self._begin_stop(run, TaskStop.SHUTDOWN)
         limit = time.time() + 2 * self.settings.kill_grace + 5
         while (self.running or self.starting or self._bg) and time.time() < limit:
             await asyncio.sleep(0.05)
@@ -237,7 +251,7 @@ class Executor:
     def _fail_internal(self, job_id: str, exc: Exception) -> None:
         try:
             if self.core.store.job(job_id) is not None:
-                self._end_without_task(job_id, "FAILED", f"internal error of the local "
+                self._end_without_task(job_id, JobState.FAILED, f"internal error of the local "
                                        f"server: {type(exc).__name__}: {exc}")
         except Exception:
             log.exception("could not record the failure of job %s", job_id)
@@ -246,11 +260,11 @@ class Executor:
         """The READY job and its app, or None (slot released, job failed if app is gone)."""
         job = self.core.store.job(job_id)
         found = self.core.catalog.apps.get(job.app_id) if job else None
-        if job is None or job.state != "READY":
+        if job is None or job.state is not JobState.READY:
             self._release(slot)
             return None
         if found is None:
-            self._end_without_task(job_id, "FAILED", f"application {job.app_alias} is no "
+            self._end_without_task(job_id, JobState.FAILED, f"application {job.app_alias} is no "
                                    "longer offered by this server")
             self._release(slot)
             return None
@@ -267,10 +281,10 @@ class Executor:
         files = self._input_files(app, job.inputs)
         with core.store.tx():
             token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
-            core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
+            core.store.insert_task(TaskRow(task_id, job_id, TaskState.STAGING, str(task_dir), None,
                                            None, None, None, None, None, None,
                                            resource=slot[0]))
-            core.store.update_job(job_id, state="SCHEDULED")
+            core.store.update_job(job_id, state=JobState.SCHEDULED)
         self.starting[job_id] = None
         env = self._task_env(token, job_id, task_id)
         try:
@@ -293,11 +307,11 @@ class Executor:
                       deadline=now + limit if limit else None)
         self.running[task_id] = run
         with core.store.tx():
-            core.store.update_task(task_id, state="RUNNING", pid=spawned.pid,
+            core.store.update_task(task_id, state=TaskState.RUNNING, pid=spawned.pid,
                                    pstart=spawned.start_time, started=now,
                                    deadline=run.deadline)
             if core.store.job(job_id) is not None:
-                core.store.update_job(job_id, state="RUNNING")
+                core.store.update_job(job_id, state=JobState.RUNNING)
                 where = self.resources.get(slot[0])
                 core.store.add_event(job_id, f"Task {task_id} started on "
                                      f"{where.name if where else LOCAL} (pid {spawned.pid})")
@@ -319,10 +333,10 @@ class Executor:
         files = self._input_files(app, job.inputs)
         with core.store.tx():
             token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
-            core.store.insert_task(TaskRow(task_id, job_id, "STAGING", str(task_dir), None,
+            core.store.insert_task(TaskRow(task_id, job_id, TaskState.STAGING, str(task_dir), None,
                                            None, None, None, None, None, None,
                                            resource=resource.id))
-            core.store.update_job(job_id, state="SCHEDULED")
+            core.store.update_job(job_id, state=JobState.SCHEDULED)
         self.starting[job_id] = None
         env = self._task_env(token, job_id, task_id)
         handle: dict[str, Any] | None = None
@@ -350,7 +364,7 @@ class Executor:
                       deadline=now + limit if limit else None, backend=backend, handle=handle)
         self.running[task_id] = run
         with core.store.tx():
-            core.store.update_task(task_id, state="RUNNING", handle=json.dumps(handle),
+            core.store.update_task(task_id, state=TaskState.RUNNING, handle=json.dumps(handle),
                                    started=now, deadline=run.deadline)
             if core.store.job(job_id) is not None:
                 core.store.add_event(job_id, f"Task {task_id} started on {resource.name} "
@@ -379,17 +393,17 @@ class Executor:
         if not run.finishing:
             self._finish(run, code)
 
-    def _report(self, run: Running, state: str, why: str | None) -> None:
+    def _report(self, run: Running, state: JobState, why: str | None) -> None:
         """A backend says where its task is (SCHEDULED while queued there, RUNNING)."""
         if run.reported == (state, why) or run.finishing:
             return
         run.reported = (state, why)
         job = self.core.store.job(run.job_id)
-        if job is None or job.state in TERMINAL:
+        if job is None or job.state.is_terminal:
             return
         with self.core.store.tx():
             self.core.store.update_job(run.job_id, state=state, info=why)
-            self.core.store.add_event(run.job_id, f"Task {run.task_id} {state.lower()}"
+            self.core.store.add_event(run.job_id, f"Task {run.task_id} {state.value.lower()}"
                                       + (f": {why}" if why else ""))
 
     async def _remove_quietly(self, backend: Backend, handle: dict[str, Any]) -> None:
@@ -447,7 +461,7 @@ class Executor:
                     self._finish(run, processes.read_exit_status(run.dir))
                     continue
             if run.stop_reason is None and run.deadline is not None and now >= run.deadline:
-                self._begin_stop(run, "timeout")
+                self._begin_stop(run, TaskStop.TIMEOUT)
             elif run.stop_reason is not None and run.stop_at is not None:
                 if run.signals_sent == 1 and now >= run.stop_at + grace:
                     self._signal(run, signal.SIGTERM)
@@ -471,21 +485,20 @@ class Executor:
             log.warning("task %s: sending %s failed: %s", run.task_id,
                         signal.Signals(sig).name, exc)
 
-    def _begin_stop(self, run: Running, reason: str) -> None:
+    def _begin_stop(self, run: Running, reason: TaskStop) -> None:
         if run.stop_reason is not None:
-            if reason == "shutdown" or reason == "delete":
+            if reason in (TaskStop.SHUTDOWN, TaskStop.DELETE):
                 run.stop_reason = reason
             return
         run.stop_reason = reason
         run.stop_at = time.time()
-        self.core.store.update_task(run.task_id, stop_reason=reason, stop_at=run.stop_at)
+        self.core.store.update_task(run.task_id, stop_reason=reason.value, stop_at=run.stop_at)
         if self.core.store.job(run.job_id) is not None:
-            what = {"timeout": "time limit reached", "cancel": "cancel requested",
-                    "shutdown": "server stopping", "delete": "job deleted"}[reason]
+            what = _STOP_EVENT[reason]
             self.core.store.add_event(run.job_id, f"Task {run.task_id}: {what}, interrupting")
         self._signal(run, signal.SIGINT)
 
-    def stop_job(self, job_id: str, reason: str) -> bool:
+    def stop_job(self, job_id: str, reason: TaskStop) -> bool:
         """Stop a job's task for ``reason`` (cancel/delete); True if a process is stopping.
 
         A queued job is just taken off its queue (the caller records its new state).
@@ -541,7 +554,7 @@ class Executor:
             await self._remove_quietly(run.backend, run.handle)
 
     async def _record_end(self, task_id: str, job_id: str, app: Application | None,
-                          task_dir: Path, code: int | None, stop: str | None, *,
+                          task_dir: Path, code: int | None, stop: TaskStop | None, *,
                           start_error: str | None = None, deadline: float | None = None,
                           lost: str | None = None) -> None:
         """Collect outputs, decide the job's state (or a retry) and record it all."""
@@ -555,24 +568,24 @@ class Executor:
         if not self.settings.keep_work:
             self._trash.append(task_dir)
         if job is None:  # deleted while it ran
-            core.store.update_task(task_id, state="CANCELLED", exit_code=code)
+            core.store.update_task(task_id, state=TaskState.CANCELLED, exit_code=code)
             return
         state, info = _verdict(task_id, code, stop, start_error, outcome, app, lost)
         # a task that ran and failed (or was lost) may succeed again; one that could not
         # start (no such command, a deleted input file) will not
-        retry = (state == "FAILED" and stop is None and start_error in (None, "LOST")
+        retry = (state is JobState.FAILED and stop is None and start_error in (None, "LOST")
                  and app is not None and app.retry_failed_tasks
                  and job.attempt + 1 < self.settings.max_attempts)
         with core.store.tx():
-            core.store.update_task(task_id, state=state, exit_code=code)
+            core.store.update_task(task_id, state=TaskState(state.value), exit_code=code)
             for uri, name, path, length in outcome["files"]:
                 core.store.add_file(uri, job.owner, "job", job_id, name, path, length)
             if retry:
                 core.store.add_event(job_id, f"Task {task_id} failed ({info}); retrying, "
                                      f"attempt {job.attempt + 2} of {self.settings.max_attempts}")
-                core.store.update_job(job_id, state="READY", attempt=job.attempt + 1)
+                core.store.update_job(job_id, state=JobState.READY, attempt=job.attempt + 1)
             else:
-                if state == "DONE":
+                if state is JobState.DONE:
                     core.store.add_event(job_id, f"Task {task_id} finished with exit code 0")
                 core.store.update_job(job_id, state=state, result=outcome["result"],
                                       info=info)
@@ -583,10 +596,10 @@ class Executor:
             self.enqueue(job_id, app)
         log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
 
-    def _end_without_task(self, job_id: str, state: str, info: str) -> None:
+    def _end_without_task(self, job_id: str, state: JobState, info: str) -> None:
         with self.core.store.tx():
             self.core.store.update_job(job_id, state=state, info=info,
-                                       result={} if state != "CANCELLED" else None)
+                                       result={} if state is not JobState.CANCELLED else None)
             self.core.store.add_event(job_id, f"Job {state}: {info}")
         self.core.tokens.revoke_job(job_id)
 
@@ -606,7 +619,7 @@ class Executor:
           started are cleaned up there and queued again (see :meth:`_readopt`).
         """
         store = self.core.store
-        for task in store.tasks_in_states(("STAGING", "RUNNING")):
+        for task in store.tasks_in_states((TaskState.STAGING, TaskState.RUNNING)):
             job = store.job(task.job_id)
             app = self.core.catalog.apps.get(job.app_id) if job else None
             service = bool(app and app.is_service)
@@ -619,16 +632,16 @@ class Executor:
             pid = task.pid or processes.read_pid(task_dir)
             code = processes.read_exit_status(task_dir)
             alive = pid is not None and processes.is_alive(pid, task.pstart)
-            if task.state == "STAGING" and pid is None and code is None:
-                store.update_task(task.id, state="CANCELLED")
-                if job is not None and job.state not in TERMINAL:
-                    store.update_job(job.id, state="READY")
+            if task.state is TaskState.STAGING and pid is None and code is None:
+                store.update_task(task.id, state=TaskState.CANCELLED)
+                if job is not None and job.state in ACTIVE_STATES:
+                    store.update_job(job.id, state=JobState.READY)
                     store.add_event(job.id, f"Task {task.id} was being prepared when the "
                                     "server stopped; queued again")
                 continue
             run = Running(task.id, task.job_id, job.app_id if job else "", slot, task_dir,
                           pid or 0, task.pstart, None, deadline=task.deadline,
-                          stop_reason=task.stop_reason, stop_at=task.stop_at,
+                          stop_reason=_task_stop(task.stop_reason), stop_at=task.stop_at,
                           signals_sent=1 if task.stop_reason else 0)
             self.running[task.id] = run
             self.busy[slot] += 1
@@ -643,12 +656,12 @@ class Executor:
                 if job is not None:
                     store.add_event(job.id, f"Task {task.id} re-adopted after a server "
                                     f"restart (pid {pid})")
-        for job in store.jobs_in_states(("READY", "SCHEDULED")):
+        for job in store.jobs_in_states((JobState.READY, JobState.SCHEDULED)):
             app = self.core.catalog.apps.get(job.app_id)
-            if job.state == "SCHEDULED":
+            if job.state is JobState.SCHEDULED:
                 continue  # its task was handled above
             if app is None:
-                self._end_without_task(job.id, "FAILED", f"application {job.app_alias} is "
+                self._end_without_task(job.id, JobState.FAILED, f"application {job.app_alias} is "
                                        "no longer offered by this server")
                 continue
             self.enqueue(job.id, app, job)
@@ -660,9 +673,9 @@ class Executor:
         store = self.core.store
         resource = self.resources.get(task.resource or "")
         if resource is None:
-            store.update_task(task.id, state="FAILED")
-            if job is not None and job.state not in TERMINAL:
-                self._end_without_task(job.id, "FAILED", f"task {task.id} ran on resource "
+            store.update_task(task.id, state=TaskState.FAILED)
+            if job is not None and job.state in ACTIVE_STATES:
+                self._end_without_task(job.id, JobState.FAILED, f"task {task.id} ran on resource "
                                        f"{task.resource}, which the server no longer has")
             return
         slot = (resource.id, service)
@@ -677,20 +690,21 @@ class Executor:
         if not started:
             if handle is not None:
                 await self._remove_quietly(backend, handle)
-            store.update_task(task.id, state="CANCELLED")
+            store.update_task(task.id, state=TaskState.CANCELLED)
             self._release(slot)
-            if job is not None and app is not None and job.state not in TERMINAL:
-                store.update_job(job.id, state="READY")
+            if job is not None and app is not None and job.state in ACTIVE_STATES:
+                store.update_job(job.id, state=JobState.READY)
                 store.add_event(job.id, f"Task {task.id} had not started on {resource.name} "
                                 "when the server stopped; queued again")
                 self.enqueue(job.id, app)
             return
         run = Running(task.id, task.job_id, job.app_id if job else "", slot, Path(task.dir),
-                      0, None, None, deadline=task.deadline, stop_reason=task.stop_reason,
+                      0, None, None, deadline=task.deadline,
+                      stop_reason=_task_stop(task.stop_reason),
                       stop_at=task.stop_at, signals_sent=1 if task.stop_reason else 0,
                       backend=backend, handle=handle)
         self.running[task.id] = run
-        store.update_task(task.id, state="RUNNING", handle=json.dumps(handle))
+        store.update_task(task.id, state=TaskState.RUNNING, handle=json.dumps(handle))
         if job is not None:
             store.add_event(job.id, f"Task {task.id} re-adopted on {resource.name} after a "
                             f"server restart ({_describe(handle)})")
@@ -781,29 +795,35 @@ def _last_line(path: Path) -> str:
     return lines[-1][:300] if lines else ""
 
 
-def _verdict(task_id: str, code: int | None, stop: str | None, start_error: str | None,
+def _verdict(task_id: str, code: int | None, stop: TaskStop | None, start_error: str | None,
              outcome: dict[str, Any], app: Application | None,
-             lost: str | None = None) -> tuple[str, str | None]:
+             lost: str | None = None) -> tuple[JobState, str | None]:
     """The job's final state and info for how its task ended."""
     if stop in STOP_INFO:
-        return "CANCELLED", STOP_INFO[stop]
-    if stop == "timeout":
+        return JobState.CANCELLED, STOP_INFO[stop]
+    if stop is TaskStop.TIMEOUT:
         limit = app.time_limit if app else None
-        return "FAILED", (f"task {task_id} exceeded the time limit of {limit or 0:g} s and "
-                          "was stopped")
+        return JobState.FAILED, (f"task {task_id} exceeded the time limit of {limit or 0:g} s "
+                                 "and was stopped")
+    gone = (f"task {task_id}: its process ended while the local server was not running and "
+            "left no exit status")
     if start_error == "LOST":
-        return "FAILED", (f"task {task_id}: its process ended while the local server was not "
-                          "running and left no exit status")
+        return JobState.FAILED, gone
     if start_error is not None:
-        return "FAILED", f"task {task_id} could not start: {start_error}"
+        return JobState.FAILED, f"task {task_id} could not start: {start_error}"
     if code is None and lost:
-        return "FAILED", f"task {task_id}: {lost}"
+        return JobState.FAILED, f"task {task_id}: {lost}"
     if code is None:
-        return "FAILED", (f"task {task_id}: its process ended while the local server was not "
-                          "running and left no exit status")
+        return JobState.FAILED, gone
     if code != 0:
         tail = f": {outcome['stderr']}" if outcome["stderr"] else ""
-        return "FAILED", f"task {task_id} failed with {processes.describe_status(code)}{tail}"
+        status = processes.describe_status(code)
+        return JobState.FAILED, f"task {task_id} failed with {status}{tail}"
     if outcome["error"]:
-        return "FAILED", f"task {task_id}: {outcome['error']}"
-    return "DONE", None
+        return JobState.FAILED, f"task {task_id}: {outcome['error']}"
+    return JobState.DONE, None
+
+
+def _task_stop(value: str | None) -> TaskStop | None:
+    """A stored stop reason as read back after a restart."""
+    return TaskStop(value) if value else None

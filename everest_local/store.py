@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from everest_app.states import JobState, TaskState
+
 DB_NAME = "everest.sqlite3"
 
 _SCHEMA = """
@@ -69,7 +71,7 @@ class JobRow:
     app_id: str
     app_alias: str | None
     app_name: str | None
-    state: str
+    state: JobState
     inputs: dict[str, Any]
     resources: list[Any] | None
     result: dict[str, Any] | None
@@ -85,7 +87,7 @@ class TaskRow:
 
     id: str
     job_id: str
-    state: str
+    state: TaskState
     dir: str
     pid: int | None
     pstart: int | None
@@ -221,11 +223,11 @@ class Store:
         rows = self.db.execute("SELECT id FROM jobs WHERE owner=? AND name=?", (owner, name))
         return [r[0] for r in rows]
 
-    def jobs_in_states(self, states: tuple[str, ...]) -> list[JobRow]:
+    def jobs_in_states(self, states: tuple[JobState, ...]) -> list[JobRow]:
         """Jobs in any of ``states``, oldest first (queue order)."""
         marks = ", ".join("?" * len(states))
         rows = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE state IN "
-                               f"({marks}) ORDER BY seq", states).fetchall()
+                               f"({marks}) ORDER BY seq", [s.value for s in states]).fetchall()
         return [_job_row(r) for r in rows]
 
     def update_job(self, job_id: str, **fields: Any) -> None:
@@ -233,6 +235,8 @@ class Store:
         for key in ("result", "resources", "inputs"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
+        if "state" in fields:
+            fields["state"] = JobState(fields["state"]).value
         # strictly increasing, so (id, updated) identifies a version of the job
         now = time.time()
         self._last_update = now = max(now, self._last_update + 1e-6)
@@ -269,21 +273,24 @@ class Store:
             db.execute("INSERT INTO tasks(id, job_id, state, dir, pid, pstart, started, "
                        "deadline, stop_reason, stop_at, exit_code, resource, handle) VALUES "
                        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (task.id, task.job_id, task.state, task.dir, task.pid, task.pstart,
+                       (task.id, task.job_id, TaskState(task.state).value, task.dir, task.pid,
+                        task.pstart,
                         task.started, task.deadline, task.stop_reason, task.stop_at,
                         task.exit_code, task.resource, task.handle))
 
     def update_task(self, task_id: str, **fields: Any) -> None:
+        if "state" in fields:
+            fields["state"] = TaskState(fields["state"]).value
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
             db.execute(f"UPDATE tasks SET {sets} WHERE id=?", (*fields.values(), task_id))
 
-    def tasks_in_states(self, states: tuple[str, ...]) -> list[TaskRow]:
+    def tasks_in_states(self, states: tuple[TaskState, ...]) -> list[TaskRow]:
         marks = ", ".join("?" * len(states))
         rows = self.db.execute(f"SELECT id, job_id, state, dir, pid, pstart, started, deadline, "
                                f"stop_reason, stop_at, exit_code, resource, handle FROM tasks "
-                               f"WHERE state IN ({marks})", states)
-        return [TaskRow(*r) for r in rows.fetchall()]
+                               f"WHERE state IN ({marks})", [s.value for s in states])
+        return [_task_row(r) for r in rows.fetchall()]
 
     # -- files -------------------------------------------------------------------------------
 
@@ -311,7 +318,8 @@ class Store:
 
 
 def _job_values(job: JobRow) -> tuple[Any, ...]:
-    return (job.id, job.owner, job.name, job.app_id, job.app_alias, job.app_name, job.state,
+    return (job.id, job.owner, job.name, job.app_id, job.app_alias, job.app_name,
+            JobState(job.state).value,
             json.dumps(job.inputs), json.dumps(job.resources) if job.resources is not None
             else None, json.dumps(job.result) if job.result is not None else None, job.info,
             job.attempt, job.created, job.updated)
@@ -320,6 +328,13 @@ def _job_values(job: JobRow) -> tuple[Any, ...]:
 def _job_row(row: tuple[Any, ...]) -> JobRow:
     values = dict(zip(_JOB_COLUMNS, row, strict=True))
     values["inputs"] = json.loads(values["inputs"])
+    values["state"] = JobState.parse(values["state"])
     for key in ("resources", "result"):
         values[key] = json.loads(values[key]) if values[key] is not None else None
     return JobRow(**values)
+
+
+def _task_row(row: tuple[Any, ...]) -> TaskRow:
+    task = TaskRow(*row)
+    task.state = TaskState(task.state)
+    return task

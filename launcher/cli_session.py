@@ -17,6 +17,7 @@ from pathlib import Path
 from everest_app import config as app_config
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
+from everest_app.states import JobState
 from launcher.output import print_json, print_table
 from launcher.relay_client import RelayClient
 
@@ -148,7 +149,7 @@ def launch_cmd(args: argparse.Namespace) -> int:
         say(f"session stopped (job {state or 'state unknown'})")
         return 0
     say(f"the session's job ended: {state}")
-    return 0 if str(state) in ("DONE", "CANCELLED") else 1
+    return 0 if state in (JobState.DONE, JobState.CANCELLED) else 1
 
 
 # -- sessions, stop ---------------------------------------------------------------------------

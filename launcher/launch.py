@@ -25,6 +25,7 @@ from everest_app.errors import EverestError, NotFoundError
 from everest_app.job import Job
 from everest_app.states import JobState
 from launcher.relay_client import RelayClient
+from launcher.session_state import SessionState
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,8 @@ class Launched:
 
 
 # relay state -> what the user is told
-_RELAY_STEPS = {"starting": "session runner started on the resource",
-                "connected": "notebook up", "ready": "tunnel up"}
+_RELAY_STEPS = {SessionState.STARTING: "session runner started on the resource",
+                SessionState.CONNECTED: "notebook up", SessionState.READY: "tunnel up"}
 
 
 class _Progress:
@@ -137,7 +138,7 @@ class Launch:
 def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: str,
                 timeout: float | None, progress: _Progress) -> str:
     deadline = None if timeout is None else time.monotonic() + timeout
-    state = "waiting"
+    state: SessionState | None = SessionState.WAITING
     next_job_check = 0.0
     while True:
         now = time.monotonic()
@@ -153,19 +154,20 @@ def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: st
                                + (f": {job.info}" if job.info else ""))
             next_job_check = now + 0.5
         session = relay.session(sid, unless_state=state, wait=0.5)
-        state = session["state"]
+        state = SessionState.known(session.get("state"))
         if state in _RELAY_STEPS:
             progress.step("running", "running")  # the runner talks to the relay: it runs
-            if state == "ready":
-                progress.step("connected", _RELAY_STEPS["connected"])
-            progress.step(state, _RELAY_STEPS[state])
-        if state == "ready" and session.get("url"):
+            if state is SessionState.READY:
+                connected = SessionState.CONNECTED
+                progress.step(connected.value, _RELAY_STEPS[connected])
+            progress.step(state.value, _RELAY_STEPS[state])
+        if state is SessionState.READY and session.get("url"):
             return session["url"]
-        if state in ("ended", "expired"):
+        if state is not None and not state.live:
             stop_session(everest, relay, job_id, sid, wait=10)
             raise LaunchFailed(f"the relay {state} session {sid} before it was ready"
                                + (" (its ticket expired: the job did not start in time)"
-                                  if state == "expired" else ""), job_id=job_id)
+                                  if state is SessionState.EXPIRED else ""), job_id=job_id)
         if deadline is not None and time.monotonic() > deadline:
             stop_session(everest, relay, job_id, sid, wait=10)
             raise LaunchFailed(f"the session was not ready within {timeout:g} s; job "
@@ -222,14 +224,14 @@ def follow(everest: EverestClient, relay: RelayClient, launched: Launched,
            interval: float = 2.0) -> JobState:
     """Block while the session runs, reporting tunnel drops and recoveries; returns the
     job's final state. ``KeyboardInterrupt`` is left to the caller."""
-    state = "ready"
+    state: SessionState | None = SessionState.READY
     while True:
         session = relay.session(launched.session_id, unless_state=state, wait=interval)
-        if session["state"] != state:
-            state = session["state"]
-            if state == "disconnected":
+        if SessionState.known(session.get("state")) is not state:
+            state = SessionState.known(session.get("state"))
+            if state is SessionState.DISCONNECTED:
                 report("tunnel down; the session runner reconnects")
-            elif state == "ready":
+            elif state is SessionState.READY:
                 report("tunnel up again")
         job = everest.job(launched.job_id)
         if job.is_done:

@@ -47,6 +47,7 @@ from launcher.relay_proxy import ChannelPool
 from launcher.relay_ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay_websocket import PATH as WEBSOCKET_PATH
 from launcher.relay_websocket import WebSocketEntrance
+from launcher.session_state import SessionState, StopReason
 
 log = logging.getLogger(__name__)
 
@@ -301,7 +302,7 @@ class Relay:
         record = self.store.get(session_id)
         if record is None or not record.live:
             return
-        self.store.set_state(session_id, rs.ENDED)
+        self.store.set_state(session_id, SessionState.ENDED)
         self._release(session_id)
         log.info("session %s ended", session_id)
         self._notify(session_id)
@@ -351,13 +352,15 @@ class Relay:
     def view(self, record: rs.SessionRecord) -> dict[str, Any]:
         """A session as the API shows it to its owner."""
         return {
-            "id": record.id, "state": record.state, "ready": record.state == rs.READY,
+            "id": record.id, "state": record.state.value,
+            "ready": record.state is SessionState.READY,
             "mode": record.mode, "label": record.label, "job_id": record.job_id,
             "url": self.session_url(record) if record.notebook_token or
             record.mode == rs.HUB_MODE else None,
             "base_url": record.base_url, "default_url": record.default_url,
             "runner": record.runner, "created": record.created, "updated": record.updated,
-            "ticket_expires": record.ticket_expires if record.state == rs.WAITING else None,
+            "ticket_expires": (record.ticket_expires if record.state is SessionState.WAITING
+                               else None),
         }
 
     def grant(self, record: rs.SessionRecord, request_host: str, public_base: str
@@ -394,21 +397,24 @@ class Relay:
         returns the same one and nothing needs storing)."""
         return hmac.new(self._secret, session_id.encode(), hashlib.sha256).hexdigest()
 
-    def runner_ended(self, session_id: str, token: str, reason: str) -> bool:
-        """A runner says its session is over; False if ``token`` is not the session's."""
+    def runner_ended(self, session_id: str, token: str, reason: str,
+                     stop: StopReason = StopReason.UNKNOWN) -> bool:
+        """A runner says its session is over (``stop``, explained by ``reason``); False if
+        ``token`` is not the session's."""
         if not hmac.compare_digest(self.end_token(session_id), token):
             return False
         record = self.store.get(session_id)
         if record is not None and record.live:
-            log.info("session %s: the runner stopped (%s)", session_id, reason[:200])
+            log.info("session %s: the runner stopped (%s: %s)", session_id, stop.value,
+                     reason[:200])
             self.end_session(session_id)
         return True
 
-    async def wait_change(self, session_id: str, state: str, timeout: float) -> None:
+    async def wait_change(self, session_id: str, state: SessionState, timeout: float) -> None:
         """Return when the session's state differs from ``state`` or ``timeout`` passes."""
         record = self.store.get(session_id)
         deadline = time.monotonic() + timeout
-        while record is not None and record.state == state:
+        while record is not None and record.state is state:
             left = deadline - time.monotonic()
             if left <= 0:
                 return
@@ -438,7 +444,8 @@ class Relay:
         record = self.store.get(session_id)
         if record is None or not record.live:
             return
-        self.store.set_state(session_id, rs.CONNECTED)
+        if not self.store.set_state(session_id, SessionState.CONNECTED):
+            return
         self._notify(session_id)
         old = self._probes.pop(session_id, None)
         if old:
@@ -458,7 +465,7 @@ class Relay:
             log.info("session %s: the runner withdrew its forward (it is stopping)", session_id)
             self.end_session(session_id)
             return
-        self.store.set_state(session_id, rs.DISCONNECTED)
+        self.store.set_state(session_id, SessionState.DISCONNECTED)
         log.info("session %s: tunnel down, route forgotten", session_id)
         self._notify(session_id)
 
@@ -487,7 +494,7 @@ class Relay:
                 delay = min(delay * 2, 1.0)
                 continue
             if self.routes.current(session_id) is not None:
-                self.store.set_state(session_id, rs.READY)
+                self.store.set_state(session_id, SessionState.READY)
                 log.info("session %s ready", session_id)
                 self._notify(session_id)
             return

@@ -57,8 +57,10 @@ from launcher import relay_store as rs
 from launcher import relay_websocket
 from launcher.relay_auth import AuthFailed, AuthUnavailable
 from launcher.session_options import check_base_prefix, check_default_url
+from launcher.session_state import SessionState, StopReason
 
 log = logging.getLogger(__name__)
+_STATE_NAMES = frozenset(s.value for s in SessionState)
 
 PAGE_COOKIE = "relay_token"
 EVEREST_COOKIE = "access_token"
@@ -246,8 +248,9 @@ class SessionHandler(BaseHandler):
                 wait = min(max(float(self.get_query_argument("wait", "25")), 0.0), 60.0)
             except ValueError:
                 raise ApiError(400, "'wait' must be a number of seconds") from None
-            await self.relay.wait_change(session_id, state, wait)
-            record = self.relay.store.get(session_id)
+            if state in _STATE_NAMES:  # any other state differs from the session's already
+                await self.relay.wait_change(session_id, SessionState(state), wait)
+                record = self.relay.store.get(session_id)
         self.send(self.relay.view(record))
 
     async def patch(self, session_id: str) -> None:
@@ -309,14 +312,17 @@ class RunnerEndedHandler(BaseHandler):
     def post(self, session_id: str) -> None:
         body = self.json_body()
         token, reason = body.get("end_token"), body.get("reason", "")
-        if not isinstance(token, str) or not isinstance(reason, str):
-            raise ApiError(400, "give 'end_token' (and optionally 'reason') as strings")
-        if not self.relay.runner_ended(session_id, token, reason):
+        stop = body.get("stop")
+        if not isinstance(token, str) or not isinstance(reason, str) or \
+                not isinstance(stop, (str, type(None))):
+            raise ApiError(400, "give 'end_token' (and optionally 'stop' and 'reason') as "
+                                "strings")
+        if not self.relay.runner_ended(session_id, token, reason, StopReason.parse(stop)):
             raise ApiError(403, "wrong end token for this session")
         record = self.relay.store.get(session_id)
         if record is None:
             raise ApiError(404, f"no session {session_id}")
-        self.send({"session_id": session_id, "state": record.state})
+        self.send({"session_id": session_id, "state": record.state.value})
 
 
 class InfoHandler(BaseHandler):

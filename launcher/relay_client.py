@@ -21,6 +21,7 @@ from everest_app.errors import (
     NotFoundError,
     ServerError,
 )
+from launcher.session_state import SessionState
 
 
 class RelayClient:
@@ -70,12 +71,12 @@ class RelayClient:
         return self._call("POST", "/api/sessions",
                           json={"mode": mode, "label": label, "default_url": default_url})
 
-    def session(self, session_id: str, *, unless_state: str | None = None,
+    def session(self, session_id: str, *, unless_state: SessionState | str | None = None,
                 wait: float = 0.0) -> dict[str, Any]:
         """The session; with ``unless_state``, wait up to ``wait`` s for it to leave it."""
         params = {}
         if unless_state is not None:
-            params = {"state": unless_state, "wait": f"{wait:g}"}
+            params = {"state": str(unless_state), "wait": f"{wait:g}"}
         return self._call("GET", f"/api/sessions/{session_id}", params=params,
                           timeout=self.timeout + wait)
 

@@ -29,14 +29,15 @@ import os
 from typing import Any
 
 from everest_app.errors import BadRequestError, ServerError
+from everest_app.states import JobState
 from launcher.session_options import check_default_url
+from launcher.session_state import SessionState
 
 log = logging.getLogger(__name__)
 
 APP_ALIAS = "jupyter-session"
 RELAY_DIR = "relay"
 RELAY_JSON = "relay.json"
-_TERMINAL = ("DONE", "FAILED", "CANCELLED")
 
 
 class SessionRelayPlugin:
@@ -101,11 +102,11 @@ class SessionRelayPlugin:
             return None
         if record.job_id is None:
             store.update(record.id, job_id=job["id"])
-        if job.get("state") in _TERMINAL and record.live:
+        if JobState.parse(job.get("state")).is_terminal and record.live:
             self.relay.end_session(record.id)
             record = store.get(record.id)
-        ready = record.state == "ready"
-        return {"session": {"id": record.id, "state": record.state,
+        ready = record.state is SessionState.READY
+        return {"session": {"id": record.id, "state": record.state.value,
                             "url": self.relay.session_url(record) if ready else None}}
 
 

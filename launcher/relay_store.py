@@ -23,21 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-# The life of a session, in order. "disconnected" returns to "connected" on reconnect.
-WAITING = "waiting"          # ticket minted, not redeemed yet
-STARTING = "starting"        # ticket redeemed: the runner is starting JupyterLab
-CONNECTED = "connected"      # the runner's tunnel is up; the relay probes the notebook
-READY = "ready"              # the notebook answered through the tunnel
-DISCONNECTED = "disconnected"  # the tunnel dropped; the route is gone until it reconnects
-ENDED = "ended"              # stopped by its owner, or the runner went away for good
-EXPIRED = "expired"          # the ticket expired unredeemed
+from launcher.session_state import LIVE_STATES, SessionState, can_move
+
+S = SessionState
 # Session modes: a JupyterLab of the user's own, or a hub's single-user server.
 LAB_MODE = "lab"
 HUB_MODE = "hub"
 MODES = (LAB_MODE, HUB_MODE)
-
-LIVE_STATES = frozenset({WAITING, STARTING, CONNECTED, READY, DISCONNECTED})
-STATES = LIVE_STATES | {ENDED, EXPIRED}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -94,7 +86,7 @@ class SessionRecord:
 
     id: str
     owner: str
-    state: str
+    state: SessionState
     mode: str
     label: str
     ticket_expires: float
@@ -112,7 +104,7 @@ class SessionRecord:
 
     @property
     def live(self) -> bool:
-        return self.state in LIVE_STATES
+        return self.state.live
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionRecord:
@@ -121,6 +113,7 @@ class SessionRecord:
         data["runner"] = json.loads(data.get("runner") or "{}")
         data["hub_env"] = json.loads(data["hub_env"]) if data.get("hub_env") else None
         data["hub_forward"] = bool(data.get("hub_forward"))
+        data["state"] = SessionState.parse(data["state"])
         return cls(**data)
 
 
@@ -161,8 +154,8 @@ class RelayStore:
             "INSERT INTO sessions (id, owner, state, mode, label, ticket_hash, ticket_expires,"
             " listen_port, base_url, default_url, created, updated, hub_env, hub_forward)"
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (sid, owner, WAITING, mode, label, hash_ticket(ticket), now + ttl, listen_port,
-             base_url or f"/session/{sid}/", default_url, now, now,
+            (sid, owner, S.WAITING.value, mode, label, hash_ticket(ticket), now + ttl,
+             listen_port, base_url or f"/session/{sid}/", default_url, now, now,
              json.dumps(hub_env) if hub_env is not None else None, int(hub_forward)))
         return self.get(sid)
 
@@ -182,13 +175,14 @@ class RelayStore:
                                    (digest,)).fetchone()
             if row is None:
                 return None
-            if row["state"] == WAITING and row["ticket_expires"] > now:
+            if row["state"] == S.WAITING and row["ticket_expires"] > now:
                 self._db.execute(
                     "UPDATE sessions SET state=?, public_key=?, notebook_token=?, runner=?,"
                     " updated=? WHERE id=?",
-                    (STARTING, public_key, notebook_token, json.dumps(runner), now, row["id"]))
+                    (S.STARTING.value, public_key, notebook_token, json.dumps(runner), now,
+                     row["id"]))
                 return self.get(row["id"])
-            if (row["state"] == STARTING and row["public_key"] == public_key
+            if (row["state"] == S.STARTING and row["public_key"] == public_key
                     and row["notebook_token"] == notebook_token
                     and row["ticket_expires"] > now):
                 return SessionRecord.from_row(row)
@@ -222,19 +216,27 @@ class RelayStore:
             args.append(owner)
         if live_only:
             where.append("state IN ({})".format(",".join("?" * len(LIVE_STATES))))
-            args.extend(sorted(LIVE_STATES))
+            args.extend(sorted(s.value for s in LIVE_STATES))
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC"
         return [SessionRecord.from_row(r) for r in self._db.execute(sql, args)]
 
-    def set_state(self, session_id: str, state: str) -> None:
-        if state not in STATES:
-            raise ValueError(f"unknown session state {state!r}")
-        # an ended session's hub secrets are of no more use: they do not outlive it
-        self._db.execute("UPDATE sessions SET state=?, updated=?,"
-                         " hub_env = CASE WHEN ? THEN NULL ELSE hub_env END WHERE id=?",
-                         (state, time.time(), state not in LIVE_STATES, session_id))
+    def set_state(self, session_id: str, state: SessionState) -> bool:
+        """Move the session to ``state`` if the transition table allows it from its current
+        state; a refused move changes nothing, is logged, and returns False."""
+        state = SessionState(state)
+        with self._db:
+            self._db.execute("BEGIN IMMEDIATE")
+            row = self._db.execute("SELECT state FROM sessions WHERE id = ?",
+                                   (session_id,)).fetchone()
+            if row is None or not can_move(session_id, row["state"], state):
+                return False
+            # an ended session's hub secrets are of no more use: they do not outlive it
+            self._db.execute("UPDATE sessions SET state=?, updated=?,"
+                             " hub_env = CASE WHEN ? THEN NULL ELSE hub_env END WHERE id=?",
+                             (state.value, time.time(), not state.live, session_id))
+        return True
 
     def update(self, session_id: str, **fields: Any) -> None:
         """Set ``job_id``, ``label`` or ``listen_port``."""
@@ -249,21 +251,19 @@ class RelayStore:
         """Mark sessions whose ticket expired unredeemed ``expired``; return their ids."""
         now = time.time() if now is None else now
         ids = [r["id"] for r in self._db.execute(
-            "SELECT id FROM sessions WHERE state=? AND ticket_expires <= ?", (WAITING, now))]
-        for sid in ids:
-            self.set_state(sid, EXPIRED)
-        return ids
+            "SELECT id FROM sessions WHERE state=? AND ticket_expires <= ?",
+            (S.WAITING.value, now))]
+        return [sid for sid in ids if self.set_state(sid, S.EXPIRED)]
 
     def stale(self, before: float) -> list[str]:
         """Sessions stuck starting or disconnected since ``before`` (their runner is gone)."""
         return [r["id"] for r in self._db.execute(
             "SELECT id FROM sessions WHERE state IN (?, ?) AND updated < ?",
-            (STARTING, DISCONNECTED, before))]
+            (S.STARTING.value, S.DISCONNECTED.value, before))]
 
     def reset_connections(self) -> Iterable[str]:
         """After a restart no tunnel is up: connected/ready sessions become disconnected."""
         ids = [r["id"] for r in self._db.execute(
-            "SELECT id FROM sessions WHERE state IN (?, ?)", (CONNECTED, READY))]
-        for sid in ids:
-            self.set_state(sid, DISCONNECTED)
-        return ids
+            "SELECT id FROM sessions WHERE state IN (?, ?)",
+            (S.CONNECTED.value, S.READY.value))]
+        return [sid for sid in ids if self.set_state(sid, S.DISCONNECTED)]

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from everest_app.states import JobState
 from everest_local.resources import Resource
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ PGID_FILE = "pgid"
 DETACHED = ('echo "$$" > ../pgid; exec xargs -0 -x /bin/sh -c "$0" sh "${PWD%/work}" '
             '< ../argv')
 
-Report = Callable[[str, str | None], None]
+Report = Callable[[JobState, str | None], None]
 """``report(state, why)``: a backend tells the executor a task is SCHEDULED or RUNNING."""
 
 

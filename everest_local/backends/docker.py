@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from everest_app.states import JobState
 from everest_local.backends import Backend, Report, TaskSpec, chown_tree, parse_status
 from everest_local.processes import EXIT_FILE, WRAPPER
 
@@ -108,7 +109,7 @@ class DockerBackend(Backend):
 
     async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
         exit_file = Path(handle["dir"]) / EXIT_FILE
-        report("RUNNING", None)
+        report(JobState.RUNNING, None)
         checked = time.monotonic()
         while True:
             code = _read_status(exit_file)

@@ -29,6 +29,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from everest_app.states import JobState
 from everest_local.backends import (
     Backend,
     BackendError,
@@ -44,8 +45,15 @@ from everest_local.backends import (
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 SCRIPT = "job.sh"
-ENDED = ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY",
-         "PREEMPTED", "BOOT_FAIL", "DEADLINE", "REVOKED", "SPECIAL_EXIT")
+# squeue's states (Slurm's words, not ours) -> what they mean for the task here; None: the
+# Slurm job is over. States not listed (SUSPENDED, ...) leave the task as it was.
+SQUEUE_STATES: dict[str, JobState | None] = {
+    "PENDING": JobState.SCHEDULED, "RUNNING": JobState.RUNNING,
+    "COMPLETING": JobState.RUNNING, "CONFIGURING": JobState.RUNNING,
+    "COMPLETED": None, "FAILED": None, "CANCELLED": None, "TIMEOUT": None, "NODE_FAIL": None,
+    "OUT_OF_MEMORY": None, "PREEMPTED": None, "BOOT_FAIL": None, "DEADLINE": None,
+    "REVOKED": None, "SPECIAL_EXIT": None,
+}
 
 
 def job_script(env: dict[str, str]) -> str:
@@ -151,11 +159,12 @@ class SlurmBackend(Backend):
             if code is not None:
                 return code, ""
             state, reason = await self._state(job_id) if job_id else (None, "")
-            if state == "PENDING":
-                report("SCHEDULED", f"queued: {reason}" if reason else "queued")
-            elif state in ("RUNNING", "COMPLETING", "CONFIGURING"):
-                report("RUNNING", None)
-            elif state is None or state in ENDED:
+            meaning = SQUEUE_STATES.get(state or "", JobState.UNKNOWN)
+            if meaning is JobState.SCHEDULED:
+                report(meaning, f"queued: {reason}" if reason else "queued")
+            elif meaning is JobState.RUNNING:
+                report(meaning, None)
+            elif state is None or meaning is None:
                 for _ in range(8):  # the status may reach a shared file system a bit later
                     code = parse_status(await self.host.read(exit_path))
                     if code is not None:

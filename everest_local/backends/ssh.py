@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from everest_app.states import JobState
 from everest_local.backends import (
     DETACHED,
     PGID_FILE,
@@ -77,7 +78,7 @@ class SSHBackend(Backend):
 
     async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
         exit_path = f"{handle['dir']}/{EXIT_FILE}"
-        report("RUNNING", None)
+        report(JobState.RUNNING, None)
         checked = time.monotonic()
         while True:
             code = parse_status(await self.host.read(exit_path))

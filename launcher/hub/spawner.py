@@ -44,6 +44,7 @@ from everest_app.states import JobState
 from launcher.hub import profiles as prof
 from launcher.hub.api import ApiError, JsonApi, path_part
 from launcher.hub.jobs import JobCache, all_caches, cache_for
+from launcher.session_state import SessionState
 
 try:  # JupyterHub >= 6.0
     from jupyterhub.spawner import SpawnException as _SpawnException
@@ -375,7 +376,7 @@ class EverestSpawner(Spawner):
         cache = self._cache(token)
         submitted = time.monotonic()
         where = ", ".join(resources) if resources else "a resource"
-        state = "waiting"
+        state: SessionState | None = SessionState.WAITING
         queued_notes = 0
         while True:
             try:
@@ -397,7 +398,7 @@ class EverestSpawner(Spawner):
             try:
                 session = await relay.call(
                     "GET", f"/api/sessions/{self.session_id}",
-                    params={"state": state, "wait": f"{min(self.status_interval, 5.0):g}"},
+                    params={"state": str(state), "wait": f"{min(self.status_interval, 5.0):g}"},
                     timeout=self.http_request_timeout + 5.0)
             except ApiError as exc:
                 if not exc.unreachable:
@@ -406,22 +407,22 @@ class EverestSpawner(Spawner):
                 self.log.warning("%s: relay: %s", self._log_name, exc)
                 await asyncio.sleep(1.0)
                 continue
-            state = session["state"]
-            if state in ("starting", "connected", "ready"):
+            state = SessionState.known(session.get("state"))
+            if state in (SessionState.STARTING, SessionState.CONNECTED, SessionState.READY):
                 self._emit(40, "Running on the resource", "running")
                 self._emit(55, "Session runner connected to the relay", "runner")
-            if state in ("connected", "ready"):
+            if state in (SessionState.CONNECTED, SessionState.READY):
                 self._emit(70, "Tunnel up; waiting for the server", "tunnel")
-            if state == "ready" and session.get("url"):
+            if state is SessionState.READY and session.get("url"):
                 self._emit(90, "Server up, reachable through the relay", "server")
                 return session["url"]
-            if state in ("ended", "expired"):
+            if state is not None and not state.live:
                 cache.forget()
                 job = (await cache.fresh(0)).jobs.get(self.job_id, {})
                 if JobState.parse(job.get("state")).is_terminal:
                     raise await self._job_failure(token, job)
                 why = ("the job did not start before its ticket expired"
-                       if state == "expired" else "the session runner stopped")
+                       if state is SessionState.EXPIRED else "the session runner stopped")
                 raise spawn_failure(f"Your server did not come up: {why}. Try again, or "
                                     "pick another profile.",
                                     log_message=f"relay session {self.session_id} {state}")
@@ -429,7 +430,7 @@ class EverestSpawner(Spawner):
     async def _job_failure(self, token: str, job: dict[str, Any]) -> Exception:
         """A spawn failure saying how the job ended, with Everest's reason and the last
         error lines of the runner's log (never the whole log)."""
-        state = job.get("state", "UNKNOWN")
+        state = JobState.parse(job.get("state"))
         info = str(job.get("info") or "").strip()
         message = f"Your server's Everest job {self.job_id} ended {state} before the " \
                   "server was reachable"
