@@ -20,6 +20,7 @@ from everest_app.errors import AuthError, NotFoundError
 from everest_app.states import JobState
 from launcher.output import print_json, print_table
 from launcher.relay_client import RelayClient
+from launcher.session_state import SessionState
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -204,7 +205,7 @@ def stop_cmd(args: argparse.Namespace) -> int:
         job_id, session_id, ended = args.id, None, job.state.is_terminal
     else:
         job_id, session_id = match.get("job_id"), match["id"]
-        ended = match["state"] == "ended"
+        ended = SessionState.known(match["state"]) is SessionState.ENDED
         if ended and job_id:
             try:
                 ended = everest.job(job_id).state.is_terminal
