@@ -39,7 +39,14 @@ from everest_app.states import JobState
 from orchestrator.cadence import Cadence
 from orchestrator.errors import DependencyFailed, JobFailed, OrchestratorClosed
 from orchestrator.futures import JobFuture
-from orchestrator.inputs import dependencies, fingerprint, prepare, resolve
+from orchestrator.inputs import (
+    dependencies,
+    fingerprint,
+    may_be_local_path,
+    paths_for_file_inputs,
+    prepare,
+    resolve,
+)
 from orchestrator.journal import Journal
 from orchestrator.poller import Poller
 from orchestrator.progress import progress_bar
@@ -120,6 +127,7 @@ class Orchestrator:
         self._pool = concurrent.futures.ThreadPoolExecutor(
             max_workers=submit_threads, thread_name_prefix="everest-submit")
         self._lock = threading.Lock()
+        self._app_inputs: dict[str, dict[str, Any]] = {}  # app -> its inputs description
         self._ready: deque[_Task] = deque()
         self._in_flight = 0
         self._occurrences: Counter[str] = Counter()
@@ -173,7 +181,10 @@ class Orchestrator:
         """
         if self._closed:
             raise RuntimeError("orchestrator is closed")
-        prepared = prepare(dict(inputs or {}))
+        inputs = dict(inputs or {})
+        if any(map(may_be_local_path, inputs.values())):
+            inputs = paths_for_file_inputs(inputs, self._input_specs(app))
+        prepared = prepare(inputs)
         after = list(after)
         for dep in after:
             if not isinstance(dep, JobFuture):
@@ -194,6 +205,21 @@ class Orchestrator:
         for dep in deps:
             dep.add_done_callback(partial(self._dependency_done, task))
         return future
+
+    def _input_specs(self, app: str) -> dict[str, Any]:
+        """The application's ``inputs`` description, asked once per application; ``{}``
+        when it cannot be had (the server then judges the inputs as given)."""
+        with self._lock:
+            if app in self._app_inputs:
+                return self._app_inputs[app]
+        try:
+            specs = self.client.app(app).get("inputs") or {}
+        except EverestError as exc:
+            log.debug("no description of %s (%s): string inputs are sent as given", app, exc)
+            specs = {}
+        with self._lock:
+            self._app_inputs[app] = specs
+        return specs
 
     def _key(self, app: str, inputs: dict[str, Any], name: str | None,
              resources: list[str] | None, after: list[JobFuture]) -> str:

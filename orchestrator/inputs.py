@@ -9,8 +9,10 @@ Three walks over the same nested structure (dicts, lists, tuples):
   anything: futures by their keys, files by their content hash. The journal keys tasks by it;
 - :func:`resolve` gives the values to send: futures' results, files' URIs.
 
-Strings are sent as they are: a string may already be an Everest file URI, so only
-``Path`` objects and file objects are uploaded.
+Strings are sent as they are (a string may already be an Everest file URI), with one
+exception made by :func:`paths_for_file_inputs` before :func:`prepare`: a plain string
+given for an input the application declares a file, naming an existing local file and
+carrying no URI scheme, is uploaded like a ``Path``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from everest_app.descriptor import is_file_input
 from orchestrator.futures import JobFuture, OutputRef
 
 _CHUNK = 1 << 20
@@ -57,6 +60,55 @@ class FileInput:
 
 def _is_fileobj(value: Any) -> bool:
     return hasattr(value, "read") and callable(value.read)
+
+
+def _local_path(value: Any) -> Path | None:
+    """``value`` as a local path when it is a string without a URI scheme that names an
+    existing file (an upload URI such as ``/api/files/temp/..`` names none here)."""
+    if isinstance(value, str) and value and "://" not in value and os.path.isfile(value):
+        return Path(value)
+    return None
+
+
+def may_be_local_path(value: Any) -> bool:
+    """True for a string (or a list holding one) that looks like a local file path rather
+    than a URI or a plain word: worth checking against the application's description."""
+    if isinstance(value, list):
+        return any(map(may_be_local_path, value))
+    return isinstance(value, str) and "://" not in value and not value.startswith("/api/") \
+        and (os.sep in value or "/" in value or os.path.isfile(value))
+
+
+def paths_for_file_inputs(inputs: dict[str, Any], specs: dict[str, Any]) -> dict[str, Any]:
+    """``inputs`` with plain-string local paths turned into ``Path`` (so they are uploaded)
+    where ``specs`` (the application's ``inputs`` description) declares a file, or an array
+    of files. Other values are left as they are.
+
+    Raises ``FileNotFoundError`` for a string given for a file input that is neither a URI
+    (``scheme://`` or a server path under ``/api/``) nor an existing local file.
+    """
+    out = dict(inputs)
+    for name, value in inputs.items():
+        prop = specs.get(name)
+        if not isinstance(prop, dict):
+            continue
+        if is_file_input(prop):
+            out[name] = _file_value(name, value)
+        elif prop.get("type") == "array" and is_file_input(prop.get("items") or {}) and \
+                isinstance(value, list):
+            out[name] = [_file_value(f"{name}[{i}]", v) for i, v in enumerate(value)]
+    return out
+
+
+def _file_value(name: str, value: Any) -> Any:
+    if not isinstance(value, str) or "://" in value or value.startswith("/api/"):
+        return value
+    path = _local_path(value)
+    if path is None:
+        raise FileNotFoundError(
+            f"input '{name}': {value!r} is neither a local file nor a file URI; pass "
+            "pathlib.Path(...) of an existing file to upload it, or a file URI")
+    return path
 
 
 def prepare(value: Any) -> Any:

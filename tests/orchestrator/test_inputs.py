@@ -6,7 +6,15 @@ from pathlib import Path
 import pytest
 
 from orchestrator.futures import JobFuture
-from orchestrator.inputs import FileInput, dependencies, fingerprint, prepare, resolve
+from orchestrator.inputs import (
+    FileInput,
+    dependencies,
+    fingerprint,
+    may_be_local_path,
+    paths_for_file_inputs,
+    prepare,
+    resolve,
+)
 
 
 def done_future(key, result):
@@ -79,3 +87,20 @@ def test_paths_as_strings_are_sent_as_they_are(tmp_path):
     # a string may already be a URI; only Path objects are uploaded
     assert prepare({"f": str(tmp_path)}) == {"f": str(tmp_path)}
     assert isinstance(prepare({"f": Path(__file__)})["f"], FileInput)
+
+
+def test_strings_naming_local_files_become_paths_only_for_file_inputs(tmp_path):
+    local = tmp_path / "x.txt"
+    local.write_text("x")
+    specs = {"file": {"type": "string", "format": "uri"}, "note": {"type": "string"},
+             "many": {"type": "array", "items": {"type": "string", "format": "uri"}}}
+    given = {"file": str(local), "note": str(local), "many": [str(local), "/api/files/temp/a/b"],
+             "other": str(local)}
+    assert may_be_local_path(given["file"]) and not may_be_local_path("one")
+    assert not may_be_local_path("http://host/x") and not may_be_local_path("/api/files/t/x")
+    out = paths_for_file_inputs(given, specs)
+    assert out == {"file": local, "note": str(local), "many": [local, "/api/files/temp/a/b"],
+                   "other": str(local)}
+    with pytest.raises(FileNotFoundError, match=r"input 'file': '/nowhere/x.txt' is neither a "
+                                                r"local file nor a file URI; pass pathlib.Path"):
+        paths_for_file_inputs({"file": "/nowhere/x.txt"}, specs)

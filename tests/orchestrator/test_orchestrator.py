@@ -48,6 +48,15 @@ def test_dag_edges_pass_outputs_and_files_along(orch, tmp_path):
     assert saved.read_text() == "start\none\ntwo\n"
 
 
+def test_a_plain_string_path_for_a_file_input_is_uploaded(orch, tmp_path):
+    local = tmp_path / "x.txt"
+    local.write_text("x\n")
+    done = orch.submit("append", {"message": "y", "file": str(local)})
+    assert orch.read(done.result(60)["file"]) == b"x\ny\n"
+    with pytest.raises(FileNotFoundError, match="pass pathlib.Path"):
+        orch.submit("append", {"message": "y", "file": str(tmp_path / "missing.txt")})
+
+
 def test_a_failed_job_carries_info_and_log_and_its_dependents_are_never_submitted(orch):
     bad = orch.submit("sleep", {"duration": -1}, name="negative")
     after = orch.submit("sleep", {"duration": 0}, after=[bad])
