@@ -97,9 +97,10 @@ class EverestAuthenticator(Authenticator):
     async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None
                            ) -> bool | dict[str, Any]:
         """True while the user's token has more than ``refresh_margin`` left; False (sign
-        in again) otherwise."""
+        in again) otherwise. A user without a token (made by an admin through the API, whose
+        jobs use the hub's service token) has nothing to refresh."""
         state = await user.get_auth_state()
         if not state or not state.get("everest_token"):
-            return False
+            return True
         return float(state.get("everest_token_expires", 0)) - time.time() > \
             self.refresh_margin
