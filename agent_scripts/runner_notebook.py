@@ -54,6 +54,25 @@ def _die_with_parent() -> None:
         pass
 
 
+# The announcements plugin asks every new user whether to fetch "official Jupyter news";
+# a session's notebook fetches none (news_url=None), so the question is pointless there
+QUIET_PAGE_CONFIG = {"disabledExtensions": {"@jupyterlab/apputils-extension:announcements": True}}
+
+
+def quiet_config_env(env: dict[str, str], folder: str) -> dict[str, str]:
+    """``env`` with ``folder`` first on ``JUPYTER_CONFIG_PATH``, holding a JupyterLab page
+    config that turns the news question off; the other config folders still count (page
+    configs are merged)."""
+    labconfig = os.path.join(folder, "labconfig")
+    os.makedirs(labconfig, exist_ok=True)
+    with open(os.path.join(labconfig, "page_config.json"), "w", encoding="utf-8") as handle:
+        json.dump(QUIET_PAGE_CONFIG, handle)
+    env = dict(env)
+    rest = [p for p in env.get("JUPYTER_CONFIG_PATH", "").split(os.pathsep) if p]
+    env["JUPYTER_CONFIG_PATH"] = os.pathsep.join([folder] + rest)
+    return env
+
+
 def lab_command(python: str, port: int, base_url: str, root_dir: str,
                 default_url: str) -> list[str]:
     """The argument list that starts JupyterLab (never a shell line)."""
@@ -140,6 +159,8 @@ class Notebook:
         """Start the server process (returns at once; see :meth:`wait_ready`)."""
         self.port = self.port or free_port()
         env = dict(os.environ if self.env is None else self.env)
+        env = quiet_config_env(env, os.path.join(os.path.dirname(os.path.abspath(
+            self.log_path)), ".jupyter-config"))
         env.pop("JUPYTER_TOKEN_FILE", None)
         if self.hub_env is None:
             env["JUPYTER_TOKEN"] = self.token

@@ -114,6 +114,10 @@ def test_chromium_opens_the_url_and_runs_a_cell(launched: Launched, browser: Bro
         expect(editor).to_have_text("print(6*7)")
         page.keyboard.press("Shift+Enter")
         expect(page.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=90_000)
+        # JupyterLab 4 asks about "official Jupyter news" in a toast unless told not to
+        # (by the time a cell has run, the toast would be showing)
+        expect(page.get_by_text("Would you like to get notified about official Jupyter "
+                                "news?")).to_have_count(0)
     finally:
         context.close()
 
