@@ -205,7 +205,7 @@ class Core:
         if not job.state.is_terminal:
             self.executor.stop_job(job.id, TaskStop.DELETE)
         self.tokens.revoke_job(job.id)
-        paths = self.store.delete_files("job_id=? AND kind='job'", (job.id,))
+        paths = self.store.delete_job_files(job.id)
         self.store.delete_job(job.id)
         self._rendered.pop(job.id, None)
         self.files.remove_paths(paths)

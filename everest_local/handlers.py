@@ -510,7 +510,7 @@ class FileHandler(ApiHandler):
 
     def delete(self, _: str) -> None:
         row = self._row()
-        paths = self.core.store.delete_files("uri=?", (row["uri"],))
+        paths = self.core.store.delete_file(row["uri"])
         self.core.files.remove_paths(paths)
         self.send_json({})
 
@@ -519,7 +519,7 @@ class TmpFilesHandler(ApiHandler):
     route = "/api/user/tmp_files"
 
     def delete(self) -> None:
-        paths = self.core.store.delete_files("owner=? AND kind='temp'", (self.user,))
+        paths = self.core.store.delete_temp_files(self.user)
         self.core.files.remove_paths(paths)
         self.send_json({"deleted": len(paths)})
 

@@ -14,15 +14,19 @@ import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from everest_app.sqlite_schema import Migration, add_columns, migrate
 from everest_app.states import JobState, TaskState
 
 DB_NAME = "everest.sqlite3"
 
-_SCHEMA = """
+# The schema's history, oldest first: add a change by appending one Migration (see
+# everest_app.sqlite_schema); never edit one that was released.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("the schema of release 0.1.0", """
 CREATE TABLE IF NOT EXISTS users (
     name TEXT PRIMARY KEY, password TEXT NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS tokens (
@@ -39,7 +43,7 @@ CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state, seq);
 CREATE TABLE IF NOT EXISTS tasks (
     id TEXT PRIMARY KEY, job_id TEXT NOT NULL, state TEXT NOT NULL, dir TEXT NOT NULL,
     pid INTEGER, pstart INTEGER, started REAL, deadline REAL,
-    stop_reason TEXT, stop_at REAL, exit_code INTEGER, resource TEXT, handle TEXT);
+    stop_reason TEXT, stop_at REAL, exit_code INTEGER);
 CREATE INDEX IF NOT EXISTS tasks_job ON tasks(job_id);
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
 CREATE TABLE IF NOT EXISTS events (
@@ -50,7 +54,11 @@ CREATE TABLE IF NOT EXISTS files (
     name TEXT NOT NULL, path TEXT NOT NULL, length INTEGER NOT NULL, created REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS files_owner ON files(owner, kind);
 CREATE INDEX IF NOT EXISTS files_job ON files(job_id);
-"""
+"""),
+    Migration("tasks run on resources: which one, and the handle naming the task there",
+              add_columns("tasks", resource="TEXT", handle="TEXT")),
+)
+
 
 _JOB_COLUMNS = ("id", "owner", "name", "app_id", "app_alias", "app_name", "state", "inputs",
                 "resources", "result", "info", "attempt", "created", "updated")
@@ -100,6 +108,9 @@ class TaskRow:
     handle: str | None = None  # JSON: what names the task there (see everest_local.backends)
 
 
+_TASK_COLUMNS = tuple(f.name for f in fields(TaskRow))
+
+
 class Store:
     """Data access for the server; every method is a few SQL statements, no policy."""
 
@@ -110,20 +121,12 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.execute("PRAGMA busy_timeout=5000")
-        self.db.executescript(_SCHEMA)
-        self._add_missing_columns()
+        migrate(self.db, MIGRATIONS, f"the local server's database {self.path}")
         self._depth = 0
         self._last_update = 0.0
 
     def close(self) -> None:
         self.db.close()
-
-    def _add_missing_columns(self) -> None:
-        """Columns added after a database was created (the tasks' resource and handle)."""
-        have = {row[1] for row in self.db.execute("PRAGMA table_info(tasks)")}
-        for column in ("resource", "handle"):
-            if column not in have:
-                self.db.execute(f"ALTER TABLE tasks ADD COLUMN {column} TEXT")
 
     @contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -241,6 +244,7 @@ class Store:
         now = time.time()
         self._last_update = now = max(now, self._last_update + 1e-6)
         fields["updated"] = now
+        _check_columns(fields, _JOB_COLUMNS)
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
             db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
@@ -270,25 +274,22 @@ class Store:
 
     def insert_task(self, task: TaskRow) -> None:
         with self.tx() as db:
-            db.execute("INSERT INTO tasks(id, job_id, state, dir, pid, pstart, started, "
-                       "deadline, stop_reason, stop_at, exit_code, resource, handle) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                       (task.id, task.job_id, TaskState(task.state).value, task.dir, task.pid,
-                        task.pstart,
-                        task.started, task.deadline, task.stop_reason, task.stop_at,
-                        task.exit_code, task.resource, task.handle))
+            values = [getattr(task, column) for column in _TASK_COLUMNS]
+            values[_TASK_COLUMNS.index("state")] = TaskState(task.state).value
+            db.execute(f"INSERT INTO tasks({', '.join(_TASK_COLUMNS)}) VALUES "
+                       f"({', '.join('?' * len(_TASK_COLUMNS))})", values)
 
     def update_task(self, task_id: str, **fields: Any) -> None:
         if "state" in fields:
             fields["state"] = TaskState(fields["state"]).value
+        _check_columns(fields, _TASK_COLUMNS)
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
             db.execute(f"UPDATE tasks SET {sets} WHERE id=?", (*fields.values(), task_id))
 
     def tasks_in_states(self, states: tuple[TaskState, ...]) -> list[TaskRow]:
         marks = ", ".join("?" * len(states))
-        rows = self.db.execute(f"SELECT id, job_id, state, dir, pid, pstart, started, deadline, "
-                               f"stop_reason, stop_at, exit_code, resource, handle FROM tasks "
+        rows = self.db.execute(f"SELECT {', '.join(_TASK_COLUMNS)} FROM tasks "
                                f"WHERE state IN ({marks})", [s.value for s in states])
         return [_task_row(r) for r in rows.fetchall()]
 
@@ -309,8 +310,19 @@ class Store:
         return dict(zip(("uri", "owner", "kind", "job_id", "name", "path", "length"), row,
                         strict=True))
 
-    def delete_files(self, where: str, args: tuple[Any, ...]) -> list[str]:
-        """Delete file rows matching ``where``; return their paths (to remove from disk)."""
+    def delete_file(self, uri: str) -> list[str]:
+        """Forget the file ``uri``; returns its path (to remove from disk), if it had one."""
+        return self._delete_files("uri=?", (uri,))
+
+    def delete_temp_files(self, owner: str) -> list[str]:
+        """Forget the owner's uploaded (temporary) files; returns their paths."""
+        return self._delete_files("owner=? AND kind='temp'", (owner,))
+
+    def delete_job_files(self, job_id: str) -> list[str]:
+        """Forget the output files of a job; returns their paths."""
+        return self._delete_files("job_id=? AND kind='job'", (job_id,))
+
+    def _delete_files(self, where: str, args: tuple[Any, ...]) -> list[str]:
         with self.tx() as db:
             paths = [r[0] for r in db.execute(f"SELECT path FROM files WHERE {where}", args)]
             db.execute(f"DELETE FROM files WHERE {where}", args)
@@ -338,3 +350,10 @@ def _task_row(row: tuple[Any, ...]) -> TaskRow:
     task = TaskRow(*row)
     task.state = TaskState(task.state)
     return task
+
+
+def _check_columns(fields: dict[str, Any], columns: tuple[str, ...]) -> None:
+    """Column names reach SQL as text: only the table's own may."""
+    unknown = set(fields) - set(columns)
+    if unknown:
+        raise ValueError(f"no such column(s): {', '.join(sorted(unknown))}")

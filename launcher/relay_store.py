@@ -19,10 +19,11 @@ import secrets
 import sqlite3
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from everest_app.sqlite_schema import Migration, add_columns, migrate
 from launcher.session_state import LIVE_STATES, SessionState, can_move
 
 S = SessionState
@@ -31,7 +32,10 @@ LAB_MODE = "lab"
 HUB_MODE = "hub"
 MODES = (LAB_MODE, HUB_MODE)
 
-_SCHEMA = """
+# The schema's history, oldest first: add a change by appending one Migration (see
+# everest_app.sqlite_schema); never edit one that was released.
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration("the schema of release 0.1.0", """
 CREATE TABLE IF NOT EXISTS sessions (
     id TEXT PRIMARY KEY,
     owner TEXT NOT NULL,
@@ -48,21 +52,16 @@ CREATE TABLE IF NOT EXISTS sessions (
     job_id TEXT,
     runner TEXT NOT NULL DEFAULT '{}',
     created REAL NOT NULL,
-    updated REAL NOT NULL,
-    hub_env TEXT,
-    hub_forward INTEGER NOT NULL DEFAULT 0
+    updated REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner);
 CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state);
-"""
-
-# Columns added after the first release, with their definitions: a relay started on an
-# older state file gains them (hub mode: the hub's environment for the runner, and whether
-# the session may forward to the hub's API).
-_ADDED_COLUMNS = {
-    "hub_env": "TEXT",
-    "hub_forward": "INTEGER NOT NULL DEFAULT 0",
-}
+"""),
+    Migration("hub mode: the hub's environment for the runner, and whether the session may "
+              "forward to the hub's API",
+              add_columns("sessions", hub_env="TEXT",
+                          hub_forward="INTEGER NOT NULL DEFAULT 0")),
+)
 
 
 def hash_ticket(ticket: str) -> str:
@@ -109,12 +108,16 @@ class SessionRecord:
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> SessionRecord:
         data = dict(row)
-        data.pop("ticket_hash", None)
         data["runner"] = json.loads(data.get("runner") or "{}")
         data["hub_env"] = json.loads(data["hub_env"]) if data.get("hub_env") else None
         data["hub_forward"] = bool(data.get("hub_forward"))
         data["state"] = SessionState.parse(data["state"])
         return cls(**data)
+
+
+_COLUMNS = ", ".join(f.name for f in fields(SessionRecord))
+_LIVE = tuple(sorted(s.value for s in LIVE_STATES))
+_LIVE_MARKS = ", ".join("?" * len(_LIVE))
 
 
 class RelayStore:
@@ -129,11 +132,7 @@ class RelayStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
-        have = {row["name"] for row in self._db.execute("PRAGMA table_info(sessions)")}
-        for name, definition in _ADDED_COLUMNS.items():
-            if name not in have:
-                self._db.execute(f"ALTER TABLE sessions ADD COLUMN {name} {definition}")
+        migrate(self._db, MIGRATIONS, f"the relay's state {self.path}")
 
     def close(self) -> None:
         self._db.close()
@@ -171,7 +170,7 @@ class RelayStore:
         digest = hash_ticket(ticket)
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
-            row = self._db.execute("SELECT * FROM sessions WHERE ticket_hash = ?",
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE ticket_hash = ?",
                                    (digest,)).fetchone()
             if row is None:
                 return None
@@ -190,33 +189,33 @@ class RelayStore:
 
     def by_ticket(self, ticket: str) -> SessionRecord | None:
         """The session a ticket was minted for, whatever its state (used or not)."""
-        row = self._db.execute("SELECT * FROM sessions WHERE ticket_hash = ?",
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE ticket_hash = ?",
                                (hash_ticket(ticket),)).fetchone()
         return SessionRecord.from_row(row) if row else None
 
     def get(self, session_id: str) -> SessionRecord | None:
-        row = self._db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?",
+                               (session_id,)).fetchone()
         return SessionRecord.from_row(row) if row else None
 
     def hub_session_at(self, path: str) -> SessionRecord | None:
         """The live hub-mode session whose base URL (the hub's prefix) starts ``path``."""
         row = self._db.execute(
-            "SELECT * FROM sessions WHERE mode=? AND state IN ({}) AND"
+            f"SELECT {_COLUMNS} FROM sessions WHERE mode=? AND state IN ({_LIVE_MARKS}) AND"
             " substr(?, 1, length(base_url)) = base_url ORDER BY length(base_url) DESC"
-            " LIMIT 1".format(",".join("?" * len(LIVE_STATES))),
-            (HUB_MODE, *sorted(LIVE_STATES), path)).fetchone()
+            " LIMIT 1", (HUB_MODE, *_LIVE, path)).fetchone()
         return SessionRecord.from_row(row) if row else None
 
     def list(self, owner: str | None = None, live_only: bool = True) -> list[SessionRecord]:
         """Sessions, newest first; of one ``owner`` when given; live ones unless told."""
-        sql, args = "SELECT * FROM sessions", []
+        sql, args = f"SELECT {_COLUMNS} FROM sessions", []
         where = []
         if owner is not None:
             where.append("owner = ?")
             args.append(owner)
         if live_only:
-            where.append("state IN ({})".format(",".join("?" * len(LIVE_STATES))))
-            args.extend(sorted(s.value for s in LIVE_STATES))
+            where.append(f"state IN ({_LIVE_MARKS})")
+            args.extend(_LIVE)
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC"
