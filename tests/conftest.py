@@ -56,3 +56,21 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
         path.mkdir(parents=True, exist_ok=True)
         monkeypatch.setenv(var, str(path))
     return home
+
+
+# Fixtures that start real servers (the local server, the relay, JupyterLab through a launch,
+# Chromium, dockerd, sshd, Slurm, JupyterHub): a test using any of them, directly or through
+# another fixture, is an end-to-end test. `pytest -m "not e2e"` runs the fast rest.
+E2E_FIXTURES = frozenset({
+    "local_server", "start_local_server", "web_server", "server", "relay", "browser",
+    "launched", "user", "ssh_peer", "docker_engine", "docker_server", "sshd_server",
+    "ssh_server", "slurm_cluster", "slurm_server", "two_resource_server", "stack",
+    "session", "session_env", "fresh_env", "plugin_site", "task_user",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.e2e)
+

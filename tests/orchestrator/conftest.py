@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -36,13 +35,3 @@ def orch(server):
         yield o
     finally:
         o.close(cancel_jobs=True)
-
-
-def wait_until(predicate, timeout=30.0, interval=0.02):
-    """Poll ``predicate`` until true; False when ``timeout`` passes first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return False

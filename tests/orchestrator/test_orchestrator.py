@@ -12,8 +12,7 @@ import orchestrator
 from everest_app.errors import BadRequestError
 from everest_app.states import JobState
 from orchestrator import DependencyFailed, JobFailed, Orchestrator, as_completed
-
-from .conftest import wait_until
+from tests.fixtures.waiting import wait_for
 
 
 def server_jobs(server):
@@ -94,7 +93,7 @@ def test_retries_resubmit_a_failed_job(orch, server, tmp_path):
 def test_cancelling_a_running_future_cancels_its_job(orch, server):
     future = orch.submit("sleep", {"duration": 60})
     dependent = orch.submit("sleep", {"duration": 0}, after=[future])
-    assert wait_until(lambda: future.state == JobState.RUNNING)
+    wait_for(lambda: future.state == JobState.RUNNING)
     assert future.cancel() and future.cancelled()
     assert server.client().wait(future.job_id, timeout=30).state == JobState.CANCELLED
     error = dependent.exception(30)
@@ -106,7 +105,7 @@ def test_a_future_cancelled_before_submission_never_reaches_the_server(server):
     with Orchestrator(server.client(), max_in_flight=1, progress=False) as orch:
         first = orch.submit("sleep", {"duration": 60})
         queued = orch.submit("sleep", {"duration": 0})
-        assert wait_until(lambda: first.running())
+        wait_for(lambda: first.running())
         assert queued.cancel()
         first.cancel()
         assert queued.job_id is None and orch.stats["submitted"] == 1
@@ -141,7 +140,7 @@ def test_map_raises_the_first_failure_and_cancels_the_rest(orch, server):
     def the_rest():
         return [j for j in server_jobs(server) if j.inputs.get("duration") == 31]
 
-    assert wait_until(lambda: all(j.state == JobState.CANCELLED for j in the_rest()))
+    wait_for(lambda: all(j.state == JobState.CANCELLED for j in the_rest()))
     assert len(the_rest()) == 5
     outcome = orch.map("sleep", [{"duration": 0}, {"duration": -1}], return_exceptions=True)
     assert outcome[0] == {} and isinstance(outcome[1], JobFailed)
@@ -170,19 +169,19 @@ def test_an_interrupted_map_cancels_the_jobs_it_submitted(orch, server):
     def inputs():
         for i in range(3):
             yield {"duration": 30 + i}
-        assert wait_until(lambda: len(mine()) == 3)  # all three reached the server
+        wait_for(lambda: len(mine()) == 3)  # all three reached the server
         raise KeyboardInterrupt  # Ctrl-C while the map is still reading its inputs
 
     with pytest.raises(KeyboardInterrupt):
         orch.map("sleep", inputs(), name="interrupted")
     assert orch.stats["cancelled"] == 3
-    assert wait_until(lambda: all(j.state == JobState.CANCELLED for j in mine()))
+    wait_for(lambda: all(j.state == JobState.CANCELLED for j in mine()))
 
 
 def test_closing_without_waiting_leaves_jobs_running_and_fails_the_futures(server):
     orch = Orchestrator(server.client(), progress=False)
     future = orch.submit("sleep", {"duration": 30})
-    assert wait_until(future.running)
+    wait_for(future.running)
     orch.close()
     assert isinstance(future.exception(), orchestrator.OrchestratorClosed)
     client = server.client()
@@ -194,7 +193,7 @@ def test_leaving_the_context_with_an_error_cancels_the_jobs(server):
     with pytest.raises(RuntimeError, match="boom"):
         with Orchestrator(server.client(), progress=False) as orch:
             future = orch.submit("sleep", {"duration": 30})
-            assert wait_until(future.running)
+            wait_for(future.running)
             raise RuntimeError("boom")
     assert future.cancelled()
     assert server.client().wait(future.job_id, timeout=30).state == JobState.CANCELLED

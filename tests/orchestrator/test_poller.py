@@ -14,6 +14,7 @@ from everest_app.errors import EverestConnectionError, NotFoundError, ServerErro
 from everest_app.job import Job
 from orchestrator.cadence import Cadence
 from orchestrator.poller import Poller
+from tests.fixtures.waiting import wait_for
 
 
 class ScriptedClient:
@@ -63,15 +64,6 @@ class Answer:
         return self.body
 
 
-def wait_until(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.005)
-    return False
-
-
 @pytest.fixture
 def client():
     return ScriptedClient()
@@ -93,35 +85,35 @@ def watch(poller, job_id):
 def test_each_new_state_once_and_the_terminal_one_last(client, poller):
     client.states["j1"] = "SUBMITTED"
     updates, _ = watch(poller, "j1")
-    assert wait_until(lambda: len(updates) == 1)
+    wait_for(lambda: len(updates) == 1)
     time.sleep(0.05)  # same state on later ticks: no repeat
     assert [str(u.state) for u in updates] == ["SUBMITTED"]
     client.states["j1"] = "DONE"
-    assert wait_until(lambda: len(updates) == 2)
+    wait_for(lambda: len(updates) == 2)
     assert updates[-1].result == {"id": "j1"}
-    assert wait_until(lambda: len(poller) == 0)
+    wait_for(lambda: len(poller) == 0)
 
 
 def test_unknown_states_count_as_pending(client, poller):
     client.states["j1"] = "MIGRATING"  # a state this client does not know
     updates, _ = watch(poller, "j1")
-    assert wait_until(lambda: updates)
+    wait_for(lambda: updates)
     assert str(updates[0].state) == "UNKNOWN" and len(poller) == 1
     client.states["j1"] = "FAILED"
-    assert wait_until(lambda: len(updates) == 2 and len(poller) == 0)
+    wait_for(lambda: len(updates) == 2 and len(poller) == 0)
 
 
 def test_few_jobs_are_asked_singly_many_with_one_list(client, poller):
     for i in range(3):
         client.states[f"a{i}"] = "RUNNING"
         watch(poller, f"a{i}")
-    assert wait_until(lambda: client.calls.count("get") >= 6)
+    wait_for(lambda: client.calls.count("get") >= 6)
     assert "list" not in client.calls
     for i in range(10):
         client.states[f"b{i}"] = "RUNNING"
         watch(poller, f"b{i}")
     client.calls.clear()
-    assert wait_until(lambda: client.calls.count("list") >= 3)
+    wait_for(lambda: client.calls.count("list") >= 3)
     assert "get" not in client.calls  # the list had every job
 
 
@@ -139,7 +131,7 @@ def test_a_job_missing_from_the_list_is_asked_for_singly(client, poller):
 
     client.listing = listing_without_hidden
     client.states["hidden"] = "DONE"
-    assert wait_until(lambda: updates and updates[-1].is_done)
+    wait_for(lambda: updates and updates[-1].is_done)
     assert "get" in client.calls
 
 
@@ -149,7 +141,7 @@ def test_http_errors_are_retried_and_never_reach_watchers(client, poller):
     client.failure = ServerError("503 after retries")
     updates, lost = watch(poller, "j1")
     client.states["j1"] = "DONE"
-    assert wait_until(lambda: updates and updates[-1].is_done)
+    wait_for(lambda: updates and updates[-1].is_done)
     assert not lost and poller.requests["errors"] == 4
 
 
@@ -164,13 +156,13 @@ def test_a_list_answer_that_is_not_json_is_retried(client, poller):
 
     client.request = flaky_request
     updates = [watch(poller, f"a{i}")[0] for i in range(5)]
-    assert wait_until(lambda: all(u for u in updates))
+    wait_for(lambda: all(u for u in updates))
     assert poller.requests["errors"] == 2
 
 
 def test_a_job_that_keeps_answering_404_is_reported_lost(client, poller):
     updates, lost = watch(poller, "ghost")
-    assert wait_until(lambda: lost)
+    wait_for(lambda: lost)
     assert lost[0][0] == "ghost" and isinstance(lost[0][1], NotFoundError)
     assert not updates and len(poller) == 0
 
@@ -183,14 +175,14 @@ def test_a_failing_callback_does_not_stop_the_poller(client, poller):
 
     poller.watch("bad", explode, lambda i, e: None)
     updates, _ = watch(poller, "good")
-    assert wait_until(lambda: updates)
+    wait_for(lambda: updates)
 
 
 def test_close_stops_the_thread_and_refuses_new_watches(client):
     p = Poller(client, Cadence(0.005, 0.05))
     client.states["j"] = "RUNNING"
     watch(p, "j")
-    assert wait_until(lambda: client.calls)
+    wait_for(lambda: client.calls)
     p.close()
     n = len(client.calls)
     time.sleep(0.1)

@@ -8,8 +8,7 @@ from collections import Counter
 
 from everest_app.states import JobState
 from orchestrator import Orchestrator
-
-from .conftest import wait_until
+from tests.fixtures.waiting import wait_for
 
 
 def test_kill9_and_restart_mid_run_loses_and_duplicates_nothing(start_local_server):
@@ -17,7 +16,7 @@ def test_kill9_and_restart_mid_run_loses_and_duplicates_nothing(start_local_serv
     with Orchestrator(server.client(), max_in_flight=8, progress=False) as orch:
         futures = [orch.submit("sleep", {"duration": 0.3}, name=f"restart-{i}")
                    for i in range(40)]
-        assert wait_until(lambda: sum(f.done() for f in futures) >= 6, timeout=120)
+        wait_for(lambda: sum(f.done() for f in futures) >= 6, timeout=120)
         server.kill9()
         assert sum(f.done() for f in futures) < 40  # killed in the middle of the run
         time.sleep(1.0)  # down for a while: polls and submissions fail meanwhile

@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,19 +15,13 @@ from everest_app.client import EverestClient
 from everest_app.states import JobState
 from everest_local import processes
 from tests.fixtures.local_server import REPO, wait_for_state
+from tests.fixtures.waiting import wait_for
 
 APPS = Path(__file__).parent / "apps"
 
 
 def _task_dir(server, job_id: str, attempt: int = 0) -> Path:
     return Path(server.data_dir) / "tasks" / f"{job_id}-0-{attempt}"
-
-
-def _wait_file(path: Path, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
 
 
 def test_kill9_then_restart_loses_nothing(start_local_server, tmp_path):
@@ -49,7 +42,7 @@ def test_kill9_then_restart_loses_nothing(start_local_server, tmp_path):
     server.kill9()
     dead_pid = processes.read_pid(_task_dir(server, dead.id))
     os.killpg(dead_pid, signal.SIGKILL)
-    _wait_file(_task_dir(server, quick.id) / "exit")
+    wait_for((_task_dir(server, quick.id) / "exit").exists, 30, "the quick task to exit")
     live_pid = processes.read_pid(_task_dir(server, live.id))
     assert processes.is_alive(live_pid, None)
 

@@ -22,28 +22,16 @@ import asyncssh
 import requests
 import websocket
 
+from tests.fixtures.waiting import WAIT, wait_for  # noqa: F401 - the session tests' import
+
 REPO = Path(__file__).resolve().parents[2]
 RUNNER = REPO / "agent_scripts" / "session_runner.py"
-WAIT = 60.0  # upper bound of any one wait; tests never assert how long things take
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_for(predicate: Callable[[], Any], timeout: float = WAIT, what: str = "condition",
-             interval: float = 0.05) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
 
 
 def tiny_wheel(folder: Path) -> Path:
