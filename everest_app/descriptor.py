@@ -7,7 +7,8 @@ three shapes an application comes in (the JSON file alone, a folder holding it a
 :func:`validate_inputs` checks a job's inputs against it; :func:`export_zip` writes the zip
 that Everest's "import application" accepts.
 
-Decisions where Everest says nothing public (see ``shared/everest-api.md``):
+Decisions where Everest says nothing public (the list in ``docs/architecture.md``, "Where the
+local server guesses Everest's behaviour"):
 
 - ``config.resourceRequirements.timeLimit.defaultValue`` is read in **seconds**; ``0`` or a
   missing value means no limit. (The real Templet export says ``1``: taken literally, that is

@@ -14,8 +14,8 @@ processes, recovery), ``staging`` (work dirs, commands, outputs), ``processes`` 
 wrapper, pids), ``store`` (SQLite), ``auth`` (passwords, tokens), ``files`` (uploads, job
 files), ``catalog`` (applications), ``hooks`` (plugins), ``settings``, ``cli``.
 
-Where Everest's behaviour is not public, this server guesses (``shared/everest-api.md``
-marks the guesses); the choices made here:
+Where Everest's behaviour is not public, this server guesses (``docs/architecture.md`` lists
+the guesses); the choices made here:
 
 - 401 for a missing, bad, expired or revoked token; 403 for a cross-site request; 400 for
   bad bodies and inputs, with a message naming the input; 404 for unknown ids and other

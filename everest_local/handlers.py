@@ -1,4 +1,4 @@
-"""The REST API of ``shared/everest-api.md`` as tornado handlers.
+"""Everest's REST API as tornado handlers (guesses listed in ``docs/architecture.md``).
 
 Every answer of an API route is JSON (the job log and downloads aside); every error,
 including unknown routes (404) and unsupported methods (405), is ``{"message": ...}``.
