@@ -109,3 +109,16 @@ def test_extra_packages_bootstrap_a_cached_environment(relay: RelayProcess,
     code, summary, log = _run(tmp_path / "second", *args)
     assert summary["python"] == venv_python
     assert "creating the environment" not in log  # the cached one is reused
+
+
+def test_a_failed_pip_install_is_reported_as_such(relay: RelayProcess, tmp_path: Path) -> None:
+    missing = tmp_path / "nope-1.0-py3-none-any.whl"
+    code, summary, log = _run(tmp_path / "task", f"--relay={relay.url}", "--ticket=x",
+                              f"--packages={missing}", f"--venv-cache={tmp_path / 'cache'}",
+                              timeout=300)
+    assert code == 1
+    error = summary["error"]
+    assert error.startswith(f"could not prepare the environment: pip could not install "
+                            f"{missing} (3 attempts); pip said: "), error
+    assert "does not exist" in error  # pip's own words about the wheel
+    assert "bootstrap is off" not in error and "bootstrap is off" not in log
