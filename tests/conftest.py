@@ -14,7 +14,8 @@ import pytest
 
 pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser",
                   "tests.fixtures.docker_engine", "tests.fixtures.task_user",
-                  "tests.fixtures.sshd", "tests.fixtures.slurm"]
+                  "tests.fixtures.sshd", "tests.fixtures.slurm",
+                  "tests.fixtures.cli_home"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",
@@ -63,7 +64,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 # another fixture, is an end-to-end test. `pytest -m "not e2e"` runs the fast rest.
 E2E_FIXTURES = frozenset({
     "local_server", "start_local_server", "web_server", "server", "relay", "browser",
-    "launched", "user", "ssh_peer", "docker_engine", "docker_server", "sshd_server",
+    "launched", "cli_user", "ssh_peer", "docker_engine", "docker_server", "sshd_server",
     "ssh_server", "slurm_cluster", "slurm_server", "two_resource_server", "stack",
     "session", "session_env", "fresh_env", "plugin_site", "task_user",
 })

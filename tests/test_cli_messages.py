@@ -5,89 +5,78 @@ The tests run in file order: the server is started, used and stopped as a user w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from tests.fixtures.cli_home import CliHome
 
 
-@pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliHome]:
-    user = CliHome(tmp_path_factory.mktemp("newcomer"))
-    try:
-        yield user
-    finally:
-        user.close()
-
-
-def test_before_anything_runs(user: CliHome) -> None:
-    jobs = user.cli("jobs")
+def test_before_anything_runs(cli_user: CliHome) -> None:
+    jobs = cli_user.cli("jobs")
     assert jobs.returncode == 1
     assert jobs.stderr == ("error: No Everest server configured: start the local one with "
                            "'everest-jupyter server start' (or 'everest-jupyter launch'), or "
                            "use a real Everest with --everest URL, EVEREST_URL, or "
                            "'everest-jupyter --everest URL login'\n")
-    sessions = user.cli("sessions")
+    sessions = cli_user.cli("sessions")
     assert sessions.returncode == 0
     assert sessions.stdout.startswith("No sessions: the local Everest server is not running.")
 
 
-def test_an_unknown_option_gets_the_commands_own_usage(user: CliHome) -> None:
-    result = user.cli("launch", "--bogus")
+def test_an_unknown_option_gets_the_commands_own_usage(cli_user: CliHome) -> None:
+    result = cli_user.cli("launch", "--bogus")
     assert result.returncode == 2
     assert result.stderr.startswith("usage: everest-jupyter launch ")
     assert result.stderr.endswith("everest-jupyter launch: error: unrecognized arguments: "
                                   "--bogus\n")
-    nested = user.cli("job", "show", "x", "--bogus")
+    nested = cli_user.cli("job", "show", "x", "--bogus")
     assert nested.returncode == 2 and nested.stderr.startswith("usage: everest-jupyter job show")
 
 
-def test_add_user_says_whether_it_added_or_reset(user: CliHome) -> None:
-    first = user.cli("server", "add-user", "bob", "--password-stdin", stdin="pw-one\n")
+def test_add_user_says_whether_it_added_or_reset(cli_user: CliHome) -> None:
+    first = cli_user.cli("server", "add-user", "bob", "--password-stdin", stdin="pw-one\n")
     assert (first.returncode, first.stdout) == (0, "user bob added\n")
-    again = user.cli("server", "add-user", "bob", "--password-stdin", stdin="pw-two\n")
+    again = cli_user.cli("server", "add-user", "bob", "--password-stdin", stdin="pw-two\n")
     assert again.returncode == 0
     assert again.stdout == ("password of user bob reset (their sign-in tokens are revoked; "
                             "running jobs keep theirs)\n")
-    as_json = user.cli("--json", "server", "add-user", "bob", "--password-stdin", stdin="pw-two\n")
+    as_json = cli_user.cli("--json", "server", "add-user", "bob", "--password-stdin",
+                           stdin="pw-two\n")
     assert json.loads(as_json.stdout) == {"user": "bob", "created": False}
 
 
-def test_stop_of_an_ended_session_says_so(user: CliHome) -> None:
-    out = user.cli_json("launch", "--detach", "--time-limit", "300")
-    first = user.cli("stop", out["session_id"])
+def test_stop_of_an_ended_session_says_so(cli_user: CliHome) -> None:
+    out = cli_user.cli_json("launch", "--detach", "--time-limit", "300")
+    first = cli_user.cli("stop", out["session_id"])
     assert first.returncode == 0, first.stderr
     assert first.stdout.startswith(f"stopped session {out['session_id']} (job {out['job_id']}: "
                                    "CANCELLED)")
-    again = user.cli("stop", out["session_id"])
+    again = cli_user.cli("stop", out["session_id"])
     assert again.returncode == 0, again.stderr
     assert again.stdout == (f"session {out['session_id']} had already ended (job "
                             f"{out['job_id']}: CANCELLED); nothing to stop\n")
-    again_json = user.cli_json("stop", out["job_id"])
+    again_json = cli_user.cli_json("stop", out["job_id"])
     assert again_json["already_ended"] is True and again_json["job_state"] == "CANCELLED"
 
-    log = user.cli_json("job", "log", out["job_id"])
+    log = cli_user.cli_json("job", "log", out["job_id"])
     assert log["job_id"] == out["job_id"] and "Job CANCELLED" in log["log"]
-    cancel = user.cli_json("job", "cancel", out["job_id"])
+    cancel = cli_user.cli_json("job", "cancel", out["job_id"])
     assert cancel == {"job_id": out["job_id"], "state": "CANCELLED"}
-    assert user.cli_json("job", "delete", out["job_id"]) == {"job_id": out["job_id"],
+    assert cli_user.cli_json("job", "delete", out["job_id"]) == {"job_id": out["job_id"],
                                                              "deleted": True}
 
 
-def test_files_download_json(user: CliHome, tmp_path: Path) -> None:
+def test_files_download_json(cli_user: CliHome, tmp_path: Path) -> None:
     source = tmp_path / "notes.txt"
     source.write_text("hello\n")
-    [uploaded] = user.cli_json("files", "upload", str(source))
+    [uploaded] = cli_user.cli_json("files", "upload", str(source))
     target = tmp_path / "back.txt"
-    got = user.cli_json("files", "download", uploaded["uri"], "-o", str(target))
+    got = cli_user.cli_json("files", "download", uploaded["uri"], "-o", str(target))
     assert got == {"uri": uploaded["uri"], "path": str(target)}
     assert target.read_text() == "hello\n"
 
 
-def test_login_with_password_stdin(user: CliHome, tmp_path: Path) -> None:
-    url = json.loads((user.data_dir / "server" / "server.json").read_text())["url"]
+def test_login_with_password_stdin(cli_user: CliHome, tmp_path: Path) -> None:
+    url = json.loads((cli_user.data_dir / "server" / "server.json").read_text())["url"]
     other = CliHome(tmp_path)  # a profile of its own, so this user's default stays embedded
     no_user = other.cli("--everest", url, "login", "--password-stdin", stdin="pw-two\n")
     assert no_user.returncode == 1
@@ -100,16 +89,16 @@ def test_login_with_password_stdin(user: CliHome, tmp_path: Path) -> None:
     assert other.cli_json("logout") == {"profile": "default", "forgotten": True}
 
 
-def test_after_server_stop_commands_say_it_was_stopped(user: CliHome) -> None:
-    stopped = user.cli("server", "stop")
+def test_after_server_stop_commands_say_it_was_stopped(cli_user: CliHome) -> None:
+    stopped = cli_user.cli("server", "stop")
     assert (stopped.returncode, stopped.stdout) == (0, "stopped\n")
     for command in (["jobs"], ["apps"]):
-        result = user.cli(*command)
+        result = cli_user.cli(*command)
         assert result.returncode == 3, command
         assert result.stderr == ("error: the local Everest server is not running (it was "
                                  "stopped): start it with 'everest-jupyter server start' (or "
                                  "'everest-jupyter launch'), or pass --everest URL\n"), command
-    sessions = user.cli("sessions")
+    sessions = cli_user.cli("sessions")
     assert sessions.returncode == 0
     assert sessions.stdout == ("No sessions: the local Everest server is not running. "
                                "'everest-jupyter launch' starts it with a session.\n")

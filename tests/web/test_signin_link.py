@@ -4,32 +4,21 @@ a one-time link (used twice, the second use is refused; the code reaches no log)
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
 from playwright.sync_api import Browser, expect
 
 from tests.fixtures.cli_home import CliHome
 
 
-@pytest.fixture(scope="module")
-def user(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CliHome]:
-    user = CliHome(tmp_path_factory.mktemp("ui-home"))
-    try:
-        yield user
-    finally:
-        user.close()
-
-
-def test_server_start_prints_the_web_ui(user: CliHome) -> None:
-    result = user.cli("server", "start")
+def test_server_start_prints_the_web_ui(cli_user: CliHome) -> None:
+    result = cli_user.cli("server", "start")
     assert result.returncode == 0, result.stderr
     assert re.search(r"web UI: http://127\.0\.0\.1:\d+/ \('everest-jupyter ui' opens it "
                      r"signed in\)", result.stdout), result.stdout
 
 
-def test_the_printed_link_signs_in_once(user: CliHome, browser: Browser) -> None:
-    result = user.cli("ui", "--no-browser")
+def test_the_printed_link_signs_in_once(cli_user: CliHome, browser: Browser) -> None:
+    result = cli_user.cli("ui", "--no-browser")
     assert result.returncode == 0, result.stderr
     link = result.stdout.strip()
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/signin#[\w-]{40,}", link), link
@@ -59,10 +48,10 @@ def test_the_printed_link_signs_in_once(user: CliHome, browser: Browser) -> None
         second.close()
 
     code = link.split("#", 1)[1]
-    logs = "".join(p.read_text(errors="replace") for p in user.data_dir.rglob("*.log"))
+    logs = "".join(p.read_text(errors="replace") for p in cli_user.data_dir.rglob("*.log"))
     assert code not in logs
 
 
-def test_ui_json(user: CliHome) -> None:
-    out = user.cli_json("ui", "--no-browser")
+def test_ui_json(cli_user: CliHome) -> None:
+    out = cli_user.cli_json("ui", "--no-browser")
     assert out["signed_in"] is True and "/signin#" in out["url"]
