@@ -1,10 +1,16 @@
-"""The local server's settings, shared by the command line, the factory and tests."""
+"""The local server's settings, declared once: the command line, config files, the factory,
+tests and ``docs/reference/server.md`` all read these declarations (see
+:mod:`everest_app.options`)."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
+
+from traitlets import Bool, Float, Integer, List, TraitError, Unicode, default, validate
+from traitlets.config import Configurable
+
+from everest_app.options import PathTrait
 
 
 def default_slots() -> int:
@@ -16,48 +22,90 @@ def default_slots() -> int:
     return max(2, cpus)
 
 
-@dataclass
-class ServerSettings:
+def default_data_dir() -> Path:
+    """``$XDG_DATA_HOME/everest-jupyter/server``: where the embedded server keeps its data."""
+    from everest_app.config import data_dir
+
+    return data_dir() / "server"
+
+
+class ServerSettings(Configurable):
     """Everything a :class:`everest_local.app.LocalServer` needs to run.
 
-    ``slots`` bounds concurrent batch tasks; applications marked as services (keyword
-    ``service``: notebook sessions) run in their own pool of ``service_slots`` so they never
-    starve short tasks. ``kill_grace`` is the wait between SIGINT, SIGTERM and SIGKILL when
-    a task is cancelled. ``max_attempts`` bounds the tries of a task of an application with
-    ``retryFailedTasks``. ``public_url`` is what tasks get as EVEREST_URL (default: the
-    listening address). ``plugins`` are extra modules with a ``setup(server)`` hook.
-    ``resources`` is the YAML file declaring where tasks may run (see
-    :mod:`everest_local.resources`); without it every task runs here.
-    ``login_attempts``/``login_backoff_max``: failed sign-ins allowed for one user from one
-    address before each further attempt must wait (1 s, doubling, up to the maximum in
-    seconds); see :class:`everest_local.auth.SignInThrottle`.
+    Build it with keyword arguments (``ServerSettings(data_dir=..., port=0)``) or from a
+    command line (:func:`everest_app.options.from_options`); a value out of range raises
+    ``traitlets.TraitError``.
     """
 
-    data_dir: Path
-    host: str = "127.0.0.1"
-    port: int = 8800
-    apps: list[Path] = field(default_factory=list)
-    slots: int = field(default_factory=default_slots)
-    service_slots: int = 32
-    kill_grace: float = 5.0
-    max_attempts: int = 3
-    keep_work: bool = False
-    max_body_size: int = 64 << 20  # JSON bodies, buffered in memory
-    max_upload_size: int = 64 << 30  # file uploads, streamed to disk
-    public_url: str | None = None
-    plugins: list[str] = field(default_factory=list)
-    resources: Path | None = None
-    login_attempts: int = 5
-    login_backoff_max: float = 900.0
+    data_dir = PathTrait(
+        help="The server's data folder: its database, uploaded and output files, task "
+             "folders.",
+    ).tag(config=True, default_text="$XDG_DATA_HOME/everest-jupyter/server")
+    host = Unicode("127.0.0.1", help="The address to listen on.").tag(config=True)
+    port = Integer(8800, help="The port to listen on (0: any free port).").tag(config=True)
+    apps = List(PathTrait(), help="More applications to offer: folders, application.json "
+                                  "files or Everest export zips.").tag(config=True)
+    slots = Integer(
+        help="Batch tasks run at once; the rest wait READY in submission order.",
+    ).tag(config=True, default_text="one per CPU this process may use, at least 2")
+    service_slots = Integer(
+        32, help="Long-lived service tasks (applications with the keyword 'service', such as "
+                 "notebook sessions) run at once, in a pool of their own so they never starve "
+                 "short tasks.").tag(config=True)
+    kill_grace = Float(
+        5.0, help="Seconds between SIGINT, SIGTERM and SIGKILL when a task is cancelled or "
+                  "reaches its time limit.").tag(config=True)
+    max_attempts = Integer(
+        3, help="Tries of a task of an application with retryFailedTasks.").tag(config=True)
+    resources = PathTrait(
+        None, allow_none=True,
+        help="A YAML file of the resources tasks may run on (local, docker, ssh, slurm; see "
+             "docs/resources.md); without it every task runs on this machine.",
+    ).tag(config=True, metavar="FILE")
+    public_url = Unicode(
+        None, allow_none=True,
+        help="The URL tasks get as EVEREST_URL to reach this server (default: the listening "
+             "address).").tag(config=True, metavar="URL")
+    keep_work = Bool(False, help="Keep task work folders (for debugging).").tag(config=True)
+    login_attempts = Integer(
+        5, help="Failed sign-ins for one user from one address before each further try must "
+                "wait (1 s, doubling; 4x this per user or per address from anywhere).",
+    ).tag(config=True)
+    login_backoff_max = Float(
+        900.0, help="The longest wait between sign-in tries after failures, in seconds.",
+    ).tag(config=True)
+    max_body_size = Integer(
+        64 << 20, help="The largest JSON request body, in bytes (buffered in memory).",
+    ).tag(config=True, metavar="BYTES")
+    max_upload_size = Integer(
+        64 << 30, help="The largest file upload, in bytes (streamed to disk).",
+    ).tag(config=True, metavar="BYTES")
+    plugins = List(
+        Unicode(), help="Modules to import whose setup(server) hook extends the server.",
+    ).tag(config=True, option="--plugin", dest="plugin", metavar="MODULE", append=True)
 
-    def __post_init__(self) -> None:
-        self.data_dir = Path(self.data_dir).expanduser().resolve()
-        self.apps = [Path(p).expanduser().resolve() for p in self.apps]
-        if self.resources is not None:
-            self.resources = Path(self.resources).expanduser().resolve()
-        if self.slots < 1 or self.service_slots < 1:
-            raise ValueError("slots and service slots must be at least 1")
-        if self.login_attempts < 1 or self.login_backoff_max < 1:
-            raise ValueError("login attempts and the login backoff must be at least 1")
-        if self.kill_grace < 0 or self.max_attempts < 1:
-            raise ValueError("kill grace must be >= 0 and max attempts >= 1")
+    @default("data_dir")
+    def _default_data_dir(self) -> Path:
+        return default_data_dir()
+
+    @default("slots")
+    def _default_slots(self) -> int:
+        return default_slots()
+
+    @validate("slots", "service_slots", "max_attempts", "login_attempts")
+    def _at_least_one(self, proposal: dict) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name.replace('_', ' ')} must be at least 1")
+        return proposal["value"]
+
+    @validate("kill_grace")
+    def _not_negative(self, proposal: dict) -> float:
+        if proposal["value"] < 0:
+            raise TraitError("kill grace must be >= 0")
+        return proposal["value"]
+
+    @validate("login_backoff_max")
+    def _backoff(self, proposal: dict) -> float:
+        if proposal["value"] < 1:
+            raise TraitError("the login backoff must be at least 1 s")
+        return proposal["value"]

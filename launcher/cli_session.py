@@ -12,11 +12,13 @@ import asyncio
 import logging
 import sys
 import webbrowser
-from pathlib import Path
+
+from traitlets import TraitError
 
 from everest_app import config as app_config
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
+from everest_app.options import add_options, from_options
 from everest_app.states import JobState
 from launcher.output import print_json, print_table
 from launcher.relay_client import RelayClient
@@ -295,50 +297,12 @@ def _register_relay(subparsers: argparse._SubParsersAction) -> None:
 
 
 def add_relay_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the relay's options (``everest-jupyter relay``, ``python -m launcher.relay``)."""
-    p.add_argument("--state-dir", type=Path, default=None,
-                   help="where sessions and the SSH host key live (default: <data dir>/relay)")
-    p.add_argument("--http", default="127.0.0.1:8765", metavar="HOST:PORT",
-                   help="the one HTTP(S) address of the API and every session (default "
-                        "127.0.0.1:8765; port 0: the one used last time, else a free one)")
-    p.add_argument("--ssh", default="127.0.0.1:8022", metavar="HOST:PORT",
-                   help="SSH address for tunnels (default 127.0.0.1:8022)")
-    p.add_argument("--listen-host", default="127.0.0.1",
-                   help="host name of the sessions' SSH forwards (nothing binds it; "
-                        "older runners keep theirs)")
-    p.add_argument("--public-host", default=None,
-                   help="host name in session URLs (default: the --http host, or this machine)")
-    p.add_argument("--public-url", default=None,
-                   help="the relay's public address: runners use it and session URLs start "
-                        "with it (default: as the caller saw it; host and port in URLs)")
-    p.add_argument("--ssh-advertise", default=None, metavar="HOST:PORT",
-                   help="SSH address runners dial, when NAT or a port forward sits between")
-    p.add_argument("--ticket-ttl", type=float, default=900.0,
-                   help="seconds a ticket stays valid (default 900)")
-    p.add_argument("--stale-after", type=float, default=24 * 3600.0, metavar="SECONDS",
-                   help="end sessions whose runner has been gone this long (default 1 day)")
-    p.add_argument("--hold", type=float, default=10.0, metavar="SECONDS",
-                   help="how long a user's connection waits for a reconnecting tunnel")
-    p.add_argument("--auth-cache", type=float, default=5.0, metavar="SECONDS",
-                   help="seconds Everest's answer on a token is reused (a revoked token "
-                        "works here at most this long; default 5)")
-    p.add_argument("--certfile", default=None, help="TLS certificate (API and sessions)")
-    p.add_argument("--keyfile", default=None, help="TLS private key")
-    p.add_argument("--info-file", type=Path, default=None,
-                   help='write {"pid","url","ssh_port"} here once listening')
-    p.add_argument("--hub-api", default=None, metavar="HOST:PORT",
-                   help="a JupyterHub's API address as this machine reaches it: hub-mode "
-                        "sessions may forward to it (and nowhere else) through their tunnel")
-    p.add_argument("--hub-service-account", action="append", default=[], metavar="USER",
-                   help="an Everest account (a hub's service token) that may start hub "
-                        "servers for any hub user (repeatable)")
+    """Add the relay's options (``everest-jupyter relay``, ``python -m launcher.relay``): one
+    per :class:`launcher.relay.RelayConfig` setting."""
+    from launcher.relay import RelayConfig
 
-
-def _host_port(text: str, what: str) -> tuple[str, int]:
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit():
-        raise SystemExit(f"error: {what} must be HOST:PORT, got {text!r}")
-    return host or "127.0.0.1", int(port)
+    add_options(p, RelayConfig,
+                title="settings (docs/reference/relay.md; also c.RelayConfig.<name>)")
 
 
 def run_relay(args: argparse.Namespace) -> int:
@@ -349,18 +313,10 @@ def run_relay(args: argparse.Namespace) -> int:
     if not everest:
         raise SystemExit("error: the relay needs an Everest to check tokens with: --everest URL "
                          "or a configured profile")
-    http_host, http_port = _host_port(args.http, "--http")
-    ssh_host, ssh_port = _host_port(args.ssh, "--ssh")
-    cfg = RelayConfig(
-        state_dir=args.state_dir or app_config.data_dir() / "relay", everest_url=everest,
-        http_host=http_host, http_port=http_port, ssh_host=ssh_host, ssh_port=ssh_port,
-        listen_host=args.listen_host, public_host=args.public_host,
-        public_url=args.public_url, ssh_advertise=args.ssh_advertise,
-        ticket_ttl=args.ticket_ttl, stale_after=args.stale_after, hold=args.hold,
-        certfile=args.certfile, keyfile=args.keyfile, info_file=args.info_file,
-        auth_cache=args.auth_cache,
-        hub_api="{}:{}".format(*_host_port(args.hub_api, "--hub-api")) if args.hub_api
-        else None, hub_service_accounts=tuple(args.hub_service_account))
+    try:
+        cfg = from_options(RelayConfig, args, everest_url=everest)
+    except (ValueError, TraitError) as exc:
+        raise SystemExit(f"error: {exc}") from None
     logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
     logging.getLogger("asyncssh").setLevel(logging.WARNING)
     try:

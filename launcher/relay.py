@@ -31,7 +31,6 @@ import secrets
 import socket
 import ssl
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +38,12 @@ import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
+from traitlets import Float, Integer, List, Unicode, default
+from traitlets.config import Configurable
 
+from everest_app.config import data_dir as app_data_dir
 from everest_app.config import write_private
+from everest_app.options import HostPort, PathTrait, split_host_port
 from launcher import relay_store as rs
 from launcher.relay_auth import EverestAuth
 from launcher.relay_proxy import ChannelPool
@@ -60,62 +63,100 @@ FORWARD_PORT = 8888
 nothing binds it, and the session id already tells sessions apart."""
 
 
-@dataclass
-class RelayConfig:
-    """How a relay runs.
+class RelayConfig(Configurable):
+    """How a relay runs: its settings, declared once (``everest-jupyter relay`` options, config
+    files, ``docs/reference/relay.md``; see :mod:`everest_app.options`)."""
 
-    ``everest_url``: the Everest (or local server) whose tokens the relay accepts.
-    ``http_host``/``http_port``: the one HTTP(S) port of the API and every session (port 0:
-    the one used last time, else any free one); ``ssh_host``/``ssh_port``: the SSH server.
-    ``listen_host``: the host name of the sessions' virtual forwards in the SSH protocol.
-    ``public_host``: the host name in session URLs (default: ``http_host``, or this
-    machine's name when that is a wildcard). ``public_url``: the relay's public address,
-    for runners and in session URLs (default: the address the caller reached the API at,
-    and ``public_host`` with the bound port in session URLs). ``ssh_advertise``:
-    ``host:port`` runners dial for SSH (default: that same host and the SSH port).
-    ``ticket_ttl``: seconds a ticket stays valid. ``stale_after``: seconds a session may stay
-    starting or disconnected before the relay ends it (its runner is gone). ``hold``:
-    seconds a user request waits for a tunnel that is reconnecting. ``max_proxied_body``:
-    the largest request body a session accepts through the relay (streamed, not buffered).
-    ``auth_cache``: seconds Everest's word on a token is trusted before asking again (so a
-    revoked token stops working within them).
-    ``certfile``/``keyfile``: TLS for the port. ``info_file``:
-    where to write ``{"pid","url","ssh_port"}`` once up. ``hub_api``: ``host:port`` of a
-    JupyterHub's API as this machine reaches it; hub-mode sessions may ask for a forward
-    to it (and to nothing else) through their SSH connection. Without it, hub-mode sessions
-    must reach the hub some other way (``EverestSpawner.hub_api_url``).
-    ``hub_service_accounts``: Everest accounts (a hub's service token) that may create
-    hub-mode sessions for any hub user; other accounts only for their own user name.
-    """
+    state_dir = PathTrait(
+        help="Where sessions, the SSH host key and the runners' secret live (kept across "
+             "restarts, so sessions survive them).",
+    ).tag(config=True, default_text="$XDG_DATA_HOME/everest-jupyter/relay")
+    everest_url = Unicode(
+        help="The Everest (or local server) whose tokens the relay accepts (the command line "
+             "takes it from --everest or the profile).",
+    ).tag(config=True, cli=False)
+    http = HostPort(
+        "127.0.0.1:8765",
+        help="The one HTTP(S) address of the API and every session, under /session/<id>/ "
+             "(port 0: the one used last time, else a free one).").tag(config=True)
+    ssh = HostPort("127.0.0.1:8022", help="The SSH address for tunnels.").tag(config=True)
+    listen_host = Unicode(
+        "127.0.0.1",
+        help="The host name of the sessions' forwards in the SSH protocol (nothing binds it; "
+             "older runners keep theirs).").tag(config=True, metavar="HOST")
+    public_host = Unicode(
+        None, allow_none=True,
+        help="The host name in session URLs (default: the HTTP host, or this machine's name "
+             "when that is a wildcard).").tag(config=True, metavar="HOST")
+    public_url = Unicode(
+        None, allow_none=True,
+        help="The relay's public address: runners are told to use it and session URLs start "
+             "with it (default: the address the caller reached the API at, and the public "
+             "host with the bound port in session URLs).").tag(config=True, metavar="URL")
+    ssh_advertise = HostPort(
+        None, allow_none=True,
+        help="The SSH address runners dial, when NAT or a port forward sits between (default: "
+             "the host they reached the API at, and the SSH port).").tag(config=True)
+    ticket_ttl = Float(900.0, help="Seconds a session's ticket stays valid.").tag(config=True)
+    stale_after = Float(
+        24 * 3600.0,
+        help="Seconds a session may stay starting or disconnected before the relay ends it "
+             "(its runner is gone).").tag(config=True)
+    hold = Float(
+        10.0, help="Seconds a user's request waits for a tunnel that is reconnecting.",
+    ).tag(config=True)
+    probe_timeout = Float(
+        60.0, help="Seconds the relay keeps asking a new session's notebook for its status "
+                   "through the tunnel before giving up.").tag(config=True)
+    max_proxied_body = Integer(
+        64 << 30, help="The largest request body a session accepts through the relay, in "
+                       "bytes (streamed, not buffered).").tag(config=True, metavar="BYTES")
+    auth_cache = Float(
+        5.0, help="Seconds Everest's answer on a token is reused (a revoked token works here "
+                  "at most this long).").tag(config=True)
+    certfile = Unicode(
+        None, allow_none=True, help="TLS certificate of the API and the sessions.",
+    ).tag(config=True, metavar="FILE")
+    keyfile = Unicode(None, allow_none=True, help="TLS private key.").tag(
+        config=True, metavar="FILE")
+    info_file = PathTrait(
+        None, allow_none=True,
+        help='Where to write {"pid", "url", "ssh_port"} once listening.').tag(config=True)
+    hub_api = HostPort(
+        None, allow_none=True,
+        help="A JupyterHub's API address as this machine reaches it: hub-mode sessions may "
+             "forward to it (and nowhere else) through their tunnel. Without it they must "
+             "reach the hub some other way (EverestSpawner.hub_api_url).").tag(config=True)
+    hub_service_accounts = List(
+        Unicode(),
+        help="Everest accounts (a hub's service token) that may start hub servers for any hub "
+             "user; other accounts only for their own user name.",
+    ).tag(config=True, option="--hub-service-account", dest="hub_service_account",
+          metavar="USER", append=True)
 
-    state_dir: Path
-    everest_url: str
-    http_host: str = "127.0.0.1"
-    http_port: int = 0
-    ssh_host: str = "127.0.0.1"
-    ssh_port: int = 0
-    listen_host: str = "127.0.0.1"
-    public_host: str | None = None
-    public_url: str | None = None
-    ssh_advertise: str | None = None
-    ticket_ttl: float = 900.0
-    stale_after: float = 24 * 3600.0
-    hold: float = 10.0
-    probe_timeout: float = 60.0
-    max_proxied_body: int = 64 << 30
-    auth_cache: float = 5.0
-    certfile: str | None = None
-    keyfile: str | None = None
-    info_file: Path | None = None
-    hub_api: str | None = None
-    hub_service_accounts: tuple[str, ...] = ()
+    @default("state_dir")
+    def _default_state_dir(self) -> Path:
+        return app_data_dir() / "relay"
+
+    @property
+    def http_host(self) -> str:
+        return split_host_port(self.http)[0]
+
+    @property
+    def http_port(self) -> int:
+        return split_host_port(self.http)[1]
+
+    @property
+    def ssh_host(self) -> str:
+        return split_host_port(self.ssh)[0]
+
+    @property
+    def ssh_port(self) -> int:
+        return split_host_port(self.ssh)[1]
 
     def hub_api_address(self) -> tuple[str, int] | None:
         """``hub_api`` as (host, port), or None when not configured."""
-        if not self.hub_api:
-            return None
-        host, _, port = self.hub_api.rpartition(":")
-        return host.strip("[]") or "127.0.0.1", int(port)
+        return split_host_port(self.hub_api, "hub_api") if self.hub_api else None
 
 
 def load_secret(path: Path) -> bytes:

@@ -48,7 +48,8 @@ class SessionRelayPlugin:
 
         self.relay = Relay(RelayConfig(
             state_dir=server.data_dir / RELAY_DIR, everest_url=server.url,
-            info_file=server.data_dir / RELAY_JSON))
+            info_file=server.data_dir / RELAY_JSON,
+            http="127.0.0.1:0", ssh="127.0.0.1:0"))  # port 0: the last one, else any
         self._started = asyncio.get_running_loop().create_task(self._start())
 
     async def _start(self) -> None:
