@@ -745,7 +745,8 @@ def _prepare_remote(app: Application, inputs: dict[str, Any], task_dir: Path,
     argv = build_argv(app.command, values)
     write_argv(task_dir, argv)
     requirements = app.config.get("resourceRequirements") or {}
-    image = app.config.get("image")
+    # an app picks its container image with config.image or, per job, an input "image"
+    image = (inputs.get("image") if "image" in app.inputs else None) or app.config.get("image")
     return TaskSpec(task_id, task_dir, argv, env, app.time_limit,
                     requirements if isinstance(requirements, dict) else {},
                     image if isinstance(image, str) else None)

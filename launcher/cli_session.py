@@ -43,7 +43,9 @@ def _register_launch(subparsers: argparse._SubParsersAction) -> None:
                     "answers through the relay. With no Everest configured, a local server "
                     "and relay start in the background (the embedded default). Ctrl-C stops "
                     "the session unless --detach.")
-    p.add_argument("--resource", help="Everest resource id to run on")
+    p.add_argument("--resource", metavar="NAME|ID",
+                   help="the resource to run on (an id; the local server takes names too)")
+    p.add_argument("--image", help="container image, on a docker resource that allows it")
     p.add_argument("--time-limit", type=int, metavar="SECONDS",
                    help="stop the session after this long")
     p.add_argument("--idle-timeout", type=int, metavar="SECONDS",
@@ -108,7 +110,8 @@ def _options(args: argparse.Namespace, defaults: dict):
         app=pick("app", APP), name=args.name, resource=pick("resource"),
         time_limit=pick("time_limit"), idle_timeout=pick("idle_timeout"),
         packages=list(packages), repository=pick("repository"),
-        default_url=pick("default_url", "/lab"), timeout=args.timeout)
+        default_url=pick("default_url", "/lab"), timeout=args.timeout,
+        image=getattr(args, "image", None))
 
 
 def launch_cmd(args: argparse.Namespace) -> int:

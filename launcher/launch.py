@@ -56,6 +56,7 @@ class LaunchOptions:
     default_url: str = "/lab"
     mode: str = "lab"
     timeout: float | None = None
+    image: str | None = None
 
     def inputs(self, relay_url: str, ticket: str, everest_url: str) -> dict[str, Any]:
         """The job's inputs (only those given, so the app's defaults apply to the rest)."""
@@ -69,6 +70,8 @@ class LaunchOptions:
             inputs["packages"] = " ".join(self.packages)
         if self.repository:
             inputs["repository"] = self.repository
+        if self.image:
+            inputs["image"] = self.image
         return inputs
 
 

@@ -22,7 +22,14 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.states import JobState
-from everest_local.backends import Backend, Report, TaskSpec, chown_tree, parse_status
+from everest_local.backends import (
+    Backend,
+    BackendError,
+    Report,
+    TaskSpec,
+    chown_tree,
+    parse_status,
+)
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 MOUNT = "/task"
@@ -52,10 +59,14 @@ class DockerBackend(Backend):
         return self._client
 
     def image_for(self, spec: TaskSpec) -> str:
-        """The app's image if the resource allows it, else the resource's."""
-        if spec.image and spec.image in (self.options.get("images") or []):
-            return spec.image
-        return self.options["image"]
+        """The image the job asks for if the resource allows it, else the resource's."""
+        if not spec.image or spec.image == self.options["image"]:
+            return self.options["image"]
+        allowed = self.options.get("images") or []
+        if spec.image not in allowed:
+            raise BackendError(f"image {spec.image!r} is not allowed on {self.resource.name} "
+                               f"(allowed: {', '.join([self.options['image'], *allowed])})")
+        return spec.image
 
     def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
         return {"container": f"everest-{spec.task_id}", "dir": str(spec.dir)}

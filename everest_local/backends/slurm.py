@@ -9,7 +9,9 @@ over SSH ``workdir`` is relative to the login's home, default ``.everest-tasks``
   (read as MiB) -> ``--mem-per-cpu``, ``timeLimit`` (seconds) -> ``--time`` in whole
   minutes (Slurm's unit), at most the resource's ``max_time``;
 - ``partition``, ``account``, ``qos`` from the resource; ``run_as`` (a user name): when
-  the server is root, the job runs as that user (``sbatch --uid``) and its folder is theirs.
+  the server is root, the job runs as that user (``sbatch --uid``) and its folder is theirs;
+- ``--export=NONE``: the job gets its user's login environment (HOME, PATH), never the
+  server's.
 
 The job is named ``everest-<task-id>`` and that name is the handle stored before
 submitting, so a server killed between ``sbatch`` and recording the job id finds it again.
@@ -91,7 +93,8 @@ class SlurmBackend(Backend):
         """``sbatch`` with the options of the module docstring (no user value in it)."""
         opts = self.options
         argv = ["sbatch", "--parsable", f"--job-name={handle['name']}",
-                f"--chdir={handle['dir']}/work", "--output=stdout", "--error=stderr"]
+                f"--chdir={handle['dir']}/work", "--output=stdout", "--error=stderr",
+                "--export=NONE"]  # the user's own login environment, not the server's
         for key in ("partition", "account", "qos"):
             if opts.get(key):
                 argv.append(f"--{key}={opts[key]}")

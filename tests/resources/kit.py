@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
+from tests.fixtures.local_server import ServerProcess, start_server
 
 APPS = Path(__file__).resolve().parent / "apps"
 # quotes, a command substitution and a glob: only a shell would make anything of them
@@ -27,9 +27,11 @@ def write_resources(path: Path, resources: list[dict[str, Any]], **extra: Any) -
     return path
 
 
-def serve(data_dir: Path, resources_file: Path, **opts: Any) -> ServerProcess:
-    """A server with the probe apps and these resources."""
-    return start_server(data_dir, apps=[APPS], extra_args=["--resources", str(resources_file)],
+def serve(data_dir: Path, resources_file: Path, extra_args_more: list[str] = (),
+          **opts: Any) -> ServerProcess:
+    """A server with the probe apps and these resources (and more CLI arguments)."""
+    return start_server(data_dir, apps=[APPS],
+                        extra_args=["--resources", str(resources_file), *extra_args_more],
                         **opts)
 
 
@@ -55,13 +57,15 @@ def check_roundtrip(server: ServerProcess, resource: str) -> dict[str, Any]:
     return report
 
 
-def check_cancel(server: ServerProcess, resource: str, while_running: Any = None) -> str:
+def check_cancel(server: ServerProcess, resource: str, tasks_at: Path,
+                 while_running: Any = None) -> str:
     """Cancel a running job: it ends CANCELLED; returns its log.
 
-    ``while_running(job_id)`` runs once the job is RUNNING (to inspect the task there)."""
+    ``tasks_at`` is the folder (on this machine) holding the resource's task folders;
+    ``while_running(job_id)`` runs once the probe runs (to inspect the task there)."""
     client = server.client()
     job = client.submit("probe", {"text": "cancel me", "seconds": 300}, resources=[resource])
-    _let_it_start(client, job.id)
+    _let_it_start(client, job.id, tasks_at)
     if while_running is not None:
         while_running(job.id)
     client.cancel(job.id)
@@ -82,29 +86,35 @@ def check_time_limit(server: ServerProcess, resource: str) -> None:
     assert report_of(ended).get("interrupted") == "SIGINT", "the task never got SIGINT"
 
 
-def check_kill9_restart(server: ServerProcess, resource: str) -> tuple[dict[str, Any], str]:
+def check_kill9_restart(server: ServerProcess, resource: str,
+                        tasks_at: Path) -> tuple[dict[str, Any], str]:
     """``kill -9`` of the server while a task runs there, then a restart: the task is
-    re-adopted, its outputs collected, and it ran once (its report predates the kill).
+    re-adopted, its outputs collected, and it ran once (its report predates the restart).
     Returns the report and the job's log."""
     client = server.client()
     job = client.submit("probe", {"text": "survive", "seconds": 4}, resources=[resource])
-    _let_it_start(client, job.id)
+    _let_it_start(client, job.id, tasks_at)
     server.kill9()
-    killed_at = time.time()
     server.restart()
+    restarted_at = time.time()
     client = server.client()
     done = client.wait(job.id, timeout=120)
     log = client.log(job.id)
     assert done.state.value == "DONE", (done, log, server.log_text())
     report = report_of(done)
-    assert report["started"] < killed_at, "the task was started again after the restart"
+    # the outputs are those of the run started before the restart (a second run would
+    # start after it, and log a second start)
+    assert report["started"] < restarted_at, "the task was started again after the restart"
     assert "re-adopted" in log, log
     assert log.count("started on") == 1, log
     return report, log
 
 
-def _let_it_start(client: Any, job_id: str) -> None:
-    """Wait until the job is RUNNING, then a second more: its program has then started
-    (the probe records when, which the restart check relies on)."""
-    wait_for_state(client, job_id, "RUNNING", timeout=120)
-    time.sleep(1.0)
+def _let_it_start(client: Any, job_id: str, tasks_at: Path, timeout: float = 120) -> None:
+    """Wait until the probe of the job's first task has started (its ``started`` file)."""
+    started = tasks_at / f"{job_id}-0-0" / "work" / "started"
+    deadline = time.monotonic() + timeout
+    while not started.exists():
+        assert not client.job(job_id).is_done, client.log(job_id)
+        assert time.monotonic() < deadline, f"the probe of job {job_id} did not start"
+        time.sleep(0.1)

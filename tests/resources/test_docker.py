@@ -44,7 +44,7 @@ def test_cancel_stops_the_container_which_has_limits_and_no_privileges(docker_se
                     network=host["NetworkMode"], user=container.attrs["Config"]["User"],
                     security=host["SecurityOpt"], job=job_id, name=container.name)
 
-    log = kit.check_cancel(docker_server, "box", inspect)
+    log = kit.check_cancel(docker_server, "box", docker_server.data_dir / "tasks", inspect)
     assert seen["memory"] == 256 << 20 and seen["cpus"] == 10**9
     assert seen["caps"] == ["ALL"] and seen["network"] == "none"
     assert seen["user"] == "65534:65534" and "no-new-privileges" in seen["security"]
@@ -57,5 +57,13 @@ def test_time_limit_stops_the_container(docker_server):
 
 
 def test_kill9_restart_readopts_the_container(docker_server):
-    report, _ = kit.check_kill9_restart(docker_server, "box")
+    report, _ = kit.check_kill9_restart(docker_server, "box", docker_server.data_dir / "tasks")
     assert report["host"] != gethostname()
+
+
+def test_an_image_the_resource_does_not_allow_fails_the_job(docker_server):
+    client = docker_server.client()
+    job = client.submit("probe", {"text": "x", "image": "evil/miner:1"}, resources=["box"])
+    failed = client.wait(job.id, timeout=60)
+    assert failed.state.value == "FAILED"
+    assert "image 'evil/miner:1' is not allowed on box" in failed.info, failed.info

@@ -23,6 +23,7 @@ def slurm_server(slurm_cluster, task_user, task_user_dir, tmp_path_factory):
          "workdir": str(task_user_dir / "slurm-tasks"), "poll_interval": 0.2},
     ])
     server = kit.serve(root / "data", resources, env={"SLURM_CONF": str(slurm_cluster.conf)})
+    server.tasks_at = task_user_dir / "slurm-tasks"
     yield server
     server.close()
 
@@ -58,7 +59,7 @@ def test_pending_jobs_are_scheduled_with_slurms_reason_and_cancel_works(slurm_se
 
 
 def test_cancel_interrupts_the_running_batch_job(slurm_server):
-    kit.check_cancel(slurm_server, "hpc")
+    kit.check_cancel(slurm_server, "hpc", slurm_server.tasks_at)
 
 
 def test_time_limit_is_enforced_by_the_server(slurm_server):
@@ -68,7 +69,7 @@ def test_time_limit_is_enforced_by_the_server(slurm_server):
 
 
 def test_kill9_restart_readopts_the_slurm_job(slurm_server):
-    report, log = kit.check_kill9_restart(slurm_server, "hpc")
+    report, log = kit.check_kill9_restart(slurm_server, "hpc", slurm_server.tasks_at)
     assert f"job_id {report['slurm_job_id']}" in log
 
 
@@ -83,6 +84,6 @@ def test_sbatch_options_come_from_requirements_and_the_resource(tmp_path):
     argv = backend.sbatch_argv(spec, backend.handle_for(spec))
     assert argv == ["sbatch", "--parsable", "--job-name=everest-t-0-0",
                     "--chdir=/shared/t-0-0/work", "--output=stdout", "--error=stderr",
-                    "--partition=long", "--account=proj", "--qos=high", "--nodes=2",
-                    "--cpus-per-task=4", "--mem-per-cpu=512M", "--time=10",
+                    "--export=NONE", "--partition=long", "--account=proj", "--qos=high",
+                    "--nodes=2", "--cpus-per-task=4", "--mem-per-cpu=512M", "--time=10",
                     "/shared/t-0-0/job.sh"]

@@ -51,7 +51,7 @@ def test_cancel_signals_the_remote_process_group(ssh_server, sshd_server):
     def on_host(job_id):
         assert _probes_of(sshd_server.user)
 
-    kit.check_cancel(ssh_server, "login", on_host)
+    kit.check_cancel(ssh_server, "login", sshd_server.workdir / "ssh-tasks", on_host)
     # the wrapper records the status, then it (and xargs) exit
     deadline = time.monotonic() + 10
     while _probes_of(sshd_server.user) and time.monotonic() < deadline:
@@ -64,7 +64,7 @@ def test_time_limit_on_the_ssh_host(ssh_server):
 
 
 def test_kill9_restart_readopts_the_remote_task(ssh_server, sshd_server):
-    report, _ = kit.check_kill9_restart(ssh_server, "login")
+    report, _ = kit.check_kill9_restart(ssh_server, "login", sshd_server.workdir / "ssh-tasks")
     assert report["marker"] == sshd_server.marker
 
 

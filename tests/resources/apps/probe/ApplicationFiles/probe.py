@@ -1,4 +1,6 @@
-"""Where am I? Writes report.json (evidence of the resource), upper.txt, then sleeps."""
+"""Where am I? Writes report.json (evidence of the resource), upper.txt, then sleeps.
+
+Writes ``started`` once it can take a SIGINT, so tests know when to interrupt it."""
 import json
 import os
 import socket
@@ -17,8 +19,8 @@ report = {
 if os.path.exists("data.txt"):
     with open("data.txt") as f, open("upper.txt", "w") as out:
         out.write(f.read().upper())
-print("probe started", flush=True)
 try:
+    open("started", "w").close()
     time.sleep(seconds)
 except KeyboardInterrupt:  # a cancel or time limit interrupts with SIGINT first
     report["interrupted"] = "SIGINT"
