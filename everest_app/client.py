@@ -5,16 +5,13 @@
     >>> everest.wait(job.id).state
     <JobState.DONE: 'DONE'>
 
-One keep-alive :class:`requests.Session` per client with a bounded connection pool, connect
-and read timeouts, and retries with exponential backoff (honouring ``Retry-After``) for
-idempotent calls and for 429/502/503/504. A submission is not idempotent: it is retried only
-when the request provably never reached the server (connection refused) or the server said
+Transport, retries and error mapping are :class:`everest_app.json_api.JsonApiClient`'s: a
+submission is retried only when it provably never reached the server or the server said
 429, so a job is never silently created twice. The client is safe to share between threads.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -22,101 +19,19 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
-from urllib.parse import quote, urljoin, urlsplit
-
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
+from urllib.parse import quote
 
 from everest_app import config
-from everest_app.errors import (
-    AuthError,
-    BadRequestError,
-    EverestConnectionError,
-    EverestError,
-    JobTimeout,
-    NotFoundError,
-    ServerError,
-)
+from everest_app.errors import EverestError, JobTimeout, NotFoundError
 from everest_app.job import Job
+from everest_app.json_api import TOKEN_COOKIE, JsonApiClient
 
 log = logging.getLogger(__name__)
 
-IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
-RETRY_STATUSES = frozenset({429, 502, 503, 504})
-TOKEN_COOKIE = "access_token"
-USER_AGENT = "everest-jupyter/0.1"
+__all__ = ["TOKEN_COOKIE", "EverestClient"]
 
 
-class _Retry(Retry):
-    """urllib3's Retry, but a non-idempotent request is retried on 429 only.
-
-    A 429 means the server refused before doing anything, so resending is safe; after a
-    502/503/504 or a read error the server may have acted, so a POST is not resent.
-    """
-
-    def is_retry(self, method: str, status_code: int, has_retry_after: bool = False) -> bool:
-        if not self._is_method_retryable(method):
-            return bool(self.total) and status_code == 429
-        return super().is_retry(method, status_code, has_retry_after)
-
-
-def _build_session(retries: int, backoff: float, pool_size: int) -> requests.Session:
-    retry = _Retry(
-        total=retries,
-        connect=retries,
-        read=retries,
-        status=retries,
-        backoff_factor=backoff,
-        backoff_max=10,
-        status_forcelist=RETRY_STATUSES,
-        allowed_methods=IDEMPOTENT_METHODS,
-        respect_retry_after_header=True,
-        raise_on_status=False,
-    )
-    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=retry)
-    session = requests.Session()
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    session.headers["User-Agent"] = USER_AGENT
-    return session
-
-
-def _server_message(response: requests.Response) -> str:
-    """The server's own explanation of an error response, as short text."""
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text.strip()[:500] or response.reason or ""
-    if isinstance(body, dict):
-        for key in ("message", "error", "detail", "reason"):
-            if body.get(key):
-                return str(body[key])
-    return json.dumps(body)[:500]
-
-
-def _error_for(response: requests.Response, base_url: str) -> EverestError:
-    """Map an error response to the exception a caller can act on."""
-    status = response.status_code
-    said = _server_message(response)
-    where = f"{response.request.method} {urlsplit(response.url).path}"
-    kw = {"status": status, "url": response.url}
-    if status == 401:
-        return AuthError(
-            f"Everest at {base_url} refused the token ({said or 'unauthorized'}). It is missing, "
-            "expired or revoked: run `everest-jupyter login`.", **kw)
-    if status == 403:
-        return AuthError(f"Not allowed: {where} ({said or 'forbidden'}).", **kw)
-    if status == 404:
-        return NotFoundError(f"Not found: {where}" + (f" ({said})" if said else "") + ".", **kw)
-    if 400 <= status < 500:
-        return BadRequestError(f"Everest refused {where}: {said or response.reason}", **kw)
-    return ServerError(
-        f"Everest at {base_url} failed on {where} with {status} ({said or response.reason}) "
-        "after retries; try again later.", **kw)
-
-
-class EverestClient:
+class EverestClient(JsonApiClient):
     """A connection to one Everest server as one user.
 
     ``url`` defaults to ``EVEREST_URL`` then the configured profile; ``token`` to
@@ -144,78 +59,11 @@ class EverestClient:
             raise EverestError(
                 "No Everest server configured: pass a URL, set EVEREST_URL, or run "
                 "`everest-jupyter login --everest URL`.")
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.session = _build_session(retries, backoff, pool_size)
-        self.token = token
-
-    @property
-    def token(self) -> str | None:
-        """The token sent as ``Authorization: Bearer``; falls back to the cookie jar's."""
-        return self._token or self.session.cookies.get(TOKEN_COOKIE)
-
-    @token.setter
-    def token(self, value: str | None) -> None:
-        self._token = value
-        if value:
-            self.session.headers["Authorization"] = f"Bearer {value}"
-        else:
-            self.session.headers.pop("Authorization", None)
+        super().__init__(url, token, timeout=timeout, retries=retries, backoff=backoff,
+                         pool_size=pool_size)
 
     def __repr__(self) -> str:
         return f"EverestClient({self.url!r})"
-
-    def __enter__(self) -> EverestClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        """Release pooled connections."""
-        self.session.close()
-
-    # -- transport ---------------------------------------------------------------------
-
-    def _absolute(self, path_or_uri: str) -> str:
-        if path_or_uri.startswith(("http://", "https://")):
-            return path_or_uri
-        return urljoin(self.url + "/", path_or_uri.lstrip("/"))
-
-    def request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        """Send one request to ``path`` (server-relative or absolute) and return the response.
-
-        Raises the :class:`EverestError` subclass that matches an error status, or
-        :class:`EverestConnectionError` when the server cannot be reached in time.
-        """
-        url = self._absolute(path)
-        kwargs.setdefault("timeout", self.timeout)
-        if not url.startswith(self.url + "/"):
-            # never hand our token to another host
-            kwargs.setdefault("headers", {})["Authorization"] = None
-        try:
-            response = self.session.request(method, url, **kwargs)
-        except requests.exceptions.RetryError as exc:
-            raise ServerError(f"Everest at {self.url} kept failing on {method} {path}: {exc}; "
-                              "try again later.", url=url) from exc
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            raise EverestConnectionError(
-                f"Cannot reach Everest at {self.url} ({type(exc).__name__}). Is the server "
-                "running, and is the URL right (--everest, EVEREST_URL, profile)?", url=url,
-            ) from exc
-        if response.status_code >= 400:
-            raise _error_for(response, self.url)
-        return response
-
-    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        response = self.request(method, path, **kwargs)
-        if not response.content:
-            return None
-        try:
-            return response.json()
-        except ValueError as exc:
-            raise ServerError(f"Everest answered {method} {path} with non-JSON: "
-                              f"{response.text[:200]!r}", status=response.status_code) from exc
 
     # -- tokens ----------------------------------------------------------------------------
 

@@ -105,6 +105,16 @@ class Application:
             return None
         return float(value)
 
+    def file_inputs(self, inputs: dict[str, Any]) -> Iterator[tuple[str, list[str]]]:
+        """``(name, uris)`` of each file or file-array input given in ``inputs`` (the one
+        walk of an application's file inputs: checks, staging and uploads all use it)."""
+        for name, prop in self.inputs.items():
+            kind, value = file_kind(prop), inputs.get(name)
+            if kind == "file" and isinstance(value, str):
+                yield name, [value]
+            elif kind == "files" and isinstance(value, list):
+                yield name, [v for v in value if isinstance(v, str)]
+
     @property
     def is_service(self) -> bool:
         """True when the app is long-lived (keyword ``service``): it takes no batch slot."""
@@ -386,6 +396,15 @@ def _title(prop: dict[str, Any]) -> str:
 def is_file_input(prop: dict[str, Any]) -> bool:
     """True for a ``string`` property with ``format: uri`` (a file)."""
     return prop.get("type", "string") == "string" and prop.get("format") == "uri"
+
+
+def file_kind(prop: dict[str, Any]) -> str | None:
+    """``"file"`` for a file property, ``"files"`` for an array of files, else None."""
+    if is_file_input(prop):
+        return "file"
+    if prop.get("type") == "array" and is_file_input(prop.get("items") or {}):
+        return "files"
+    return None
 
 
 def _check_value(name: str, prop: dict[str, Any], value: Any) -> Any:

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from everest_app import strict_json
-from everest_app.descriptor import Application, is_file_input, validate_inputs
+from everest_app.descriptor import Application, validate_inputs
 from everest_app.errors import BadRequestError, EverestError, NotFoundError
 from everest_app.states import JobState
 from everest_local.auth import SignInLinks, SignInThrottle, Tokens
@@ -100,17 +100,7 @@ class Core:
         return self.job_json(self.store.job(job.id) or job)
 
     def _check_files(self, user: str, app: Application, inputs: dict[str, Any]) -> None:
-        for name, prop in app.inputs.items():
-            value = inputs.get(name)
-            if value is None:
-                continue
-            items = prop.get("items") or {}
-            if is_file_input(prop):
-                uris = [value]
-            elif prop.get("type") == "array" and is_file_input(items):
-                uris = value
-            else:
-                continue
+        for name, uris in app.file_inputs(inputs):
             for uri in uris:
                 if self.user_file(user, uri) is None:
                     raise BadRequestError(

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from everest_app.descriptor import Application, is_file_input
+from everest_app.descriptor import Application
 from everest_app.states import ACTIVE_STATES, JobState, TaskState
 from everest_local import processes
 from everest_local.backends import Backend, TaskSpec, make_backend, write_argv
@@ -415,15 +415,7 @@ class Executor:
     def _input_files(self, app: Application, inputs: dict[str, Any]) -> dict[str, Path]:
         """Stored paths of the file URIs among the inputs (missing ones are left out)."""
         out: dict[str, Path] = {}
-        for name, prop in app.inputs.items():
-            value = inputs.get(name)
-            items = prop.get("items") or {}
-            if is_file_input(prop) and isinstance(value, str):
-                uris = [value]
-            elif prop.get("type") == "array" and is_file_input(items) and isinstance(value, list):
-                uris = [v for v in value if isinstance(v, str)]
-            else:
-                continue
+        for _, uris in app.file_inputs(inputs):
             for uri in uris:
                 row = self.core.store.file(canonical_uri(uri, self.core.url) or "")
                 if row:

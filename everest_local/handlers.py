@@ -30,6 +30,7 @@ from everest_app.errors import (
     NotFoundError,
     TooManyRequestsError,
 )
+from everest_app.json_api import TOKEN_COOKIE
 from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
 from everest_local.core import Core, iso_time
 from everest_local.files import PendingUpload
@@ -38,7 +39,6 @@ from everest_local.multipart import FirstFilePart, MultipartError, boundary_of
 log = logging.getLogger(__name__)
 
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
-COOKIE = "access_token"
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -80,7 +80,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if scheme.lower() == "bearer" and value.strip():
             self.bearer = True
             return value.strip()
-        return self.get_cookie(COOKIE)
+        return self.get_cookie(TOKEN_COOKIE)
 
     def _refuse_cross_site(self) -> None:
         headers = self.request.headers
@@ -213,7 +213,7 @@ class TokenHandler(ApiHandler):
             raise AuthError("wrong username or password", status=401)
         self.core.sign_ins.succeeded(username, address)
         token = self.core.tokens.issue(username, label, lifetime)
-        self.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Lax",
+        self.set_cookie(TOKEN_COOKIE, token, path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https",
                         expires=time.time() + lifetime)
         self.send_json({"access_token": token})
@@ -240,7 +240,7 @@ class TokenHandler(ApiHandler):
     def delete(self) -> None:
         assert self.auth is not None
         self.core.tokens.revoke(self.auth)
-        self.clear_cookie(COOKIE, path="/")
+        self.clear_cookie(TOKEN_COOKIE, path="/")
         self.send_json({})
 
 
@@ -280,7 +280,7 @@ class SignInHandler(ApiHandler):
                             "'everest-jupyter ui' for a new one, or log in with a password "
                             "('everest-jupyter server add-user NAME' sets one)", status=401)
         token = self.core.tokens.issue(user, "web (sign-in link)", DEFAULT_LIFETIME)
-        self.set_cookie(COOKIE, token, path="/", httponly=True, samesite="Lax",
+        self.set_cookie(TOKEN_COOKIE, token, path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https",
                         expires=time.time() + DEFAULT_LIFETIME)
         self.send_json({"username": user})

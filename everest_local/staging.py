@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
-from everest_app.descriptor import Application, is_file_input
+from everest_app.descriptor import Application, file_kind
 
 MAX_TEXT_OUTPUT = 1 << 20
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -90,9 +90,10 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
             values[name] = ""
             continue
         target = mapped.get(name)
-        if is_file_input(prop):
+        kind = file_kind(prop)
+        if kind == "file":
             values[name] = _stage_file(name, value, work, target, files)
-        elif prop.get("type") == "array" and is_file_input(prop.get("items") or {}):
+        elif kind == "files":
             folder = work / target if target else work
             folder.mkdir(parents=True, exist_ok=True)
             names = [_stage_file(name, v, folder, n, files)
@@ -232,7 +233,8 @@ def _read_output(name: str, prop: dict[str, Any], mapping: dict[str, str], work:
                  publish: Callable[[Path, str], str]) -> Any:
     kind = prop.get("type", "string")
     items = prop.get("items") or {}
-    if kind == "array" and is_file_input(items):
+    files = file_kind(prop)
+    if files == "files":
         matches = sorted(glob.glob(str(work / mapping["file"])))
         return [publish(_checked(work, Path(p)), safe_name(p) or name) for p in matches
                 if os.path.isfile(p)]
@@ -242,7 +244,7 @@ def _read_output(name: str, prop: dict[str, Any], mapping: dict[str, str], work:
             raise StagingError(f"output '{name}': the task did not write {mapping['file']}")
         return _ABSENT
     path = _checked(work, path)
-    if is_file_input(prop):
+    if files == "file":
         return publish(path, safe_name(mapping["file"]) or name)
     text = _read_text(path)
     if mapping.get("pattern"):

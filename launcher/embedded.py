@@ -32,13 +32,14 @@ import requests
 from everest_app.client import EverestClient
 from everest_app.config import data_dir, read_token, write_private
 from everest_app.errors import AuthError, EverestConnectionError, EverestError
+from everest_local.settings import default_data_dir
+from launcher.relay_plugin import RELAY_JSON
 
 log = logging.getLogger(__name__)
 
 TOKEN_FILE = "embedded-token"
 LOG_FILE = "server.log"
 LOCK_FILE = "embedded.lock"
-RELAY_JSON = "relay.json"
 TOKEN_LIFETIME = 365 * 24 * 3600
 
 
@@ -54,7 +55,7 @@ class Embedded:
 
 def server_dir() -> Path:
     """Where the embedded server keeps its data (the server CLI's default too)."""
-    return data_dir() / "server"
+    return default_data_dir()
 
 
 def _read_json(path: Path) -> dict | None:

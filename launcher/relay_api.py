@@ -53,6 +53,7 @@ import asyncssh
 from tornado import web
 
 from everest_app import __version__, strict_json
+from everest_app.json_api import TOKEN_COOKIE
 from launcher import relay_store as rs
 from launcher import relay_websocket
 from launcher.relay_auth import AuthFailed, AuthUnavailable
@@ -63,7 +64,6 @@ log = logging.getLogger(__name__)
 _STATE_NAMES = frozenset(s.value for s in SessionState)
 
 PAGE_COOKIE = "relay_token"
-EVEREST_COOKIE = "access_token"
 _SID = r"([0-9a-f]{24})"
 _LABEL_MAX = 200
 
@@ -119,7 +119,7 @@ class BaseHandler(web.RequestHandler):
         header = self.request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
             return header[7:].strip() or None, False
-        for name in (PAGE_COOKIE, EVEREST_COOKIE):
+        for name in (PAGE_COOKIE, TOKEN_COOKIE):
             value = self.get_cookie(name)
             if value:
                 return value, True

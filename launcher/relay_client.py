@@ -1,69 +1,30 @@
 """A client of the relay's HTTP API (see :mod:`launcher.relay_api`) for the launcher and CLI.
 
-Errors map onto the Everest client's hierarchy, so the CLI reports them the same way:
-401/403 -> :class:`AuthError`, 404 -> :class:`NotFoundError`, other 4xx ->
-:class:`BadRequestError`, 5xx -> :class:`ServerError`, no answer ->
-:class:`EverestConnectionError`.
+Transport, retries and the mapping of errors onto :mod:`everest_app.errors` are the Everest
+client's (:class:`everest_app.json_api.JsonApiClient`), so the CLI reports both alike.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import requests
-from requests.adapters import HTTPAdapter
-from urllib3.util.retry import Retry
-
-from everest_app.errors import (
-    AuthError,
-    BadRequestError,
-    EverestConnectionError,
-    NotFoundError,
-    ServerError,
-)
+from everest_app.json_api import IDEMPOTENT_METHODS, JsonApiClient
 from launcher.session_state import SessionState
 
 
-class RelayClient:
+class RelayClient(JsonApiClient):
     """Talks to one relay with one Everest token, over a keep-alive session."""
 
-    def __init__(self, url: str, token: str, *, timeout: float = 30.0):
-        self.url = url.rstrip("/")
-        self.timeout = timeout
-        self.http = requests.Session()
-        self.http.headers["Authorization"] = f"Bearer {token}"
-        retry = Retry(total=3, backoff_factor=0.2, status_forcelist=(502, 503, 504),
-                      allowed_methods=frozenset({"GET", "DELETE", "PATCH"}),
-                      raise_on_status=False)
-        self.http.mount("http://", HTTPAdapter(max_retries=retry))
-        self.http.mount("https://", HTTPAdapter(max_retries=retry))
+    service = "the relay"
+    unreachable_hint = "Is it running, and is its URL right (--relay, the profile's relay_url)?"
+    idempotent_methods = IDEMPOTENT_METHODS | {"PATCH"}  # PATCH sets fields: safe to resend
 
-    def close(self) -> None:
-        self.http.close()
+    def __init__(self, url: str, token: str, *, timeout: float = 30.0):
+        super().__init__(url, token, timeout=timeout, retries=3)
 
     def _call(self, method: str, path: str, *, timeout: float | None = None,
               **kwargs: Any) -> Any:
-        try:
-            resp = self.http.request(method, self.url + path,
-                                        timeout=timeout or self.timeout, **kwargs)
-        except requests.RequestException as exc:
-            raise EverestConnectionError(
-                f"the relay at {self.url} did not answer ({exc.__class__.__name__}); is it "
-                "running?", url=self.url) from None
-        if resp.ok:
-            return resp.json()
-        try:
-            message = resp.json().get("message") or resp.reason
-        except ValueError:
-            message = resp.reason
-        message = f"relay: {message}"
-        if resp.status_code in (401, 403):
-            raise AuthError(message, status=resp.status_code, url=self.url)
-        if resp.status_code == 404:
-            raise NotFoundError(message, status=404, url=self.url)
-        if resp.status_code < 500:
-            raise BadRequestError(message, status=resp.status_code, url=self.url)
-        raise ServerError(message, status=resp.status_code, url=self.url)
+        return self._json(method, path, timeout=timeout or self.timeout, **kwargs)
 
     def create_session(self, *, mode: str = "lab", label: str = "",
                        default_url: str = "/lab") -> dict[str, Any]:

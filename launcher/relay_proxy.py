@@ -34,8 +34,9 @@ from typing import Any
 import asyncssh
 from tornado import httputil, iostream, web
 
+from everest_app.json_api import TOKEN_COOKIE
 from launcher import relay_store as rs
-from launcher.relay_api import EVEREST_COOKIE, PAGE_COOKIE, ApiError, BaseHandler
+from launcher.relay_api import PAGE_COOKIE, ApiError, BaseHandler
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +44,7 @@ SESSION_PATH = r"/session/([0-9a-f]{24})(/.*)?"
 _HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
     "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"))
-_STRIPPED_COOKIES = frozenset({EVEREST_COOKIE, PAGE_COOKIE})
+_STRIPPED_COOKIES = frozenset({TOKEN_COOKIE, PAGE_COOKIE})
 _CHUNK = 1 << 16
 _POOL_PER_SESSION = 8
 _MAX_HEAD = 64 << 10

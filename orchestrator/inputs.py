@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from everest_app.descriptor import is_file_input
+from everest_app.descriptor import file_kind
 from orchestrator.futures import JobFuture, OutputRef
 
 _CHUNK = 1 << 20
@@ -92,10 +92,10 @@ def paths_for_file_inputs(inputs: dict[str, Any], specs: dict[str, Any]) -> dict
         prop = specs.get(name)
         if not isinstance(prop, dict):
             continue
-        if is_file_input(prop):
+        kind = file_kind(prop)
+        if kind == "file":
             out[name] = _file_value(name, value)
-        elif prop.get("type") == "array" and is_file_input(prop.get("items") or {}) and \
-                isinstance(value, list):
+        elif kind == "files" and isinstance(value, list):
             out[name] = [_file_value(f"{name}[{i}]", v) for i, v in enumerate(value)]
     return out
 

@@ -12,10 +12,11 @@ from urllib.parse import urlencode, urlsplit
 
 import tornado.web
 
+from everest_app.json_api import TOKEN_COOKIE
+
 WEB_DIR = Path(__file__).resolve().parent
 TEMPLATE_DIR = WEB_DIR / "templates"
 STATIC_DIR = WEB_DIR / "static"
-SESSION_COOKIE = "access_token"
 
 # Pages load only our own scripts and styles; no inline script runs, nothing frames us.
 _CSP = (
@@ -79,7 +80,7 @@ class PageHandler(_SecureHeaders, tornado.web.RequestHandler):
         return str(TEMPLATE_DIR)
 
     def get(self, ref: str | None = None) -> None:
-        if not self.public and not self.get_cookie(SESSION_COOKIE):
+        if not self.public and not self.get_cookie(TOKEN_COOKIE):
             self.redirect("/login?" + urlencode({"next": self.request.uri}))
             return
         given = self.get_query_argument("next", None)
