@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
 
+import requests
+
 from everest_app import config
 from everest_app.errors import EverestError, JobTimeout, NotFoundError
 from everest_app.job import Job
@@ -62,8 +64,10 @@ class EverestClient(JsonApiClient):
         super().__init__(url, token, timeout=timeout, retries=retries, backoff=backoff,
                          pool_size=pool_size)
 
-    def __repr__(self) -> str:
-        return f"EverestClient({self.url!r})"
+    @property
+    def session(self) -> requests.Session:
+        """The keep-alive HTTP session (its cookie jar may hold Everest's token cookie)."""
+        return self.http
 
     # -- tokens ----------------------------------------------------------------------------
 

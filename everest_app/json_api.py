@@ -102,21 +102,21 @@ class JsonApiClient:
                  backoff: float = 0.2, pool_size: int = 32):
         self.url = url.rstrip("/")
         self.timeout = timeout
-        self.session = _build_session(retries, backoff, pool_size, self.idempotent_methods)
+        self.http = _build_session(retries, backoff, pool_size, self.idempotent_methods)
         self.token = token
 
     @property
     def token(self) -> str | None:
         """The token sent as ``Authorization: Bearer``; falls back to the cookie jar's."""
-        return self._token or self.session.cookies.get(TOKEN_COOKIE)
+        return self._token or self.http.cookies.get(TOKEN_COOKIE)
 
     @token.setter
     def token(self, value: str | None) -> None:
         self._token = value
         if value:
-            self.session.headers["Authorization"] = f"Bearer {value}"
+            self.http.headers["Authorization"] = f"Bearer {value}"
         else:
-            self.session.headers.pop("Authorization", None)
+            self.http.headers.pop("Authorization", None)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.url!r})"
@@ -129,7 +129,7 @@ class JsonApiClient:
 
     def close(self) -> None:
         """Release pooled connections."""
-        self.session.close()
+        self.http.close()
 
     def _absolute(self, path_or_uri: str) -> str:
         if path_or_uri.startswith(("http://", "https://")):
@@ -148,7 +148,7 @@ class JsonApiClient:
             # never hand our token to another host
             kwargs.setdefault("headers", {})["Authorization"] = None
         try:
-            response = self.session.request(method, url, **kwargs)
+            response = self.http.request(method, url, **kwargs)
         except requests.exceptions.RetryError as exc:
             raise ServerError(f"{self.service} at {self.url} kept failing on {method} {path}: "
                               f"{exc}; try again later.", url=url) from exc
