@@ -26,10 +26,8 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
-from typing import Callable
 
-from runner_backoff import Backoff
+from runner_reconnect import ReconnectingTunnel
 from runner_relay import Grant, SessionEnded, SessionKey
 from runner_websocket import Route, proxy_command
 
@@ -55,7 +53,7 @@ def find_ssh() -> str | None:
     return shutil.which("ssh")
 
 
-class OpenSSHTunnel:
+class OpenSSHTunnel(ReconnectingTunnel):
     """The runner's side of the relay tunnel, through ``ssh -N -R`` (see the module doc).
 
     :meth:`usable` checks that this ``ssh`` accepts every option (``ssh -G``: parse only).
@@ -68,20 +66,16 @@ class OpenSSHTunnel:
     """
 
     def __init__(self, grant: Grant, key: SessionKey, local_port: int, ssh: str, workdir: str,
-                 route: Route, on_state: Callable[[str], None] | None = None,
-                 min_delay: float = 0.2, max_delay: float = 10.0, give_up_after: int = 3,
-                 hub_port: int | None = None):
+                 route: Route, min_delay: float = 0.2, max_delay: float = 10.0,
+                 give_up_after: int = 3, hub_port: int | None = None):
+        super().__init__(min_delay, max_delay)
         self.grant = grant
         self.route = route
         self.local_port = local_port
         self.hub_port = hub_port
         self.ssh = ssh
         self.give_up_after = give_up_after
-        self.on_state = on_state or (lambda state: None)
-        self.backoff = Backoff(min_delay, max_delay)
-        self.connects = 0
-        self.disconnects = 0
-        self._closing = False
+        self._failures = 0
         self._proc: asyncio.subprocess.Process | None = None
         self._dir = tempfile.mkdtemp(prefix=".tunnel-", dir=workdir)
         os.chmod(self._dir, 0o700)
@@ -156,7 +150,6 @@ class OpenSSHTunnel:
                     self.connects += 1
                     log.info("tunnel up (ssh): %s:%d on the relay -> 127.0.0.1:%d",
                              self.grant.listen_host, self.grant.listen_port, self.local_port)
-                    self.on_state("connected")
                 elif any(text in line for text in _REFUSED):
                     refused = line
                 elif any(text in line for text in _NETWORK):
@@ -175,26 +168,14 @@ class OpenSSHTunnel:
             log.warning("tunnel: ssh exited with code %s", code)
         return network
 
-    async def run(self) -> None:
-        """Stay connected until :meth:`close`; raises :class:`SessionEnded` when refused."""
-        failures = 0
-        while not self._closing:
-            started = time.monotonic()
-            network = await self._connect_once()
-            if self._closing:
-                break
-            failures = 0 if self.connects or network else failures + 1
-            if failures >= self.give_up_after:
-                raise TunnelUnusable(f"ssh failed {failures} times before authenticating")
-            self.disconnects += 1
-            self.on_state("disconnected")
-            wait = self.backoff.next_wait(time.monotonic() - started)
-            log.info("tunnel down; reconnecting in %.1f s", wait)
-            await asyncio.sleep(wait)
+    def _dropped(self, network: bool) -> None:
+        self._failures = 0 if self.connects or network else self._failures + 1
+        if self._failures >= self.give_up_after:
+            raise TunnelUnusable(f"ssh failed {self._failures} times before authenticating")
 
     async def close(self) -> None:
         """Stop reconnecting, end ``ssh`` and remove the key files."""
-        self._closing = True
+        await super().close()
         proc = self._proc
         if proc is not None and proc.returncode is None:
             proc.terminate()

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from typing import Callable
 
 import asyncssh
-from runner_backoff import Backoff
+
+from runner_reconnect import ReconnectingTunnel
 from runner_relay import Grant, SessionEnded, SessionKey
 from runner_websocket import Route, socket_through
 
@@ -30,7 +29,7 @@ CIPHERS = ["aes128-gcm@openssh.com", "aes256-gcm@openssh.com",
            "chacha20-poly1305@openssh.com", "aes128-ctr", "aes256-ctr"]
 
 
-class Tunnel:
+class Tunnel(ReconnectingTunnel):
     """The runner's side of the relay tunnel.
 
     :meth:`run` connects, asks for the granted forward to ``127.0.0.1:local_port`` and stays
@@ -44,24 +43,28 @@ class Tunnel:
     """
 
     def __init__(self, grant: Grant, key: SessionKey, local_port: int, route: Route,
-                 on_state: Callable[[str], None] | None = None,
                  min_delay: float = 0.2, max_delay: float = 10.0,
                  hub_port: int | None = None):
+        super().__init__(min_delay, max_delay)
         self.grant = grant
         self.route = route
         self.key = asyncssh.import_private_key(key.private_openssh)
         self.host_key = asyncssh.import_public_key(grant.host_key)
         self.local_port = local_port
         self.hub_port = hub_port
-        self.on_state = on_state or (lambda state: None)
-        self.backoff = Backoff(min_delay, max_delay)
-        self.connects = 0
-        self.disconnects = 0
-        self._closing = False
         self._conn: asyncssh.SSHClientConnection | None = None
         self._listener: asyncssh.SSHListener | None = None
 
-    async def _connect_once(self) -> None:
+    async def _connect_once(self) -> bool:
+        try:
+            await self._connection()
+        except asyncssh.PermissionDenied:
+            raise SessionEnded("the relay no longer accepts this session's key") from None
+        except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
+            log.warning("tunnel: %s", exc or type(exc).__name__)
+        return True
+
+    async def _connection(self) -> None:
         g = self.grant
         sock = None
         if await self.route.pick() == "websocket":
@@ -83,33 +86,15 @@ class Tunnel:
             self.connects += 1
             log.info("tunnel up: %s:%d on the relay -> 127.0.0.1:%d", g.listen_host,
                      g.listen_port, self.local_port)
-            self.on_state("connected")
             await conn.wait_closed()
         finally:
             conn.close()
             self._conn = self._listener = None
 
-    async def run(self) -> None:
-        while not self._closing:
-            started = time.monotonic()
-            try:
-                await self._connect_once()
-            except asyncssh.PermissionDenied:
-                raise SessionEnded("the relay no longer accepts this session's key") from None
-            except (OSError, asyncssh.Error, asyncio.TimeoutError) as exc:
-                log.warning("tunnel: %s", exc or type(exc).__name__)
-            if self._closing:
-                break
-            self.disconnects += 1
-            self.on_state("disconnected")
-            wait = self.backoff.next_wait(time.monotonic() - started)
-            log.info("tunnel down; reconnecting in %.1f s", wait)
-            await asyncio.sleep(wait)
-
     async def close(self) -> None:
         """Stop reconnecting; withdraw the forward (telling the relay the session is over,
         not merely disconnected), then close the connection."""
-        self._closing = True
+        await super().close()
         conn, listener = self._conn, self._listener
         if listener is not None:
             listener.close()  # sends cancel-tcpip-forward
