@@ -70,11 +70,12 @@ c.EverestSpawner.environment = {{"JUPYTERHUB_ACTIVITY_INTERVAL": "2"}}
 
 
 class HubProcess:
-    """``jupyterhub`` on free ports in ``folder``; ``start``/``stop``/``kill9``/``restart``
-    keep the same ports and database."""
+    """``jupyterhub`` on free ports in ``folder``; ``start``/``stop``/``kill9`` keep the
+    same ports and database. ``extra_config`` is appended to its configuration."""
 
     def __init__(self, folder: Path, everest_url: str, relay_url: str, service_token: str,
-                 hub_port: int, python: str = sys.executable, sweep_interval: float = 300):
+                 hub_port: int, python: str = sys.executable, sweep_interval: float = 300,
+                 extra_config: str = ""):
         self.folder = folder
         self.folder.mkdir(parents=True, exist_ok=True)
         self.python = python
@@ -89,7 +90,7 @@ class HubProcess:
             "service_token": service_token, "relay_url": relay_url, "profiles": PROFILES,
             "sweep_interval": sweep_interval}
         self.config = folder / "jupyterhub_config.py"
-        self.config.write_text(_CONFIG.format(settings=json.dumps(settings)))
+        self.config.write_text(_CONFIG.format(settings=json.dumps(settings)) + extra_config)
         self.log_path = folder / "jupyterhub.log"
         self.proc: subprocess.Popen | None = None
         self.env = child_env(JUPYTERHUB_CRYPT_KEY=secrets.token_hex(32))
@@ -200,7 +201,7 @@ class HubStack:
     ``everest`` is a client of the hub's service account."""
 
     def __init__(self, folder: Path, *, python: str = sys.executable, service_slots: int = 8,
-                 sweep_interval: float = 300):
+                 sweep_interval: float = 300, extra_config: str = ""):
         self.folder = folder
         self.python = python
         self.server = ServerProcess(folder / "everest", service_slots=service_slots,
@@ -208,6 +209,7 @@ class HubStack:
         add_user(self.server.data_dir, SERVICE_USER, password_for(SERVICE_USER))
         self.hub_port = free_port()
         self.sweep_interval = sweep_interval
+        self.extra_config = extra_config  # appended to jupyterhub_config.py
         self.relay: RelayProcess | None = None
         self.hub: HubProcess | None = None
         self.everest: EverestClient | None = None
@@ -222,7 +224,8 @@ class HubStack:
         self.everest = EverestClient(self.server.url, token)
         self.hub = HubProcess(self.folder / "hub", self.server.url, self.relay.url, token,
                               self.hub_port, python=self.python,
-                              sweep_interval=self.sweep_interval).start()
+                              sweep_interval=self.sweep_interval,
+                              extra_config=self.extra_config).start()
         self.api = HubApi(self.hub)
         return self
 
