@@ -10,6 +10,7 @@ import requests
 from playwright.sync_api import Browser, Page, expect
 
 from everest_app.client import EverestClient
+from tests.fixtures.browser import run_a_cell
 from tests.fixtures.local_server import password_for
 from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import run_in_kernel, wait_for
@@ -110,14 +111,7 @@ def test_sign_in_with_everest_pick_a_profile_and_run_a_cell(stack: HubStack,
         page.check("input[name=profile][value=short]")
         page.get_by_role("button", name="Start").click()
         page.wait_for_url("**/user/alice/lab**", timeout=180_000)
-        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
-        expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=90_000)
-        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-        editor.click()
-        page.keyboard.type("print(6*7)")
-        expect(editor).to_have_text("print(6*7)")
-        page.keyboard.press("Shift+Enter")
-        expect(page.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=90_000)
+        run_a_cell(page)
     finally:
         page.context.close()
 

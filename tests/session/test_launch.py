@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, expect
 
 from everest_app.client import EverestClient
 from everest_local.app import server_running
+from tests.fixtures.browser import run_a_cell
 from tests.fixtures.local_server import ServerProcess, kill_tasks_under
 from tests.session.helpers import (
     RelayProcess,
@@ -106,14 +107,7 @@ def test_chromium_opens_the_url_and_runs_a_cell(launched: Launched, browser: Bro
         page = context.new_page()
         page.set_default_timeout(90_000)
         page.goto(launched.out["url"])
-        page.locator('.jp-LauncherCard[data-category="Notebook"]').first.click()
-        expect(page.get_by_text("Python 3 (ipykernel) | Idle")).to_be_visible(timeout=90_000)
-        editor = page.locator(".jp-Notebook .jp-Cell .cm-content").first
-        editor.click()
-        page.keyboard.type("print(6*7)")
-        expect(editor).to_have_text("print(6*7)")
-        page.keyboard.press("Shift+Enter")
-        expect(page.locator(".jp-OutputArea-output").first).to_have_text("42", timeout=90_000)
+        run_a_cell(page)
         # JupyterLab 4 asks about "official Jupyter news" in a toast unless told not to
         # (by the time a cell has run, the toast would be showing)
         expect(page.get_by_text("Would you like to get notified about official Jupyter "
