@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import io
 import json
+import secrets
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,8 @@ from tests.fixtures.local_server import ServerProcess, start_server
 
 APPS = Path(__file__).resolve().parent / "apps"
 # quotes, a command substitution and a glob: only a shell would make anything of them
-TRICKY = "it's a $(touch /tmp/pwned) `id` * ; test"
+PWNED = Path(tempfile.gettempdir()) / f"pwned-{secrets.token_hex(6)}"
+TRICKY = f"it's a $(touch {PWNED}) `id` * ; test"
 
 
 def write_resources(path: Path, resources: list[dict[str, Any]], **extra: Any) -> Path:
@@ -53,7 +56,7 @@ def check_roundtrip(server: ServerProcess, resource: str) -> dict[str, Any]:
     assert report["uid"] != 0, "tasks must not run as root"
     assert report["has_token"]
     assert client.read(done.output("upper")) == b"HELLO RESOURCES\n"
-    assert not Path("/tmp/pwned").exists()
+    assert not PWNED.exists()
     return report
 
 

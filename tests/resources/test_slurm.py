@@ -10,6 +10,7 @@ import pytest
 from everest_local.backends import TaskSpec
 from everest_local.backends.slurm import SlurmBackend
 from everest_local.resources import Resource
+from tests.fixtures.sshd import running_sshd
 from tests.resources import kit
 
 pytestmark = pytest.mark.timeout(600)
@@ -71,6 +72,32 @@ def test_time_limit_is_enforced_by_the_server(slurm_server):
 def test_kill9_restart_readopts_the_slurm_job(slurm_server):
     report, log = kit.check_kill9_restart(slurm_server, "hpc", slurm_server.tasks_at)
     assert f"job_id {report['slurm_job_id']}" in log
+
+
+@pytest.fixture(scope="module")
+def login_node(slurm_cluster, task_user, task_user_dir):
+    """An sshd whose sessions see the cluster (SLURM_CONF): a login node."""
+    with running_sshd(task_user, task_user_dir,
+                      set_env={"SLURM_CONF": str(slurm_cluster.conf)}) as node:
+        yield node
+
+
+def test_jobs_go_through_a_login_node_over_ssh(login_node, task_user, task_user_dir,
+                                               tmp_path_factory):
+    root = tmp_path_factory.mktemp("slurm-login-server")
+    tasks_at = task_user_dir / "slurm-login-tasks"
+    resources = kit.write_resources(root / "resources.yaml", [
+        {"name": "remote-hpc", "kind": "slurm", "login": login_node.login(),
+         "workdir": str(tasks_at), "poll_interval": 0.2},
+    ])
+    server = kit.serve(root / "data", resources)  # no SLURM_CONF here: only on the login
+    try:
+        report = kit.check_roundtrip(server, "remote-hpc")
+        assert report["slurm_job_id"] and report["uid"] == task_user.pw_uid
+        assert report["marker"] == login_node.marker
+        kit.check_cancel(server, "remote-hpc", tasks_at)
+    finally:
+        server.close()
 
 
 def test_sbatch_options_come_from_requirements_and_the_resource(tmp_path):
