@@ -36,14 +36,17 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from everest_app.descriptor import Application
 from everest_app.states import ACTIVE_STATES, JobState, TaskState
 from everest_local import processes
+from everest_local.auth import Tokens
 from everest_local.backends import Backend, TaskSpec, make_backend, write_argv
-from everest_local.files import canonical_uri
-from everest_local.resources import LOCAL, Resource
+from everest_local.catalog import Catalog
+from everest_local.files import FileStore, canonical_uri
+from everest_local.resources import LOCAL, Resource, Resources
+from everest_local.settings import ServerSettings
 from everest_local.staging import (
     StagingError,
     build_argv,
@@ -51,12 +54,23 @@ from everest_local.staging import (
     resolve_executable,
     stage_inputs,
 )
-from everest_local.store import JobRow, TaskRow
-
-if TYPE_CHECKING:
-    from everest_local.core import Core
+from everest_local.store import JobRow, Store, TaskRow
 
 log = logging.getLogger(__name__)
+
+
+class Host(Protocol):
+    """What the executor needs of the server it runs in (:class:`everest_local.core.Core`):
+    named here so this module does not import the one that imports it."""
+
+    settings: ServerSettings
+    store: Store
+    catalog: Catalog
+    files: FileStore
+    tokens: Tokens
+    resources: Resources
+    url: str
+    task_url: str
 
 Slot = tuple[str, bool]  # (resource id, service?): one queue and one slot count each
 TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
@@ -112,7 +126,7 @@ class Running:
 class Executor:
     """Queues jobs, starts their tasks in slots, watches them, records how they end."""
 
-    def __init__(self, core: Core):
+    def __init__(self, core: Host):
         self.core = core
         self.settings = core.settings
         self.tasks_root = core.settings.data_dir / "tasks"

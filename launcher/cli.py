@@ -12,6 +12,7 @@ import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from everest_app.errors import AuthError, EverestConnectionError, EverestError, NotFoundError
 
@@ -42,13 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="JupyterLab sessions as Everest jobs, and the Everest client behind them.",
     )
     _add_common_options(parser)
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                       parser_class=_CommandParser)
     for name, options in COMMAND_MODULES:
         importlib.import_module(name).register(subparsers, **options)
-    for sub in _subcommand_parsers(parser):
-        _add_common_options(sub, default=argparse.SUPPRESS)
-        sub.set_defaults(_parser=sub)  # the deepest one wins: its usage goes with its errors
     return parser
+
+
+class _CommandParser(argparse.ArgumentParser):
+    """The parser of a (sub)command: it takes the common options too, and is the one whose
+    usage goes with its errors (the deepest one's defaults win). Its own subcommands are
+    made of this class as well (argparse makes them of their parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        _add_common_options(self, default=argparse.SUPPRESS)
+        self.set_defaults(_parser=self)
 
 
 def _add_common_options(parser: argparse.ArgumentParser, default: object = None) -> None:
@@ -66,17 +76,6 @@ def _add_common_options(parser: argparse.ArgumentParser, default: object = None)
                         help="configuration profile to use (default: the file's default)")
     parser.add_argument("--everest", metavar="URL", default=default,
                         help="Everest server URL (overrides the profile)")
-
-
-def _subcommand_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
-    """Every parser below ``parser``, at any depth (``job show`` included)."""
-    found = []
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in dict.fromkeys(action.choices.values()):
-                found.append(sub)
-                found.extend(_subcommand_parsers(sub))
-    return found
 
 
 def exit_code_for(error: EverestError) -> int:

@@ -33,7 +33,7 @@ def make_client(args: argparse.Namespace) -> EverestClient:
     return EverestClient(profile.url, profile.token or "")
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     """Add login, logout, apps, app, jobs, job and files."""
     p = subparsers.add_parser("login", help="obtain a token and store it in the profile")
     p.add_argument("--user", "-u", help="Everest user name (asked when omitted)")

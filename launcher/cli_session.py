@@ -8,24 +8,20 @@ runs the relay as a service (:mod:`launcher.relay`).
 from __future__ import annotations
 
 import argparse
-import asyncio
-import logging
 import sys
 import webbrowser
-
-from traitlets import TraitError
+from typing import Any
 
 from everest_app import config as app_config
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
-from everest_app.options import add_options, from_options
 from everest_app.states import JobState
 from launcher.output import print_json, print_table
 from launcher.relay_client import RelayClient
 from launcher.session_state import SessionState
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: Any) -> None:
     """Add the session commands to the root parser."""
     _register_launch(subparsers)
     _register_sessions(subparsers)
@@ -36,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 # -- launch ---------------------------------------------------------------------------------
 
 
-def _register_launch(subparsers: argparse._SubParsersAction) -> None:
+def _register_launch(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "launch", help="start JupyterLab as an Everest job and print its URL",
         description="Start a JupyterLab session as an Everest job and print its URL once it "
@@ -161,7 +157,7 @@ def launch_cmd(args: argparse.Namespace) -> int:
 # -- sessions, stop ---------------------------------------------------------------------------
 
 
-def _register_sessions(subparsers: argparse._SubParsersAction) -> None:
+def _register_sessions(subparsers: Any) -> None:
     p = subparsers.add_parser("sessions", help="list your live sessions and their URLs")
     p.add_argument("--all", action="store_true", help="include ended sessions")
     p.add_argument("--relay", default=None, metavar="URL", help="relay address")
@@ -235,7 +231,7 @@ def stop_cmd(args: argparse.Namespace) -> int:
 # -- ui ---------------------------------------------------------------------------------------
 
 
-def _register_ui(subparsers: argparse._SubParsersAction) -> None:
+def _register_ui(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "ui", help="open the Everest web UI, signed in",
         description="Open the web UI of the Everest in use in a browser. On the embedded "
@@ -285,13 +281,9 @@ def ui_cmd(args: argparse.Namespace) -> int:
 # -- relay ------------------------------------------------------------------------------------
 
 
-RELAY_DESCRIPTION = (
-    "Run the relay: an HTTP API for sessions and tickets, an SSH server for session tunnels, "
-    "every session under /session/<id>/ on the same HTTP(S) port. State persists in "
-    "--state-dir, so a restart keeps sessions.")
+def _register_relay(subparsers: Any) -> None:
+    from launcher.relay_config import RELAY_DESCRIPTION, add_relay_arguments
 
-
-def _register_relay(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "relay", help="run the relay (session rendezvous and tunnel end) as a service",
         description=RELAY_DESCRIPTION)
@@ -299,31 +291,8 @@ def _register_relay(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_relay)
 
 
-def add_relay_arguments(p: argparse.ArgumentParser) -> None:
-    """Add the relay's options (``everest-jupyter relay``, ``python -m launcher.relay``): one
-    per :class:`launcher.relay.RelayConfig` setting."""
-    from launcher.relay import RelayConfig
-
-    add_options(p, RelayConfig,
-                title="settings (docs/reference/relay.md; also c.RelayConfig.<name>)")
-
-
 def run_relay(args: argparse.Namespace) -> int:
-    """Run the relay in the foreground until SIGINT/SIGTERM."""
-    from launcher.relay import RelayConfig, serve
+    """``everest-jupyter relay``: run the relay in the foreground until SIGINT/SIGTERM."""
+    from launcher.relay import run
 
-    everest = app_config.load_profile(args.profile, url=args.everest).url
-    if not everest:
-        raise SystemExit("error: the relay needs an Everest to check tokens with: --everest URL "
-                         "or a configured profile")
-    try:
-        cfg = from_options(RelayConfig, args, everest_url=everest)
-    except (ValueError, TraitError) as exc:
-        raise SystemExit(f"error: {exc}") from None
-    logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
-    logging.getLogger("asyncssh").setLevel(logging.WARNING)
-    try:
-        asyncio.run(serve(cfg))
-    except KeyboardInterrupt:
-        pass
-    return 0
+    return run(args)

@@ -15,7 +15,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
 def pages() -> dict[str, str]:
     """File name -> Markdown text of every generated reference page."""
     from everest_local.settings import ServerSettings
-    from launcher.relay import RelayConfig
+    from launcher.relay_config import RelayConfig
 
     return {
         "server.md": reference(

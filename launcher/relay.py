@@ -20,6 +20,7 @@ stay the same across tunnel reconnects and relay restarts.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import hashlib
@@ -38,14 +39,14 @@ import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
-from traitlets import Float, Integer, List, Unicode, default
-from traitlets.config import Configurable
+from traitlets import TraitError
 
-from everest_app.config import data_dir as app_data_dir
+from everest_app import config as app_config
 from everest_app.config import write_private
-from everest_app.options import HostPort, PathTrait, split_host_port
+from everest_app.options import from_options
 from launcher import relay_store as rs
 from launcher.relay_auth import EverestAuth
+from launcher.relay_config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
 from launcher.relay_proxy import ChannelPool
 from launcher.relay_ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay_websocket import PATH as WEBSOCKET_PATH
@@ -61,102 +62,6 @@ PORT_FILE = "http_port"
 FORWARD_PORT = 8888
 """The port number of every new session's (virtual) forward: the SSH protocol needs one,
 nothing binds it, and the session id already tells sessions apart."""
-
-
-class RelayConfig(Configurable):
-    """How a relay runs: its settings, declared once (``everest-jupyter relay`` options, config
-    files, ``docs/reference/relay.md``; see :mod:`everest_app.options`)."""
-
-    state_dir = PathTrait(
-        help="Where sessions, the SSH host key and the runners' secret live (kept across "
-             "restarts, so sessions survive them).",
-    ).tag(config=True, default_text="$XDG_DATA_HOME/everest-jupyter/relay")
-    everest_url = Unicode(
-        help="The Everest (or local server) whose tokens the relay accepts (the command line "
-             "takes it from --everest or the profile).",
-    ).tag(config=True, cli=False)
-    http = HostPort(
-        "127.0.0.1:8765",
-        help="The one HTTP(S) address of the API and every session, under /session/<id>/ "
-             "(port 0: the one used last time, else a free one).").tag(config=True)
-    ssh = HostPort("127.0.0.1:8022", help="The SSH address for tunnels.").tag(config=True)
-    listen_host = Unicode(
-        "127.0.0.1",
-        help="The host name of the sessions' forwards in the SSH protocol (nothing binds it; "
-             "older runners keep theirs).").tag(config=True, metavar="HOST")
-    public_host = Unicode(
-        None, allow_none=True,
-        help="The host name in session URLs (default: the HTTP host, or this machine's name "
-             "when that is a wildcard).").tag(config=True, metavar="HOST")
-    public_url = Unicode(
-        None, allow_none=True,
-        help="The relay's public address: runners are told to use it and session URLs start "
-             "with it (default: the address the caller reached the API at, and the public "
-             "host with the bound port in session URLs).").tag(config=True, metavar="URL")
-    ssh_advertise = HostPort(
-        None, allow_none=True,
-        help="The SSH address runners dial, when NAT or a port forward sits between (default: "
-             "the host they reached the API at, and the SSH port).").tag(config=True)
-    ticket_ttl = Float(900.0, help="Seconds a session's ticket stays valid.").tag(config=True)
-    stale_after = Float(
-        24 * 3600.0,
-        help="Seconds a session may stay starting or disconnected before the relay ends it "
-             "(its runner is gone).").tag(config=True)
-    hold = Float(
-        10.0, help="Seconds a user's request waits for a tunnel that is reconnecting.",
-    ).tag(config=True)
-    probe_timeout = Float(
-        60.0, help="Seconds the relay keeps asking a new session's notebook for its status "
-                   "through the tunnel before giving up.").tag(config=True)
-    max_proxied_body = Integer(
-        64 << 30, help="The largest request body a session accepts through the relay, in "
-                       "bytes (streamed, not buffered).").tag(config=True, metavar="BYTES")
-    auth_cache = Float(
-        5.0, help="Seconds Everest's answer on a token is reused (a revoked token works here "
-                  "at most this long).").tag(config=True)
-    certfile = Unicode(
-        None, allow_none=True, help="TLS certificate of the API and the sessions.",
-    ).tag(config=True, metavar="FILE")
-    keyfile = Unicode(None, allow_none=True, help="TLS private key.").tag(
-        config=True, metavar="FILE")
-    info_file = PathTrait(
-        None, allow_none=True,
-        help='Where to write {"pid", "url", "ssh_port"} once listening.').tag(config=True)
-    hub_api = HostPort(
-        None, allow_none=True,
-        help="A JupyterHub's API address as this machine reaches it: hub-mode sessions may "
-             "forward to it (and nowhere else) through their tunnel. Without it they must "
-             "reach the hub some other way (EverestSpawner.hub_api_url).").tag(config=True)
-    hub_service_accounts = List(
-        Unicode(),
-        help="Everest accounts (a hub's service token) that may start hub servers for any hub "
-             "user; other accounts only for their own user name.",
-    ).tag(config=True, option="--hub-service-account", dest="hub_service_account",
-          metavar="USER", append=True)
-
-    @default("state_dir")
-    def _default_state_dir(self) -> Path:
-        return app_data_dir() / "relay"
-
-    @property
-    def http_host(self) -> str:
-        return split_host_port(self.http)[0]
-
-    @property
-    def http_port(self) -> int:
-        return split_host_port(self.http)[1]
-
-    @property
-    def ssh_host(self) -> str:
-        return split_host_port(self.ssh)[0]
-
-    @property
-    def ssh_port(self) -> int:
-        return split_host_port(self.ssh)[1]
-
-    def hub_api_address(self) -> tuple[str, int] | None:
-        """``hub_api`` as (host, port), or None when not configured."""
-        return split_host_port(self.hub_api, "hub_api") if self.hub_api else None
 
 
 def load_secret(path: Path) -> bytes:
@@ -561,12 +466,28 @@ async def serve(config: RelayConfig, stop: asyncio.Event | None = None) -> None:
         await relay.stop()
 
 
+def run(args: argparse.Namespace) -> int:
+    """Run the relay of a parsed command line (see :func:`add_relay_arguments`) in the
+    foreground until SIGINT/SIGTERM; the Everest URL comes from ``--everest`` or the profile."""
+    everest = app_config.load_profile(args.profile, url=args.everest).url
+    if not everest:
+        raise SystemExit("error: the relay needs an Everest to check tokens with: --everest URL "
+                         "or a configured profile")
+    try:
+        cfg = from_options(RelayConfig, args, everest_url=everest)
+    except (ValueError, TraitError) as exc:
+        raise SystemExit(f"error: {exc}") from None
+    logging.getLogger("launcher").setLevel(logging.DEBUG if args.debug else logging.INFO)
+    logging.getLogger("asyncssh").setLevel(logging.WARNING)
+    try:
+        asyncio.run(serve(cfg))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m launcher.relay``: the relay as a service, without the rest of the CLI."""
-    import argparse
-
-    from launcher.cli_session import RELAY_DESCRIPTION, add_relay_arguments, run_relay
-
     parser = argparse.ArgumentParser(prog="python -m launcher.relay",
                                      description=RELAY_DESCRIPTION)
     parser.add_argument("--everest", metavar="URL", help="the Everest whose tokens to accept")
@@ -576,7 +497,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                         "%(message)s")
-    return run_relay(args)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -26,13 +26,10 @@ from __future__ import annotations
 import queue
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.futures import JobFuture
+from orchestrator.futures import JobFuture, Submitter
 from orchestrator.progress import progress_bar
-
-if TYPE_CHECKING:
-    from orchestrator.engine import Orchestrator
 
 
 class Actor:
@@ -79,7 +76,7 @@ class Actor:
 class ActorRun:
     """One execution of a set of actors. Created by ``Orchestrator.run``."""
 
-    def __init__(self, orchestrator: Orchestrator, actors: list[Actor], progress: bool):
+    def __init__(self, orchestrator: Submitter, actors: list[Actor], progress: bool):
         self.orchestrator = orchestrator
         self.actors = actors
         self.progress = progress

@@ -30,14 +30,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from everest_app.client import EverestClient
 from everest_app.errors import EverestConnectionError, EverestError, ServerError
 from everest_app.job import Job
 from everest_app.states import JobState
+from orchestrator.actors import Actor, ActorRun
 from orchestrator.cadence import Cadence
 from orchestrator.errors import DependencyFailed, JobFailed, OrchestratorClosed
+from orchestrator.executor import AppExecutor
 from orchestrator.futures import JobFuture
 from orchestrator.inputs import (
     dependencies,
@@ -51,10 +53,6 @@ from orchestrator.journal import Journal
 from orchestrator.poller import Poller
 from orchestrator.progress import progress_bar
 from orchestrator.uploads import Uploads
-
-if TYPE_CHECKING:
-    from orchestrator.actors import Actor
-    from orchestrator.executor import AppExecutor
 
 log = logging.getLogger(__name__)
 
@@ -478,14 +476,10 @@ class Orchestrator:
     def executor(self, app: str, *, name: str | None = None,
                  resources: list[str] | None = None, retries: int = 0) -> AppExecutor:
         """A :class:`concurrent.futures.Executor` whose ``submit(inputs)`` runs ``app``."""
-        from orchestrator.executor import AppExecutor
-
         return AppExecutor(self, app, name=name, resources=resources, retries=retries)
 
     def run(self, actors: Iterable[Actor], *, progress: bool | None = None) -> None:
         """Run Templet-style actors until none has work (see :mod:`orchestrator.actors`)."""
-        from orchestrator.actors import ActorRun
-
         ActorRun(self, list(actors), self.progress if progress is None else progress).run()
 
     # -- files -------------------------------------------------------------------------------

@@ -13,18 +13,15 @@ import concurrent.futures
 import threading
 import time
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from orchestrator.futures import JobFuture
-
-if TYPE_CHECKING:
-    from orchestrator.engine import Orchestrator
+from orchestrator.futures import JobFuture, Submitter
 
 
 class AppExecutor(concurrent.futures.Executor):
     """Runs jobs of one application through an :class:`~orchestrator.engine.Orchestrator`."""
 
-    def __init__(self, orchestrator: Orchestrator, app: str, *, name: str | None = None,
+    def __init__(self, orchestrator: Submitter, app: str, *, name: str | None = None,
                  resources: list[str] | None = None, retries: int = 0):
         self.orchestrator = orchestrator
         self.app = app

@@ -11,10 +11,18 @@ from __future__ import annotations
 import concurrent.futures
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from everest_app.job import Job
 from everest_app.states import JobState
+
+
+class Submitter(Protocol):
+    """What submits jobs and hands back their futures (an :class:`orchestrator.Orchestrator`):
+    actors and executors need only this, so they do not import the engine that runs them."""
+
+    def submit(self, app: str, inputs: dict[str, Any] | None = None,
+               **options: Any) -> JobFuture: ...
 
 
 class JobFuture(concurrent.futures.Future):

@@ -13,7 +13,7 @@ from everest_app.options import from_options, load_config, settings
 from everest_local.settings import ServerSettings
 from launcher.cli import build_parser
 from launcher.reference_docs import REFERENCE, pages
-from launcher.relay import RelayConfig
+from launcher.relay_config import RelayConfig
 
 
 def _help(capsys: pytest.CaptureFixture, command: str) -> str:

@@ -1,0 +1,121 @@
+"""The relay's settings, declared once (see :mod:`everest_app.options`), and its command-line
+options: light to import, so building the CLI does not load the relay (asyncssh, tornado)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from traitlets import Float, Integer, List, Unicode, default
+from traitlets.config import Configurable
+
+from everest_app.config import data_dir as app_data_dir
+from everest_app.options import HostPort, PathTrait, add_options, split_host_port
+
+RELAY_DESCRIPTION = (
+    "Run the relay: an HTTP API for sessions and tickets, an SSH server for session tunnels, "
+    "every session under /session/<id>/ on the same HTTP(S) port. State persists in "
+    "--state-dir, so a restart keeps sessions.")
+
+
+class RelayConfig(Configurable):
+    """How a relay runs: its settings, declared once (``everest-jupyter relay`` options, config
+    files, ``docs/reference/relay.md``; see :mod:`everest_app.options`)."""
+
+    state_dir = PathTrait(
+        help="Where sessions, the SSH host key and the runners' secret live (kept across "
+             "restarts, so sessions survive them).",
+    ).tag(config=True, default_text="$XDG_DATA_HOME/everest-jupyter/relay")
+    everest_url = Unicode(
+        help="The Everest (or local server) whose tokens the relay accepts (the command line "
+             "takes it from --everest or the profile).",
+    ).tag(config=True, cli=False)
+    http = HostPort(
+        "127.0.0.1:8765",
+        help="The one HTTP(S) address of the API and every session, under /session/<id>/ "
+             "(port 0: the one used last time, else a free one).").tag(config=True)
+    ssh = HostPort("127.0.0.1:8022", help="The SSH address for tunnels.").tag(config=True)
+    listen_host = Unicode(
+        "127.0.0.1",
+        help="The host name of the sessions' forwards in the SSH protocol (nothing binds it; "
+             "older runners keep theirs).").tag(config=True, metavar="HOST")
+    public_host = Unicode(
+        None, allow_none=True,
+        help="The host name in session URLs (default: the HTTP host, or this machine's name "
+             "when that is a wildcard).").tag(config=True, metavar="HOST")
+    public_url = Unicode(
+        None, allow_none=True,
+        help="The relay's public address: runners are told to use it and session URLs start "
+             "with it (default: the address the caller reached the API at, and the public "
+             "host with the bound port in session URLs).").tag(config=True, metavar="URL")
+    ssh_advertise = HostPort(
+        None, allow_none=True,
+        help="The SSH address runners dial, when NAT or a port forward sits between (default: "
+             "the host they reached the API at, and the SSH port).").tag(config=True)
+    ticket_ttl = Float(900.0, help="Seconds a session's ticket stays valid.").tag(config=True)
+    stale_after = Float(
+        24 * 3600.0,
+        help="Seconds a session may stay starting or disconnected before the relay ends it "
+             "(its runner is gone).").tag(config=True)
+    hold = Float(
+        10.0, help="Seconds a user's request waits for a tunnel that is reconnecting.",
+    ).tag(config=True)
+    probe_timeout = Float(
+        60.0, help="Seconds the relay keeps asking a new session's notebook for its status "
+                   "through the tunnel before giving up.").tag(config=True)
+    max_proxied_body = Integer(
+        64 << 30, help="The largest request body a session accepts through the relay, in "
+                       "bytes (streamed, not buffered).").tag(config=True, metavar="BYTES")
+    auth_cache = Float(
+        5.0, help="Seconds Everest's answer on a token is reused (a revoked token works here "
+                  "at most this long).").tag(config=True)
+    certfile = Unicode(
+        None, allow_none=True, help="TLS certificate of the API and the sessions.",
+    ).tag(config=True, metavar="FILE")
+    keyfile = Unicode(None, allow_none=True, help="TLS private key.").tag(
+        config=True, metavar="FILE")
+    info_file = PathTrait(
+        None, allow_none=True,
+        help='Where to write {"pid", "url", "ssh_port"} once listening.').tag(config=True)
+    hub_api = HostPort(
+        None, allow_none=True,
+        help="A JupyterHub's API address as this machine reaches it: hub-mode sessions may "
+             "forward to it (and nowhere else) through their tunnel. Without it they must "
+             "reach the hub some other way (EverestSpawner.hub_api_url).").tag(config=True)
+    hub_service_accounts = List(
+        Unicode(),
+        help="Everest accounts (a hub's service token) that may start hub servers for any hub "
+             "user; other accounts only for their own user name.",
+    ).tag(config=True, option="--hub-service-account", dest="hub_service_account",
+          metavar="USER", append=True)
+
+    @default("state_dir")
+    def _default_state_dir(self) -> Path:
+        return app_data_dir() / "relay"
+
+    @property
+    def http_host(self) -> str:
+        return split_host_port(self.http)[0]
+
+    @property
+    def http_port(self) -> int:
+        return split_host_port(self.http)[1]
+
+    @property
+    def ssh_host(self) -> str:
+        return split_host_port(self.ssh)[0]
+
+    @property
+    def ssh_port(self) -> int:
+        return split_host_port(self.ssh)[1]
+
+    def hub_api_address(self) -> tuple[str, int] | None:
+        """``hub_api`` as (host, port), or None when not configured."""
+        return split_host_port(self.hub_api, "hub_api") if self.hub_api else None
+
+
+def add_relay_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the relay's options (``everest-jupyter relay``, ``python -m launcher.relay``): one
+    per :class:`RelayConfig` setting."""
+    add_options(p, RelayConfig,
+                title="settings (docs/reference/relay.md; also c.RelayConfig.<name>)")
