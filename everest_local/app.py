@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import importlib
-import importlib.util
 import inspect
 import json
 import logging
@@ -33,11 +31,11 @@ from everest_local.handlers import NotFoundHandler, api_routes
 from everest_local.hooks import Hooks, load_plugins
 from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
+from everest_local.web import routes as web_routes
 
 log = logging.getLogger(__name__)
 
 SERVER_JSON = "server.json"
-WEB_MODULE = "everest_local.web"
 
 
 class ServerBusyError(RuntimeError):
@@ -45,14 +43,8 @@ class ServerBusyError(RuntimeError):
 
 
 def make_app(core: Core) -> tornado.web.Application:
-    """The tornado application: the REST API, then the web UI's routes when it exists.
-
-    The web UI package is optional while it is being written; once it exists, an error
-    importing it is raised, never hidden.
-    """
-    routes: list[Any] = list(api_routes(core))
-    if importlib.util.find_spec(WEB_MODULE) is not None:
-        routes.extend(importlib.import_module(WEB_MODULE).routes())
+    """The tornado application: the REST API, then the web UI's routes."""
+    routes: list[Any] = [*api_routes(core), *web_routes()]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler,
                                    default_handler_args={"core": core}, xsrf_cookies=False)
 
