@@ -27,6 +27,8 @@ PROFILES = [
     {"display_name": "This machine, 1 hour", "slug": "hour", "time_limit": 3600,
      "default": True},
     {"display_name": "This machine, 10 minutes", "slug": "short", "time_limit": 600},
+    {"display_name": "Nowhere", "slug": "nowhere", "resource": "0" * 24},  # no such resource
+    {"display_name": "Broken", "slug": "broken", "packages": ["/nonexistent/nothing.whl"]},
 ]
 
 _CONFIG = """\

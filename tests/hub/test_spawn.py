@@ -61,6 +61,13 @@ def test_a_named_server_with_a_chosen_profile(stack: HubStack) -> None:
     auth = {"Authorization": f"token {stack.hub.driver_token}"}
     status = requests.get(api.proxied("/user/carol/gpu/api/status"), headers=auth, timeout=30)
     assert status.status_code == 200
+    # the server reports activity to the hub (every 2 s here) through the relay's forward
+    # to the hub API — what the hub's idle culler reads
+    first = api.server("carol", "gpu")["last_activity"]
+    assert run_in_kernel(api.proxied("/user/carol/gpu/"), stack.hub.driver_token,
+                         "print('busy')") == "busy\n"
+    wait_for(lambda: api.server("carol", "gpu")["last_activity"] != first, 60,
+             "an activity report through the forward", interval=0.5)
     api.stop("carol", "gpu")
     wait_job_state(stack.everest, job.id, {"CANCELLED"})
 
@@ -76,6 +83,33 @@ def test_options_outside_the_profiles_are_refused(stack: HubStack) -> None:
         wait_for(lambda: api.server("oscar") is None, 30, "the failed spawn to clear")
         wait_for(lambda said=said: said in stack.hub.log(), 10, "the refusal in the log")
     assert not hub_jobs(stack.everest, "oscar")  # nothing was submitted
+
+
+def test_a_refused_submission_fails_the_spawn_with_everests_reason(stack: HubStack) -> None:
+    api = stack.api
+    assert api.spawn("paul", profile="nowhere").status_code in (201, 202)
+    last = list(api.progress("paul"))[-1]
+    assert last.get("failed"), last
+    assert "Could not start your server: Everest refused" in last["message"]
+    assert "0" * 24 in last["message"]  # Everest's own words: which resource it does not know
+    wait_for(lambda: api.server("paul") is None, 30, "the failed spawn to clear")
+    sessions = stack.relay_api()("GET", "/api/sessions").json()
+    assert not [s for s in sessions if s["label"] == "testhub/paul/"]  # closed again
+    assert not hub_jobs(stack.everest, "paul")
+
+
+def test_a_job_that_fails_says_why_in_the_users_words(stack: HubStack) -> None:
+    api = stack.api
+    assert api.spawn("rita", profile="broken").status_code in (201, 202)
+    last = list(api.progress("rita"))[-1]
+    assert last.get("failed"), last
+    (job,) = hub_jobs(stack.everest, "rita")
+    message = last["message"]
+    assert f"Everest job {job.id} ended FAILED before the server was reachable" in message
+    # the runner's own last error line, not its whole log
+    assert "The session runner said: " in message and "nothing.whl" in message
+    assert len(message) < 1500
+    wait_for(lambda: api.server("rita") is None, 30, "the failed spawn to clear")
 
 
 def test_a_job_cancelled_outside_the_hub_is_noticed(stack: HubStack) -> None:
