@@ -314,6 +314,7 @@ class EverestSpawner(Spawner):
         self._events = []
         self._starting = True
         self.job_id = self.session_id = None
+        self._token = None  # a new sign-in may have brought a new token
         try:
             return await self._start(profile)
         except BaseException:
@@ -541,7 +542,9 @@ class EverestSpawner(Spawner):
         cache = self._cache(token)
         try:
             snapshot = await cache.fresh(self.status_interval)
-        except ApiError:
+        except ApiError as exc:
+            if exc.status == 401:
+                self._token = None  # expired or revoked: read auth_state again next time
             if time.monotonic() - self._last_known > self.poll_grace:
                 self.log.warning("%s: Everest unreachable for %.0f s; giving the server up",
                                  self._log_name, self.poll_grace)
