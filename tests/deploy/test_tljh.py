@@ -8,7 +8,6 @@ traefik, is replaced by configurable-http-proxy here.)"""
 from __future__ import annotations
 
 import importlib
-import json
 import shutil
 import subprocess
 import sys
@@ -124,26 +123,11 @@ def test_a_wrong_section_stops_the_hub_with_a_message(plugin_site: Path, tmp_pat
         plugin_manager().hook.tljh_custom_jupyterhub_config(c=Config())
 
 
-# The hub's own settings (ports, database, the test's driver service); then, as TLJH's
-# jupyterhub_config.py does after applying tljh-config, the plugins' hook.
-_HUB_CONFIG = """\
-import json, sys
-c = get_config()  # noqa: F821
-s = json.loads({settings!r})
+# After the hub's own settings (tests.hub.helpers.HUB_BASE_CONFIG), as TLJH's
+# jupyterhub_config.py does after applying tljh-config: the plugins' hook.
+_TLJH_CONFIG = """
+import sys
 sys.path.insert(0, s["plugin_site"])
-c.JupyterHub.ip = "127.0.0.1"
-c.JupyterHub.port = s["port"]
-c.JupyterHub.hub_ip = "127.0.0.1"
-c.JupyterHub.hub_port = s["hub_port"]
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:%d" % s["proxy_api_port"]
-c.ConfigurableHTTPProxy.auth_token = s["proxy_token"]
-c.ConfigurableHTTPProxy.pid_file = s["dir"] + "/proxy.pid"
-c.JupyterHub.db_url = "sqlite:///" + s["dir"] + "/jupyterhub.sqlite"
-c.JupyterHub.cookie_secret_file = s["dir"] + "/cookie_secret"
-c.JupyterHub.pid_file = s["dir"] + "/jupyterhub.pid"
-c.JupyterHub.services = [{{"name": "driver", "api_token": s["driver_token"]}}]
-c.JupyterHub.load_roles = [{{"name": "driver", "services": ["driver"], "scopes": [
-    "admin:users", "admin:servers", "access:servers", "read:users"]}}]
 c.EverestSpawner.status_interval = 1.0
 
 sys.path.insert(0, s["tests"])
@@ -157,11 +141,7 @@ class TljhHub(HubProcess):
 
     def __init__(self, folder: Path, prefix: Path, plugin_site: Path, hub_port: int):
         super().__init__(folder, "", "", "", hub_port)
-        settings = {"port": self.port, "hub_port": hub_port, "proxy_api_port": free_port(),
-                    "proxy_token": "p" * 32, "dir": str(folder),
-                    "driver_token": self.driver_token, "plugin_site": str(plugin_site),
-                    "tests": str(REPO)}
-        self.config.write_text(_HUB_CONFIG.format(settings=json.dumps(settings)))
+        self.write_config(_TLJH_CONFIG, plugin_site=str(plugin_site), tests=str(REPO))
         self.env["TLJH_INSTALL_PREFIX"] = str(prefix)
 
 

@@ -31,7 +31,8 @@ PROFILES = [
     {"display_name": "Broken", "slug": "broken", "packages": ["/nonexistent/nothing.whl"]},
 ]
 
-_CONFIG = """\
+# The hub itself: loopback ports, its files in its folder, the test's "driver" service.
+HUB_BASE_CONFIG = """\
 import json
 c = get_config()  # noqa: F821
 s = json.loads({settings!r})
@@ -52,7 +53,10 @@ c.JupyterHub.tornado_settings = {{"slow_spawn_timeout": 0}}
 c.JupyterHub.services = [{{"name": "driver", "api_token": s["driver_token"]}}]
 c.JupyterHub.load_roles = [{{"name": "driver", "services": ["driver"], "scopes": [
     "admin:users", "admin:servers", "access:servers", "read:users"]}}]
+"""
 
+# What a hub admin writes for Everest (see docs/jupyterhub.md), with short test intervals.
+_EVEREST_CONFIG = """
 c.JupyterHub.authenticator_class = "everest"
 c.EverestAuthenticator.everest_url = s["everest_url"]
 
@@ -67,13 +71,14 @@ c.EverestSpawner.sweep_interval = s["sweep_interval"]
 c.EverestSpawner.poll_interval = 2
 c.EverestSpawner.http_timeout = 60
 c.EverestSpawner.default_url = "/lab"
-c.EverestSpawner.environment = {{"JUPYTERHUB_ACTIVITY_INTERVAL": "2"}}
+c.EverestSpawner.environment = {"JUPYTERHUB_ACTIVITY_INTERVAL": "2"}
 """
 
 
 class HubProcess:
-    """``jupyterhub`` on free ports in ``folder``; ``start``/``stop``/``kill9`` keep the
-    same ports and database. ``extra_config`` is appended to its configuration."""
+    """``jupyterhub`` on free ports in ``folder``, configured for EverestSpawner;
+    ``start``/``stop``/``kill9`` keep the same ports and database. ``extra_config`` is
+    appended to its configuration (:meth:`write_config` replaces the Everest part)."""
 
     def __init__(self, folder: Path, everest_url: str, relay_url: str, service_token: str,
                  hub_port: int, python: str = sys.executable, sweep_interval: float = 300,
@@ -85,17 +90,24 @@ class HubProcess:
         self.hub_port = hub_port
         self.url = f"http://127.0.0.1:{self.port}"
         self.driver_token = secrets.token_hex(16)
-        settings = {
+        self.config = folder / "jupyterhub_config.py"
+        self.settings = {
             "port": self.port, "hub_port": hub_port, "proxy_api_port": free_port(),
             "proxy_token": secrets.token_hex(16), "dir": str(folder),
-            "driver_token": self.driver_token, "everest_url": everest_url,
-            "service_token": service_token, "relay_url": relay_url, "profiles": PROFILES,
-            "sweep_interval": sweep_interval}
-        self.config = folder / "jupyterhub_config.py"
-        self.config.write_text(_CONFIG.format(settings=json.dumps(settings)) + extra_config)
+            "driver_token": self.driver_token}
+        self.write_config(_EVEREST_CONFIG + extra_config, everest_url=everest_url,
+                          service_token=service_token, relay_url=relay_url,
+                          profiles=PROFILES, sweep_interval=sweep_interval)
         self.log_path = folder / "jupyterhub.log"
         self.proc: subprocess.Popen | None = None
         self.env = child_env(JUPYTERHUB_CRYPT_KEY=secrets.token_hex(32))
+
+    def write_config(self, body: str, **settings: Any) -> None:
+        """The configuration file: :data:`HUB_BASE_CONFIG`, then ``body`` (Python, with the
+        settings as ``s``: the hub's own plus ``settings``)."""
+        self.settings.update(settings)
+        self.config.write_text(HUB_BASE_CONFIG.format(settings=json.dumps(self.settings))
+                               + body)
 
     def start(self) -> HubProcess:
         with open(self.log_path, "ab") as log:
