@@ -211,15 +211,17 @@ class HubApi:
 class HubStack:
     """A local server of its own (``service_slots`` sessions at once), a relay forwarding
     to the hub's API, and the hub: started in that order, stopped in reverse. ``python``
-    runs the hub and the local server (so the sessions' runner and single-user server);
-    ``everest`` is a client of the hub's service account."""
+    runs the hub and the local server (so the sessions' runner and single-user server),
+    ``server_env`` is added to the local server's (so its tasks') environment; ``everest``
+    is a client of the hub's service account."""
 
     def __init__(self, folder: Path, *, python: str = sys.executable, service_slots: int = 8,
-                 sweep_interval: float = 300, extra_config: str = ""):
+                 sweep_interval: float = 300, extra_config: str = "",
+                 server_env: dict[str, str] | None = None):
         self.folder = folder
         self.python = python
         self.server = ServerProcess(folder / "everest", service_slots=service_slots,
-                                    python=python)
+                                    python=python, env=server_env)
         add_user(self.server.data_dir, SERVICE_USER, password_for(SERVICE_USER))
         self.hub_port = free_port()
         self.sweep_interval = sweep_interval

@@ -1,6 +1,7 @@
 """EverestSpawner on JupyterHub 5.2 (the Littlest JupyterHub's pin), with a focused subset
 of the spawner tests: spawn through REST with progress, the proxied server and a kernel,
-stop; SIGKILL with one server running and one pending; stop while pending.
+stop; SIGKILL with one server running and one pending; stop while pending. Its runners
+tunnel with asyncssh (the other modules' with OpenSSH's ssh).
 
 The 5.2 hub runs from a small environment made once and kept in pytest's cache folder: a
 venv holding only ``jupyterhub==5.2.1`` (installed with ``--no-deps``) that layers on the
@@ -62,8 +63,10 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     cache = getattr(request.config, "cache", None)
     folder = Path(cache.mkdir("jupyterhub-" + VERSION)) if cache is not None else \
         tmp_path_factory.mktemp("jupyterhub-" + VERSION)
+    # the runners' tunnel through asyncssh here (OpenSSH's ssh in the other modules), so
+    # both carry the forward to the hub's API
     stack = HubStack(tmp_path_factory.mktemp("hub52"), python=hub52_python(folder / "venv"),
-                     service_slots=1)
+                     service_slots=1, server_env={"EVEREST_JUPYTER_TUNNEL": "asyncssh"})
     try:
         yield stack.start()
     finally:
