@@ -150,9 +150,12 @@ class TempletEngine:
 
     DELAY = 1.0
 
-    def __init__(self, client: EverestClient):
+    def __init__(self, client: EverestClient, stop: threading.Event | None = None):
         self.client = client
         self.submitted: list[tuple[str, Callable[[dict], None] | None]] = []
+        # not Templet's: lets the benchmark halt a sweep half-way, so a stopped loop sends
+        # no request into the next measurement
+        self.stop = stop or threading.Event()
 
     def submit(self, app: str, inputs: dict, on_done: Callable[[dict], None] | None = None):
         job = self.client.submit(app, inputs, name="templet-task")
@@ -160,7 +163,7 @@ class TempletEngine:
 
     def running(self) -> bool:
         i = 0
-        while i < len(self.submitted):
+        while i < len(self.submitted) and not self.stop.is_set():
             job_id, on_done = self.submitted[i]
             job = self.client.job(job_id)
             if job.state in ("FAILED", "CANCELLED"):
@@ -186,7 +189,9 @@ class PyApiSession:
         self.submitted: list[dict] = []
         self.deferred: list[dict] = []
         self.lock = threading.Lock()
+        self.closed = False  # set under the lock: no check runs or re-arms after close()
         self.timer = threading.Timer(3, self._check)
+        self.timer.daemon = True
         self.timer.start()
 
     def run(self, app: str, inputs: dict) -> dict:
@@ -213,6 +218,8 @@ class PyApiSession:
     def _check(self) -> None:
         try:
             with self.lock:
+                if self.closed:
+                    return
                 for job in list(self.submitted):
                     if job["state"] in ("DONE", "FAILED", "CANCELLED"):
                         self.submitted.remove(job)
@@ -227,9 +234,11 @@ class PyApiSession:
                         self._submit(job)
                         self.submitted.append(job)
         finally:
-            self.timer = threading.Timer(5, self._check)
-            self.timer.daemon = True
-            self.timer.start()
+            with self.lock:  # everest.py re-arms here even after close(): we must not
+                if not self.closed:
+                    self.timer = threading.Timer(5, self._check)
+                    self.timer.daemon = True
+                    self.timer.start()
 
     @staticmethod
     def result(job: dict) -> dict:
@@ -240,7 +249,10 @@ class PyApiSession:
         return job["result"]
 
     def close(self) -> None:
-        self.timer.cancel()
+        """Stop for real: a check under way finishes first (the lock), none follows."""
+        with self.lock:
+            self.closed = True
+            self.timer.cancel()
 
 
 # -- bags of tasks -------------------------------------------------------------------------
@@ -458,7 +470,7 @@ def watch_rate(server: Server, who: str, ids: list[str], warmup: float,
     client = server.client()
 
     def templet():
-        engine = TempletEngine(client)
+        engine = TempletEngine(client, stop)
         engine.submitted = [(i, None) for i in ids]
         while not stop.is_set() and engine.running():
             stop.wait(TempletEngine.DELAY)
@@ -485,11 +497,24 @@ def watch_rate(server: Server, who: str, ids: list[str], warmup: float,
     rate = (server.requests() - before - 1) / window  # minus the counter read itself
     stop.set()
     if runner is None:
-        poller.close()
+        alive = not poller.close(timeout=60)
     else:
-        runner.join(30)
+        runner.join(60)
+        alive = runner.is_alive()
     client.close()
+    if alive:
+        raise RuntimeError(f"{who}'s loop did not stop; the next counts would include it")
     return rate, cpu
+
+
+def quiet(server: Server, seconds: float = 2.0) -> None:
+    """Fail unless nothing talks to the server for ``seconds``: every loop measured before
+    has really stopped, so none leaks requests into the next count."""
+    before = server.requests()
+    time.sleep(seconds)
+    leaked = server.requests() - before - 1  # minus the counter read itself
+    if leaked > 0:
+        raise RuntimeError(f"{leaked} requests in {seconds:g} s after a loop stopped")
 
 
 # -- the run ---------------------------------------------------------------------------------
@@ -525,6 +550,7 @@ def main() -> int:
             for who, make in (("ours", bag_ours), ("templet-loop", bag_templet),
                               ("pyapi-loop", bag_pyapi)):
                 for app, inputs in bags.items():
+                    quiet(server)
                     seconds, reqs, _ = measured(server, make(server, app, inputs))
                     rows.setdefault(who, {})[app] = (len(inputs) / seconds, reqs / len(inputs))
                     print(f"{who:14} {app:5} {len(inputs) / seconds:8.1f} tasks/s "
@@ -532,6 +558,7 @@ def main() -> int:
                 hops = args.chain if who == "ours" else args.slow_chain
                 chain = {"ours": chain_ours, "templet-loop": chain_templet,
                          "pyapi-loop": chain_pyapi}[who](server, hops)
+                quiet(server)
                 seconds, reqs, ran = measured(server, chain)
                 assert ran == hops, (who, ran)
                 rows[who]["chain"] = (seconds / hops * 1000, reqs / hops, hops)
@@ -575,6 +602,7 @@ def main() -> int:
                     # ours: let the list interval finish its ramp (it starts at 10 ms)
                     warmup = {"ours": 8.0, "templet-loop": 3.0, "pyapi-loop": 6.0}[who]
                     window = max(args.window, 10.0) if who == "pyapi-loop" else args.window
+                    quiet(server)
                     watch.setdefault(size, {})[who] = watch_rate(server, who, ids, warmup,
                                                                  window)
                     rate, cpu = watch[size][who]

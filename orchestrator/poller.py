@@ -101,14 +101,16 @@ class Poller:
         with self._cond:
             self._watched.pop(job_id, None)
 
-    def close(self, timeout: float = 10) -> None:
-        """Stop the thread; watchers get no further callbacks."""
+    def close(self, timeout: float = 10) -> bool:
+        """Stop the thread; watchers get no further callbacks. Returns whether the thread
+        has ended (False: it is still finishing a request after ``timeout`` seconds)."""
         with self._cond:
             self._closed = True
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
+        return thread is None or not thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------------
 
