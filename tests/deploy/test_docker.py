@@ -53,8 +53,7 @@ def image(docker_engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[s
 
 
 def test_the_session_image_has_what_the_runner_needs(docker_engine) -> None:
-    tag = docker_engine.build("everest-jupyter-session:test", REPO / "deploy/docker/session",
-                              build_args={"BASE": docker_engine.base_image})
+    tag = docker_engine.session_image
     runner = REPO / "agent_scripts"
     out = docker_engine.client().containers.run(
         tag, ["python3", "-c", "import sys; sys.path.insert(0, '/runner'); "
@@ -63,7 +62,6 @@ def test_the_session_image_has_what_the_runner_needs(docker_engine) -> None:
         volumes={str(runner): {"bind": "/runner", "mode": "ro"}}, user="65534:65534",
         network_mode="none", remove=True)
     assert out.decode().split() == ["[]", "True"]  # no bootstrap; OpenSSH for the tunnel
-    docker_engine.client().images.remove(tag, force=True)
 
 
 @pytest.fixture
