@@ -284,23 +284,30 @@ class Executor:
             return None
         return job, found
 
+    def _new_task(self, job: JobRow, app: Application, slot: Slot
+                  ) -> tuple[str, Path, dict[str, Path], dict[str, str]]:
+        """Record a STAGING task of ``job`` on the slot's resource, its job SCHEDULED; return
+        the task's id, folder, input files and environment (with its fresh token)."""
+        core = self.core
+        task_id = f"{job.id}-0-{job.attempt}"
+        task_dir = self.tasks_root / task_id
+        files = self._input_files(app, job.inputs)
+        with core.store.tx():
+            token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job.id)
+            core.store.insert_task(TaskRow(task_id, job.id, TaskState.STAGING, str(task_dir),
+                                           None, None, None, None, None, None, None,
+                                           resource=slot[0]))
+            core.store.update_job(job.id, state=JobState.SCHEDULED)
+        self.starting[job.id] = None
+        return task_id, task_dir, files, self._task_env(token, job.id, task_id)
+
     async def _start(self, job_id: str, slot: Slot) -> None:
         core = self.core
         startable = self._startable(job_id, slot)
         if startable is None:
             return
         job, app = startable
-        task_id = f"{job_id}-0-{job.attempt}"
-        task_dir = self.tasks_root / task_id
-        files = self._input_files(app, job.inputs)
-        with core.store.tx():
-            token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
-            core.store.insert_task(TaskRow(task_id, job_id, TaskState.STAGING, str(task_dir), None,
-                                           None, None, None, None, None, None,
-                                           resource=slot[0]))
-            core.store.update_job(job_id, state=JobState.SCHEDULED)
-        self.starting[job_id] = None
-        env = self._task_env(token, job_id, task_id)
+        task_id, task_dir, files, env = self._new_task(job, app, slot)
         try:
             if files:  # copying input files may take a while: off the loop
                 spawned = await asyncio.get_running_loop().run_in_executor(
@@ -342,17 +349,7 @@ class Executor:
         job, app = startable
         resource = self.resources.get(slot[0])
         assert resource is not None
-        task_id = f"{job_id}-0-{job.attempt}"
-        task_dir = self.tasks_root / task_id
-        files = self._input_files(app, job.inputs)
-        with core.store.tx():
-            token = core.tokens.issue(job.owner, f"task {task_id}", TASK_TOKEN_LIFETIME, job_id)
-            core.store.insert_task(TaskRow(task_id, job_id, TaskState.STAGING, str(task_dir), None,
-                                           None, None, None, None, None, None,
-                                           resource=resource.id))
-            core.store.update_job(job_id, state=JobState.SCHEDULED)
-        self.starting[job_id] = None
-        env = self._task_env(token, job_id, task_id)
+        task_id, task_dir, files, env = self._new_task(job, app, slot)
         handle: dict[str, Any] | None = None
         try:
             backend = self._backend(resource)

@@ -145,6 +145,21 @@ class Backend(ABC):
         """Release connections (server stop)."""
 
 
+class FolderBackend(Backend):
+    """A backend whose tasks live in ``handle["dir"]`` on a :class:`Host` (ssh, slurm)."""
+
+    host: Host
+
+    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
+        await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")
+
+    async def remove(self, handle: dict[str, Any]) -> None:
+        await self.host.rmtree(handle["dir"])
+
+    async def close(self) -> None:
+        await self.host.close()
+
+
 # -- where task folders live: this machine or an SSH login -------------------------------------
 
 

@@ -28,13 +28,12 @@ import asyncio
 import math
 import shlex
 import signal
-from pathlib import Path
 from typing import Any
 
 from everest_app.states import JobState
 from everest_local.backends import (
-    Backend,
     BackendError,
+    FolderBackend,
     Host,
     LocalHost,
     Report,
@@ -66,7 +65,7 @@ def job_script(env: dict[str, str]) -> str:
             "< ../argv\n")
 
 
-class SlurmBackend(Backend):
+class SlurmBackend(FolderBackend):
     """A resource of kind ``slurm``."""
 
     poll_interval = 0.25
@@ -188,11 +187,3 @@ class SlurmBackend(Backend):
             await self.host.run(["scancel", "--full", f"--signal={name}", job_id],
                                 check=False)
 
-    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
-        await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")
-
-    async def remove(self, handle: dict[str, Any]) -> None:
-        await self.host.rmtree(handle["dir"])
-
-    async def close(self) -> None:
-        await self.host.close()

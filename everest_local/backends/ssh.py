@@ -16,15 +16,14 @@ import asyncio
 import shlex
 import signal
 import time
-from pathlib import Path
 from typing import Any
 
 from everest_app.states import JobState
 from everest_local.backends import (
     DETACHED,
     PGID_FILE,
-    Backend,
     BackendError,
+    FolderBackend,
     Report,
     SSHHost,
     TaskSpec,
@@ -45,7 +44,7 @@ def detached_line(folder: str, env: dict[str, str]) -> str:
             f"{shlex.quote(DETACHED)} {shlex.quote(WRAPPER)} </dev/null >stdout 2>stderr")
 
 
-class SSHBackend(Backend):
+class SSHBackend(FolderBackend):
     """A resource of kind ``ssh``."""
 
     def __init__(self, resource: Any):
@@ -106,11 +105,3 @@ class SSHBackend(Backend):
         name = signal.Signals(sig).name.removeprefix("SIG")
         await self.host.run_line(f"kill -{name} -{pgid}", check=False)
 
-    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
-        await self.host.get_dir(f"{handle['dir']}/work", task_dir / "work")
-
-    async def remove(self, handle: dict[str, Any]) -> None:
-        await self.host.rmtree(handle["dir"])
-
-    async def close(self) -> None:
-        await self.host.close()
