@@ -747,6 +747,7 @@ def _prepare_remote(app: Application, inputs: dict[str, Any], task_dir: Path,
     values = stage_inputs(app, inputs, work, files)
     argv = build_argv(app.command, values)
     write_argv(task_dir, argv)
+    task_dir.chmod(0o700)  # it will hold the task's token; copies keep this mode
     requirements = app.config.get("resourceRequirements") or {}
     # an app picks its container image with config.image or, per job, an input "image"
     image = (inputs.get("image") if "image" in app.inputs else None) or app.config.get("image")

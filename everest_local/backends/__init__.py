@@ -40,10 +40,13 @@ log = logging.getLogger(__name__)
 ARGV_FILE = "argv"
 PGID_FILE = "pgid"
 
+ENV_FILE = "env.sh"
+
 # `sh -c DETACHED sh WRAPPER` run in <task-dir>/work: becomes a session leader, records its
-# process group, then runs the wrapper with the arguments read from ../argv by xargs.
-DETACHED = ('echo "$$" > ../pgid; exec xargs -0 -x /bin/sh -c "$0" sh "${PWD%/work}" '
-            '< ../argv')
+# process group, takes the task's variables from ../env.sh, then runs the wrapper with the
+# arguments read from ../argv by xargs.
+DETACHED = ('echo "$$" > ../pgid; . ../env.sh; exec xargs -0 -x /bin/sh -c "$0" sh '
+            '"${PWD%/work}" < ../argv')
 
 Report = Callable[[JobState, str | None], None]
 """``report(state, why)``: a backend tells the executor a task is SCHEDULED or RUNNING."""
@@ -75,6 +78,16 @@ def write_argv(task_dir: Path, argv: list[str]) -> None:
     if any("\0" in a for a in argv):
         raise ValueError("an argument contains a NUL byte")
     (task_dir / ARGV_FILE).write_bytes(b"".join(a.encode() + b"\0" for a in argv))
+
+
+def write_env(task_dir: Path, env: dict[str, str], name: str = ENV_FILE,
+              then: str = "") -> None:
+    """A shell file exporting the task's variables (quoted; readable by its owner only:
+    it holds the task's token, which must not show in a command line on the host)."""
+    lines = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
+    path = task_dir / name
+    path.write_text("#!/bin/sh\n" + lines + then)
+    path.chmod(0o700)
 
 
 def parse_status(data: bytes | str | None) -> int | None:

@@ -42,6 +42,7 @@ from everest_local.backends import (
     parse_status,
     requirement,
     task_env,
+    write_env,
 )
 from everest_local.processes import EXIT_FILE, WRAPPER
 
@@ -57,12 +58,9 @@ SQUEUE_STATES: dict[str, JobState | None] = {
 }
 
 
-def job_script(env: dict[str, str]) -> str:
-    """The batch script: the task's Everest variables, then the wrapper (cwd: work)."""
-    exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in sorted(env.items()))
-    return ("#!/bin/sh\n" + exports +
-            f'exec xargs -0 -x /bin/sh -c {shlex.quote(WRAPPER)} sh "${{PWD%/work}}" '
-            "< ../argv\n")
+# the end of the batch script, after the task's variables (its cwd: the work folder)
+RUN_WRAPPER = (f'exec xargs -0 -x /bin/sh -c {shlex.quote(WRAPPER)} sh "${{PWD%/work}}" '
+               "< ../argv\n")
 
 
 class SlurmBackend(FolderBackend):
@@ -120,7 +118,7 @@ class SlurmBackend(FolderBackend):
         return argv
 
     async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
-        (spec.dir / SCRIPT).write_text(job_script(task_env(spec)))
+        write_env(spec.dir, task_env(spec), SCRIPT, RUN_WRAPPER)
         await self.host.rmtree(handle["dir"])  # a previous, unstarted try
         await self.host.put_dir(spec.dir, handle["dir"])
         _, out, _ = await self.host.run(self.sbatch_argv(spec, handle))

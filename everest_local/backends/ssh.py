@@ -6,8 +6,8 @@ folder and the ``argv`` file by SFTP. One fixed command line starts the wrapper 
 session (``setsid``) with its input and output redirected, so it outlives the SSH channel
 and the server; it records its process group in ``pgid`` and the status in ``exit``. Cancel
 and the time limit signal that process group (``kill -INT -PGID``); the outputs come back
-by SFTP. The only values in that command line are the folder (made from the task id) and
-the task's Everest variables, all quoted; the task's arguments travel in ``argv``.
+by SFTP. The only value in that command line is the folder (made from the task id, quoted); the
+task's arguments travel in ``argv``, its token in ``env.sh``.
 """
 
 from __future__ import annotations
@@ -29,18 +29,18 @@ from everest_local.backends import (
     TaskSpec,
     parse_status,
     task_env,
+    write_env,
 )
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 LIVENESS_EVERY = 2.0
 
 
-def detached_line(folder: str, env: dict[str, str]) -> str:
+def detached_line(folder: str) -> str:
     """The shell line that starts a task's wrapper detached in ``folder/work``."""
-    assigns = " ".join(shlex.quote(f"{k}={v}") for k, v in sorted(env.items()))
     # setsid -f, not `&`: a shell's background job starts with SIGINT ignored, and the
     # task must feel the SIGINT of a cancel
-    return (f"cd {shlex.quote(folder)}/work && env {assigns} setsid -f /bin/sh -c "
+    return (f"cd {shlex.quote(folder)}/work && setsid -f /bin/sh -c "
             f"{shlex.quote(DETACHED)} {shlex.quote(WRAPPER)} </dev/null >stdout 2>stderr")
 
 
@@ -57,9 +57,10 @@ class SSHBackend(FolderBackend):
 
     async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
         folder = handle["dir"]
+        write_env(spec.dir, task_env(spec))
         await self.host.rmtree(folder)  # a previous, unstarted try
         await self.host.put_dir(spec.dir, folder)
-        await self.host.run_line(detached_line(folder, task_env(spec)))
+        await self.host.run_line(detached_line(folder))
         return handle
 
     async def started(self, handle: dict[str, Any]) -> bool:
