@@ -8,7 +8,8 @@ with the same key pinning and refusals: only the way in differs.
 - :class:`Route` picks the way before each connection attempt: the SSH port when it answers
   with an SSH version line within a few seconds, else the WebSocket (``choice`` forces one).
 - :class:`WebSocket` is a minimal RFC 6455 client (binary messages, masked, ping answered)
-  over asyncio streams, TLS for ``wss://`` checked like the ticket's redeem request.
+  over asyncio streams, TLS for ``wss://`` checked like the ticket's redeem request, through
+  the same HTTP proxy as that request when the environment names one (``CONNECT``).
 - :func:`socket_through` gives asyncssh (``sock=``) a socket whose bytes go through one.
 - Run as ``python runner_websocket.py FILE`` it is OpenSSH's ``ProxyCommand``: it reads the
   URL from FILE (a file of the tunnel's private folder, so no URL ever reaches a shell) and
@@ -30,6 +31,7 @@ import struct
 import sys
 import threading
 import urllib.parse
+import urllib.request
 from typing import Awaitable, Callable
 
 log = logging.getLogger("session_runner.websocket")
@@ -67,6 +69,53 @@ def frame(opcode: int, payload: bytes) -> bytes:
     return head + mask + _xor(payload, mask)
 
 
+def proxy_for(host: str, secure: bool) -> str:
+    """The HTTP proxy to reach ``host`` through, as urllib (the ticket's redeem request)
+    finds it: ``https_proxy``/``http_proxy`` and ``no_proxy`` from the environment (the
+    registry on Windows, the system settings on macOS); empty for none."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get("https" if secure else "http", "")
+    if not proxy or urllib.request.proxy_bypass(host):
+        return ""
+    return proxy if "://" in proxy else "http://" + proxy
+
+
+def connect_through_proxy(proxy: str, host: str, port: int, timeout: float) -> socket.socket:
+    """A socket to ``host:port`` through the HTTP proxy ``proxy`` (``CONNECT``, with basic
+    authentication when the proxy URL has a user), blocking. Raises :class:`WebSocketError`."""
+    parts = urllib.parse.urlsplit(proxy)
+    if parts.scheme != "http" or not parts.hostname:
+        raise WebSocketError(f"proxy {proxy!r}: only http:// proxies are supported")
+    target = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    head = f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n"
+    if parts.username:
+        user = urllib.parse.unquote(parts.username) + ":" + \
+            urllib.parse.unquote(parts.password or "")
+        head += "Proxy-Authorization: Basic " + \
+            base64.b64encode(user.encode("utf-8")).decode("ascii") + "\r\n"
+    try:
+        sock = socket.create_connection((parts.hostname, parts.port or 80), timeout)
+    except OSError as exc:
+        raise WebSocketError(f"proxy {parts.hostname}: {exc}") from None
+    try:
+        sock.sendall((head + "\r\n").encode("latin-1"))
+        answer = b""
+        while b"\r\n\r\n" not in answer:  # the proxy says nothing more until we speak
+            chunk = sock.recv(1)
+            if not chunk or len(answer) > 16384:
+                raise WebSocketError(f"proxy {parts.hostname}: no answer to CONNECT")
+            answer += chunk
+    except OSError as exc:
+        sock.close()
+        raise WebSocketError(f"proxy {parts.hostname}: {exc}") from None
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")
+    if status.split(" ")[1:2] != ["200"]:
+        sock.close()
+        raise WebSocketError(f"proxy {parts.hostname} refused CONNECT {target}: {status}")
+    sock.settimeout(None)
+    return sock
+
+
 class WebSocket:
     """A client WebSocket carrying a byte stream in binary messages.
 
@@ -90,10 +139,17 @@ class WebSocket:
         port = parts.port or (443 if secure else 80)
         if secure and context is None:
             context = ssl.create_default_context()
+        tls = {"ssl": context, "server_hostname": parts.hostname} if secure else {}
+        proxy = proxy_for(parts.hostname, secure)
         try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection(
-                parts.hostname, port, ssl=context if secure else None,
-                limit=4 * CHUNK), timeout)
+            if proxy:
+                sock = await asyncio.get_event_loop().run_in_executor(
+                    None, connect_through_proxy, proxy, parts.hostname, port, timeout)
+                opened = asyncio.open_connection(sock=sock, limit=4 * CHUNK, **tls)
+            else:
+                opened = asyncio.open_connection(parts.hostname, port, limit=4 * CHUNK,
+                                                 ssl=context if secure else None)
+            reader, writer = await asyncio.wait_for(opened, timeout)
         except asyncio.TimeoutError:
             raise WebSocketError(f"{url}: no connection in {timeout:g} s") from None
         except OSError as exc:

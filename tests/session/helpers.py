@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 import zipfile
 from collections.abc import Callable
@@ -317,6 +318,57 @@ class TcpProxy:
         self._stopped = True
         self._server.close()
         self.cut()
+
+
+class HttpProxy:
+    """An HTTP proxy on 127.0.0.1 (threads): ``CONNECT`` tunnels and absolute-form requests
+    (``POST http://host/...``), as a company network's proxy serves them. ``seen`` lists
+    ``(method, target)`` of every request."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = client.recv(4096)
+            if not chunk:
+                client.close()
+                return
+            head += chunk
+        head, _, rest = head.partition(b"\r\n\r\n")
+        line, _, headers = head.partition(b"\r\n")
+        method, target, version = line.decode("latin-1").split(" ")
+        self.seen.append((method, target))
+        if method == "CONNECT":
+            host, _, port = target.rpartition(":")
+            upstream = socket.create_connection((host, int(port)))
+            client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        else:
+            url = urllib.parse.urlsplit(target)
+            upstream = socket.create_connection((url.hostname, url.port or 80))
+            path = url.path + (f"?{url.query}" if url.query else "")
+            upstream.sendall(f"{method} {path} {version}\r\n".encode("latin-1") + headers
+                             + b"\r\n\r\n")
+        if rest:
+            upstream.sendall(rest)
+        for a, b in ((client, upstream), (upstream, client)):
+            threading.Thread(target=TcpProxy._pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
 
 
 class FakeRunner:

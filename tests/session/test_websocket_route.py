@@ -17,8 +17,10 @@ import requests
 from tests.fixtures.local_server import ServerProcess
 from tests.session.helpers import (
     Api,
+    HttpProxy,
     RelayProcess,
     TcpProxy,
+    child_env,
     kill_under,
     run_in_kernel,
     split_url,
@@ -71,6 +73,42 @@ def test_with_the_ssh_port_unreachable_the_session_comes_up_over_the_websocket(
         assert summary["tunnel"]["connects"] >= 2
         assert "goes through the WebSocket" in (workdir / "session.log").read_text()
         assert api.session(session["id"])["state"] == "ended"
+    finally:
+        stop_process_group(proc)
+        kill_under(workdir)
+        proxy.close()
+        relay.stop()
+
+
+@pytest.mark.parametrize(("tunnel", "dead_ssh_port"), [("openssh", "silent"),
+                                                        ("asyncssh", "refused")],
+                         indirect=["dead_ssh_port"])
+def test_through_an_http_proxy_the_websocket_takes_the_proxy_too(
+        local_server: ServerProcess, tmp_path: Path, tunnel: str, dead_ssh_port: int) -> None:
+    """A network whose only way out is an HTTP proxy: the runner's redeem request and its
+    WebSocket both go through the proxy named in the environment (CONNECT for the latter)."""
+    relay = RelayProcess(tmp_path / "state", local_server.url,
+                         "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}").start()
+    proxy = HttpProxy()
+    api = Api(relay.url, local_server.token_for("alice"))
+    session = api.new_session()
+    workdir = tmp_path / "task"
+    env = {k: v for k, v in child_env().items() if "proxy" not in k.lower()}
+    env["http_proxy"] = proxy.url
+    proc = start_runner(workdir, relay.url, session["ticket"], f"--tunnel={tunnel}",
+                        "--idle-timeout", "0", env=env)
+    try:
+        ready = api.wait_state(session["id"], "ready", timeout=120)
+        base, token = split_url(ready["url"])
+        assert run_in_kernel(base, token, "print(6*7)") == "42\n"
+        assert ("POST", relay.url + "/api/tickets/redeem") in proxy.seen
+        assert ("CONNECT", f"127.0.0.1:{relay.http_port}") in proxy.seen
+        # and nothing else: the runner asks JupyterLab on loopback directly
+        assert all(f":{relay.http_port}" in target for _, target in proxy.seen), proxy.seen
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (workdir / "runner.out").read_text()
+        summary = json.loads((workdir / "summary.json").read_text())
+        assert (summary["tunnel"]["kind"], summary["tunnel"]["route"]) == (tunnel, "websocket")
     finally:
         stop_process_group(proc)
         kill_under(workdir)
