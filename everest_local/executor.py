@@ -636,7 +636,7 @@ class Executor:
             code = processes.read_exit_status(task_dir)
             alive = pid is not None and processes.is_alive(pid, task.pstart)
             if task.state is TaskState.STAGING and pid is None and code is None:
-                store.update_task(task.id, state=TaskState.CANCELLED)
+                store.delete_task(task.id)  # it never ran: the attempt starts afresh
                 if job is not None and job.state in ACTIVE_STATES:
                     store.update_job(job.id, state=JobState.READY)
                     store.add_event(job.id, f"Task {task.id} was being prepared when the "
@@ -693,7 +693,7 @@ class Executor:
         if not started:
             if handle is not None:
                 await self._remove_quietly(backend, handle)
-            store.update_task(task.id, state=TaskState.CANCELLED)
+            store.delete_task(task.id)  # it never ran: the attempt starts afresh
             self._release(slot)
             if job is not None and app is not None and job.state in ACTIVE_STATES:
                 store.update_job(job.id, state=JobState.READY)

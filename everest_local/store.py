@@ -279,6 +279,11 @@ class Store:
             db.execute(f"INSERT INTO tasks({', '.join(_TASK_COLUMNS)}) VALUES "
                        f"({', '.join('?' * len(_TASK_COLUMNS))})", values)
 
+    def delete_task(self, task_id: str) -> None:
+        """Forget a task that never started (its attempt is made again under its id)."""
+        with self.tx() as db:
+            db.execute("DELETE FROM tasks WHERE id=?", (task_id,))
+
     def update_task(self, task_id: str, **fields: Any) -> None:
         if "state" in fields:
             fields["state"] = TaskState(fields["state"]).value

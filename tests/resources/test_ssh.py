@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import sqlite3
 import subprocess
 import time
 
 import pytest
 
+from everest_local.store import DB_NAME
 from tests.resources import kit
 
 pytestmark = pytest.mark.timeout(300)
@@ -74,3 +79,45 @@ def _probes_of(user):
                          text=True).stdout
     return [line for line in out.splitlines()
             if "probe.py" in line and not line.startswith("Z")]
+
+
+def _crash_while_staging(server, sshd_server, *, launched: bool) -> tuple[str, str]:
+    """Kill -9 the server with a task running on the host, then make its database say the
+    task was still STAGING (its handle recorded): the state a crash leaves between storing
+    the handle and recording the start. ``launched=False`` also removes the task from the
+    host, as if the crash came before the launch. Returns (job id, task folder there)."""
+    client = server.client()
+    job = client.submit("probe", {"text": "crash", "seconds": 3}, resources=["login"])
+    tasks_at = sshd_server.workdir / "ssh-tasks"
+    kit._let_it_start(client, job.id, tasks_at)
+    server.kill9()
+    folder = tasks_at / f"{job.id}-0-0"
+    if not launched:
+        pgid = int((folder / "pgid").read_text())
+        os.killpg(pgid, signal.SIGKILL)
+        shutil.rmtree(folder)
+    db = sqlite3.connect(server.data_dir / DB_NAME)
+    with db:
+        db.execute("UPDATE tasks SET state='STAGING' WHERE job_id=?", (job.id,))
+    db.close()
+    return job.id, str(folder)
+
+
+def test_a_crash_after_the_launch_readopts_and_does_not_run_twice(ssh_server, sshd_server):
+    job_id, _ = _crash_while_staging(ssh_server, sshd_server, launched=True)
+    ssh_server.restart()
+    client = ssh_server.client()
+    done = client.wait(job_id, timeout=60)
+    log = client.log(job_id)
+    assert done.state.value == "DONE" and "re-adopted" in log, log
+    assert log.count("started on") == 1, log
+
+
+def test_a_crash_before_the_launch_queues_the_job_again(ssh_server, sshd_server):
+    job_id, _ = _crash_while_staging(ssh_server, sshd_server, launched=False)
+    ssh_server.restart()
+    client = ssh_server.client()
+    done = client.wait(job_id, timeout=60)
+    log = client.log(job_id)
+    assert done.state.value == "DONE" and "had not started on login" in log, log
+    assert log.count("started on login (") == 2, log  # the first, then the one run to the end
