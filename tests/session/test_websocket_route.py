@@ -114,3 +114,43 @@ def test_through_an_http_proxy_the_websocket_takes_the_proxy_too(
         kill_under(workdir)
         proxy.close()
         relay.stop()
+
+
+@pytest.mark.parametrize(("tunnel", "through_proxy", "dead_ssh_port"),
+                         [("openssh", False, "refused"), ("asyncssh", True, "refused")],
+                         indirect=["dead_ssh_port"])
+def test_over_tls_the_runner_checks_the_relays_certificate(
+        local_server: ServerProcess, tmp_path: Path, tunnel: str, through_proxy: bool,
+        dead_ssh_port: int) -> None:
+    """A relay with a certificate: the runner's WebSocket is ``wss://``, checked against the
+    CAs the runner trusts (here ``SSL_CERT_FILE``), directly or inside a proxy's CONNECT."""
+    from tests.session.test_relay_ssh import _self_signed
+
+    cert, key = _self_signed(tmp_path)
+    relay = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
+                         "--keyfile", key, "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}")
+    relay.url = relay.url.replace("http://", "https://")
+    relay.start()
+    proxy = HttpProxy()
+    api = Api(relay.url, local_server.token_for("alice"), verify=cert)
+    session = api.new_session()
+    workdir = tmp_path / "task"
+    env = {k: v for k, v in child_env().items() if "proxy" not in k.lower()}
+    env["SSL_CERT_FILE"] = cert
+    if through_proxy:
+        env["https_proxy"] = proxy.url
+    proc = start_runner(workdir, relay.url, session["ticket"], f"--tunnel={tunnel}",
+                        "--idle-timeout", "0", env=env)
+    try:
+        ready = api.wait_state(session["id"], "ready", timeout=120)
+        base, token = split_url(ready["url"])
+        assert requests.get(base + "api/status", verify=cert, timeout=10,
+                            headers={"Authorization": f"token {token}"}).status_code == 200
+        log = (workdir / "session.log").read_text()
+        assert f"goes through the WebSocket at wss://127.0.0.1:{relay.http_port}/" in log
+        assert (("CONNECT", f"127.0.0.1:{relay.http_port}") in proxy.seen) == through_proxy
+    finally:
+        stop_process_group(proc)
+        kill_under(workdir)
+        proxy.close()
+        relay.stop()
