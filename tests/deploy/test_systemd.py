@@ -113,6 +113,7 @@ def test_the_relay_unit_runs_a_relay_over_https(local_server: ServerProcess,
     assert (tmp_path / "state" / "ssh_host_ed25519_key").exists()  # state where systemd says
 
 
+@pytest.mark.e2e  # starts a local server (through no fixture)
 def test_the_server_unit_runs_a_local_server(tmp_path: Path) -> None:
     port = free_port()
     env = settings("server.env.example", SERVER_HOST="127.0.0.1", SERVER_PORT=str(port))
