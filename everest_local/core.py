@@ -96,7 +96,7 @@ class Core:
             self.store.add_event(job.id, f"Job {job.id} submitted by {user}: application "
                                  f"{self.catalog.owner_of[key]}/{app.alias}", now)
         self.app_jobs[key] += 1
-        self.executor.enqueue(job.id, app)
+        self.executor.enqueue(job.id, app, job)
         return self.job_json(self.store.job(job.id) or job)
 
     def _check_files(self, user: str, app: Application, inputs: dict[str, Any]) -> None:

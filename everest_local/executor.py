@@ -216,8 +216,8 @@ class Executor:
 
     def _load(self, resource: Resource) -> int:
         """Tasks queued and running on ``resource`` (to pick a pool's least busy member)."""
-        return sum(len(q) + self.busy[key] for key, q in self.queues.items()
-                   if key[0] == resource.id)
+        queued = sum(len(q) for key, q in self.queues.items() if key[0] == resource.id)
+        return queued + sum(n for key, n in self.busy.items() if key[0] == resource.id)
 
     def _limit(self, slot: Slot) -> int:
         rid, service = slot

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ import requests
 from everest_app.client import EverestClient
 from everest_app.states import JobState
 from everest_local import processes
+from everest_local.store import DB_NAME
 from tests.fixtures.local_server import REPO, wait_for_state
 from tests.fixtures.waiting import wait_for
 
@@ -63,6 +65,32 @@ def test_kill9_then_restart_loses_nothing(start_local_server, tmp_path):
     assert c.read(live_done.result["file"]) == b"adopted"
     assert c.read(upload) == b"still here"
     assert c.log(live.id).count("started on local") == 1
+
+
+def test_a_task_that_never_started_runs_after_a_restart(start_local_server):
+    """A crash while a task was being prepared (STAGING, no process yet) queues its job
+    again, and its attempt runs under the same task id."""
+    server = start_local_server(apps=[APPS])
+    c = server.client("alice")
+    job = c.submit("slow-echo", {"duration": 3, "text": "second try"})
+    wait_for_state(c, job.id, "RUNNING")
+    server.kill9()
+    task_dir = _task_dir(server, job.id)
+    os.killpg(processes.read_pid(task_dir), signal.SIGKILL)
+    for name in ("pid", "exit"):
+        (task_dir / name).unlink(missing_ok=True)
+    db = sqlite3.connect(Path(server.data_dir) / DB_NAME)
+    with db:  # what the database holds between staging and the start of the process
+        db.execute("UPDATE tasks SET state='STAGING', pid=NULL, pstart=NULL WHERE job_id=?",
+                   (job.id,))
+        db.execute("UPDATE jobs SET state='SCHEDULED' WHERE id=?", (job.id,))
+    db.close()
+    server.restart()
+    c = EverestClient(server.url, server.token)
+    done = c.wait(job.id, timeout=30)
+    assert done.state == JobState.DONE, (done.info, c.log(job.id))
+    assert done.result["text"] == "second try"
+    assert "queued again" in c.log(job.id)
 
 
 def test_cancel_of_a_readopted_task(start_local_server):
