@@ -5,7 +5,8 @@ The password goes to Everest once, for a labelled token with a lifetime
 ``auth_state`` (set ``JUPYTERHUB_CRYPT_KEY``), and ``EverestSpawner`` submits the user's
 jobs with it — so every job belongs to its user, and Everest's own rules decide which
 resources it may use. A token close to its end makes the hub ask the user to sign in again
-(before a spawn too), which gets a fresh one. No password is stored.
+(before a spawn too), which gets a fresh one and revokes the previous one. No password is
+stored.
 """
 
 from __future__ import annotations
@@ -90,9 +91,31 @@ class EverestAuthenticator(Authenticator):
                 name = named
         except ApiError as exc:
             self.log.info("Everest token info for %r unavailable: %s", username, exc)
+        await self._revoke_previous(handler, name, token)
         return {"name": name, "auth_state": {
             "everest_token": token, "everest_url": self.everest_url,
             "everest_token_expires": time.time() + self.token_lifetime}}
+
+    async def _revoke_previous(self, handler: web.RequestHandler, name: str,
+                               token: str) -> None:
+        """Revoke the token of the user's previous sign-in (the new one replaces it in
+        ``auth_state``), so a hub leaves one live token per user on Everest. Best effort."""
+        try:
+            user = handler.find_user(self.normalize_username(name))
+            state = await user.get_auth_state() if user is not None else None
+        except Exception as exc:  # noqa: BLE001 - no previous state is the normal case
+            self.log.debug("no previous auth state for %r: %s", name, exc)
+            return
+        old = (state or {}).get("everest_token")
+        if not old or old == token:
+            return
+        try:
+            await JsonApi(self.everest_url, old, timeout=self.http_request_timeout,
+                          retries=0).call("DELETE", "/api/auth/access_token")
+        except ApiError as exc:
+            if exc.status not in (401, 403):  # already expired or revoked: nothing to do
+                self.log.info("could not revoke %r's previous Everest token: %s", name,
+                              exc.message)
 
     async def refresh_user(self, user: Any, handler: web.RequestHandler | None = None
                            ) -> bool | dict[str, Any]:

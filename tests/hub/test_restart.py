@@ -65,9 +65,11 @@ def test_restarts_keep_running_servers_and_cancel_pending_ones(stack: HubStack) 
         stack.hub.start()
         wait_job_state(stack.everest, queued.id, {"CANCELLED"})
         wait_for(lambda: api.server("frank") is None, 60, "frank's server to be gone")
-        # found by its name: the hub had saved no state for a start still pending
-        assert f"cancelling job {queued.id}, left from an earlier start" in \
-            stack.hub.log_path.read_text()
+        if how == signal.SIGKILL:
+            # found by its name: the hub had saved no state for a start still pending (a
+            # SIGTERM'd hub may cancel the pending start itself on its way out)
+            assert f"cancelling job {queued.id}, left from an earlier start" in \
+                stack.hub.log_path.read_text()
         assert api.wait_ready("erin") and _answers(stack, "erin"), stack.hub.log()
         assert str(stack.everest.job(running.id).state) == "RUNNING"
         _no_orphans(stack, {running.id})

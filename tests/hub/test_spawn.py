@@ -6,6 +6,8 @@ running a cell, while another user cannot open that server."""
 
 from __future__ import annotations
 
+import sqlite3
+
 import requests
 from playwright.sync_api import Browser, Page, expect
 
@@ -167,3 +169,25 @@ def test_sign_in_with_everest_pick_a_profile_and_run_a_cell(stack: HubStack,
     stack.api.stop("alice")
     wait_job_state(alice, job.id, {"CANCELLED"})
     alice.close()
+
+
+def _hub_sign_in(stack: HubStack, user: str) -> None:
+    http = requests.Session()
+    http.get(stack.hub.url + "/hub/login", timeout=30)
+    resp = http.post(stack.hub.url + "/hub/login", timeout=60, allow_redirects=False, data={
+        "username": user, "password": password_for(user), "_xsrf": http.cookies["_xsrf"]})
+    assert resp.status_code == 302, resp.text
+
+
+def test_a_new_sign_in_replaces_the_users_everest_token(stack: HubStack) -> None:
+    def hub_tokens() -> int:
+        with sqlite3.connect(stack.server.data_dir / "everest.sqlite3") as db:
+            return db.execute("SELECT count(*) FROM tokens WHERE user='bob' AND "
+                              "label='jupyterhub'").fetchone()[0]
+
+    _hub_sign_in(stack, "bob")
+    count = hub_tokens()
+    assert count >= 1
+    _hub_sign_in(stack, "bob")
+    _hub_sign_in(stack, "bob")
+    assert hub_tokens() == 1  # each sign-in revoked the one before
