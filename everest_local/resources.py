@@ -212,11 +212,15 @@ class Resources:
         """Validate a job's ``resources``; return them as resource/pool ids.
 
         Raises :class:`ResourceError` naming the first entry that is not a string, unknown,
-        not allowed to ``user`` or not bound to the app.
+        not allowed to ``user`` or not bound to the app, or when ``user`` may use none of
+        the app's resources.
         """
+        allowed = self.for_app(user, alias)
+        if not allowed:
+            raise ResourceError(f"no resource you may use runs application {alias!r}",
+                                status=400)
         if not refs:
             return []
-        allowed = self.for_app(user, alias)
         ids = []
         for ref in refs:
             if not isinstance(ref, str):
@@ -241,10 +245,10 @@ class Resources:
             members = [m for m in self._members(self._lookup(ref)) if m in allowed]
             if members:
                 return min(members, key=load)  # min keeps the first of equals
-        if alias in self.apps and allowed:
+        local = self.by_name[LOCAL]
+        if allowed and (alias in self.apps or local not in allowed):
             return allowed[0]
-        return self.by_name[LOCAL] if self.by_name[LOCAL] in allowed or not allowed \
-            else allowed[0]
+        return local  # (check() refuses jobs with nowhere to run)
 
     def get(self, ident: str) -> Resource | None:
         """A resource by id or name (for the executor: tasks record the id)."""

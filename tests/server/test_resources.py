@@ -67,6 +67,10 @@ apps:
         res.check("alice", "bound", ["local"])
     with pytest.raises(BadRequestError, match="no resource 'zzz'"):
         res.check("alice", "free", ["zzz"])
+    only_b = _load(tmp_path, "resources: [{name: b, kind: docker, image: x, users: [alice]}]\n"
+                             "apps: {solo: [b]}")
+    with pytest.raises(BadRequestError, match="no resource you may use runs application 'solo'"):
+        only_b.check("bob", "solo", None)
 
 
 @pytest.fixture(scope="module")
