@@ -8,7 +8,7 @@ one declaration come:
   the trait ``slots``, typed and with the help text; ``--config FILE`` reads a traitlets
   config file (``c.ServerSettings.slots = 8``, Python or JSON); command line over file over
   the declared default;
-- a commented config file (``--generate-config``);
+- a commented config file (``--generate-config``, :func:`config_file`);
 - the reference documentation in ``docs/reference/`` (:func:`reference`).
 
 Metadata a trait may carry (``.tag(...)``): ``option`` (the flag, when not ``--<name>``),
@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import textwrap
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -180,6 +181,21 @@ def reference(cls: type[Configurable], *, title: str, command: str, intro: str) 
     return "\n".join(lines)
 
 
+def config_file(cls: type[Configurable], prog: str) -> str:
+    """A config file for ``cls`` with every setting commented out at its default."""
+    lines = [f"# Configuration file for {prog}: uncomment and change what you need.",
+             "# Read with --config FILE; the command line wins over this file.", "",
+             "c = get_config()  # noqa", ""]
+    for name, trait in settings(cls):
+        lines += ["## " + line for line in textwrap.wrap(" ".join(trait.help.split()), 86)]
+        if "default_text" in trait.metadata:
+            lines += [f"#  Default: {trait.metadata['default_text']}",
+                      f"# c.{cls.__name__}.{name} = ...", ""]
+        else:
+            lines += [f"# c.{cls.__name__}.{name} = {trait.default()!r}", ""]
+    return "\n".join(lines)
+
+
 def _metavar(name: str, trait: TraitType) -> str:
     inner = trait._trait if isinstance(trait, List) else trait
     if isinstance(inner, Integer):
@@ -221,6 +237,5 @@ class _GenerateConfig(argparse.Action):
 
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
                  values: Any, option_string: str | None = None) -> None:
-        sys.stdout.write(f"# Configuration file for {parser.prog}.\n\n"
-                         "c = get_config()  # noqa\n\n" + self.cls.class_config_section())
+        sys.stdout.write(config_file(self.cls, parser.prog))
         parser.exit()
