@@ -305,6 +305,7 @@ class Relay:
             record.mode == rs.HUB_MODE else None,
             "base_url": record.base_url, "default_url": record.default_url,
             "runner": record.runner, "created": record.created, "updated": record.updated,
+            "stop_reason": record.stop_reason,
             "ticket_expires": (record.ticket_expires if record.state is SessionState.WAITING
                                else None),
         }
@@ -353,6 +354,7 @@ class Relay:
         if record is not None and record.live:
             log.info("session %s: the runner stopped (%s: %s)", session_id, stop.value,
                      reason[:200])
+            self.store.update(session_id, stop_reason=stop.value)
             self.end_session(session_id)
         return True
 

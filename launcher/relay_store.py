@@ -61,6 +61,8 @@ CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state);
               "forward to the hub's API",
               add_columns("sessions", hub_env="TEXT",
                           hub_forward="INTEGER NOT NULL DEFAULT 0")),
+    Migration("why the runner stopped (a StopReason value)",
+              add_columns("sessions", stop_reason="TEXT")),
 )
 
 
@@ -100,6 +102,7 @@ class SessionRecord:
     runner: dict[str, Any] = field(default_factory=dict)
     hub_env: dict[str, str] | None = None
     hub_forward: bool = False
+    stop_reason: str | None = None  # what the runner said when it ended the session
 
     @property
     def live(self) -> bool:
@@ -238,8 +241,8 @@ class RelayStore:
         return True
 
     def update(self, session_id: str, **fields: Any) -> None:
-        """Set ``job_id``, ``label`` or ``listen_port``."""
-        allowed = {"job_id", "label", "listen_port"}
+        """Set ``job_id``, ``label``, ``listen_port`` or ``stop_reason``."""
+        allowed = {"job_id", "label", "listen_port", "stop_reason"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"only {sorted(allowed)} can be updated")
         cols = ", ".join(f"{k}=?" for k in fields)

@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import requests
 
 from launcher.relay_store import RelayStore, new_ticket
 from launcher.session_state import (
@@ -95,3 +96,22 @@ def test_the_relay_knows_every_stop_reason_the_runner_sends() -> None:
         assert StopReason.parse(reason.value).name == reason.name
     assert StopReason.parse("a-newer-reason") is StopReason.UNKNOWN
     assert StopReason.parse(None) is StopReason.UNKNOWN
+
+
+def test_the_runner_says_why_it_stopped_and_the_session_keeps_it(relay, alice) -> None:
+    """Through a real relay: ``POST .../ended`` with a ``stop`` ends the session and keeps
+    the reason in its view; a reason this relay does not know is kept as ``unknown``."""
+    from tests.session.helpers import new_key, public_text, redeem
+
+    views = {}
+    for stop in ("idle", "a-newer-reason", 42):
+        session = alice.new_session()
+        grant = redeem(relay.url, session["ticket"], public_text(new_key())).json()
+        ended = requests.post(f"{relay.url}/api/sessions/{session['id']}/ended", timeout=30,
+                              json={"end_token": grant["end_token"], "stop": stop,
+                                    "reason": "idle for 3 s (idle timeout 3 s)"})
+        views[stop] = (ended.status_code, alice.session(session["id"]))
+    assert views["idle"][0] == 200 and views["idle"][1]["state"] == "ended"
+    assert views["idle"][1]["stop_reason"] == "idle"
+    assert views["a-newer-reason"][1]["stop_reason"] == "unknown"
+    assert views[42][0] == 400 and views[42][1]["state"] == "starting"  # refused, unchanged
