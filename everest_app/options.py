@@ -136,10 +136,14 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Configurable], *,
                             help="print a config file of every setting, commented, and exit")
 
 
-def from_options(cls: type[C], args: argparse.Namespace, **given: Any) -> C:
-    """An instance of ``cls`` from the config file (``args.config``) and the options on
-    ``args``; ``given`` (values the program decides) override both."""
-    config = load_config(args.config) if getattr(args, "config", None) else Config()
+def from_options(cls: type[C], args: argparse.Namespace, *, config: Config | None = None,
+                 **given: Any) -> C:
+    """An instance of ``cls`` from ``config`` (defaults from elsewhere, such as a profile),
+    the config file (``args.config``) over it, and the options on ``args`` over both;
+    ``given`` (values the program decides) override everything."""
+    config = Config(config or {})
+    if getattr(args, "config", None):
+        config.merge(load_config(args.config))
     values = {name: getattr(args, dest(name, trait)) for name, trait in settings(cls)
               if hasattr(args, dest(name, trait))}
     values.update(given)
@@ -158,14 +162,19 @@ def load_config(path: str | os.PathLike) -> Config:
         raise ValueError(f"config file {path}: {exc}") from exc
 
 
-def reference(cls: type[Configurable], *, title: str, command: str, intro: str) -> str:
+def reference(cls: type[Configurable], *, title: str, command: str, intro: str,
+              config_file: bool = True) -> str:
     """Markdown reference of ``cls``'s settings (``docs/reference/``), from the declaration."""
-    lines = [f"# {title}", "", intro.strip(), "",
-             f"Each setting is a command-line option of `{command}` and a line of a config file",
-             f"read with `--config FILE` (`c.{cls.__name__}.<name> = value`); the command line",
-             "wins over the file, the file over the default. `--generate-config` prints a file",
-             "with every setting. This page is generated from the settings' declarations",
-             "(`python -m launcher.reference_docs`); do not edit it by hand.", ""]
+    lines = [f"# {title}", "", intro.strip(), ""]
+    if config_file:
+        lines += [f"Each setting is a command-line option of `{command}` and a line of a "
+                  "config file", f"read with `--config FILE` (`c.{cls.__name__}.<name> = "
+                  "value`); the command line", "wins over the file, the file over the "
+                  "default. `--generate-config` prints a file", "with every setting."]
+    else:
+        lines += [f"Each setting is a command-line option of `{command}`."]
+    lines += ["This page is generated from the settings' declarations",
+              "(`python -m launcher.reference_docs`); do not edit it by hand.", ""]
     for name, trait in settings(cls):
         cli = trait.metadata.get("cli") is not False
         flag = option_name(name, trait)
@@ -173,10 +182,11 @@ def reference(cls: type[Configurable], *, title: str, command: str, intro: str) 
             flag += " " + (trait.metadata.get("metavar") or _metavar(name, trait))
         lines += [f"## `{name}`", ""]
         lines += [f"- option: `{flag}`" + (", repeatable" if trait.metadata.get("append")
-                                           else "") if cli else "- option: none (config "
-                  "file or program only)"]
-        lines += [f"- config: `c.{cls.__name__}.{name}`",
-                  f"- type: {_type_text(trait)}",
+                                           else "") if cli else "- option: none (not on the "
+                  "command line)"]
+        if config_file:
+            lines += [f"- config: `c.{cls.__name__}.{name}`"]
+        lines += [f"- type: {_type_text(trait)}",
                   f"- default: {default_text(cls, trait)}", "", trait.help.strip(), ""]
     return "\n".join(lines)
 

@@ -15,7 +15,9 @@ from typing import Any
 from everest_app import config as app_config
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
+from everest_app.options import add_options, from_options
 from everest_app.states import JobState
+from launcher.launch_options import LaunchOptions, profile_config
 from launcher.output import print_json, print_table
 from launcher.relay_client import RelayClient
 from launcher.session_state import SessionState
@@ -39,25 +41,10 @@ def _register_launch(subparsers: Any) -> None:
                     "answers through the relay. With no Everest configured, a local server "
                     "and relay start in the background (the embedded default). Ctrl-C stops "
                     "the session unless --detach.")
-    p.add_argument("--resource", metavar="NAME|ID",
-                   help="the resource to run on (an id; the local server takes names too)")
-    p.add_argument("--image", help="container image, on a docker resource that allows it")
-    p.add_argument("--time-limit", type=int, metavar="SECONDS",
-                   help="stop the session after this long")
-    p.add_argument("--idle-timeout", type=int, metavar="SECONDS",
-                   help="stop after this long without activity (0: never)")
-    p.add_argument("--packages", nargs="+", default=None, metavar="PKG",
-                   help="extra pip packages for the session")
-    p.add_argument("--repository", metavar="GIT_URL", help="clone into the notebook folder")
-    p.add_argument("--default-url", default=None, metavar="PATH",
-                   help="JupyterLab page to open (default /lab)")
-    p.add_argument("--name", help="job name (default jupyter-session)")
-    p.add_argument("--app", default=None,
-                   help="the jupyter-session application's id or owner/alias")
+    add_options(p, LaunchOptions, config_file=False,
+                title="session options (docs/reference/launch.md; also the profile's launch:)")
     p.add_argument("--relay", default=None, metavar="URL",
                    help="relay address (default: the profile's relay_url)")
-    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
-                   help="give up (and cancel) if not ready by then (default: wait)")
     p.add_argument("--detach", action="store_true",
                    help="print the URL and exit, leaving the session running")
     p.add_argument("--open", action="store_true", help="open the URL in a web browser")
@@ -92,22 +79,9 @@ def connect(args: argparse.Namespace, *, start: bool = True
     return EverestClient(emb.url, emb.token), RelayClient(emb.relay_url, emb.token), profile
 
 
-def _options(args: argparse.Namespace, defaults: dict):
-    from launcher.launch import APP, LaunchOptions
-
-    def pick(name: str, default=None):
-        value = getattr(args, name)
-        return value if value is not None else defaults.get(name, default)
-
-    packages = pick("packages", [])
-    if isinstance(packages, str):
-        packages = packages.split()
-    return LaunchOptions(
-        app=pick("app", APP), name=args.name, resource=pick("resource"),
-        time_limit=pick("time_limit"), idle_timeout=pick("idle_timeout"),
-        packages=list(packages), repository=pick("repository"),
-        default_url=pick("default_url", "/lab"), timeout=args.timeout,
-        image=getattr(args, "image", None))
+def _options(args: argparse.Namespace, defaults: dict) -> LaunchOptions:
+    """The session's options: the command line's over the profile's ``launch:`` defaults."""
+    return from_options(LaunchOptions, args, config=profile_config(defaults))
 
 
 def launch_cmd(args: argparse.Namespace) -> int:

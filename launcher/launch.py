@@ -17,19 +17,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from everest_app.client import EverestClient
 from everest_app.errors import EverestError, NotFoundError
 from everest_app.job import Job
 from everest_app.states import JobState
+from launcher.launch_options import LaunchOptions
 from launcher.relay_client import RelayClient
 from launcher.session_state import SessionState
 
 log = logging.getLogger(__name__)
 
-APP = "jupyter-session"
 _QUEUED = {JobState.SUBMITTED, JobState.DEFERRED, JobState.READY, JobState.SCHEDULED}
 
 
@@ -40,39 +39,6 @@ class LaunchFailed(EverestError):
         super().__init__(message)
         self.job_id = job_id
         self.log = log_text
-
-
-@dataclass
-class LaunchOptions:
-    """What the user chose. ``None`` leaves an input to the application's default."""
-
-    app: str = APP
-    name: str | None = None
-    resource: str | None = None
-    time_limit: int | None = None
-    idle_timeout: int | None = None
-    packages: list[str] = field(default_factory=list)
-    repository: str | None = None
-    default_url: str = "/lab"
-    mode: str = "lab"
-    timeout: float | None = None
-    image: str | None = None
-
-    def inputs(self, relay_url: str, ticket: str, everest_url: str) -> dict[str, Any]:
-        """The job's inputs (only those given, so the app's defaults apply to the rest)."""
-        inputs: dict[str, Any] = {"relay": relay_url, "ticket": ticket, "mode": self.mode,
-                                  "default_url": self.default_url, "everest_url": everest_url}
-        if self.time_limit is not None:
-            inputs["time_limit"] = self.time_limit
-        if self.idle_timeout is not None:
-            inputs["idle_timeout"] = self.idle_timeout
-        if self.packages:
-            inputs["packages"] = " ".join(self.packages)
-        if self.repository:
-            inputs["repository"] = self.repository
-        if self.image:
-            inputs["image"] = self.image
-        return inputs
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """``python -m launcher.reference_docs``: write ``docs/reference/`` from the settings'
 declarations (:class:`everest_local.settings.ServerSettings`,
-:class:`launcher.relay.RelayConfig`); a test checks the committed pages are up to date."""
+:class:`launcher.relay_config.RelayConfig`, :class:`launcher.launch_options.LaunchOptions`);
+a test checks the committed pages are up to date."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
 def pages() -> dict[str, str]:
     """File name -> Markdown text of every generated reference page."""
     from everest_local.settings import ServerSettings
+    from launcher.launch_options import LaunchOptions
     from launcher.relay_config import RelayConfig
 
     return {
@@ -28,6 +30,12 @@ def pages() -> dict[str, str]:
             intro="The session relay (`everest-jupyter relay`, `python -m launcher.relay`): "
                   "the rendezvous between a session's job and its user, and the far end of "
                   "its tunnel. The local server runs one inside itself with its own ports."),
+        "launch.md": reference(
+            LaunchOptions, title="Session options", command="everest-jupyter launch",
+            intro="What `everest-jupyter launch` asks for: where the session runs, for how "
+                  "long, with what. A profile sets defaults for any of them under `launch:` "
+                  "in `~/.config/everest-jupyter/config.yaml`; the command line wins.",
+            config_file=False),
     }
 
 

@@ -12,6 +12,7 @@ import pytest
 from everest_app.options import from_options, load_config, settings
 from everest_local.settings import ServerSettings
 from launcher.cli import build_parser
+from launcher.launch_options import LaunchOptions
 from launcher.reference_docs import REFERENCE, pages
 from launcher.relay_config import RelayConfig
 
@@ -29,7 +30,8 @@ def test_the_committed_reference_pages_are_the_generated_ones() -> None:
 
 
 @pytest.mark.parametrize(("command", "cls", "page"), [
-    ("server", ServerSettings, "server.md"), ("relay", RelayConfig, "relay.md")])
+    ("server", ServerSettings, "server.md"), ("relay", RelayConfig, "relay.md"),
+    ("launch", LaunchOptions, "launch.md")])
 def test_help_and_docs_say_the_same_of_every_setting(capsys: pytest.CaptureFixture,
                                                      command: str, cls: type,
                                                      page: str) -> None:
@@ -81,3 +83,16 @@ def test_bad_values_are_refused_with_the_setting_named(tmp_path: Path) -> None:
         load_config(tmp_path / "missing.py")
     args = argparse.Namespace(config=None, port=0)
     assert from_options(ServerSettings, args, data_dir=tmp_path).port == 0
+
+
+def test_launch_takes_the_profile_s_defaults_and_the_command_line_wins() -> None:
+    from launcher.cli_session import _options
+
+    profile = {"time_limit": 60, "packages": "numpy scipy", "resource": "r1"}
+    args = build_parser().parse_args(["launch", "--time-limit", "30", "--image", "img"])
+    opts = _options(args, profile)
+    assert (opts.time_limit, opts.packages, opts.resource, opts.image, opts.app) == (
+        30, ["numpy", "scipy"], "r1", "img", "jupyter-session")
+    inputs = opts.inputs("http://relay", "t", "http://everest")
+    assert inputs["time_limit"] == 30 and inputs["packages"] == "numpy scipy"
+    assert "idle_timeout" not in inputs  # left to the application's default
