@@ -74,8 +74,4 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.e2e)
-    # Browser tests run last: Playwright's sync API leaves its event loop marked as running on
-    # the main thread for as long as the session-scoped browser lives, and any later test that
-    # calls asyncio.run() there would fail with "cannot be called from a running event loop".
-    items.sort(key=lambda item: "browser" in getattr(item, "fixturenames", ()))
 

@@ -3,14 +3,12 @@ versioned state, ``poll()`` against an Everest that does not answer, internal_ss
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-
 import pytest
 from jupyterhub.spawner import Spawner
 
 from launcher.hub import profiles as prof
 from launcher.hub.spawner import STATE_VERSION, EverestSpawner, spawn_failure
+from tests.fixtures.loops import run_coroutine
 from tests.session.helpers import free_port
 
 
@@ -19,13 +17,6 @@ class _User:
 
     async def get_auth_state(self):
         return None
-
-
-def _run(coro):
-    """Await ``coro`` on a loop of its own thread (Playwright's sync API may hold this
-    thread's loop when the browser tests ran first)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
 
 
 def _spawner(**config) -> EverestSpawner:
@@ -89,18 +80,18 @@ def test_state_is_versioned_and_cleared() -> None:
 def test_poll_never_raises_and_gives_up_only_after_its_grace() -> None:
     spawner = _spawner(poll_grace=60)
     spawner.job_id = "j1"
-    assert _run(spawner.poll()) is None  # Everest unreachable: still running
+    assert run_coroutine(spawner.poll()) is None  # Everest unreachable: still running
     spawner.poll_grace = 0
-    assert _run(spawner.poll()) == 1
-    assert _run(_spawner().poll()) == 0  # no job, no Everest: not running
+    assert run_coroutine(spawner.poll()) == 1
+    assert run_coroutine(_spawner().poll()) == 0  # no job, no Everest: not running
 
 
 def test_internal_ssl_is_refused() -> None:
     spawner = _spawner()
     spawner.internal_ssl = True
     with pytest.raises(Exception) as info:
-        _run(spawner.start())
+        run_coroutine(spawner.start())
     assert "internal_ssl" in info.value.jupyterhub_message
     with pytest.raises(Exception, match="internal_ssl"):
-        _run(spawner.move_certs({}))
+        run_coroutine(spawner.move_certs({}))
     assert issubclass(EverestSpawner, Spawner)

@@ -9,6 +9,7 @@ import requests
 
 from everest_local.app import LocalServer, ServerBusyError, read_server_json
 from everest_local.settings import ServerSettings
+from tests.fixtures.loops import run_coroutine
 
 
 def test_in_process_server_writes_and_removes_server_json(tmp_path):
@@ -28,7 +29,7 @@ def test_in_process_server_writes_and_removes_server_json(tmp_path):
         await server.stop()
         assert read_server_json(settings.data_dir) is None
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())
 
 
 def test_an_internal_error_fails_the_job_and_frees_its_slot(tmp_path, monkeypatch):
@@ -57,4 +58,4 @@ def test_an_internal_error_fails_the_job_and_frees_its_slot(tmp_path, monkeypatc
         finally:
             await server.stop()
 
-    asyncio.run(scenario())
+    run_coroutine(scenario())
