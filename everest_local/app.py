@@ -2,7 +2,8 @@
 
 ``LocalServer(settings)`` owns one data directory (guarded by a lock file, so two servers
 never share one). ``await server.start()`` binds, recovers jobs left by a previous run,
-loads plugins and writes ``<data-dir>/server.json`` (``{"pid", "url"}``, atomically);
+loads plugins and writes ``<data-dir>/server.json`` (``{"pid", "url", "tasks"}``, the last
+the folder of task folders, atomically);
 ``await server.stop()`` stops accepting requests, interrupts running tasks (their jobs
 end CANCELLED with an info saying the server stopped), and removes ``server.json``.
 ``server.run()`` does all of it in the foreground until SIGINT or SIGTERM.
@@ -16,6 +17,7 @@ import inspect
 import json
 import logging
 import os
+import pwd
 import signal
 import time
 from pathlib import Path
@@ -81,6 +83,8 @@ class LocalServer:
         host = "[::1]" if host == "::" else (f"[{host}]" if ":" in host else host)
         self.url = f"http://{host}:{self.port}"
         core = self.core = Core(s, self.catalog, self.resources)
+        core.task_accounts.check(core.store.user_count(), _account_name())
+        self._protect_data_dir(core)
         core.url = self.url
         core.task_url = (s.public_url or self.url).rstrip("/")
         core.store.purge_expired_tokens(time.time())
@@ -132,6 +136,15 @@ class LocalServer:
 
     # -- the data dir's lock and server.json ------------------------------------------------
 
+    def _protect_data_dir(self, core: Core) -> None:
+        """The data dir is the server's alone: 0700, or 0711 when tasks run as other
+        accounts (they pass through it to their own folders; everything in it is 0700 or
+        0600, so they reach nothing else)."""
+        os.chmod(self.data_dir, 0o711 if core.task_accounts.switching else 0o700)
+        for folder in (self.data_dir / "files",):
+            if folder.exists():
+                os.chmod(folder, 0o700)
+
     def _lock(self) -> None:
         fd = os.open(self.data_dir / "server.lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -152,13 +165,21 @@ class LocalServer:
     def _write_server_json(self) -> None:
         path = self.data_dir / SERVER_JSON
         tmp = path.with_name(f".{SERVER_JSON}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"pid": os.getpid(), "url": self.url}))
+        tasks = str(self.core.executor.tasks_root) if self.core else None
+        tmp.write_text(json.dumps({"pid": os.getpid(), "url": self.url, "tasks": tasks}))
         os.replace(tmp, path)
 
     def _remove_server_json(self) -> None:
         info = read_server_json(self.data_dir)
         if info and info.get("pid") == os.getpid():
             (self.data_dir / SERVER_JSON).unlink(missing_ok=True)
+
+
+def _account_name() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def read_server_json(data_dir: str | Path) -> dict[str, Any] | None:

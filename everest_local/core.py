@@ -26,6 +26,7 @@ from everest_local.hooks import Hooks
 from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
 from everest_local.store import JobRow, Store, new_id
+from everest_local.task_users import TaskAccounts
 
 
 def log_time(ts: float) -> str:
@@ -45,6 +46,8 @@ class Core:
         self.settings = settings
         self.catalog = catalog
         self.resources = resources or Resources()
+        self.task_accounts = TaskAccounts(settings.task_user, settings.task_users,
+                                          settings.allow_shared_task_user)
         self.store = Store(settings.data_dir)
         self.tokens = Tokens(self.store)
         self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max)

@@ -55,6 +55,7 @@ from everest_local.staging import (
     stage_inputs,
 )
 from everest_local.store import JobRow, Store, TaskRow
+from everest_local.task_users import TaskAccounts, TaskUser, tasks_root
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ class Host(Protocol):
     files: FileStore
     tokens: Tokens
     resources: Resources
+    task_accounts: TaskAccounts
     url: str
     task_url: str
 
@@ -129,8 +131,7 @@ class Executor:
     def __init__(self, core: Host):
         self.core = core
         self.settings = core.settings
-        self.tasks_root = core.settings.data_dir / "tasks"
-        self.tasks_root.mkdir(parents=True, exist_ok=True)
+        self.tasks_root = tasks_root(core.settings.data_dir, core.task_accounts)
         self.resources = core.resources
         self.local_id = self.resources.by_name[LOCAL].id
         self.queues: dict[Slot, deque[str]] = {}
@@ -308,12 +309,16 @@ class Executor:
             return
         job, app = startable
         task_id, task_dir, files, env = self._new_task(job, app, slot)
+        user = self.core.task_accounts.for_owner(job.owner)
+        if user is not None:
+            env = user.env(env, task_dir / "work")
         try:
             if files:  # copying input files may take a while: off the loop
                 spawned = await asyncio.get_running_loop().run_in_executor(
-                    self.pool, _prepare_and_spawn, app, job.inputs, task_dir, files, env)
+                    self.pool, _prepare_and_spawn, app, job.inputs, task_dir, files, env,
+                    user)
             else:  # small work (app files, scalar inputs): a thread hop would cost more
-                spawned = _prepare_and_spawn(app, job.inputs, task_dir, files, env)
+                spawned = _prepare_and_spawn(app, job.inputs, task_dir, files, env, user)
         except (StagingError, OSError) as exc:
             stop = self.starting.pop(job_id, None)
             await self._record_end(task_id, job_id, app, task_dir, None, stop,
@@ -724,15 +729,17 @@ class Executor:
 
 
 def _prepare_and_spawn(app: Application, inputs: dict[str, Any], task_dir: Path,
-                       files: dict[str, Path], env: dict[str, str]) -> processes.Spawned:
-    """Make the work dir, stage, build the command, start the process (blocking)."""
+                       files: dict[str, Path], env: dict[str, str],
+                       user: TaskUser | None = None) -> processes.Spawned:
+    """Make the work dir, stage, build the command, start the process (as ``user`` when
+    given) (blocking)."""
     work = task_dir / "work"
     if task_dir.exists():
         shutil.rmtree(task_dir)
     work.mkdir(parents=True)
     values = stage_inputs(app, inputs, work, files)
     argv = resolve_executable(build_argv(app.command, values), work, env.get("PATH"))
-    return processes.spawn(argv, work, task_dir, env)
+    return processes.spawn(argv, work, task_dir, env, user)
 
 
 def _prepare_remote(app: Application, inputs: dict[str, Any], task_dir: Path,

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 from pathlib import Path
 from typing import IO
 from urllib.parse import quote, unquote, urlsplit
 
-from everest_local.staging import safe_name
+from everest_local.staging import StagingError, safe_name
 from everest_local.store import Store, new_id
 
 _SAFE = "-._~!$&'()*+,;=:@"
@@ -47,7 +48,8 @@ class FileStore:
     def __init__(self, store: Store, root: Path):
         self.store = store
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(root, 0o700)
 
     def begin_upload(self) -> PendingUpload:
         """An upload to stream into: ``open(name)`` for the sink, then commit or abort."""
@@ -63,12 +65,21 @@ class FileStore:
             clean = f"{stem}-{n}{dot}{ext}"
         taken.add(clean)
         folder = self.root / "jobs" / job_id
-        folder.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / clean
         try:
             os.replace(src, path)
         except OSError:  # another filesystem
-            shutil.copyfile(src, path)
+            shutil.copyfile(src, path, follow_symlinks=False)
+        # the task's account may have swapped a checked file for a link since: keep only a
+        # regular file, and make it the server's own
+        st = os.lstat(path)
+        if not stat.S_ISREG(st.st_mode):
+            path.unlink()
+            raise StagingError(f"output file {clean} is not a regular file")
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0 and st.st_uid != 0:
+            os.chown(path, 0, 0)
         uri = f"/api/files/jobs/{job_id}/{quote(clean, safe=_SAFE)}"
         return uri, path, path.stat().st_size
 
@@ -101,9 +112,10 @@ class PendingUpload:
             raise ValueError(f"bad file name {name!r}")
         self.name = clean
         self.folder = self.root / new_id()
-        self.folder.mkdir()
+        self.folder.mkdir(mode=0o700)
         self.tmp = self.folder / f".{clean}.part"
-        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed by commit/abort
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        self.file = open(fd, "wb")  # noqa: SIM115 - closed by commit/abort
         return self.file
 
     def commit(self) -> tuple[str, Path, int]:

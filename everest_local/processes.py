@@ -23,6 +23,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from everest_local.task_users import TaskUser, hand_over
+
 WRAPPER = ('trap : INT TERM; d=$1; shift; echo "$$" > "$d/pid"; "$@"; s=$?; '
            'echo "$s" > "$d/exit"; exit "$s"')
 """``sh -c WRAPPER sh <task-dir> <argv...>``: writes ``<task-dir>/pid`` and ``<task-dir>/exit``."""
@@ -40,16 +42,24 @@ class Spawned:
     popen: subprocess.Popen | None = None
 
 
-def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str]) -> Spawned:
+def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
+          user: TaskUser | None = None) -> Spawned:
     """Start ``argv`` in ``work`` under the wrapper; stdout/stderr go to files there.
 
-    Raises ``OSError`` if the process cannot be started.
+    With ``user`` (a server running as root) the task folder is handed to that account and
+    the process runs as it, with no supplementary groups and umask 077. Raises ``OSError``
+    if the process cannot be started.
     """
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
+        account: dict = {}
+        if user is not None:
+            hand_over(task_dir, user)
+            account = {"user": user.uid, "group": user.gid, "extra_groups": [],
+                       "umask": 0o077}
         popen = subprocess.Popen(
             ["/bin/sh", "-c", WRAPPER, "sh", str(task_dir), *argv],
             cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            start_new_session=True, close_fds=True,
+            start_new_session=True, close_fds=True, **account,
         )
     return Spawned(pid=popen.pid, start_time=start_time(popen.pid), popen=popen)
 

@@ -74,6 +74,20 @@ class ServerSettings(Configurable):
     login_backoff_max = Float(
         900.0, help="The longest wait between sign-in tries after failures, in seconds.",
     ).tag(config=True)
+    task_user = Unicode(
+        "everest-task",
+        help="The unprivileged OS account tasks run as when the server runs as root (never "
+             "root; tasks of a server run by another account run as that account).",
+    ).tag(config=True, metavar="ACCOUNT")
+    task_user_for = List(
+        Unicode(),
+        help="USER=ACCOUNT: run Everest user USER's tasks as OS account ACCOUNT, which "
+             "isolates users' running tasks from each other too (root only).",
+    ).tag(config=True, metavar="USER=ACCOUNT", append=True)
+    allow_shared_task_user = Bool(
+        False, help="Start even though the server does not run as root and has several "
+                    "users: all their tasks then run as the server's account and can read "
+                    "its data.").tag(config=True)
     max_body_size = Integer(
         64 << 20, help="The largest JSON request body, in bytes (buffered in memory).",
     ).tag(config=True, metavar="BYTES")
@@ -83,6 +97,19 @@ class ServerSettings(Configurable):
     plugins = List(
         Unicode(), help="Modules to import whose setup(server) hook extends the server.",
     ).tag(config=True, option="--plugin", dest="plugin", metavar="MODULE", append=True)
+
+    @property
+    def task_users(self) -> dict[str, str]:
+        """``task_user_for`` as a mapping of Everest user to OS account."""
+        return dict(pair.split("=", 1) for pair in self.task_user_for)
+
+    @validate("task_user_for")
+    def _pairs(self, proposal: dict) -> list[str]:
+        for pair in proposal["value"]:
+            user, sep, account = pair.partition("=")
+            if not (sep and user and account):
+                raise TraitError(f"task_user_for wants USER=ACCOUNT, got {pair!r}")
+        return proposal["value"]
 
     @default("data_dir")
     def _default_data_dir(self) -> Path:

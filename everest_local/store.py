@@ -8,7 +8,9 @@ change happens in one transaction (``with store.tx():``), so a crash never leave
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import secrets
 import sqlite3
 import time
@@ -117,6 +119,11 @@ class Store:
     def __init__(self, data_dir: str | Path):
         self.path = Path(data_dir) / DB_NAME
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        # private, whatever the umask: SQLite gives its -wal and -shm files the same mode
+        self.path.touch(mode=0o600, exist_ok=True)
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.chmod(f"{self.path}{suffix}", 0o600)
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
@@ -160,6 +167,9 @@ class Store:
                        "ON CONFLICT(name) DO UPDATE SET password=excluded.password",
                        (name, password_hash, time.time()))
             db.execute("DELETE FROM tokens WHERE user=? AND job_id IS NULL", (name,))
+
+    def user_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM users").fetchone()[0]
 
     def password_hash(self, name: str) -> str | None:
         row = self.db.execute("SELECT password FROM users WHERE name=?", (name,)).fetchone()

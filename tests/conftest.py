@@ -42,9 +42,21 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory):
         os.environ[var] = str(path)
     for var in _CLEARED:
         os.environ.pop(var, None)
+    if os.geteuid() == 0:  # an embedded server's tasks run as another account: let it pass
+        from tests.fixtures.task_accounts import ensure_passable
+
+        ensure_passable(Path(os.environ["XDG_DATA_HOME"]) / "x")
     yield root
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def task_accounts() -> None:
+    """The OS accounts a root server runs tasks as (see tests/fixtures/task_accounts.py)."""
+    from tests.fixtures.task_accounts import ensure_task_accounts
+
+    ensure_task_accounts()
 
 
 @pytest.fixture

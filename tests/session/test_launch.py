@@ -73,9 +73,13 @@ def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        info = data_dir / "server" / "server.json"
+        tasks = json.loads(info.read_text()).get("tasks") if info.exists() else None
         subprocess.run([*cli_command(), "server", "stop"], env=env, capture_output=True,
                        timeout=120)
         kill_tasks_under(data_dir)
+        if tasks:
+            kill_tasks_under(Path(tasks))
 
 
 def test_launch_prints_a_url_that_answers_through_the_tunnel(launched: Launched) -> None:
@@ -148,7 +152,8 @@ def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
     base, token = split_url(launched.out["url"])
     requests.post(base + "api/kernels", json={"name": "python3"}, timeout=30,
                   headers={"Authorization": f"token {token}"}).raise_for_status()
-    work = launched.data_dir / "server"
+    server = json.loads((launched.data_dir / "server" / "server.json").read_text())
+    work = Path(server["tasks"])  # under the data dir, or elsewhere if tasks cannot reach it
     wait_for(lambda: len(pids_with_cwd_under(work)) >= 3, what="runner, lab and kernel")
 
     launched.proc.send_signal(signal.SIGINT)
