@@ -16,10 +16,16 @@ from typing import Any
 
 from everest_app import strict_json
 from everest_app.descriptor import Application, validate_inputs
-from everest_app.errors import BadRequestError, EverestError, NotFoundError
+from everest_app.errors import (
+    BadRequestError,
+    EverestError,
+    NotFoundError,
+    TooManyRequestsError,
+)
 from everest_app.states import JobState
 from everest_local.auth import SignInLinks, SignInThrottle, Tokens
 from everest_local.catalog import Catalog
+from everest_local.disk import DiskReserve
 from everest_local.executor import Executor, TaskStop
 from everest_local.files import FileStore, canonical_uri
 from everest_local.hooks import Hooks
@@ -49,6 +55,7 @@ class Core:
         self.task_accounts = TaskAccounts(settings.task_user, settings.task_users,
                                           settings.allow_shared_task_user)
         self.store = Store(settings.data_dir)
+        self.disk = DiskReserve(settings.data_dir, settings.disk_reserve)
         self.tokens = Tokens(self.store)
         self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max)
         self.sign_in_links = SignInLinks()
@@ -89,6 +96,11 @@ class Core:
             inputs = await _call_preparer(prepare, user, app, inputs)
         inputs = validate_inputs(app, inputs)
         self._check_files(user, app, inputs)
+        limit = self.settings.max_jobs_in_flight
+        if limit and self.store.jobs_in_flight(user) >= limit:
+            raise TooManyRequestsError(
+                f"you have {limit} jobs queued or running, this server's limit per user: "
+                "submit more once some have ended", retry_after=30)
         now = time.time()
         job = JobRow(id=new_id(), owner=user, name=name or app.name, app_id=key,
                      app_alias=app.alias, app_name=app.name, state=JobState.READY, inputs=inputs,
@@ -101,6 +113,18 @@ class Core:
         self.app_jobs[key] += 1
         self.executor.enqueue(job.id, app, job)
         return self.job_json(self.store.job(job.id) or job)
+
+    def check_storage(self, user: str, adding: int) -> None:
+        """Refuse (429) storing ``adding`` more bytes for ``user`` past their limit."""
+        limit = self.settings.max_stored_bytes
+        if not limit:
+            return
+        used = self.store.stored_bytes(user)
+        if used + adding > limit or used >= limit:
+            raise TooManyRequestsError(
+                f"your files would take {used + adding} bytes, over this server's limit of "
+                f"{limit} bytes per user: delete some (DELETE /api/user/tmp_files, or jobs) "
+                "and retry", retry_after=60)
 
     def _check_files(self, user: str, app: Application, inputs: dict[str, Any]) -> None:
         for name, uris in app.file_inputs(inputs):

@@ -31,8 +31,10 @@ from everest_app.errors import (
     TooManyRequestsError,
 )
 from everest_app.json_api import TOKEN_COOKIE
+from everest_local import openapi
 from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
 from everest_local.core import Core, iso_time
+from everest_local.disk import DISK_FULL_MESSAGE, is_disk_full
 from everest_local.files import PendingUpload
 from everest_local.multipart import FirstFilePart, MultipartError, boundary_of
 
@@ -134,6 +136,9 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, EverestError | tornado.web.HTTPError):
             return  # an expected error answer, already in the access log
+        if is_disk_full(value):
+            log.warning("%s %s: %s", self.request.method, self.route, value)
+            return
         super().log_exception(typ, value, tb)
 
 
@@ -143,6 +148,8 @@ def _implements(cls: type, method: str) -> bool:
 
 
 def _error_of(exc: BaseException | None, status: int, reason: str) -> tuple[int, str]:
+    if is_disk_full(exc):
+        return 507, DISK_FULL_MESSAGE
     if isinstance(exc, EverestError):
         if isinstance(exc, NotFoundError):
             return 404, exc.message
@@ -239,7 +246,8 @@ class TokenHandler(ApiHandler):
 
     def delete(self) -> None:
         assert self.auth is not None
-        self.core.tokens.revoke(self.auth)
+        auth = self.auth
+        self.core.disk.room(lambda: self.core.tokens.revoke(auth))
         self.clear_cookie(TOKEN_COOKIE, path="/")
         self.send_json({})
 
@@ -391,7 +399,8 @@ class JobsHandler(ApiHandler):
         if not name:
             raise BadRequestError("say which jobs to delete: DELETE /api/jobs?name=<name>",
                                   status=400)
-        self.send_json({"deleted": self.core.delete_named(self.user, name)})
+        self.send_json({"deleted": self.core.disk.room(
+            lambda: self.core.delete_named(self.user, name))})
 
 
 class JobHandler(ApiHandler):
@@ -401,7 +410,7 @@ class JobHandler(ApiHandler):
         self.send_text(self.core.job_text(self.user, job_id))
 
     def delete(self, job_id: str) -> None:
-        self.core.delete(self.user, job_id)
+        self.core.disk.room(lambda: self.core.delete(self.user, job_id))
         self.send_json({})
 
 
@@ -444,6 +453,7 @@ class UploadHandler(ApiHandler):
             boundary = boundary_of(self.request.headers.get("Content-Type", ""))
         except MultipartError as exc:
             raise BadRequestError(f"{exc} (a file part, field 'file')", status=400) from exc
+        self.core.check_storage(self.user, 0)
         self.upload = self.core.files.begin_upload()
         self.parser = FirstFilePart(boundary, self.upload.open)
 
@@ -470,7 +480,13 @@ class UploadHandler(ApiHandler):
         except OSError:
             self.upload.abort()
             raise
-        self.core.store.add_file(uri, self.user, "temp", None, path.name, str(path), length)
+        try:
+            self.core.check_storage(self.user, length)
+            self.core.store.add_file(uri, self.user, "temp", None, path.name, str(path),
+                                     length)
+        except BaseException:
+            self.core.files.remove_paths([str(path)])  # nothing half-stored stays
+            raise
         self.send_json({"uri": uri, "filename": path.name, "length": length})
 
     def on_connection_close(self) -> None:
@@ -510,7 +526,7 @@ class FileHandler(ApiHandler):
 
     def delete(self, _: str) -> None:
         row = self._row()
-        paths = self.core.store.delete_file(row["uri"])
+        paths = self.core.disk.room(lambda: self.core.store.delete_file(row["uri"]))
         self.core.files.remove_paths(paths)
         self.send_json({})
 
@@ -519,9 +535,19 @@ class TmpFilesHandler(ApiHandler):
     route = "/api/user/tmp_files"
 
     def delete(self) -> None:
-        paths = self.core.store.delete_temp_files(self.user)
+        paths = self.core.disk.room(lambda: self.core.store.delete_temp_files(self.user))
         self.core.files.remove_paths(paths)
         self.send_json({"deleted": len(paths)})
+
+
+class OpenApiHandler(ApiHandler):
+    """``GET /api/openapi.json``: the API's OpenAPI description (no token needed)."""
+
+    route = "/api/openapi.json"
+    public = True
+
+    def get(self) -> None:
+        self.send_json(openapi.document(self.core.url))
 
 
 class StatsHandler(ApiHandler):
@@ -554,6 +580,7 @@ def api_routes(core: Core) -> list[tuple[str, type, dict[str, Any]]]:
         (r"/api/files/temp", UploadHandler),
         (r"/api/files/(.+)", FileHandler),
         (r"/api/user/tmp_files", TmpFilesHandler),
+        (r"/api/openapi.json", OpenApiHandler),
         (r"/_local/stats", StatsHandler),
     ]
     return [(pattern, cls, args) for pattern, cls in table]

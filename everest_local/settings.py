@@ -88,6 +88,15 @@ class ServerSettings(Configurable):
         False, help="Start even though the server does not run as root and has several "
                     "users: all their tasks then run as the server's account and can read "
                     "its data.").tag(config=True)
+    max_jobs_in_flight = Integer(
+        10000, help="Jobs one user may have queued or running; more are refused with 429 and "
+                    "Retry-After (0: no limit).").tag(config=True, metavar="N")
+    max_stored_bytes = Integer(
+        0, help="Bytes of files (uploads and job outputs) one user may keep; more are refused "
+                "with 429 and Retry-After (0: no limit).").tag(config=True, metavar="BYTES")
+    disk_reserve = Integer(
+        4 << 20, help="Bytes of disk held aside so that deletes still work when the disk is "
+                      "full (see everest_local/disk.py).").tag(config=True, metavar="BYTES")
     max_body_size = Integer(
         64 << 20, help="The largest JSON request body, in bytes (buffered in memory).",
     ).tag(config=True, metavar="BYTES")

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.sqlite_schema import Migration, add_columns, migrate
-from everest_app.states import JobState, TaskState
+from everest_app.states import TERMINAL_STATES, JobState, TaskState
 
 DB_NAME = "everest.sqlite3"
 
@@ -235,6 +235,18 @@ class Store:
     def job_ids_named(self, owner: str, name: str) -> list[str]:
         rows = self.db.execute("SELECT id FROM jobs WHERE owner=? AND name=?", (owner, name))
         return [r[0] for r in rows]
+
+    def jobs_in_flight(self, owner: str) -> int:
+        """How many of ``owner``'s jobs have not ended."""
+        ended = [s.value for s in TERMINAL_STATES]
+        return self.db.execute(
+            "SELECT COUNT(*) FROM jobs WHERE owner=? AND state NOT IN (?, ?, ?)",
+            (owner, *ended)).fetchone()[0]
+
+    def stored_bytes(self, owner: str) -> int:
+        """The bytes of ``owner``'s stored files (uploads and job outputs)."""
+        return self.db.execute("SELECT COALESCE(SUM(length), 0) FROM files WHERE owner=?",
+                               (owner,)).fetchone()[0]
 
     def jobs_in_states(self, states: tuple[JobState, ...]) -> list[JobRow]:
         """Jobs in any of ``states``, oldest first (queue order)."""

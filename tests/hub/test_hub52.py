@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.fixtures.task_accounts import ensure_passable
 from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import run_in_kernel, wait_for
 
@@ -65,6 +66,7 @@ def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
         tmp_path_factory.mktemp("jupyterhub-" + VERSION)
     # the runners' tunnel through asyncssh here (OpenSSH's ssh in the other modules), so
     # both carry the forward to the hub's API
+    ensure_passable(folder / "venv")  # a root server's tasks run it as another account
     stack = HubStack(tmp_path_factory.mktemp("hub52"), python=hub52_python(folder / "venv"),
                      service_slots=1, server_env={"EVEREST_JUPYTER_TUNNEL": "asyncssh"})
     try:

@@ -12,6 +12,7 @@ import orchestrator
 from everest_app.errors import BadRequestError
 from everest_app.states import JobState
 from orchestrator import DependencyFailed, JobFailed, Orchestrator, as_completed
+from tests.fixtures.task_accounts import ensure_passable
 from tests.fixtures.waiting import wait_for
 
 
@@ -78,6 +79,8 @@ def test_refused_inputs_fail_the_future_with_the_servers_message(orch):
 
 
 def test_retries_resubmit_a_failed_job(orch, server, tmp_path):
+    ensure_passable(tmp_path / "marker")  # the task (another account, when we are root)
+    tmp_path.chmod(0o777)  # writes its marker here
     marker = tmp_path / "marker"
     flaky = orch.submit("flaky-once", {"marker": str(marker)}, retries=2)
     assert flaky.result(60) == {"attempt": "second"}

@@ -21,6 +21,7 @@ from everest_app.client import EverestClient
 from everest_local.app import server_running
 from tests.fixtures.browser import run_a_cell
 from tests.fixtures.local_server import ServerProcess, kill_tasks_under
+from tests.fixtures.task_accounts import ensure_passable
 from tests.session.helpers import (
     RelayProcess,
     child_env,
@@ -134,6 +135,7 @@ def test_extra_packages_are_importable_in_the_kernel(launched: Launched, tmp_pat
     # the runner layers a cached environment holding the wheel on the one it runs in (a venv
     # here), so the kernel has both the wheel and everything the session itself needs
     wheel = tiny_wheel(tmp_path)
+    ensure_passable(wheel)  # the task (another account, when we are root) installs it
     result = launched.cli("--json", "launch", "--packages", str(wheel), "--detach",
                           "--time-limit", "600", timeout=300)
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,124 @@
+"""Resources run out gracefully: on a real full filesystem (a 6 MiB tmpfs holding the data
+directory) every request gets a JSON 507 or works, deletes still free space, and nothing is
+lost; per-user limits on jobs in flight and stored bytes answer 429 with Retry-After."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fixtures.local_server import ServerProcess, password_for
+
+HERE = Path(__file__).resolve().parent
+
+
+@pytest.fixture(scope="module")
+def tiny_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A 6 MiB tmpfs, mounted for this module (root may mount; the tests run as root)."""
+    mount = tmp_path_factory.mktemp("tiny-disk")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(mount)],
+                   check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.fixture(scope="module")
+def full_server(tiny_disk: Path) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tiny_disk / "data", extra_args=["--disk-reserve", str(1 << 20)])
+    try:
+        yield proc.start()
+    finally:
+        proc.close()
+
+
+def _upload(server: ServerProcess, token: str, size: int) -> requests.Response:
+    return requests.post(server.url + "/api/files/temp", timeout=60,
+                         headers={"Authorization": f"Bearer {token}"},
+                         files={"file": ("blob.bin", os.urandom(size))})
+
+
+def test_a_full_disk_answers_507_and_deletes_free_it(full_server: ServerProcess,
+                                                     tiny_disk: Path) -> None:
+    token = full_server.token_for("alice")
+    stored = []
+    while True:  # fill the filesystem with uploads until the server says it is full
+        resp = _upload(full_server, token, 256 << 10)
+        if resp.status_code != 200:
+            break
+        stored.append(resp.json()["uri"])
+        assert len(stored) < 100, "the 6 MiB disk never filled"
+    assert resp.status_code == 507, resp.text
+    assert "disk is full" in resp.json()["message"]
+    # a full disk everywhere: sign-in and submit say so too, or work; never a 500
+    login = requests.post(full_server.url + "/api/auth/access_token", timeout=30,
+                          json={"username": "bob", "password": password_for("bob")})
+    assert login.status_code in (200, 507), login.text
+    submit = requests.post(full_server.url + "/api/apps/sleep", timeout=30,
+                           json={"inputs": {"duration": 0}},
+                           headers={"Authorization": f"Bearer {token}"})
+    assert submit.status_code in (201, 507), submit.text
+    # reading still works, and so does freeing space through the API
+    jobs = requests.get(full_server.url + "/api/jobs", timeout=30,
+                        headers={"Authorization": f"Bearer {token}"})
+    assert jobs.status_code == 200
+    freed = requests.delete(full_server.url + "/api/user/tmp_files", timeout=30,
+                            headers={"Authorization": f"Bearer {token}"})
+    assert freed.status_code == 200 and freed.json()["deleted"] == len(stored)
+    assert _upload(full_server, token, 256 << 10).status_code == 200  # room again
+    # nothing half-written stayed: every file row has its bytes, no stray parts
+    with sqlite3.connect(full_server.data_dir / "everest.sqlite3") as db:
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        paths = [Path(p) for (p,) in db.execute("SELECT path FROM files")]
+    assert all(p.exists() for p in paths)
+    assert not list((full_server.data_dir / "files").rglob("*.part"))
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("limited") / "data",
+                         apps=[HERE / "apps" / "slow-echo"],
+                         extra_args=["--max-jobs-in-flight", "2", "--max-stored-bytes", "1000"])
+    try:
+        yield proc.start()
+    finally:
+        proc.close()
+
+
+def test_jobs_in_flight_are_limited_per_user(limited: ServerProcess) -> None:
+    alice, bob = limited.client("alice"), limited.client("bob")
+    running = [alice.submit("slow-echo", {"duration": 60, "text": "x"}) for _ in range(2)]
+    try:
+        third = requests.post(limited.url + "/api/apps/slow-echo", timeout=30,
+                              json={"inputs": {"duration": 60, "text": "x"}},
+                              headers={"Authorization": f"Bearer {limited.token_for('alice')}"})
+        assert third.status_code == 429 and int(third.headers["Retry-After"]) > 0
+        assert "limit" in third.json()["message"]
+        other = bob.submit("slow-echo", {"duration": 0, "text": "y"})  # bob has his own
+        assert bob.wait(other.id, timeout=60).state == "DONE"
+    finally:
+        for job in running:
+            alice.cancel(job.id)
+    for job in running:
+        alice.wait(job.id, timeout=60)
+    again = alice.submit("slow-echo", {"duration": 0, "text": "z"})  # room again
+    assert alice.wait(again.id, timeout=60).state == "DONE"
+
+
+def test_stored_bytes_are_limited_per_user(limited: ServerProcess) -> None:
+    token = limited.token_for("bob")
+    assert _upload(limited, token, 600).status_code == 200
+    over = _upload(limited, token, 600)
+    assert over.status_code == 429 and int(over.headers["Retry-After"]) > 0
+    assert "limit of 1000 bytes" in over.json()["message"]
+    assert not list((limited.data_dir / "files").rglob("blob.bin"))[1:]  # the second is gone
+    requests.delete(limited.url + "/api/user/tmp_files", timeout=30,
+                    headers={"Authorization": f"Bearer {token}"})
+    assert _upload(limited, token, 600).status_code == 200

@@ -1,0 +1,114 @@
+"""The OpenAPI description at /api/openapi.json, and schemathesis over it: thousands of
+generated requests (valid and not, with and without a token) against a real server, and
+not one may get a 5xx. Each answer must also be what the description declares (status and
+JSON). The count and the time taken are printed at the end of the module's run."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
+
+from tests.fixtures.local_server import ServerProcess, password_for
+
+EXAMPLES = 60  # per operation, generation mode and auth mode: about 5,000 requests
+TALLY: Counter[str] = Counter()
+TIMES: Counter[str] = Counter()
+
+
+@pytest.fixture(scope="module")
+def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    proc = ServerProcess(tmp_path_factory.mktemp("fuzzed") / "data",
+                         users=("fuzzer", "alice"))
+    started = time.monotonic()
+    try:
+        yield proc.start()
+    finally:
+        proc.close()
+        print(f"\nschemathesis: {TALLY['requests']} requests, {TALLY['5xx']} answers 5xx, "
+              f"{time.monotonic() - started:.1f} s")
+
+
+def test_the_description_is_served_without_a_token(fuzzed: ServerProcess) -> None:
+    doc = requests.get(fuzzed.url + "/api/openapi.json", timeout=10).json()
+    assert doc["openapi"].startswith("3.") and doc["servers"] == [{"url": fuzzed.url}]
+    assert "/api/jobs/{job}" in doc["paths"]
+
+
+class _Token:
+    """The fuzzer's token, minted again when a generated request revoked it."""
+
+    def __init__(self, server: ServerProcess):
+        self.server = server
+        self.value = self._mint()
+
+    def _mint(self) -> str:
+        resp = requests.post(self.server.url + "/api/auth/access_token", timeout=30,
+                             json={"username": "fuzzer", "password": password_for("fuzzer")})
+        resp.raise_for_status()
+        return resp.json()["access_token"]
+
+    def after(self, case) -> None:
+        if case.method == "DELETE" and case.path == "/api/auth/access_token":
+            self.value = self._mint()
+
+
+@pytest.fixture(scope="module")
+def token(fuzzed: ServerProcess) -> _Token:
+    return _Token(fuzzed)
+
+
+def _check(case, headers: dict[str, str], token: _Token | None = None) -> None:
+    resp = case.call(headers=headers, timeout=30)
+    if token is not None:
+        token.after(case)
+    TALLY["requests"] += 1
+    if resp.status_code >= 500:
+        TALLY["5xx"] += 1
+    assert resp.status_code < 500, (case.method, case.path, resp.status_code, resp.text)
+    declared = case.operation.definition.raw.get("responses", {})
+    assert str(resp.status_code) in declared, (case.method, case.path, resp.status_code,
+                                               resp.text)
+    if resp.headers.get("Content-Type", "").startswith("application/json"):
+        resp.json()  # strict JSON out: it parses
+
+
+_FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=True,
+                 suppress_health_check=list(HealthCheck), database=None)
+
+
+def _fuzz(server: ServerProcess, headers: Callable[[], dict[str, str]],
+          token: _Token | None = None) -> None:
+    """Every operation of the description, valid and invalid generated requests."""
+    described = schemathesis.openapi.from_url(server.url + "/api/openapi.json")
+    operations = [result.ok() for result in described.get_all_operations()]
+    assert len(operations) >= 20
+    for operation in operations:
+        for mode in GenerationMode:
+            @_FUZZ
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def run(case) -> None:
+                _check(case, headers(), token)
+
+            started = time.monotonic()
+            try:
+                run()
+            except Unsatisfiable:  # nothing to vary: an operation without parameters
+                assert mode is GenerationMode.NEGATIVE, operation.label
+            TIMES[f"{operation.label} {mode.value}"] += time.monotonic() - started
+
+
+def test_no_generated_request_with_a_token_gets_a_server_error(
+        fuzzed: ServerProcess, token: _Token) -> None:
+    _fuzz(fuzzed, lambda: {"Authorization": f"Bearer {token.value}"}, token)
+
+
+def test_no_generated_request_without_one_gets_a_server_error(fuzzed: ServerProcess) -> None:
+    _fuzz(fuzzed, dict)
