@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import mimetypes
+import os
 import time
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -512,7 +513,8 @@ class FileHandler(ApiHandler):
         self.set_header("Content-Disposition",
                         f"attachment; filename*=UTF-8''{quote(row['name'], safe='')}")
         try:
-            f = open(row["path"], "rb")  # noqa: SIM115 - closed below across awaits
+            # never through a link: a stored file is always a regular file
+            f = open(os.open(row["path"], os.O_RDONLY | os.O_NOFOLLOW), "rb")  # noqa: SIM115
         except OSError as exc:
             raise NotFoundError(f"file {self.request.path} is gone from disk", status=404) \
                 from exc

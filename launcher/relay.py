@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 HOST_KEY_FILE = "ssh_host_ed25519_key"
 SECRET_FILE = "runner_secret"
 STATE_DB = "relay.sqlite"
+SEAL_KEY_FILE = "state_key"
 PORT_FILE = "http_port"
 FORWARD_PORT = 8888
 """The port number of every new session's (virtual) forward: the SSH protocol needs one,
@@ -128,7 +129,7 @@ class Relay:
         if self.config.certfile:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(self.config.certfile, self.config.keyfile)
-        self.store = rs.RelayStore(self.state_dir / STATE_DB)
+        self.store = rs.RelayStore(self.state_dir / STATE_DB, self.state_dir / SEAL_KEY_FILE)
         self.host_key = load_host_key(self.state_dir / HOST_KEY_FILE)
         self._secret = load_secret(self.state_dir / SECRET_FILE)
         # one SSH server, two entrances: its TCP port, and WebSockets on the API port

@@ -12,6 +12,7 @@ against a second process (``everest-jupyter sessions`` reads it only through the
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -109,8 +110,11 @@ class SessionRecord:
         return self.state.live
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> SessionRecord:
+    def from_row(cls, row: sqlite3.Row, sealer: Sealer | None = None) -> SessionRecord:
         data = dict(row)
+        if sealer is not None:
+            data["notebook_token"] = sealer.open(data.get("notebook_token"))
+            data["hub_env"] = sealer.open(data.get("hub_env"))
         data["runner"] = json.loads(data.get("runner") or "{}")
         data["hub_env"] = json.loads(data["hub_env"]) if data.get("hub_env") else None
         data["hub_forward"] = bool(data.get("hub_forward"))
@@ -123,10 +127,44 @@ _LIVE = tuple(sorted(s.value for s in LIVE_STATES))
 _LIVE_MARKS = ", ".join("?" * len(_LIVE))
 
 
-class RelayStore:
-    """Sessions in an SQLite file at ``path`` (created with its folder, mode 0600)."""
+class Sealer:
+    """Secrets at rest (notebook tokens, a hub's environment): AES-GCM under a key kept in a
+    file beside the database, not in it — so a copy of the database, or a backup of it,
+    opens no one's notebook. Values stored before sealing existed are read as they are."""
 
-    def __init__(self, path: str | os.PathLike):
+    PREFIX = "sealed1:"
+
+    def __init__(self, key_path: Path):
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+        if key_path.exists():
+            key = key_path.read_bytes()
+        else:
+            key = AESGCM.generate_key(bit_length=256)
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(key)
+        self._aead = AESGCM(key)
+
+    def seal(self, text: str | None) -> str | None:
+        if text is None:
+            return None
+        nonce = secrets.token_bytes(12)
+        data = nonce + self._aead.encrypt(nonce, text.encode(), b"everest-jupyter relay")
+        return self.PREFIX + base64.b64encode(data).decode()
+
+    def open(self, text: str | None) -> str | None:
+        if not text or not text.startswith(self.PREFIX):
+            return text
+        data = base64.b64decode(text[len(self.PREFIX):])
+        return self._aead.decrypt(data[:12], data[12:], b"everest-jupyter relay").decode()
+
+
+class RelayStore:
+    """Sessions in an SQLite file at ``path`` (created with its folder, mode 0600). With
+    ``key_path``, secrets are sealed under the key in that file (made on first use)."""
+
+    def __init__(self, path: str | os.PathLike, key_path: str | os.PathLike | None = None):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.touch(mode=0o600, exist_ok=True)
@@ -136,6 +174,13 @@ class RelayStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         migrate(self._db, MIGRATIONS, f"the relay's state {self.path}")
+        self._sealer = Sealer(Path(key_path)) if key_path is not None else None
+
+    def _seal(self, text: str | None) -> str | None:
+        return self._sealer.seal(text) if self._sealer else text
+
+    def _open(self, text: str | None) -> str | None:
+        return self._sealer.open(text) if self._sealer else text
 
     def close(self) -> None:
         self._db.close()
@@ -158,7 +203,8 @@ class RelayStore:
             " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, owner, S.WAITING.value, mode, label, hash_ticket(ticket), now + ttl,
              listen_port, base_url or f"/session/{sid}/", default_url, now, now,
-             json.dumps(hub_env) if hub_env is not None else None, int(hub_forward)))
+             self._seal(json.dumps(hub_env) if hub_env is not None else None),
+             int(hub_forward)))
         return self.get(sid)
 
     def redeem(self, ticket: str, public_key: str, notebook_token: str,
@@ -181,25 +227,25 @@ class RelayStore:
                 self._db.execute(
                     "UPDATE sessions SET state=?, public_key=?, notebook_token=?, runner=?,"
                     " updated=? WHERE id=?",
-                    (S.STARTING.value, public_key, notebook_token, json.dumps(runner), now,
-                     row["id"]))
+                    (S.STARTING.value, public_key, self._seal(notebook_token),
+                     json.dumps(runner), now, row["id"]))
                 return self.get(row["id"])
             if (row["state"] == S.STARTING and row["public_key"] == public_key
-                    and row["notebook_token"] == notebook_token
+                    and self._open(row["notebook_token"]) == notebook_token
                     and row["ticket_expires"] > now):
-                return SessionRecord.from_row(row)
+                return SessionRecord.from_row(row, self._sealer)
             return None
 
     def by_ticket(self, ticket: str) -> SessionRecord | None:
         """The session a ticket was minted for, whatever its state (used or not)."""
         row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE ticket_hash = ?",
                                (hash_ticket(ticket),)).fetchone()
-        return SessionRecord.from_row(row) if row else None
+        return SessionRecord.from_row(row, self._sealer) if row else None
 
     def get(self, session_id: str) -> SessionRecord | None:
         row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?",
                                (session_id,)).fetchone()
-        return SessionRecord.from_row(row) if row else None
+        return SessionRecord.from_row(row, self._sealer) if row else None
 
     def hub_session_at(self, path: str) -> SessionRecord | None:
         """The live hub-mode session whose base URL (the hub's prefix) starts ``path``."""
@@ -207,7 +253,7 @@ class RelayStore:
             f"SELECT {_COLUMNS} FROM sessions WHERE mode=? AND state IN ({_LIVE_MARKS}) AND"
             " substr(?, 1, length(base_url)) = base_url ORDER BY length(base_url) DESC"
             " LIMIT 1", (HUB_MODE, *_LIVE, path)).fetchone()
-        return SessionRecord.from_row(row) if row else None
+        return SessionRecord.from_row(row, self._sealer) if row else None
 
     def list(self, owner: str | None = None, live_only: bool = True) -> list[SessionRecord]:
         """Sessions, newest first; of one ``owner`` when given; live ones unless told."""
@@ -222,7 +268,7 @@ class RelayStore:
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY created DESC"
-        return [SessionRecord.from_row(r) for r in self._db.execute(sql, args)]
+        return [SessionRecord.from_row(r, self._sealer) for r in self._db.execute(sql, args)]
 
     def set_state(self, session_id: str, state: SessionState) -> bool:
         """Move the session to ``state`` if the transition table allows it from its current

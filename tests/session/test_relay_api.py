@@ -4,6 +4,7 @@ state that survives a restart."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 
@@ -176,3 +177,15 @@ def test_a_session_whose_runner_is_gone_is_ended(local_server: ServerProcess,
         api.wait_state(session["id"], "ended", timeout=30)  # never connected
     finally:
         relay.stop()
+
+
+def test_the_relay_database_opens_no_notebook(relay: RelayProcess, alice: Api) -> None:
+    # what a copy (or a backup) of the database would give: no notebook token
+    session = alice.new_session()
+    token = "n" * 20 + secrets.token_urlsafe(16)
+    assert redeem(relay.url, session["ticket"], public_text(new_key()), token).status_code \
+        == 200
+    assert alice.session(session["id"])["url"].endswith("?token=" + token)  # still served
+    stored = b"".join(p.read_bytes() for p in relay.state_dir.glob("relay.sqlite*"))
+    assert token.encode() not in stored
+    assert (relay.state_dir / "state_key").stat().st_mode & 0o777 == 0o600
