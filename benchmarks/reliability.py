@@ -3,7 +3,8 @@
 In one run, on this machine, each against real processes:
 
 1. **kill -9 with jobs queued.** A server with 4 slots gets ``--jobs`` (300) jobs of an
-   application whose task appends its job id to a shared log, then is ``kill -9``-ed and
+   application whose task appends its job id to a shared log and sleeps 0.3 s, then is
+   ``kill -9``-ed and
    restarted every ``--kill-every`` seconds until every job has ended. Counted: jobs that did
    not end DONE (lost) and job ids in the log more than once (run twice).
 2. **Relay restart with live sessions.** ``--sessions`` (3) real sessions (session runner,
@@ -56,7 +57,7 @@ MARK_APP = {"alias": "mark", "name": "Mark",
             "inputs": {"log": {"type": "string", "required": True}},
             "outputs": {},
             "config": {"command": "sh mark.sh ${log}"}}
-MARK_SH = 'echo "$EVEREST_JOB_ID" >> "$1"\nsleep 0.05\n'
+MARK_SH = 'echo "$EVEREST_JOB_ID" >> "$1"\nsleep 0.3\n'
 
 
 def kill_nine(root: Path, jobs: int, kill_every: float) -> dict:
@@ -79,23 +80,30 @@ def kill_nine(root: Path, jobs: int, kill_every: float) -> dict:
             resp.raise_for_status()
             ids.append(resp.json()["id"])
         kills, started = 0, time.monotonic()
+        queued_at_first_kill = None
         while True:
             time.sleep(kill_every)
             states = Counter(j["state"] for j in requests.get(
                 server.url + "/api/jobs", headers=auth, timeout=60).json())
             if sum(states[s] for s in ("DONE", "FAILED", "CANCELLED")) == jobs:
                 break
+            if queued_at_first_kill is None:
+                queued_at_first_kill = states["READY"]
             server.kill9()
             kills += 1
             server.restart()
         elapsed = time.monotonic() - started
-        final = {j["id"]: j["state"] for j in requests.get(
-            server.url + "/api/jobs", headers=auth, timeout=60).json()}
+        everything = requests.get(server.url + "/api/jobs", headers=auth, timeout=60).json()
+        final = {j["id"]: j["state"] for j in everything}
+        for job in everything:
+            if job["state"] != "DONE":
+                print(f"not DONE: {job['id']} {job['state']}: {job.get('info')}", flush=True)
     finally:
         server.close()
         kill_tasks_under(root)
     runs = Counter((shared / "runs.log").read_text().split())
     return {"jobs": jobs, "kills": kills, "seconds": round(elapsed, 1),
+            "queued_at_first_kill": queued_at_first_kill,
             "lost": sum(1 for i in ids if final.get(i) != "DONE"),
             "duplicated": sum(1 for i in ids if runs[i] > 1),
             "never_ran": sum(1 for i in ids if runs[i] == 0)}
@@ -227,7 +235,8 @@ def main() -> int:
         f"Machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n\n"
         f"| test | figures |\n| --- | --- |\n"
         f"| kill -9 every {args.kill_every:g} s, {k9['jobs']} jobs queued, 4 slots | "
-        f"{k9['kills']} kills over {k9['seconds']} s; lost **{k9['lost']}**, run twice "
+        f"{k9['kills']} kills over {k9['seconds']} s ({k9['queued_at_first_kill']} still "
+        f"queued at the first); lost **{k9['lost']}**, run twice "
         f"**{k9['duplicated']}**, never ran {k9['never_ran']} |\n"
         f"| relay restart, {rr['sessions']} live sessions | working again "
         f"**{rr['working_again']}/{rr['sessions']}** (same URL: {rr['same_url']}), the last "
