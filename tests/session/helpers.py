@@ -455,7 +455,7 @@ async def websocket_socket(url: str, ca_certs: str | None = None) -> socket.sock
 def status_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
     """A tiny HTTP server answering ``GET <base_url>api/status`` 200 with the right token
     (what the relay's probe asks a notebook), 403 otherwise; returns (port, stop)."""
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -470,7 +470,14 @@ def status_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    return _serve(Handler)
+
+
+def _serve(handler: type) -> tuple[int, Callable[[], None]]:
+    """Serve ``handler`` on a free loopback port in a thread; returns (port, stop)."""
+    from http.server import ThreadingHTTPServer
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
 
     def stop() -> None:
@@ -486,7 +493,7 @@ def echo_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
     ``{"path", "headers": [[name, value]...], "length", "sha256"}`` of the request it got
     (headers exactly as received: what a session would see). Returns (port, stop)."""
     import hashlib
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from http.server import BaseHTTPRequestHandler
     from urllib.parse import parse_qs, urlsplit
 
     class Handler(BaseHTTPRequestHandler):
@@ -544,11 +551,4 @@ def echo_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-
-    def stop() -> None:
-        server.shutdown()
-        server.server_close()
-
-    return server.server_address[1], stop
+    return _serve(Handler)
