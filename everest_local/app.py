@@ -33,6 +33,7 @@ from everest_local.handlers import NotFoundHandler, api_routes
 from everest_local.hooks import Hooks, load_plugins
 from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
+from everest_local.task_users import release_tasks_root
 from everest_local.web import routes as web_routes
 
 log = logging.getLogger(__name__)
@@ -105,6 +106,7 @@ class LocalServer:
             self.http.stop()
         if self.core is not None:
             await self.core.executor.shutdown()
+            release_tasks_root(self.core.executor.tasks_root, self.data_dir)
             for fn in self.core.hooks.stop_callbacks:
                 try:
                     out = fn()

@@ -142,3 +142,15 @@ def tasks_root(data_dir: Path, accounts: TaskAccounts) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     os.chmod(root, 0o711 if accounts.switching else 0o700)
     return root
+
+
+def release_tasks_root(root: Path, data_dir: Path) -> None:
+    """After a clean stop: remove a task-folder root kept outside the data directory (see
+    :func:`tasks_root`) once nothing is left in it."""
+    if data_dir in root.parents:
+        return
+    for folder in (root, root.parent):
+        try:
+            folder.rmdir()
+        except OSError:
+            return
