@@ -664,26 +664,37 @@ def _app_path(app: str) -> str:
 
 async def _sweep(interval: float, hub_id: str, timeout: float) -> None:
     """Every ``interval`` s, cancel this hub's live jobs that no spawner owns, once they
-    have been seen unowned twice in a row (a start in flight owns its job within a
-    moment)."""
+    have been seen unowned twice in a row."""
     suspects: set[str] = set()
-    prefix = f"{JOB_PREFIX}{hub_id}/"
     while True:
         await asyncio.sleep(interval)
-        owned = {s.job_id for s in list(EverestSpawner._instances) if s.job_id}
-        unowned: set[str] = set()
-        for cache in all_caches():
-            try:
-                snapshot = await cache.fresh(interval / 2)
-            except ApiError:
-                continue
-            for jid, job in snapshot.jobs.items():
-                if str(job.get("name", "")).startswith(prefix) and jid not in owned and \
-                        not JobState.parse(job.get("state")).is_terminal:
-                    unowned.add(jid)
-                    if jid in suspects:
-                        log.warning("sweep: cancelling job %s (%s): no server owns it",
-                                    jid, job.get("name"))
-                        await _cancel_job(cache.everest, jid)
-                        cache.forget()
-        suspects = unowned
+        suspects = await _sweep_once(hub_id, suspects, interval / 2)
+
+
+async def _sweep_once(hub_id: str, suspects: set[str], max_age: float) -> set[str]:
+    """One round of the sweep: cancel the live jobs of this hub that no spawner owns and
+    that are in ``suspects`` (unowned last round too); returns this round's unowned jobs.
+
+    A job named for a server whose start is in flight is not unowned: the start owns it
+    once Everest's answer to the submission arrives, however long that takes on a busy hub
+    (a job whose start ended without owning it is swept in later rounds)."""
+    prefix = f"{JOB_PREFIX}{hub_id}/"
+    spawners = list(EverestSpawner._instances)
+    owned = {s.job_id for s in spawners if s.job_id}
+    starting = {s.job_name for s in spawners if s._starting}
+    unowned: set[str] = set()
+    for cache in all_caches():
+        try:
+            snapshot = await cache.fresh(max_age)
+        except ApiError:
+            continue
+        for jid, job in snapshot.jobs.items():
+            name = str(job.get("name", ""))
+            if name.startswith(prefix) and jid not in owned and name not in starting and \
+                    not JobState.parse(job.get("state")).is_terminal:
+                unowned.add(jid)
+                if jid in suspects:
+                    log.warning("sweep: cancelling job %s (%s): no server owns it", jid, name)
+                    await _cancel_job(cache.everest, jid)
+                    cache.forget()
+    return unowned

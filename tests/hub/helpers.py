@@ -11,6 +11,7 @@ import secrets
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -177,18 +178,35 @@ class HubApi:
         path = f"/users/{name}/servers/{server}" if server else f"/users/{name}/server"
         return self("POST", path, json={"user_options": options} if options else {})
 
-    def progress(self, name: str, server: str = "") -> Iterator[dict[str, Any]]:
-        """The spawn's progress events as the spawn page gets them, until ready/failed."""
+    def progress(self, name: str, server: str = "",
+                 deadline: float = 180) -> Iterator[dict[str, Any]]:
+        """The spawn's progress events as the spawn page gets them, until ready/failed;
+        fails the test, with the events so far, when neither comes within ``deadline``
+        seconds (the hub sends a keep-alive every 8 s; a stream silent for 60 s fails too)."""
         path = f"/users/{name}/servers/{server}/progress" if server else \
             f"/users/{name}/server/progress"
-        with self.http.get(self.hub.url + "/hub/api" + path, stream=True, timeout=300) as resp:
-            assert resp.status_code == 200, resp.text
-            for line in resp.iter_lines(decode_unicode=True):
-                if line and line.startswith("data:"):
-                    event = json.loads(line[5:])
-                    yield event
-                    if event.get("ready") or event.get("failed"):
-                        return
+        events: list[dict[str, Any]] = []
+        give_up = time.monotonic() + deadline
+        what = f"{name}'s server {server!r} to be ready or failed"
+        try:
+            with self.http.get(self.hub.url + "/hub/api" + path, stream=True,
+                               timeout=(10, 60)) as resp:
+                assert resp.status_code == 200, resp.text
+                for line in resp.iter_lines(decode_unicode=True):
+                    if line and line.startswith("data:"):
+                        event = json.loads(line[5:])
+                        events.append(event)
+                        yield event
+                        if event.get("ready") or event.get("failed"):
+                            return
+                    if time.monotonic() > give_up:
+                        raise AssertionError(f"timed out after {deadline:g} s waiting for "
+                                             f"{what}; progress events: {events}")
+        except requests.RequestException as exc:
+            raise AssertionError(f"the progress stream broke waiting for {what} ({exc}); "
+                                 f"progress events: {events}") from None
+        raise AssertionError(f"the progress stream ended before {what}; progress events: "
+                             f"{events}")
 
     def server(self, name: str, server: str = "") -> dict[str, Any] | None:
         return self.user(name).get("servers", {}).get(server)

@@ -16,6 +16,7 @@ from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import wait_for
 
 QUEUED = {"SUBMITTED", "DEFERRED", "READY", "SCHEDULED"}
+USERS = ("erin", "frank", "gina")  # the users of this module's tests
 
 
 @pytest.fixture(scope="module")
@@ -26,6 +27,22 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
         yield stack.start()
     finally:
         stack.close()
+
+
+@pytest.fixture(autouse=True)
+def _slot_freed(stack: HubStack) -> Iterator[None]:
+    """After each test, the hub up, no server and no live job: a test that failed half-way
+    must not leave the one session slot taken (the next test's server would wait for it in
+    Everest's queue until it timed out)."""
+    yield
+    if stack.hub.proc is None or stack.hub.proc.poll() is not None:
+        stack.hub.start()
+    for user in USERS:
+        if stack.api.server(user) is not None:
+            stack.api.stop(user)
+    for job in stack.live_jobs():
+        stack.everest.cancel(job.id)
+    wait_for(lambda: not stack.live_jobs(), 60, "every job of the hub to end")
 
 
 def _answers(stack: HubStack, user: str) -> bool:
@@ -69,7 +86,7 @@ def test_restarts_keep_running_servers_and_cancel_pending_ones(stack: HubStack) 
             # found by its name: the hub had saved no state for a start still pending (a
             # SIGTERM'd hub may cancel the pending start itself on its way out)
             assert f"cancelling job {queued.id}, left from an earlier start" in \
-                stack.hub.log_path.read_text()
+                stack.hub.log_path.read_text(), stack.hub.log()
         assert api.wait_ready("erin") and _answers(stack, "erin"), stack.hub.log()
         assert str(stack.everest.job(running.id).state) == "RUNNING"
         _no_orphans(stack, {running.id})

@@ -1,27 +1,34 @@
 """EverestSpawner's parts without a hub: profiles and their form, failures a user can read,
-versioned state, ``poll()`` against an Everest that does not answer, internal_ssl refused."""
+versioned state, ``poll()`` against an Everest that does not answer, internal_ssl refused,
+what the orphan sweep cancels."""
 
 from __future__ import annotations
+
+import time
 
 import pytest
 from jupyterhub.spawner import Spawner
 
 from launcher.hub import profiles as prof
+from launcher.hub import spawner as spawner_module
+from launcher.hub.api import JsonApi
+from launcher.hub.jobs import JobCache, Snapshot
 from launcher.hub.spawner import STATE_VERSION, EverestSpawner, spawn_failure
 from tests.fixtures.loops import run_coroutine
 from tests.session.helpers import free_port
 
 
 class _User:
-    name = "zed"
+    def __init__(self, name: str = "zed"):
+        self.name = name
 
     async def get_auth_state(self):
         return None
 
 
-def _spawner(**config) -> EverestSpawner:
+def _spawner(user: str = "zed", **config) -> EverestSpawner:
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    return EverestSpawner(user=_User(), everest_url=dead, relay_url=dead, everest_token="t",
+    return EverestSpawner(user=_User(user), everest_url=dead, relay_url=dead, everest_token="t",
                           http_request_timeout=1.0, **config)
 
 
@@ -95,3 +102,34 @@ def test_internal_ssl_is_refused() -> None:
     with pytest.raises(Exception, match="internal_ssl"):
         run_coroutine(spawner.move_certs({}))
     assert issubclass(EverestSpawner, Spawner)
+
+
+def test_the_sweep_cancels_what_no_server_owns_or_is_starting(monkeypatch) -> None:
+    owner, starting = _spawner("amy", hub_id="h"), _spawner("bob", hub_id="h")
+    owner.job_id = "owned"
+    starting._starting = True  # submitted, Everest's answer not yet read
+    jobs = {"owned": {"name": owner.job_name, "state": "RUNNING"},
+            "starting": {"name": starting.job_name, "state": "SUBMITTED"},
+            "ghost": {"name": "jupyterhub:h/ghost/", "state": "SUBMITTED"},
+            "ended": {"name": "jupyterhub:h/old/", "state": "CANCELLED"},
+            "other hub": {"name": "jupyterhub:elsewhere/a/", "state": "RUNNING"}}
+    cache = JobCache(JsonApi(f"http://127.0.0.1:{free_port()}", "t"))
+    cancelled: list[str] = []
+
+    async def cancel(everest, job_id):
+        cancelled.append(job_id)
+
+    monkeypatch.setattr(spawner_module, "all_caches", lambda: [cache])
+    monkeypatch.setattr(spawner_module, "_cancel_job", cancel)
+
+    def sweep(suspects: set[str]) -> set[str]:
+        cache.snapshot = Snapshot(jobs, time.monotonic())
+        return run_coroutine(spawner_module._sweep_once("h", suspects, 3600))
+
+    suspects = sweep(set())
+    assert suspects == {"ghost"} and cancelled == []  # seen once: only suspected
+    suspects = sweep(sweep(suspects))
+    assert suspects == {"ghost"} and cancelled == ["ghost", "ghost"]
+    starting._starting = False  # the start ended without owning its job: swept like any
+    assert sweep(sweep(set())) == {"ghost", "starting"}
+    assert sorted(cancelled[2:]) == ["ghost", "starting"]
