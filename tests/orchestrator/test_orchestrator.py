@@ -136,15 +136,28 @@ def test_map_returns_a_thousand_results_in_order(orch, server):
 
 
 def test_map_raises_the_first_failure_and_cancels_the_rest(orch, server):
-    inputs = [{"duration": -1}] + [{"duration": 31}] * 5
+    def mine():
+        return [j for j in server_jobs(server) if j.name.startswith("first-failure #")]
+
+    def inputs():
+        # The failing job reaches the server first, so it has one of the server's 4 slots
+        # (the submit threads may send jobs in any order: behind four sleepers it would
+        # only run, and fail, once they had ended).
+        yield {"duration": -1}
+        wait_for(lambda: mine(), what="the failing job on the server")
+        yield from [{"duration": 31}] * 5
+        # map sees the failure once the inputs are read: by then three sleep and two wait
+        wait_for(lambda: len(mine()) == 6, what="all six jobs on the server")
+
     with pytest.raises(JobFailed):
-        orch.map("sleep", inputs, max_in_flight=6)
+        orch.map("sleep", inputs(), max_in_flight=6, name="first-failure")
 
     def the_rest():
-        return [j for j in server_jobs(server) if j.inputs.get("duration") == 31]
+        return [j for j in mine() if j.inputs.get("duration") == 31]
 
-    wait_for(lambda: all(j.state == JobState.CANCELLED for j in the_rest()))
     assert len(the_rest()) == 5
+    wait_for(lambda: all(j.state == JobState.CANCELLED for j in the_rest()), what="the "
+             "other five jobs to be cancelled")
     outcome = orch.map("sleep", [{"duration": 0}, {"duration": -1}], return_exceptions=True)
     assert outcome[0] == {} and isinstance(outcome[1], JobFailed)
 
