@@ -23,11 +23,17 @@ from __future__ import annotations
 import hashlib
 import os
 import pwd
+import re
 import stat
+import subprocess
+import sys
+import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_TASK_USER = "everest-task"
+_ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names
 _PRIVATE_ENV = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
                 "IPYTHONDIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
                 "XDG_STATE_HOME", "XDG_RUNTIME_DIR", "MPLCONFIGDIR")
@@ -103,17 +109,79 @@ class TaskAccounts:
         """True when every task account can reach ``folder`` (search permission on each
         parent), which tasks need to use their folder's absolute path."""
         users = {u for u in (self._default, *self._mapped.values()) if u is not None}
-        for parent in [folder, *folder.parents]:
-            try:
-                st = parent.stat()
-            except OSError:
-                return False
-            for user in users:
-                if not (st.st_mode & stat.S_IXOTH or st.st_uid == user.uid and
-                        st.st_mode & stat.S_IXUSR or st.st_gid == user.gid and
-                        st.st_mode & stat.S_IXGRP):
-                    return False
-        return True
+        try:
+            return not any(blocking(folder, user) for user in users)
+        except OSError:
+            return False
+
+
+def blocking(folder: Path, user: TaskUser) -> list[Path]:
+    """The folders among ``folder`` and its parents that ``user`` may not search (pass
+    through), outermost first; ``OSError`` when one of them does not exist."""
+    found = []
+    for parent in [*reversed(folder.parents), folder]:
+        st = parent.stat()
+        if not (st.st_mode & stat.S_IXOTH or st.st_uid == user.uid and
+                st.st_mode & stat.S_IXUSR or st.st_gid == user.gid and
+                st.st_mode & stat.S_IXGRP):
+            found.append(parent)
+    return found
+
+
+def task_python_folders() -> list[Path]:
+    """The folders a local task must reach to run Python as the server runs it (a task's
+    ``python3`` is this process's ``sys.executable``, see everest_local/staging.py): the
+    interpreter's folder (as named and as linked to), its standard library and
+    site-packages, and the folder this project is imported from (the source checkout of an
+    editable install, whose modules the session's kernels import)."""
+    named = [Path(sys.executable).parent,
+             *(Path(sysconfig.get_path(key)) for key in ("stdlib", "platstdlib", "purelib",
+                                                           "platlib")),
+             Path(__file__).resolve().parents[1]]
+    folders = [*named, *(Path(os.path.realpath(folder)) for folder in named)]
+    return [folder for folder in dict.fromkeys(folders) if folder.is_dir()]
+
+
+def prepare_for_root(task_user: str, say: Callable[[str], None]) -> None:
+    """Make this machine ready for a root server to run local tasks as ``task_user``: what
+    the embedded default does for someone running ``everest-jupyter launch`` as root (an
+    admin's ``everest-jupyter server`` changes nothing: it refuses with
+    :meth:`TaskUser.lookup`'s message instead).
+
+    - A missing account is created: a system account with no home and no login shell
+      (``useradd`` with an argument list, never a shell).
+    - Each folder on the way to :func:`task_python_folders` that the account may not pass
+      through gets search permission for others (o+x: pass through, never list or read);
+      no other mode changes.
+
+    ``say`` gets one line per kind of change made, naming it. Raises ``ValueError`` with
+    the reason when the account cannot be created, ``OSError`` when a mode cannot change.
+    """
+    try:
+        pwd.getpwnam(task_user)
+    except KeyError:
+        if not _ACCOUNT_NAME.match(task_user):
+            raise ValueError(f"cannot create the task account {task_user!r}: not a valid "
+                             "account name (lower-case letters, digits, _ and -)") from None
+        try:
+            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                            "/usr/sbin/nologin", task_user],
+                           check=True, capture_output=True, text=True)
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", None) or exc
+            raise ValueError(f"cannot create the task account {task_user!r} with useradd: "
+                             f"{str(detail).strip()}") from None
+        say(f"created the unprivileged account {task_user} that session tasks run as")
+    user = TaskUser.lookup(task_user)
+    changed: list[Path] = []
+    for folder in task_python_folders():
+        for parent in blocking(folder, user):
+            if parent not in changed:
+                os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | stat.S_IXOTH)
+                changed.append(parent)
+    if changed:
+        say(f"let {task_user} pass through {', '.join(map(str, changed))} (o+x: search "
+            "only, not read) so that session tasks can run Python and this project")
 
 
 def hand_over(task_dir: Path, user: TaskUser) -> None:

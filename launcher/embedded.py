@@ -9,6 +9,12 @@ The launcher signs in as a local user named after the OS account, created with a
 password on first use; it keeps only the resulting token, in ``<data dir>/embedded-token``
 (0600). If the token stops working (the server's data was reset) the user's password is
 reset and a new token is obtained.
+
+Its settings (``c.ServerSettings.<name>``, see docs/reference/server.md) come from
+``$XDG_CONFIG_HOME/everest-jupyter/server_config.py`` when that file exists. Started as
+root, it first readies the machine for running tasks as the unprivileged task account
+(:func:`everest_local.task_users.prepare_for_root`), so that ``pip install -e . &&
+everest-jupyter launch`` works on a fresh machine where everything runs as root.
 """
 
 from __future__ import annotations
@@ -28,11 +34,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from traitlets import TraitError
 
 from everest_app.client import EverestClient
-from everest_app.config import data_dir, read_token, write_private
+from everest_app.config import config_dir, data_dir, read_token, write_private
 from everest_app.errors import AuthError, EverestConnectionError, EverestError
-from everest_local.settings import default_data_dir
+from everest_app.options import load_config
+from everest_local.settings import ServerSettings, default_data_dir
+from everest_local.task_users import prepare_for_root
 from launcher.relay_plugin import RELAY_JSON
 
 log = logging.getLogger(__name__)
@@ -40,6 +49,7 @@ log = logging.getLogger(__name__)
 TOKEN_FILE = "embedded-token"
 LOG_FILE = "server.log"
 LOCK_FILE = "embedded.lock"
+SERVER_CONFIG = "server_config.py"
 TOKEN_LIFETIME = 365 * 24 * 3600
 
 
@@ -109,6 +119,16 @@ def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int,
     cmd = [sys.executable, "-m", "everest_local", "--plugin", "launcher.relay_plugin",
            "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(directory)]
+    config = config_dir() / SERVER_CONFIG
+    try:
+        settings = ServerSettings(config=load_config(config) if config.is_file() else None)
+        if config.is_file():
+            cmd += ["--config", str(config)]
+        if os.geteuid() == 0:
+            prepare_for_root(settings.task_user,
+                             lambda msg: print(f"- {msg}", file=sys.stderr, flush=True))
+    except (ValueError, TraitError, OSError) as exc:
+        raise EverestError(f"cannot start the local Everest server: {exc}") from exc
     progress("starting the local Everest server (embedded default)")
     with open(data_dir() / LOG_FILE, "ab") as out:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
