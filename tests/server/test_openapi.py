@@ -25,8 +25,10 @@ TIMES: Counter[str] = Counter()
 
 @pytest.fixture(scope="module")
 def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    # Generated sign-ins with wrong passwords all come from 127.0.0.1 and make that address
+    # wait (sign-in backoff); a short longest wait keeps the fuzzer's own re-sign-in quick.
     proc = ServerProcess(tmp_path_factory.mktemp("fuzzed") / "data",
-                         users=("fuzzer", "alice"))
+                         users=("fuzzer", "alice"), extra_args=["--login-backoff-max", "1"])
     started = time.monotonic()
     try:
         yield proc.start()
@@ -50,8 +52,13 @@ class _Token:
         self.value = self._mint()
 
     def _mint(self) -> str:
-        resp = requests.post(self.server.url + "/api/auth/access_token", timeout=30,
-                             json={"username": "fuzzer", "password": password_for("fuzzer")})
+        """Sign in as a client does: waiting as long as a 429's Retry-After asks."""
+        for _ in range(10):
+            resp = requests.post(self.server.url + "/api/auth/access_token", timeout=30,
+                                 json={"username": "fuzzer", "password": password_for("fuzzer")})
+            if resp.status_code != 429:
+                break
+            time.sleep(float(resp.headers.get("Retry-After", 1)))
         resp.raise_for_status()
         return resp.json()["access_token"]
 
