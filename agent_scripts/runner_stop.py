@@ -2,7 +2,7 @@
 
 The runner owns this vocabulary: it writes it to ``summary.json`` (``stop``, with the
 human-readable ``reason`` beside it) and tells the relay (``POST .../ended``). The relay keeps
-a copy of the wire values (``launcher.session_state.StopReason``), because this folder is
+a copy of the wire values (``launcher.relay.state.StopReason``), because this folder is
 shipped to resources and imports none of the everest-jupyter packages; a test checks the two
 copies agree.
 """

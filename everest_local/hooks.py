@@ -4,7 +4,7 @@ A *plugin* is a module with ``setup(server) -> None``; ``server`` is the running
 :class:`everest_local.app.LocalServer` (``server.hooks``, ``server.settings``,
 ``server.url``, ``server.data_dir``). The server imports the plugins given with
 ``--plugin MODULE`` and nothing else: this package knows no plugin by name (the session relay,
-``launcher.relay_plugin``, is named by the commands that want it).
+``launcher.relay.plugin``, is named by the commands that want it).
 
 Two hooks, both keyed by application alias (``"jupyter-session"``):
 

@@ -2,7 +2,7 @@
 
 With no Everest configured, ``everest-jupyter launch`` uses an Everest-compatible local server
 running on this machine under the user's data directory (``<data dir>/server``), started on
-first use and reused afterwards; the server's ``launcher.relay_plugin`` plugin runs the
+first use and reused afterwards; the server's ``launcher.relay.plugin`` plugin runs the
 relay in the same process, so ``everest-jupyter server stop`` stops both.
 
 The launcher signs in as a local user named after the OS account, created with a random
@@ -42,7 +42,7 @@ from everest_app.errors import AuthError, EverestConnectionError, EverestError
 from everest_app.options import load_config
 from everest_local.settings import ServerSettings, default_data_dir
 from everest_local.task_users import prepare_for_root
-from launcher.relay_plugin import RELAY_JSON
+from launcher.relay.plugin import RELAY_JSON
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def _start_server(progress: Callable[[str], None], timeout: float) -> tuple[int,
     directory = server_dir()
     directory.mkdir(parents=True, exist_ok=True, mode=0o700)
     env = {k: v for k, v in os.environ.items() if not k.startswith("EVEREST_")}
-    cmd = [sys.executable, "-m", "everest_local", "--plugin", "launcher.relay_plugin",
+    cmd = [sys.executable, "-m", "everest_local", "--plugin", "launcher.relay.plugin",
            "--host", "127.0.0.1", "--port", "0",
            "--data-dir", str(directory)]
     config = config_dir() / SERVER_CONFIG

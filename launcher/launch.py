@@ -24,8 +24,8 @@ from everest_app.errors import EverestError, NotFoundError
 from everest_app.job import Job
 from everest_app.states import JobState
 from launcher.launch_options import LaunchOptions
-from launcher.relay_client import RelayClient
-from launcher.session_state import SessionState
+from launcher.relay.client import RelayClient
+from launcher.relay.state import SessionState
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """``python -m launcher.reference_docs``: write ``docs/reference/`` from the settings'
 declarations (:class:`everest_local.settings.ServerSettings`,
-:class:`launcher.relay_config.RelayConfig`, :class:`launcher.launch_options.LaunchOptions`);
+:class:`launcher.relay.config.RelayConfig`, :class:`launcher.launch_options.LaunchOptions`);
 a test checks the committed pages are up to date."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ def pages() -> dict[str, str]:
     """File name -> Markdown text of every generated reference page."""
     from everest_local.settings import ServerSettings
     from launcher.launch_options import LaunchOptions
-    from launcher.relay_config import RelayConfig
+    from launcher.relay.config import RelayConfig
 
     return {
         "server.md": reference(

@@ -15,7 +15,7 @@ import pytest
 pytest_plugins = ["tests.fixtures.local_server", "tests.fixtures.browser",
                   "tests.fixtures.docker_engine", "tests.fixtures.task_user",
                   "tests.fixtures.sshd", "tests.fixtures.slurm",
-                  "tests.fixtures.cli_home"]
+                  "tests.fixtures.cli_home", "tests.fixtures.relay"]
 
 _ISOLATED_DIRS = {
     "HOME": "home",

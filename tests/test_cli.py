@@ -14,7 +14,7 @@ import responses
 from responses import matchers
 
 from everest_app import config
-from launcher.cli import main
+from launcher.cli.root import main
 
 URL = "https://everest.test"
 JOB = {"id": "a" * 24, "name": "demo", "state": "DONE", "inputs": {"duration": 1},
@@ -222,9 +222,9 @@ def test_with_nothing_configured_commands_use_the_running_embedded_server(home, 
 
 
 def test_the_server_command_hosts_the_session_relay_and_takes_more_plugins():
-    from launcher.cli import build_parser
+    from launcher.cli.root import build_parser
 
-    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay_plugin"]
+    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay.plugin"]
     args = build_parser().parse_args(["server", "--plugin", "my.plugin"])
-    assert args.plugin == ["launcher.relay_plugin", "my.plugin"]
-    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay_plugin"]
+    assert args.plugin == ["launcher.relay.plugin", "my.plugin"]
+    assert build_parser().parse_args(["server"]).plugin == ["launcher.relay.plugin"]

@@ -12,10 +12,10 @@ import ast
 from pathlib import Path
 
 from everest_app.states import JobState, TaskState
-from launcher.session_state import SessionState
+from launcher.relay.state import SessionState
 
 ROOT = Path(__file__).resolve().parents[1]
-ENUM_MODULES = {"everest_app/states.py", "launcher/session_state.py"}
+ENUM_MODULES = {"everest_app/states.py", "launcher/relay/state.py"}
 JOB_STATES = {s.value for s in JobState} | {s.value for s in TaskState}
 SESSION_STATES = {s.value for s in SessionState}
 # where each kind of state may appear at all

@@ -11,10 +11,10 @@ import pytest
 
 from everest_app.options import from_options, load_config, settings
 from everest_local.settings import ServerSettings
-from launcher.cli import build_parser
+from launcher.cli.root import build_parser
 from launcher.launch_options import LaunchOptions
 from launcher.reference_docs import REFERENCE, pages
-from launcher.relay_config import RelayConfig
+from launcher.relay.config import RelayConfig
 
 
 def _help(capsys: pytest.CaptureFixture, command: str) -> str:
@@ -53,7 +53,7 @@ def test_config_file_then_command_line_then_default(tmp_path: Path) -> None:
     args = build_parser().parse_args(["server", "--config", str(config), "--port", "0"])
     s = from_options(ServerSettings, args)
     assert (s.slots, s.port, s.data_dir, s.kill_grace) == (7, 0, tmp_path / "d", 5.0)
-    assert s.plugins == ["launcher.relay_plugin"]  # the CLI's own, as before
+    assert s.plugins == ["launcher.relay.plugin"]  # the CLI's own, as before
     relay = build_parser().parse_args(["relay", "--http", "0.0.0.0:9000", "--hub-service-account",
                                        "hub", "--hub-service-account", "hub2"])
     cfg = from_options(RelayConfig, relay, everest_url="http://e")
@@ -86,7 +86,7 @@ def test_bad_values_are_refused_with_the_setting_named(tmp_path: Path) -> None:
 
 
 def test_launch_takes_the_profile_s_defaults_and_the_command_line_wins() -> None:
-    from launcher.cli_session import _options
+    from launcher.cli.session import _options
 
     profile = {"time_limit": 60, "packages": "numpy scipy", "resource": "r1"}
     args = build_parser().parse_args(["launch", "--time-limit", "30", "--image", "img"])

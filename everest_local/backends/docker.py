@@ -22,14 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.states import JobState
-from everest_local.backends import (
-    Backend,
-    BackendError,
-    Report,
-    TaskSpec,
-    chown_tree,
-    parse_status,
-)
+from everest_local.backends.base import Backend, BackendError, Report, TaskSpec, parse_status
+from everest_local.backends.hosts import chown_tree
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 MOUNT = "/task"

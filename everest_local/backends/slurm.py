@@ -31,19 +31,17 @@ import signal
 from typing import Any
 
 from everest_app.states import JobState
-from everest_local.backends import (
+from everest_local.backends.base import (
     BackendError,
     FolderBackend,
-    Host,
-    LocalHost,
     Report,
-    SSHHost,
     TaskSpec,
     parse_status,
     requirement,
     task_env,
     write_env,
 )
+from everest_local.backends.hosts import Host, LocalHost, SSHHost
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 SCRIPT = "job.sh"

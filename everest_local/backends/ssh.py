@@ -19,18 +19,18 @@ import time
 from typing import Any
 
 from everest_app.states import JobState
-from everest_local.backends import (
+from everest_local.backends.base import (
     DETACHED,
     PGID_FILE,
     BackendError,
     FolderBackend,
     Report,
-    SSHHost,
     TaskSpec,
     parse_status,
     task_env,
     write_env,
 )
+from everest_local.backends.hosts import SSHHost
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 LIVENESS_EVERY = 2.0

@@ -19,7 +19,7 @@ from tornado import web
 from traitlets import Integer, Unicode, default
 
 from launcher.hub.api import ApiError, JsonApi
-from launcher.relay_auth import owner_of
+from launcher.relay.auth import owner_of
 
 
 class EverestAuthenticator(Authenticator):

@@ -44,7 +44,7 @@ from everest_app.states import JobState
 from launcher.hub import profiles as prof
 from launcher.hub.api import ApiError, JsonApi, path_part
 from launcher.hub.jobs import JobCache, all_caches, cache_for
-from launcher.session_state import SessionState
+from launcher.relay.state import SessionState
 
 try:  # JupyterHub >= 6.0
     from jupyterhub.spawner import SpawnException as _SpawnException

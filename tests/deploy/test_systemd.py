@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from tests.fixtures.local_server import ServerProcess
+from tests.relay.test_relay_ssh import _self_signed
 from tests.session.helpers import free_port, wait_for
-from tests.session.test_relay_ssh import _self_signed
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "deploy" / "systemd"

@@ -33,7 +33,7 @@ def every_kind(sshd_server, docker_engine, slurm_cluster, task_user, task_user_d
     ])
     server = start_server(root / "data", apps=[PEEK],
                           extra_args=["--resources", str(resources),
-                                      "--plugin", "launcher.relay_plugin"],
+                                      "--plugin", "launcher.relay.plugin"],
                           env={"SLURM_CONF": str(slurm_cluster.conf)})
     yield server
     server.close()

@@ -1,7 +1,7 @@
 """``everest-jupyter launch --resource``: the URL it prints reaches a kernel that runs on
 that resource (in a container, on the SSH host, inside a Slurm job), which the kernel shows.
 
-One server hosts the relay (``--plugin launcher.relay_plugin``, as ``everest-jupyter
+One server hosts the relay (``--plugin launcher.relay.plugin``, as ``everest-jupyter
 server`` does) and has one resource of each kind; the runner dials out to the relay from
 wherever it runs. On the SSH host and in Slurm the runner bootstraps JupyterLab into a venv
 cached in the task user's home (the first run of a machine pays for it); the docker
@@ -41,7 +41,7 @@ def session_server(docker_engine, sshd_server, slurm_cluster, task_user, task_us
          "workdir": str(task_user_dir / "launch-slurm")},
     ])
     server = kit.serve(root / "data", resources,
-                       extra_args_more=["--plugin", "launcher.relay_plugin"],
+                       extra_args_more=["--plugin", "launcher.relay.plugin"],
                        env={"SLURM_CONF": str(slurm_cluster.conf)})
     server.session_image = image
     relay_json = root / "data" / "relay.json"

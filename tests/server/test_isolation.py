@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("isolated") / "data", apps=[PEEK, SLOW],
                          extra_args=["--task-user-for", "alice=everest-task-a",
                                      "--task-user-for", "bob=everest-task-b",
-                                     "--plugin", "launcher.relay_plugin"])
+                                     "--plugin", "launcher.relay.plugin"])
     try:
         yield proc.start()
     finally:

@@ -18,10 +18,10 @@ from everest_app.client import EverestClient
 from everest_app.sqlite_schema import Migration, SchemaTooNew, add_columns, migrate
 from everest_local import store as server_store
 from everest_local.store import Store
-from launcher import relay_store
-from launcher.relay_client import RelayClient
-from launcher.relay_store import RelayStore
-from launcher.session_state import SessionState
+from launcher.relay import store as relay_store
+from launcher.relay.client import RelayClient
+from launcher.relay.state import SessionState
+from launcher.relay.store import RelayStore
 from tests.fixtures.local_server import ServerProcess
 
 RELEASE = Path(__file__).resolve().parents[1] / "data" / "release-0.1.0"
@@ -73,7 +73,7 @@ def test_release_0_1_0_databases_migrate_keeping_every_row(tmp_path: Path) -> No
 
 def test_the_release_0_1_0_folder_serves_its_jobs_sessions_and_password(tmp_path: Path) -> None:
     folder = _release_folder(tmp_path / "server")
-    server = ServerProcess(folder, users=(), extra_args=["--plugin", "launcher.relay_plugin"])
+    server = ServerProcess(folder, users=(), extra_args=["--plugin", "launcher.relay.plugin"])
     server.start()
     try:
         token = EverestClient.login(server.url, "alice", PASSWORD)  # the old password works

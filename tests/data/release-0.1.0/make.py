@@ -23,7 +23,7 @@ from pathlib import Path
 
 from everest_app.client import EverestClient
 from everest_local.auth import add_user
-from launcher.relay_store import RelayStore
+from launcher.relay.store import RelayStore
 
 PASSWORD = "release-0.1.0-password"
 

@@ -1,4 +1,4 @@
-"""A client of the relay's HTTP API (see :mod:`launcher.relay_api`) for the launcher and CLI.
+"""A client of the relay's HTTP API (see :mod:`launcher.relay.api`) for the launcher and CLI.
 
 Transport, retries and the mapping of errors onto :mod:`everest_app.errors` are the Everest
 client's (:class:`everest_app.json_api.JsonApiClient`), so the CLI reports both alike.
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from everest_app.json_api import IDEMPOTENT_METHODS, JsonApiClient
-from launcher.session_state import SessionState
+from launcher.relay.state import SessionState
 
 
 class RelayClient(JsonApiClient):

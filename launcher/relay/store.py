@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.sqlite_schema import Migration, add_columns, migrate
-from launcher.session_state import LIVE_STATES, SessionState, can_move
+from launcher.relay.state import LIVE_STATES, SessionState, can_move
 
 S = SessionState
 # Session modes: a JupyterLab of the user's own, or a hub's single-user server.

@@ -2,7 +2,7 @@
 
 ``launch`` runs a JupyterLab session as an Everest job and prints its URL
 (:mod:`launcher.launch`); ``sessions`` lists the live ones; ``stop ID`` ends one; ``relay``
-runs the relay as a service (:mod:`launcher.relay`).
+runs the relay as a service (:mod:`launcher.relay.service`).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
 from everest_app.options import add_options, from_options
 from everest_app.states import JobState
+from launcher.cli.output import print_json, print_table
 from launcher.launch_options import LaunchOptions, profile_config
-from launcher.output import print_json, print_table
-from launcher.relay_client import RelayClient
-from launcher.session_state import SessionState
+from launcher.relay.client import RelayClient
+from launcher.relay.state import SessionState
 
 
 def register(subparsers: Any) -> None:
@@ -256,7 +256,7 @@ def ui_cmd(args: argparse.Namespace) -> int:
 
 
 def _register_relay(subparsers: Any) -> None:
-    from launcher.relay_config import RELAY_DESCRIPTION, add_relay_arguments
+    from launcher.relay.config import RELAY_DESCRIPTION, add_relay_arguments
 
     p = subparsers.add_parser(
         "relay", help="run the relay (session rendezvous and tunnel end) as a service",
@@ -267,6 +267,6 @@ def _register_relay(subparsers: Any) -> None:
 
 def run_relay(args: argparse.Namespace) -> int:
     """``everest-jupyter relay``: run the relay in the foreground until SIGINT/SIGTERM."""
-    from launcher.relay import run
+    from launcher.relay.service import run
 
     return run(args)

@@ -19,16 +19,16 @@ from everest_app.errors import AuthError, EverestConnectionError, EverestError, 
 log = logging.getLogger(__name__)
 
 def _server_start(args: argparse.Namespace) -> int:
-    from launcher.cli_session import server_start_cmd
+    from launcher.cli.session import server_start_cmd
 
     return server_start_cmd(args)
 
 
 COMMAND_MODULES: tuple[tuple[str, dict], ...] = (
-    ("launcher.cli_session", {}),
-    ("launcher.cli_everest", {}),
+    ("launcher.cli.session", {}),
+    ("launcher.cli.everest", {}),
     # the local server this CLI runs hosts the session relay, so its web form can launch
-    ("everest_local.cli", {"default_plugins": ("launcher.relay_plugin",),
+    ("everest_local.cli", {"default_plugins": ("launcher.relay.plugin",),
                            "start": _server_start}),
 )
 """Modules whose ``register(subparsers, **options)`` adds subcommands, in help order."""

@@ -9,7 +9,7 @@ commands, subsystems, any other outbound open, UNIX sockets, agent and X11 forwa
 all refused.
 
 The forward is virtual: the relay binds no port for it. The relay's HTTP port serves the
-session (:mod:`launcher.relay_proxy`) by opening ``forwarded-tcpip`` channels on whichever
+session (:mod:`launcher.relay.proxy`) by opening ``forwarded-tcpip`` channels on whichever
 SSH connection currently holds the session's route (:class:`RouteTable`). When the runner
 reconnects it asks for the same forward again; a user request that arrives while the route
 is down waits up to ``hold`` seconds for it instead of failing.

@@ -71,3 +71,18 @@ def test_the_relay_refuses_json_it_cannot_store(local_server: ServerProcess, bod
     # the runner's side too, which needs no token
     resp = requests.post(relay.url + "/api/tickets/redeem", data=body, timeout=30)
     assert resp.status_code == 400 and named in resp.json()["message"]
+
+
+def test_the_old_plugin_name_still_loads_the_relay_for_one_release() -> None:
+    import importlib
+    import sys
+    import warnings
+
+    from launcher.relay import plugin
+
+    sys.modules.pop("launcher.relay_plugin", None)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        old = importlib.import_module("launcher.relay_plugin")
+    assert old.setup is plugin.setup
+    assert any("launcher.relay.plugin" in str(w.message) for w in caught)

@@ -3,17 +3,17 @@
 Everest gives a running job no way to publish a URL, so the relay does it (see
 ``docs/architecture.md``). It runs, in one asyncio process:
 
-- an HTTP(S) server (tornado) on ONE port, with the API (:mod:`launcher.relay_api`) where a
-  user, authenticated by an Everest token (:mod:`launcher.relay_auth`), mints a session with
+- an HTTP(S) server (tornado) on ONE port, with the API (:mod:`launcher.relay.api`) where a
+  user, authenticated by an Everest token (:mod:`launcher.relay.auth`), mints a session with
   a one-time ticket, follows its state, and ends it; where a session runner redeems its
   ticket with a fresh public key; a small page for users of the Everest web form; and every
-  session under ``/session/<id>/`` (:mod:`launcher.relay_proxy`), so one certificate and one
+  session under ``/session/<id>/`` (:mod:`launcher.relay.proxy`), so one certificate and one
   firewall rule cover them all;
-- an SSH server (asyncssh, :mod:`launcher.relay_ssh`) that accepts only enrolled keys and
+- an SSH server (asyncssh, :mod:`launcher.relay.ssh`) that accepts only enrolled keys and
   only the one remote forward each key is pinned to. That forward is virtual: no port is
   bound for it; the proxy opens SSH channels to it for each user request.
 
-State lives in SQLite (:mod:`launcher.relay_store`) under ``state_dir`` with the SSH host key
+State lives in SQLite (:mod:`launcher.relay.store`) under ``state_dir`` with the SSH host key
 and the HTTP port last bound (reused on restart when the port is not fixed), so session URLs
 stay the same across tunnel reconnects and relay restarts.
 """
@@ -44,14 +44,14 @@ from traitlets import TraitError
 from everest_app import config as app_config
 from everest_app.config import write_private
 from everest_app.options import from_options
-from launcher import relay_store as rs
-from launcher.relay_auth import EverestAuth
-from launcher.relay_config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
-from launcher.relay_proxy import ChannelPool
-from launcher.relay_ssh import RelaySSHServer, RouteTable, SSHPermit
-from launcher.relay_websocket import PATH as WEBSOCKET_PATH
-from launcher.relay_websocket import WebSocketEntrance
-from launcher.session_state import SessionState, StopReason
+from launcher.relay import store as rs
+from launcher.relay.auth import EverestAuth
+from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
+from launcher.relay.proxy import ChannelPool
+from launcher.relay.ssh import RelaySSHServer, RouteTable, SSHPermit
+from launcher.relay.state import SessionState, StopReason
+from launcher.relay.websocket import PATH as WEBSOCKET_PATH
+from launcher.relay.websocket import WebSocketEntrance
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class Relay:
 
     async def start(self) -> None:
         """Open the state, bind the SSH server and the HTTP(S) port."""
-        from launcher.relay_api import make_app
+        from launcher.relay.app import make_app
 
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
@@ -502,8 +502,3 @@ def main(argv: list[str] | None = None) -> int:
                         "%(message)s")
     return run(args)
 
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())

@@ -124,7 +124,7 @@ def test_over_tls_the_runner_checks_the_relays_certificate(
         dead_ssh_port: int) -> None:
     """A relay with a certificate: the runner's WebSocket is ``wss://``, checked against the
     CAs the runner trusts (here ``SSL_CERT_FILE``), directly or inside a proxy's CONNECT."""
-    from tests.session.test_relay_ssh import _self_signed
+    from tests.relay.test_relay_ssh import _self_signed
 
     cert, key = _self_signed(tmp_path)
     relay = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,

@@ -5,7 +5,7 @@ reach the relay's SSH port. A runner there opens ``GET /api/tunnel`` on the rela
 port as a WebSocket and speaks SSH inside it, each binary message a slice of the byte stream.
 
 Nothing about who may do what changes: :class:`WebSocketEntrance` hands each WebSocket to an
-SSH acceptor built with the same :class:`launcher.relay_ssh.RelaySSHServer` factory, host key
+SSH acceptor built with the same :class:`launcher.relay.ssh.RelaySSHServer` factory, host key
 and options as the SSH port's (asyncssh's ``tunnel=`` hook), so the same key pinning, the one
 forward per session and every refusal apply. TLS, when the relay has a certificate, is the
 API's; the SSH host key is pinned inside either way.

@@ -3,7 +3,7 @@
 A user's request for ``/session/<id>/...`` is parsed by the relay's tornado server and sent
 over an SSH channel that the relay opens to the session's granted forward (a
 ``forwarded-tcpip`` channel of whichever runner connection holds the route; see
-:class:`launcher.relay_ssh.RouteTable`) — no TCP listener per session, so one port, one
+:class:`launcher.relay.ssh.RouteTable`) — no TCP listener per session, so one port, one
 certificate and one firewall rule serve every session. Bodies stream both ways (never
 buffered whole); a WebSocket upgrade is forwarded, and once JupyterLab answers ``101`` the
 two byte streams are spliced as they are.
@@ -35,8 +35,8 @@ import asyncssh
 from tornado import httputil, iostream, web
 
 from everest_app.json_api import TOKEN_COOKIE
-from launcher import relay_store as rs
-from launcher.relay_api import PAGE_COOKIE, ApiError, BaseHandler
+from launcher.relay import store as rs
+from launcher.relay.handlers import PAGE_COOKIE, ApiError, BaseHandler
 
 log = logging.getLogger(__name__)
 

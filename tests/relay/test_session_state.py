@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from launcher.relay_store import RelayStore, new_ticket
-from launcher.session_state import (
+from launcher.relay.state import (
     FINAL_STATES,
     LIVE_STATES,
     TRANSITIONS,
     SessionState,
     StopReason,
 )
+from launcher.relay.store import RelayStore, new_ticket
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,7 +39,7 @@ def _session_in(store: RelayStore, state: SessionState) -> str:
 
 def test_every_move_the_table_allows_is_made_and_every_other_refused_and_logged(
         store: RelayStore, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="launcher.session_state")
+    caplog.set_level(logging.WARNING, logger="launcher.relay.state")
     for old, new in itertools.product(SessionState, SessionState):
         sid = _session_in(store, old)
         caplog.clear()

@@ -13,7 +13,7 @@ from everest_app.apps import builtin_app_dirs
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, EverestError
 from everest_app.job import Job
-from launcher.output import print_fields, print_json, print_table
+from launcher.cli.output import print_fields, print_json, print_table
 
 
 def make_client(args: argparse.Namespace) -> EverestClient:

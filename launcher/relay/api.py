@@ -21,16 +21,16 @@ Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
 Session runners (the ticket is the credential):
 
 - ``POST /api/tickets/redeem`` ``{"ticket", "public_key", "notebook_token", "runner"?}`` -> 200
-  the grant (see :meth:`launcher.relay.Relay.grant`); 403 for an unknown, used or expired
+  the grant (see :meth:`launcher.relay.service.Relay.grant`); 403 for an unknown, used or expired
   ticket.
 
 - ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?}``: the runner stopped (the
   ``end_token`` came with its grant) -> 200; 403 for a wrong token.
 
 - ``GET /api/tunnel`` as a WebSocket: the relay's SSH server, for runners that cannot reach
-  its SSH port (:mod:`launcher.relay_websocket`); the enrolled key is the credential.
+  its SSH port (:mod:`launcher.relay.websocket`); the enrolled key is the credential.
 
-Sessions: ``/session/<id>/...`` is the session's JupyterLab (see :mod:`launcher.relay_proxy`).
+Sessions: ``/session/<id>/...`` is the session's JupyterLab (see :mod:`launcher.relay.proxy`).
 
 Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /api/login``
 ``{"username","password"}`` (an Everest login for the page), ``POST /api/logout``.
@@ -50,105 +50,19 @@ from typing import Any
 from urllib.parse import unquote
 
 import asyncssh
-from tornado import web
 
-from everest_app import __version__, strict_json
-from everest_app.json_api import TOKEN_COOKIE
-from launcher import relay_store as rs
-from launcher import relay_websocket
-from launcher.relay_auth import AuthFailed, AuthUnavailable
-from launcher.session_options import check_base_prefix, check_default_url
-from launcher.session_state import SessionState, StopReason
+from everest_app import __version__
+from launcher.relay import store as rs
+from launcher.relay.auth import AuthFailed, AuthUnavailable
+from launcher.relay.handlers import PAGE_COOKIE, ApiError, BaseHandler
+from launcher.relay.options import check_base_prefix, check_default_url
+from launcher.relay.state import SessionState, StopReason
 
 log = logging.getLogger(__name__)
 _STATE_NAMES = frozenset(s.value for s in SessionState)
 
-PAGE_COOKIE = "relay_token"
 _SID = r"([0-9a-f]{24})"
 _LABEL_MAX = 200
-
-
-class ApiError(web.HTTPError):
-    """An error answered as ``{"message": ...}``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(status, reason=None)
-        self.message = message
-
-
-class BaseHandler(web.RequestHandler):
-    """JSON in, JSON out, Everest-style errors."""
-
-    @property
-    def relay(self):  # -> launcher.relay.Relay
-        return self.application.settings["relay"]
-
-    def set_default_headers(self) -> None:
-        self.set_header("Cache-Control", "no-store")
-        self.set_header("X-Content-Type-Options", "nosniff")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            message = exc.message
-        elif isinstance(exc, web.HTTPError) and exc.log_message:
-            message = exc.log_message % exc.args if exc.args else exc.log_message
-        else:
-            message = self._reason
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"message": message}))
-
-    def json_body(self) -> dict[str, Any]:
-        if not self.request.body:
-            return {}
-        try:
-            body = strict_json.loads(self.request.body)
-        except strict_json.JSONInputError as exc:
-            raise ApiError(400, f"the request body is refused: {exc}") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "the request body must be a JSON object")
-        return body
-
-    def send(self, data: Any, status: int = 200) -> None:
-        self.set_status(status)
-        self.set_header("Content-Type", "application/json")
-        self.finish(strict_json.dumps(data))
-
-    def token(self) -> tuple[str | None, bool]:
-        """The caller's Everest token and whether it came from a cookie."""
-        header = self.request.headers.get("Authorization", "")
-        if header.lower().startswith("bearer "):
-            return header[7:].strip() or None, False
-        for name in (PAGE_COOKIE, TOKEN_COOKIE):
-            value = self.get_cookie(name)
-            if value:
-                return value, True
-        return None, False
-
-    async def owner(self) -> str:
-        """Authenticate the caller; raises 401/403/503 ``ApiError``s."""
-        token, from_cookie = self.token()
-        if from_cookie and self.request.method not in ("GET", "HEAD") and \
-                not self.request.headers.get("X-Requested-With"):
-            raise ApiError(403, "cookie-authenticated requests need the X-Requested-With header")
-        try:
-            return await self.relay.auth.identify(token)
-        except AuthFailed as exc:
-            raise ApiError(401, str(exc)) from None
-        except AuthUnavailable as exc:
-            raise ApiError(503, str(exc)) from None
-
-    def own_session(self, owner: str, session_id: str) -> rs.SessionRecord:
-        record = self.relay.store.get(session_id)
-        if record is None or record.owner != owner:
-            raise ApiError(404, f"no session {session_id}")
-        return record
-
-    def public_base(self) -> str:
-        """The relay's address as the caller reached it, unless configured."""
-        if self.relay.config.public_url:
-            return self.relay.config.public_url.rstrip("/")
-        return f"{self.request.protocol}://{self.request.host}"
 
 
 def _text(body: dict[str, Any], name: str, default: str, limit: int = _LABEL_MAX) -> str:
@@ -356,7 +270,7 @@ class LogoutHandler(BaseHandler):
 
 class PageHandler(BaseHandler):
     def get(self) -> None:
-        page = resources.files("launcher").joinpath("relay_page.html").read_text("utf-8")
+        page = resources.files("launcher.relay").joinpath("page.html").read_text("utf-8")
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy",
                         "default-src 'self'; script-src 'unsafe-inline' 'self'; "
@@ -367,23 +281,3 @@ class PageHandler(BaseHandler):
 class NotFoundHandler(BaseHandler):
     def prepare(self) -> None:
         raise ApiError(404, f"no such relay endpoint: {self.request.path}")
-
-
-def make_app(relay) -> web.Application:
-    """The tornado application serving ``relay`` (a :class:`launcher.relay.Relay`)."""
-    from launcher.relay_proxy import SESSION_PATH, HubProxyHandler, SessionProxyHandler
-
-    return web.Application([
-        (r"/", PageHandler),
-        (r"/api/relay", InfoHandler),
-        (r"/api/login", LoginHandler),
-        (r"/api/logout", LogoutHandler),
-        (r"/api/sessions", SessionsHandler),
-        (rf"/api/sessions/{_SID}", SessionHandler),
-        (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
-        (r"/api/tickets/redeem", RedeemHandler),
-        (relay_websocket.PATH, relay_websocket.TunnelHandler,
-         {"entrance": relay.websocket_entrance}),
-        (SESSION_PATH, SessionProxyHandler),
-        (r"/(?!api/).*", HubProxyHandler),
-    ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

@@ -1,0 +1,29 @@
+"""The session relay: the rendezvous between a session's job and its user, and the far end
+of its tunnel. A service of its own (``python -m launcher.relay``, ``deploy/``), or a plugin
+of the local server (``--plugin launcher.relay.plugin``).
+
+What clients import (no tornado, no asyncssh):
+
+- :mod:`~launcher.relay.state`    a relay session's states, their one transition table, and
+                                  why a runner stopped
+- :mod:`~launcher.relay.options`  checks of a session's options (default URL, hub prefix)
+- :mod:`~launcher.relay.client`   the relay's REST API as a Python client
+
+The service, bottom up:
+
+- :mod:`~launcher.relay.config`     every setting, declared once (traitlets, with help)
+- :mod:`~launcher.relay.store`      sessions, tickets and keys in SQLite (schema-versioned)
+- :mod:`~launcher.relay.auth`       users by their Everest token, checked against Everest
+- :mod:`~launcher.relay.ssh`        the SSH server: enrolled keys, one virtual forward each
+- :mod:`~launcher.relay.websocket`  the same SSH server inside a WebSocket (``/api/tunnel``)
+- :mod:`~launcher.relay.api`        the REST API's handlers and the page
+- :mod:`~launcher.relay.proxy`      every session under ``/session/<id>/`` through its tunnel
+- :mod:`~launcher.relay.service`    :class:`~launcher.relay.service.Relay`: the above in one
+                                    asyncio process; ``serve`` and ``run``
+- :mod:`~launcher.relay.plugin`     the relay inside the local server, and the
+                                    ``jupyter-session`` web-form hooks
+- ``__main__``                      ``python -m launcher.relay``
+
+Nothing here imports upward (``launcher.cli``, ``launcher.hub``); this package imports only
+``everest_app`` of ours.
+"""

@@ -1,0 +1,38 @@
+"""The relay's route table: every URL it serves, and the handler behind it."""
+
+from __future__ import annotations
+
+from tornado import web
+
+from launcher.relay import websocket as relay_websocket
+from launcher.relay.api import (
+    _SID,
+    InfoHandler,
+    LoginHandler,
+    LogoutHandler,
+    NotFoundHandler,
+    PageHandler,
+    RedeemHandler,
+    RunnerEndedHandler,
+    SessionHandler,
+    SessionsHandler,
+)
+from launcher.relay.proxy import SESSION_PATH, HubProxyHandler, SessionProxyHandler
+
+
+def make_app(relay) -> web.Application:
+    """The tornado application serving ``relay`` (a :class:`launcher.relay.service.Relay`)."""
+    return web.Application([
+        (r"/", PageHandler),
+        (r"/api/relay", InfoHandler),
+        (r"/api/login", LoginHandler),
+        (r"/api/logout", LogoutHandler),
+        (r"/api/sessions", SessionsHandler),
+        (rf"/api/sessions/{_SID}", SessionHandler),
+        (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
+        (r"/api/tickets/redeem", RedeemHandler),
+        (relay_websocket.PATH, relay_websocket.TunnelHandler,
+         {"entrance": relay.websocket_entrance}),
+        (SESSION_PATH, SessionProxyHandler),
+        (r"/(?!api/).*", HubProxyHandler),
+    ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)
