@@ -53,6 +53,11 @@ FAILURE_STATES: frozenset[JobState] = frozenset({JobState.FAILED, JobState.CANCE
 ACTIVE_STATES: frozenset[JobState] = frozenset(JobState) - TERMINAL_STATES
 """States in which a job may still change, UNKNOWN included."""
 
+QUEUED_STATES: frozenset[JobState] = frozenset(
+    {JobState.SUBMITTED, JobState.DEFERRED, JobState.READY, JobState.SCHEDULED}
+)
+"""States of a job that waits for its resource: accepted, not running yet."""
+
 
 class TaskState(str, enum.Enum):
     """The life of one task (one attempt at running a job) on the local server.

@@ -5,8 +5,8 @@
    user's choices; tell the relay the job's id.
 3. Follow both sides until the relay has probed the notebook through the tunnel — the
    relay's state by long-poll (an answer as soon as it changes), the job's state by polling —
-   reporting progress: submitted, queued, running, notebook up, tunnel up. If the job ends
-   first, its log explains why (:class:`LaunchFailed` carries it).
+   reporting the milestones of :mod:`launcher.session_start` (the same words the hub shows).
+   If the job ends first, its log explains why (:class:`LaunchFailed` carries it).
 4. Return the URL (with the notebook's token). :func:`stop_session` ends a session: it
    cancels the job (the runner then shuts JupyterLab and its kernels down) and ends the
    relay's session.
@@ -26,11 +26,9 @@ from everest_app.states import JobState
 from launcher.launch_options import LaunchOptions
 from launcher.relay.client import RelayClient
 from launcher.relay.state import SessionState
+from launcher.session_start import Failure, Milestone, step
 
 log = logging.getLogger(__name__)
-
-_QUEUED = {JobState.SUBMITTED, JobState.DEFERRED, JobState.READY, JobState.SCHEDULED}
-
 
 class LaunchFailed(EverestError):
     """The session did not come up; ``log`` holds the job's log when there is one."""
@@ -48,22 +46,18 @@ class Launched:
     session_id: str
 
 
-# relay state -> what the user is told
-_RELAY_STEPS = {SessionState.STARTING: "session runner started on the resource",
-                SessionState.CONNECTED: "notebook up", SessionState.READY: "tunnel up"}
-
-
 class _Progress:
-    """Report each step once, in order."""
+    """Report each milestone once, in order."""
 
     def __init__(self, report: Callable[[str], None]):
         self.report = report
-        self.seen: set[str] = set()
+        self.seen: set[Milestone] = set()
 
-    def step(self, key: str, text: str) -> None:
-        if key not in self.seen:
-            self.seen.add(key)
-            self.report(text)
+    def reached(self, milestones: tuple[Milestone, ...], **words: str) -> None:
+        for milestone in milestones:
+            if milestone not in self.seen:
+                self.seen.add(milestone)
+                self.report(milestone.text(**words))
 
 
 class Launch:
@@ -94,9 +88,9 @@ class Launch:
         job = self.everest.submit(opts.app, inputs, name=opts.name or "jupyter-session",
                                   resources=[opts.resource] if opts.resource else None)
         self.job_id = job.id
-        self.progress.report(f"submitted: job {job.id}, session {sid}")
         self.relay.set_job(sid, job.id)
-        url = _wait_ready(self.everest, self.relay, job.id, sid, opts.timeout, self.progress)
+        url = _wait_ready(self.everest, self.relay, job.id, sid, opts.timeout, self.progress,
+                          where=opts.resource or "")
         return Launched(url=url, job_id=job.id, session_id=sid)
 
     def stop(self, wait: float = 30.0) -> str | None:
@@ -105,38 +99,31 @@ class Launch:
 
 
 def _wait_ready(everest: EverestClient, relay: RelayClient, job_id: str, sid: str,
-                timeout: float | None, progress: _Progress) -> str:
+                timeout: float | None, progress: _Progress, where: str = "") -> str:
+    """Follow the job (polled) and the relay session (long-polled) through
+    :func:`launcher.session_start.step` until the URL works or the start fails."""
     deadline = None if timeout is None else time.monotonic() + timeout
     state: SessionState | None = SessionState.WAITING
+    job: Job | None = None
     next_job_check = 0.0
     while True:
         now = time.monotonic()
         if now >= next_job_check:
             job = everest.job(job_id)
-            if job.state in _QUEUED:
-                progress.step("queued", f"queued ({job.state})")
-            elif job.state == JobState.RUNNING:
-                progress.step("running", "running")
-            elif job.is_done:
-                _fail_with_log(everest, relay, job, sid,
-                               f"the job ended {job.state} before the notebook was reachable"
-                               + (f": {job.info}" if job.info else ""))
             next_job_check = now + 0.5
         session = relay.session(sid, unless_state=state, wait=0.5)
         state = SessionState.known(session.get("state"))
-        if state in _RELAY_STEPS:
-            progress.step("running", "running")  # the runner talks to the relay: it runs
-            if state is SessionState.READY:
-                connected = SessionState.CONNECTED
-                progress.step(connected.value, _RELAY_STEPS[connected])
-            progress.step(state.value, _RELAY_STEPS[state])
-        if state is SessionState.READY and session.get("url"):
-            return session["url"]
-        if state is not None and not state.live:
+        outcome = step(job.state if job else None, state, session.get("url"))
+        progress.reached(outcome.reached, job_id=job_id, session_id=sid, where=where)
+        if outcome.url:
+            return outcome.url
+        if outcome.failure is Failure.JOB_ENDED:
+            _fail_with_log(everest, relay, job, sid,
+                           outcome.failure.message(job.state, job.info or ""))
+        if outcome.failure is not None:
             stop_session(everest, relay, job_id, sid, wait=10)
-            raise LaunchFailed(f"the relay {state} session {sid} before it was ready"
-                               + (" (its ticket expired: the job did not start in time)"
-                                  if state is SessionState.EXPIRED else ""), job_id=job_id)
+            raise LaunchFailed(f"{outcome.failure.message()} (relay session {sid} {state})",
+                               job_id=job_id)
         if deadline is not None and time.monotonic() > deadline:
             stop_session(everest, relay, job_id, sid, wait=10)
             raise LaunchFailed(f"the session was not ready within {timeout:g} s; job "

@@ -43,8 +43,11 @@ from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, valida
 from everest_app.states import JobState
 from launcher.hub import profiles as prof
 from launcher.hub.api import ApiError, JsonApi, path_part
-from launcher.hub.jobs import JobCache, all_caches, cache_for
+from launcher.hub.jobs import JobCache, cache_for
+from launcher.hub.sweep import Owners, cancel_job, sweep
+from launcher.launch_options import LaunchOptions
 from launcher.relay.state import SessionState
+from launcher.session_start import Failure, Milestone, step
 
 try:  # JupyterHub >= 6.0
     from jupyterhub.spawner import SpawnException as _SpawnException
@@ -55,8 +58,11 @@ log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
 JOB_PREFIX = "jupyterhub:"
-_QUEUED = {JobState.SUBMITTED, JobState.DEFERRED, JobState.READY, JobState.SCHEDULED}
 _HUB_ENV_PREFIXES = ("JUPYTERHUB_", "JPY_API_TOKEN")
+
+
+def _capitalised(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 def spawn_failure(message: str, *, log_message: str | None = None,
@@ -339,7 +345,6 @@ class EverestSpawner(Spawner):
             **({"resources": list(resources)} if resources else {})}, what="Everest")
         self.job_id = str(job["id"])
         self._cache(token).forget()
-        self._emit(10, f"Submitted to Everest as job {self.job_id}", "submitted")
         self.log.info("%s: Everest job %s, relay session %s", self._log_name, self.job_id,
                       self.session_id)
         try:
@@ -360,42 +365,40 @@ class EverestSpawner(Spawner):
             env["JUPYTERHUB_ACTIVITY_URL"] = f"{api}/users/{self.user.name}/activity"
         return env
 
-    def _job_inputs(self, session: dict[str, Any], profile: prof.Profile | None
-                    ) -> dict[str, Any]:
+    def launch_options(self, profile: prof.Profile | None) -> LaunchOptions:
+        """The server's choices as the launch command has them: this spawner's settings are
+        the defaults, the chosen profile's values replace them (its packages are added)."""
         time_limit = profile.time_limit if profile and profile.time_limit is not None else \
             self.time_limit
-        packages = list(self.packages) + list(profile.packages if profile else ())
-        inputs: dict[str, Any] = {
-            "relay": self.relay_url_for_resources or session["relay_url"],
-            "ticket": session["ticket"], "mode": "hub", "time_limit": time_limit,
-            "idle_timeout": self.idle_timeout, "everest_url": self.everest_url}
-        if packages:
-            inputs["packages"] = " ".join(packages)
-        return inputs
+        return LaunchOptions(
+            app=self.app, mode="hub", time_limit=time_limit, idle_timeout=self.idle_timeout,
+            packages=list(self.packages) + list(profile.packages if profile else ()),
+            name=self.job_name, resource=profile.resource if profile else None)
+
+    def _job_inputs(self, session: dict[str, Any], profile: prof.Profile | None
+                    ) -> dict[str, Any]:
+        return self.launch_options(profile).inputs(
+            self.relay_url_for_resources or session["relay_url"], session["ticket"],
+            self.everest_url)
 
     async def _wait_ready(self, relay: JsonApi, token: str, resources: list[str]) -> str:
+        """Follow the job (the shared status cache) and the relay session (long-polled)
+        through :func:`launcher.session_start.step` until the server answers or the start
+        fails."""
         cache = self._cache(token)
         submitted = time.monotonic()
-        where = ", ".join(resources) if resources else "a resource"
+        where = ", ".join(resources) if resources else ""
         state: SessionState | None = SessionState.WAITING
         queued_notes = 0
         while True:
+            job: dict[str, Any] = {}
             try:
                 snapshot = await cache.fresh(self.status_interval)
+                job = snapshot.jobs.get(self.job_id, {})
                 job_state = snapshot.state(self.job_id)
             except ApiError as exc:
                 self.log.warning("%s: Everest: %s", self._log_name, exc)
                 job_state = None
-            if job_state in _QUEUED:
-                minutes = int((time.monotonic() - submitted) // 60)
-                if minutes >= queued_notes:
-                    self._emit(20, f"Queued on {where}" + (
-                        f" for {minutes} min" if minutes else ""), f"queued-{minutes}")
-                    queued_notes = minutes + 1
-            elif job_state == JobState.RUNNING:
-                self._emit(40, "Running on the resource", "running")
-            elif job_state is not None and job_state.is_terminal:
-                raise await self._job_failure(token, snapshot.jobs[self.job_id])
             try:
                 session = await relay.call(
                     "GET", f"/api/sessions/{self.session_id}",
@@ -409,23 +412,31 @@ class EverestSpawner(Spawner):
                 await asyncio.sleep(1.0)
                 continue
             state = SessionState.known(session.get("state"))
-            if state in (SessionState.STARTING, SessionState.CONNECTED, SessionState.READY):
-                self._emit(40, "Running on the resource", "running")
-                self._emit(55, "Session runner connected to the relay", "runner")
-            if state in (SessionState.CONNECTED, SessionState.READY):
-                self._emit(70, "Tunnel up; waiting for the server", "tunnel")
-            if state is SessionState.READY and session.get("url"):
-                self._emit(90, "Server up, reachable through the relay", "server")
-                return session["url"]
-            if state is not None and not state.live:
-                cache.forget()
+            outcome = step(job_state, state, session.get("url"))
+            if outcome.failure is Failure.RUNNER_STOPPED or \
+                    outcome.failure is Failure.TICKET_EXPIRED:
+                cache.forget()  # did the job end meanwhile? Its reason says more
                 job = (await cache.fresh(0)).jobs.get(self.job_id, {})
                 if JobState.parse(job.get("state")).is_terminal:
-                    raise await self._job_failure(token, job)
-                why = ("the job did not start before its ticket expired"
-                       if state is SessionState.EXPIRED else "the session runner stopped")
-                raise spawn_failure(f"Your server did not come up: {why}. Try again, or "
-                                    "pick another profile.",
+                    outcome = step(JobState.parse(job.get("state")), state)
+            for milestone in outcome.reached:
+                text = milestone.text(job_id=self.job_id, session_id=self.session_id,
+                                      where=where)
+                if milestone is Milestone.QUEUED:
+                    minutes = int((time.monotonic() - submitted) // 60)
+                    if minutes >= queued_notes:
+                        self._emit(milestone.value, _capitalised(text) + (
+                            f" for {minutes} min" if minutes else ""), f"queued-{minutes}")
+                        queued_notes = minutes + 1
+                else:
+                    self._emit(milestone.value, _capitalised(text), milestone.name)
+            if outcome.url:
+                return outcome.url
+            if outcome.failure is Failure.JOB_ENDED:
+                raise await self._job_failure(token, job)
+            if outcome.failure is not None:
+                raise spawn_failure(f"Your server did not come up: {outcome.failure.message()}"
+                                    ". Try again, or pick another profile.",
                                     log_message=f"relay session {self.session_id} {state}")
 
     async def _job_failure(self, token: str, job: dict[str, Any]) -> Exception:
@@ -493,7 +504,7 @@ class EverestSpawner(Spawner):
         for jid in found:
             self.log.warning("%s: cancelling job %s, left from an earlier start",
                              self._log_name, jid)
-            await _cancel_job(everest, jid)
+            await cancel_job(everest, jid)
         await self._end_sessions_labelled(token)
         if found:
             self._cache(token).forget()
@@ -513,8 +524,8 @@ class EverestSpawner(Spawner):
     def _ensure_sweeper(self) -> None:
         cls = EverestSpawner
         if self.sweep_interval > 0 and (cls._sweeper is None or cls._sweeper.done()):
-            cls._sweeper = asyncio.ensure_future(_sweep(self.sweep_interval, self.hub_id,
-                                                        self.http_request_timeout))
+            cls._sweeper = asyncio.ensure_future(
+                sweep(self.sweep_interval, f"{JOB_PREFIX}{self.hub_id}/", _owners))
 
     # -- poll and stop ----------------------------------------------------------------------
 
@@ -577,7 +588,7 @@ class EverestSpawner(Spawner):
         job_id = self.job_id
         if job_id:
             everest = self._everest(token)
-            await _cancel_job(everest, job_id)
+            await cancel_job(everest, job_id)
             deadline = time.monotonic() + wait
             while time.monotonic() < deadline:
                 try:
@@ -642,14 +653,6 @@ class EverestSpawner(Spawner):
             raise spawn_failure("Stop this server before renaming it.", reason="rename")
 
 
-async def _cancel_job(everest: JsonApi, job_id: str) -> None:
-    try:
-        await everest.call("POST", f"/api/jobs/{path_part(job_id)}/cancel")
-    except ApiError as exc:
-        if exc.status not in (404, 409):  # gone or already ended: nothing to cancel
-            log.warning("cancelling Everest job %s: %s", job_id, exc)
-
-
 async def _end_session(relay: JsonApi, session_id: str) -> None:
     try:
         await relay.call("DELETE", f"/api/sessions/{path_part(session_id)}")
@@ -662,39 +665,8 @@ def _app_path(app: str) -> str:
     return "/".join(path_part(part) for part in app.strip("/").split("/"))
 
 
-async def _sweep(interval: float, hub_id: str, timeout: float) -> None:
-    """Every ``interval`` s, cancel this hub's live jobs that no spawner owns, once they
-    have been seen unowned twice in a row."""
-    suspects: set[str] = set()
-    while True:
-        await asyncio.sleep(interval)
-        suspects = await _sweep_once(hub_id, suspects, interval / 2)
-
-
-async def _sweep_once(hub_id: str, suspects: set[str], max_age: float) -> set[str]:
-    """One round of the sweep: cancel the live jobs of this hub that no spawner owns and
-    that are in ``suspects`` (unowned last round too); returns this round's unowned jobs.
-
-    A job named for a server whose start is in flight is not unowned: the start owns it
-    once Everest's answer to the submission arrives, however long that takes on a busy hub
-    (a job whose start ended without owning it is swept in later rounds)."""
-    prefix = f"{JOB_PREFIX}{hub_id}/"
+def _owners() -> Owners:
+    """The jobs this hub's spawners own, and the job names of starts in flight."""
     spawners = list(EverestSpawner._instances)
-    owned = {s.job_id for s in spawners if s.job_id}
-    starting = {s.job_name for s in spawners if s._starting}
-    unowned: set[str] = set()
-    for cache in all_caches():
-        try:
-            snapshot = await cache.fresh(max_age)
-        except ApiError:
-            continue
-        for jid, job in snapshot.jobs.items():
-            name = str(job.get("name", ""))
-            if name.startswith(prefix) and jid not in owned and name not in starting and \
-                    not JobState.parse(job.get("state")).is_terminal:
-                unowned.add(jid)
-                if jid in suspects:
-                    log.warning("sweep: cancelling job %s (%s): no server owns it", jid, name)
-                    await _cancel_job(cache.everest, jid)
-                    cache.forget()
-    return unowned
+    return ({s.job_id for s in spawners if s.job_id},
+            {s.job_name for s in spawners if s._starting})

@@ -23,12 +23,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from everest_app.states import QUEUED_STATES
 from tests.fixtures.task_accounts import ensure_passable
 from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import run_in_kernel, wait_for
 
 VERSION = "5.2.1"
-QUEUED = {"SUBMITTED", "DEFERRED", "READY", "SCHEDULED"}
 
 
 def hub52_python(folder: Path) -> str:
@@ -95,7 +95,7 @@ def test_spawn_use_kill_restart_and_stop_on_jupyterhub_5_2(stack: HubStack) -> N
     # SIGKILL with frank's server pending (queued behind erin's): cancelled after restart
     assert api.spawn("frank").status_code == 202
     (queued,) = wait_for(lambda: hub_jobs(stack.everest, "frank"), 60, "frank's job")
-    assert str(queued.state) in QUEUED
+    assert str(queued.state) in {str(s) for s in QUEUED_STATES}
     stack.hub.kill9()
     stack.hub.start()
     wait_job_state(stack.everest, queued.id, {"CANCELLED"})

@@ -11,6 +11,7 @@ from jupyterhub.spawner import Spawner
 
 from launcher.hub import profiles as prof
 from launcher.hub import spawner as spawner_module
+from launcher.hub import sweep as sweep_module
 from launcher.hub.api import JsonApi
 from launcher.hub.jobs import JobCache, Snapshot
 from launcher.hub.spawner import STATE_VERSION, EverestSpawner, spawn_failure
@@ -119,12 +120,13 @@ def test_the_sweep_cancels_what_no_server_owns_or_is_starting(monkeypatch) -> No
     async def cancel(everest, job_id):
         cancelled.append(job_id)
 
-    monkeypatch.setattr(spawner_module, "all_caches", lambda: [cache])
-    monkeypatch.setattr(spawner_module, "_cancel_job", cancel)
+    monkeypatch.setattr(sweep_module, "all_caches", lambda: [cache])
+    monkeypatch.setattr(sweep_module, "cancel_job", cancel)
 
     def sweep(suspects: set[str]) -> set[str]:
         cache.snapshot = Snapshot(jobs, time.monotonic())
-        return run_coroutine(spawner_module._sweep_once("h", suspects, 3600))
+        return run_coroutine(sweep_module.sweep_once("jupyterhub:h/", suspects, 3600,
+                                                     spawner_module._owners()))
 
     suspects = sweep(set())
     assert suspects == {"ghost"} and cancelled == []  # seen once: only suspected

@@ -161,8 +161,8 @@ def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
     launched.proc.send_signal(signal.SIGINT)
     assert launched.proc.wait(90) == 0
     progress = launched.proc.stderr.read()
-    steps = ["starting the local Everest server", "submitted", "running", "notebook up",
-             "tunnel up", "stopping the session", "session stopped (job CANCELLED)"]
+    steps = ["starting the local Everest server", "submitted", "running", "tunnel up",
+             "notebook up", "stopping the session", "session stopped (job CANCELLED)"]
     positions = [progress.find(step) for step in steps]
     assert -1 not in positions and positions == sorted(positions), progress
 
