@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import os
 
+import runner_packages
+
 MODES = ("lab", "hub")
 """Session modes: ``lab`` (JupyterLab with the runner's own token) or ``hub`` (a JupyterHub's
 single-user server: ``jupyterhub-singleuser`` with the environment the hub gave the relay)."""
@@ -193,6 +195,14 @@ def load_settings(argv: list[str] | None = None) -> Settings:
     values.setdefault("idle_timeout", DEFAULT_IDLE_TIMEOUT)
     workdir = os.path.abspath(args.workdir)
     settings = Settings(values, workdir, args.venv_cache or default_venv_cache())
+    try:  # local packages the job brought (launch --packages ./my.whl, -r FILE)
+        settings.packages = runner_packages.resolve(
+            settings.packages, os.path.abspath(args.inputs_dir),
+            os.path.join(os.path.dirname(settings.venv_cache), "packages"))
+    except runner_packages.PackageFilesError as exc:
+        raise InputError(str(exc)) from None
+    except OSError as exc:
+        raise InputError(f"the job's package files could not be kept: {exc}") from None
     if args.tunnel not in ("auto", "openssh", "asyncssh"):
         raise InputError(f"tunnel must be auto, openssh or asyncssh, got {args.tunnel!r}")
     settings.tunnel = args.tunnel

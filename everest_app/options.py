@@ -12,10 +12,10 @@ one declaration come:
 - the reference documentation in ``docs/reference/`` (:func:`reference`).
 
 Metadata a trait may carry (``.tag(...)``): ``option`` (the flag, when not ``--<name>``),
-``dest`` (its attribute on the parsed command line), ``metavar``, ``default_text`` (the
-default as documented, for a default computed at run time), ``append=True`` (a list given by
-repeating the option), ``cli=False`` (config file only: set by the program, such as the
-Everest URL a plugin passes).
+``aliases`` (more flags, such as ``-r``), ``dest`` (its attribute on the parsed command
+line), ``metavar``, ``default_text`` (the default as documented, for a default computed at
+run time), ``append=True`` (a list given by repeating the option), ``cli=False`` (config
+file only: set by the program, such as the Everest URL a plugin passes).
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def add_options(parser: argparse.ArgumentParser, cls: type[Configurable], *,
                     kwargs["nargs"] = "+"
             else:
                 kwargs["type"] = _value_type(trait)
-        group.add_argument(option_name(name, trait), **kwargs)
+        group.add_argument(option_name(name, trait), *trait.metadata.get("aliases", ()),
+                           **kwargs)
     if config_file and only is None:
         parser.add_argument("--config", metavar="FILE", type=Path, default=None,
                             help=f"read settings from FILE (c.{cls.__name__}.<name> = value; "
@@ -180,6 +181,7 @@ def reference(cls: type[Configurable], *, title: str, command: str, intro: str,
         flag = option_name(name, trait)
         if cli and not isinstance(trait, Bool):
             flag += " " + (trait.metadata.get("metavar") or _metavar(name, trait))
+        flag = "`, `".join([flag, *trait.metadata.get("aliases", ())])
         lines += [f"## `{name}`", ""]
         lines += [f"- option: `{flag}`" + (", repeatable" if trait.metadata.get("append")
                                            else "") if cli else "- option: none (not on the "

@@ -1,5 +1,7 @@
 """The launch flow: a JupyterLab session as an Everest job, until its URL works.
 
+0. Upload the local packages and requirements file the user named
+   (:mod:`launcher.packages`): they travel as file inputs.
 1. Ask the relay for a session: a one-time ticket, the session id.
 2. Submit the ``jupyter-session`` application with the ticket, the relay's address and the
    user's choices; tell the relay the job's id.
@@ -18,12 +20,14 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from everest_app.client import EverestClient
 from everest_app.errors import EverestError, NotFoundError
 from everest_app.job import Job
 from everest_app.states import JobState
 from launcher.launch_options import LaunchOptions
+from launcher.packages import LocalPackages
 from launcher.relay.client import RelayClient
 from launcher.relay.state import SessionState
 from launcher.session_start import Failure, Milestone, step
@@ -81,10 +85,19 @@ class Launch:
         :class:`EverestError` for API failures.
         """
         opts = self.options
+        local = LocalPackages.collect(list(opts.packages), opts.requirements)
+        try:
+            if local.files or local.requirements:
+                self.progress.report("sending local packages: " + ", ".join(
+                    [*local.files, *(["requirements.txt"] if local.requirements else [])]))
+            local_inputs = local.inputs(self._upload)
+        finally:
+            local.close()
         session = self.relay.create_session(mode=opts.mode, label=opts.name or "",
                                             default_url=opts.default_url)
         self.session_id = sid = session["id"]
         inputs = opts.inputs(session["relay_url"], session["ticket"], self.everest.url)
+        inputs.update(local_inputs)
         job = self.everest.submit(opts.app, inputs, name=opts.name or "jupyter-session",
                                   resources=[opts.resource] if opts.resource else None)
         self.job_id = job.id
@@ -92,6 +105,9 @@ class Launch:
         url = _wait_ready(self.everest, self.relay, job.id, sid, opts.timeout, self.progress,
                           where=opts.resource or "")
         return Launched(url=url, job_id=job.id, session_id=sid)
+
+    def _upload(self, path: Path, name: str) -> str:
+        return self.everest.upload(path, filename=name)["uri"]
 
     def stop(self, wait: float = 30.0) -> str | None:
         """Stop what this launch started (see :func:`stop_session`)."""

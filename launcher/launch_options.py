@@ -34,7 +34,13 @@ class LaunchOptions(Configurable):
         help="Stop the session after this many seconds without activity (0: never).",
     ).tag(config=True, metavar="SECONDS", default_text="the application's")
     packages = List(
-        Unicode(), help="Extra pip packages for the session.").tag(config=True, metavar="PKG")
+        Unicode(), help="Extra pip packages for the session; a local wheel, sdist or project "
+                        "folder is sent with the job.").tag(config=True, metavar="PKG")
+    requirements = Unicode(
+        None, allow_none=True,
+        help="A pip requirements file to install in the session; it and the local files it "
+             "names are sent with the job.",
+    ).tag(config=True, metavar="FILE", aliases=("-r",))
     repository = Unicode(
         None, allow_none=True, help="A git repository to clone into the notebook folder.",
     ).tag(config=True, metavar="GIT_URL")

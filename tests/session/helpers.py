@@ -35,21 +35,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def tiny_wheel(folder: Path) -> Path:
-    """A minimal pure-Python wheel ``tinypkg`` (``tinypkg.ANSWER == 42``; no dependencies,
-    so pip needs no index)."""
-    path = folder / "tinypkg-1.0-py3-none-any.whl"
+def tiny_wheel(folder: Path, name: str = "tinypkg", answer: int = 42) -> Path:
+    """A minimal pure-Python wheel ``name`` (``name.ANSWER == answer``; no dependencies, so
+    pip needs no index)."""
+    path = folder / f"{name}-1.0-py3-none-any.whl"
     files = {
-        "tinypkg/__init__.py": "ANSWER = 42\n",
-        "tinypkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: tinypkg\n"
+        f"{name}/__init__.py": f"ANSWER = {answer}\n",
+        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\n"
                                           "Version: 1.0\n",
-        "tinypkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
+        f"{name}-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\n"
                                        "Root-Is-Purelib: true\nTag: py3-none-any\n",
     }
-    record = "".join(f"{name},,\n" for name in files) + "tinypkg-1.0.dist-info/RECORD,,\n"
+    record = "".join(f"{n},,\n" for n in files) + f"{name}-1.0.dist-info/RECORD,,\n"
     with zipfile.ZipFile(path, "w") as zf:
-        for name, text in {**files, "tinypkg-1.0.dist-info/RECORD": record}.items():
-            zf.writestr(name, text)
+        for member, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
+            zf.writestr(member, text)
     return path
 
 

@@ -18,6 +18,7 @@ from tests.session.helpers import REPO, child_env, cli_command
 
 sys.path.insert(0, str(REPO / "agent_scripts"))
 import runner_inputs  # noqa: E402  (the runner's own module, as the task imports it)
+import runner_packages  # noqa: E402
 
 APP_DIR = APPS_DIR / "jupyter-session"
 OUR_PACKAGES = {"everest_app", "everest_local", "launcher", "orchestrator", "tests"}
@@ -25,10 +26,16 @@ OUR_PACKAGES = {"everest_app", "everest_local", "launcher", "orchestrator", "tes
 
 def test_every_input_is_mapped_to_the_file_the_runner_reads() -> None:
     app = descriptor.load(APP_DIR)
-    # "image" is for the server (a docker resource's container image), not the runner
-    assert set(app.inputs) - {"image"} == set(runner_inputs.INPUT_FILES)
+    # "image" is for the server (a docker resource's container image), not the runner; the
+    # package files are staged where runner_packages looks for them
+    staged = {"package_files": runner_packages.PACKAGE_DIR,
+              "requirements": runner_packages.REQUIREMENTS_FILE}
+    assert set(app.inputs) - {"image"} == set(runner_inputs.INPUT_FILES) | set(staged)
     mapped = {m["param"]: m["file"] for m in app.input_mappings}
-    assert mapped == {name: spec[0] for name, spec in runner_inputs.INPUT_FILES.items()}
+    assert mapped == {**{name: spec[0] for name, spec in runner_inputs.INPUT_FILES.items()},
+                      **staged}
+    assert descriptor.file_kind(app.inputs["package_files"]) == "files"
+    assert descriptor.file_kind(app.inputs["requirements"]) == "file"
     assert {m["param"]: m["file"] for m in app.output_mappings} == {
         "log": "session.log", "summary": "summary.json"}
     assert app.is_service

@@ -21,7 +21,6 @@ from everest_app.client import EverestClient
 from everest_local.app import server_running
 from tests.fixtures.browser import run_a_cell
 from tests.fixtures.local_server import ServerProcess, kill_tasks_under
-from tests.fixtures.task_accounts import ensure_passable
 from tests.session.helpers import (
     RelayProcess,
     child_env,
@@ -41,9 +40,10 @@ class Launched:
     data_dir: Path
     env: dict
 
-    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    def cli(self, *args: str, timeout: float = 120,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
         return subprocess.run([*cli_command(), *args], env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
+                              text=True, timeout=timeout, cwd=cwd)
 
     def client(self) -> EverestClient:
         server = json.loads((self.data_dir / "server" / "server.json").read_text())
@@ -131,23 +131,44 @@ def test_sessions_lists_the_live_session(launched: Launched) -> None:
     assert mine[0]["job_id"] == launched.out["job_id"]
 
 
-def test_extra_packages_are_importable_in_the_kernel(launched: Launched, tmp_path: Path) -> None:
-    # the runner layers a cached environment holding the wheel on the one it runs in (a venv
-    # here), so the kernel has both the wheel and everything the session itself needs
-    wheel = tiny_wheel(tmp_path)
-    ensure_passable(wheel)  # the task (another account, when we are root) installs it
-    result = launched.cli("--json", "launch", "--packages", str(wheel), "--detach",
-                          "--time-limit", "600", timeout=300)
+def test_local_packages_travel_with_the_job_from_a_home_the_task_cannot_read(
+        launched: Launched, tmp_path: Path) -> None:
+    # as root the task runs as another account, which cannot enter a 0700 home: the wheel
+    # and the requirements file (naming another local wheel) reach it as the job's inputs.
+    # The runner layers a cached environment holding them on the one it runs in (a venv
+    # here), so the kernel has both the wheels and everything the session itself needs
+    home = tmp_path / "home"
+    (home / "dist").mkdir(parents=True)
+    home.chmod(0o700)
+    wheel = tiny_wheel(home)
+    other = tiny_wheel(home / "dist", "otherpkg", 7)
+    (home / "requirements.txt").write_text(f"./dist/{other.name}\n")
+    result = launched.cli("--json", "launch", "--packages", f"./{wheel.name}", "-r",
+                          "requirements.txt", "--detach", "--time-limit", "600", timeout=300,
+                          cwd=home)
     assert result.returncode == 0, result.stderr
+    assert f"sending local packages: {wheel.name}, {other.name}, requirements.txt" in \
+        result.stderr
     out = json.loads(result.stdout)
     try:
         base, token = split_url(out["url"])
-        assert run_in_kernel(base, token, "import tinypkg; print(tinypkg.ANSWER)") == "42\n"
+        code = "import tinypkg, otherpkg; print(tinypkg.ANSWER, otherpkg.ANSWER)"
+        assert run_in_kernel(base, token, code) == "42 7\n"
         lab = requests.get(base + "lab", headers={"Authorization": f"token {token}"}, timeout=30)
         assert lab.status_code == 200, lab.text[-500:]  # the page's assets were found too
+        inputs = launched.client().job(out["job_id"]).inputs
+        assert inputs["packages"] == wheel.name and len(inputs["package_files"]) == 2
     finally:
         stopped = launched.cli("stop", out["session_id"])
     assert stopped.returncode == 0, stopped.stderr
+
+
+def test_a_missing_local_package_is_refused_before_anything_starts(launched: Launched,
+                                                                    tmp_path: Path) -> None:
+    result = launched.cli("launch", "--packages", "./gone.whl", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "--packages ./gone.whl: no such file or folder" in result.stderr
+    assert "submitted" not in result.stderr
 
 
 def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
