@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.sqlite_schema import Migration, add_columns, migrate
-from everest_app.states import TERMINAL_STATES, JobState, TaskState
+from everest_app.states import TERMINAL_STATES, JobState, TaskState, can_move
 
 DB_NAME = "everest.sqlite3"
 
@@ -255,8 +255,14 @@ class Store:
                                f"({marks}) ORDER BY seq", [s.value for s in states]).fetchall()
         return [_job_row(r) for r in rows]
 
-    def update_job(self, job_id: str, **fields: Any) -> None:
-        """Set some columns of a job (``result``/``resources`` are JSON-encoded here)."""
+    def update_job(self, job_id: str, **fields: Any) -> bool:
+        """Set some columns of a job (``result``/``resources`` are JSON-encoded here).
+
+        A new ``state`` must be a move :data:`everest_app.states.JOB_TRANSITIONS` allows from
+        the stored one: otherwise nothing of the update is written, the refusal is logged,
+        and False returned (a finished job never changes again, whoever asks). True when
+        the update was written (or the job does not exist).
+        """
         for key in ("result", "resources", "inputs"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
@@ -269,7 +275,12 @@ class Store:
         _check_columns(fields, _JOB_COLUMNS)
         sets = ", ".join(f"{k}=?" for k in fields)
         with self.tx() as db:
+            if "state" in fields:
+                row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is not None and not can_move(job_id, row[0], fields["state"]):
+                    return False
             db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+        return True
 
     def delete_job(self, job_id: str) -> None:
         with self.tx() as db:

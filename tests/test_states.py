@@ -1,5 +1,17 @@
+import logging
+from pathlib import Path
+
+import pytest
+
 from everest_app.job import Job
-from everest_app.states import ACTIVE_STATES, TERMINAL_STATES, JobState
+from everest_app.states import (
+    ACTIVE_STATES,
+    JOB_TRANSITIONS,
+    QUEUED_STATES,
+    TERMINAL_STATES,
+    JobState,
+)
+from everest_local.store import JobRow, Store, new_id
 
 
 def test_terminal_states_are_exactly_done_failed_cancelled():
@@ -24,3 +36,45 @@ def test_job_from_json_keeps_unknown_fields_and_tolerates_missing_ones():
     job = Job.from_json({"id": "x", "state": "DONE", "result": {"n": 2}, "extra": [1]})
     assert job.is_done and job.output("n") == 2 and job.raw["extra"] == [1]
     assert job.app_alias is None and job.inputs == {} and job.name == ""
+
+
+def test_the_transition_table_names_every_state_and_ends_only_in_terminal_ones():
+    assert set(JOB_TRANSITIONS) == set(JobState)
+    assert {s for s, moves in JOB_TRANSITIONS.items() if not moves} == TERMINAL_STATES
+    assert all(JobState.UNKNOWN not in moves for moves in JOB_TRANSITIONS.values())
+    # every queued state can reach every terminal one (a queued job can always be cancelled)
+    for state in QUEUED_STATES:
+        assert TERMINAL_STATES <= JOB_TRANSITIONS[state]
+
+
+def _job(store: Store, state: JobState) -> str:
+    job = JobRow(id=new_id(), owner="alice", name="j", app_id="a", app_alias="a",
+                 app_name="a", state=state, inputs={}, resources=None, result=None,
+                 info=None, attempt=0, created=0.0, updated=0.0)
+    store.insert_job(job)
+    return job.id
+
+
+def test_the_store_refuses_and_logs_a_move_the_table_does_not_allow(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    store = Store(tmp_path)
+    try:
+        job_id = _job(store, JobState.READY)
+        assert store.update_job(job_id, state=JobState.SCHEDULED)
+        assert store.update_job(job_id, state=JobState.RUNNING, info="on node 1")
+        assert store.update_job(job_id, state=JobState.DONE, result={"n": 1})
+        with caplog.at_level(logging.WARNING, logger="everest_app.states"):
+            # a late report of a finished job's task must not bring it back to life
+            assert not store.update_job(job_id, state=JobState.RUNNING, info="late")
+            assert not store.update_job(job_id, state=JobState.CANCELLED)
+        job = store.job(job_id)
+        assert job is not None and job.state is JobState.DONE
+        assert job.result == {"n": 1} and job.info == "on node 1"  # nothing of it written
+        assert [r.getMessage() for r in caplog.records] == [
+            f"job {job_id}: refused the move DONE -> RUNNING",
+            f"job {job_id}: refused the move DONE -> CANCELLED"]
+        queued = _job(store, JobState.READY)
+        assert not store.update_job(queued, state=JobState.UNKNOWN)
+        assert store.update_job(queued, info="no state: not a move")
+    finally:
+        store.close()

@@ -4,9 +4,12 @@ the assets folder, cache headers."""
 from __future__ import annotations
 
 import http.client
+import json
 import re
 from urllib.parse import urlsplit
 
+from everest_app.states import QUEUED_STATES, TERMINAL_STATES
+from everest_local.web.pages import STATIC_DIR
 from tests.fixtures.local_server import ServerProcess
 from tests.web.server_requests import cookie_session, login_token
 
@@ -53,3 +56,29 @@ def test_versioned_assets_are_cached_and_others_revalidated(web_server: ServerPr
     plain = session.get(web_server.url + "/assets/js/dom.js", timeout=10)
     assert plain.headers["Cache-Control"] == "no-cache"
     assert plain.headers["Content-Type"].startswith(("text/javascript", "application/javascript"))
+
+
+ODD_PATHS = ("/assets/%00", "/assets/js/%00.js", "/assets/%ff", "/assets/", "/assets/js",
+             "/assets/%2e%2e/", "/jobs/%ff", "/apps/%c0%af", "/%00", "/api/%00",
+             "/api/jobs/%00", "/api/files/%00", "/api/apps/%ff%fe")
+
+
+def test_odd_paths_answer_4xx_json_never_500(web_server: ServerProcess) -> None:
+    for path in ODD_PATHS:
+        status, body = raw_get(web_server, path)
+        assert 400 <= status < 500, (path, status, body)
+        assert json.loads(body)["message"], path
+
+
+def test_the_pages_read_job_states_from_the_servers_table(web_server: ServerProcess) -> None:
+    # the one source: a module the server writes from everest_app.states, which ui.js
+    # re-exports; no page script spells a state list of its own
+    status, body = raw_get(web_server, "/assets/js/states.js")
+    assert status == 200
+    declared = dict(re.findall(r"export const (\w+) = new Set\((\[[^\]]*\])\);",
+                               body.decode()))
+    assert set(json.loads(declared["TERMINAL_STATES"])) == {s.value for s in TERMINAL_STATES}
+    assert set(json.loads(declared["QUEUED_STATES"])) == {s.value for s in QUEUED_STATES}
+    for script in STATIC_DIR.glob("js/*.js"):
+        text = script.read_text()
+        assert not re.search(r"new Set\(\[\s*\"(DONE|FAILED|CANCELLED|READY)\"", text), script

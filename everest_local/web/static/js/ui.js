@@ -51,4 +51,4 @@ export function stateClass(state) {
   return `state state-${String(state || "UNKNOWN").toLowerCase().replace(/[^a-z]/g, "")}`;
 }
 
-export const TERMINAL_STATES = new Set(["DONE", "FAILED", "CANCELLED"]);
+export { QUEUED_STATES, TERMINAL_STATES } from "./states.js";
