@@ -13,6 +13,8 @@ The service, bottom up:
 
 - :mod:`~launcher.relay.config`     every setting, declared once (traitlets, with help)
 - :mod:`~launcher.relay.store`      sessions, tickets and keys in SQLite (schema-versioned)
+- :mod:`~launcher.relay.workspaces` users' workspaces: the store interface and its folder
+                                    store (working copies, snapshots, quota)
 - :mod:`~launcher.relay.auth`       users by their Everest token, checked against Everest
 - :mod:`~launcher.relay.ssh`        the SSH server: enrolled keys, one virtual forward each
 - :mod:`~launcher.relay.websocket`  the same SSH server inside a WebSocket (``/api/tunnel``)

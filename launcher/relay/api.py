@@ -3,7 +3,8 @@
 Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
 ``relay_token`` cookie the page sets):
 
-- ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?, "ticket_ttl"?}`` -> 201 the
+- ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?, "ticket_ttl"?, "workspace"?,
+  "snapshot"?, "read_only"?}`` -> 201 the
   session with its one-time ``ticket`` and the ``relay_url`` the job's runner must use
   (``ticket_ttl`` may shorten, never lengthen, the relay's ticket lifetime). Mode ``hub``
   (a JupyterHub's single-user server) also takes ``base_url`` (the hub's prefix for the
@@ -12,7 +13,9 @@ Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
   configured hub API through its SSH connection); its ``url`` is the address the hub's
   proxy forwards to (the relay's root: it serves the server at its prefix). A prefix
   ``/user/<name>/`` may be claimed by Everest user ``<name>`` or by a
-  ``--hub-service-account``, by one live session at a time (403, 409);
+  ``--hub-service-account``, by one live session at a time (403, 409). ``workspace`` names
+  the caller's workspace the session opens (409 naming the live session that writes it,
+  unless ``read_only``; see :mod:`launcher.relay.workspaces`);
 - ``GET /api/sessions`` -> the caller's live sessions (``?all=1``: ended ones too);
 - ``GET /api/sessions/<id>`` (``?state=S&wait=SECONDS``: answers when the state is no longer
   S, at most SECONDS later — the launcher's progress without polling);
@@ -24,8 +27,10 @@ Session runners (the ticket is the credential):
   the grant (see :meth:`launcher.relay.service.Relay.grant`); 403 for an unknown, used or expired
   ticket.
 
-- ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?}``: the runner stopped (the
-  ``end_token`` came with its grant) -> 200; 403 for a wrong token.
+- ``POST /api/sessions/<id>/ended`` ``{"end_token", "reason"?, "stop"?, "workspace"?}``: the
+  runner stopped (the ``end_token`` came with its grant; ``workspace``: how its final save
+  went, ``{"saved", "files", "bytes", "error"?}``) -> 200; 403 for a wrong token. It may come
+  after the session was ended (a stop at the relay) while the final save runs.
 
 - ``GET /api/tunnel`` as a WebSocket: the relay's SSH server, for runners that cannot reach
   its SSH port (:mod:`launcher.relay.websocket`); the enrolled key is the credential.
@@ -57,6 +62,7 @@ from launcher.relay.auth import AuthFailed, AuthUnavailable
 from launcher.relay.handlers import PAGE_COOKIE, ApiError, BaseHandler
 from launcher.relay.options import check_base_prefix, check_default_url
 from launcher.relay.state import SessionState, StopReason
+from launcher.relay.workspaces import WorkspaceError
 
 log = logging.getLogger(__name__)
 _STATE_NAMES = frozenset(s.value for s in SessionState)
@@ -104,6 +110,20 @@ def _hub_fields(body: dict[str, Any], mode: str, forward_possible: bool) -> dict
     return {"base_url": base_url, "hub_env": env, "hub_forward": forward}
 
 
+def _workspace_fields(body: dict[str, Any]) -> tuple[str | None, str | None, bool]:
+    """A new session's ``workspace`` (a name, or null for none), ``snapshot`` (an id of
+    that workspace's history to restore) and ``read_only``."""
+    name, snapshot = body.get("workspace"), body.get("snapshot")
+    read_only = body.get("read_only", False)
+    if not isinstance(name, (str, type(None))) or not isinstance(snapshot, (str, type(None))):
+        raise ApiError(400, "'workspace' and 'snapshot' must be strings (or null)")
+    if not isinstance(read_only, bool):
+        raise ApiError(400, "'read_only' must be true or false")
+    if name is None and (snapshot is not None or read_only):
+        raise ApiError(400, "'snapshot' and 'read_only' need a 'workspace'")
+    return name, snapshot, read_only
+
+
 class SessionsHandler(BaseHandler):
     async def get(self) -> None:
         owner = await self.owner()
@@ -128,9 +148,14 @@ class SessionsHandler(BaseHandler):
         ttl = body.get("ticket_ttl", self.relay.config.ticket_ttl)
         if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl <= 0:
             raise ApiError(400, "'ticket_ttl' must be a positive number of seconds")
-        record, ticket = await self.relay.create_session(
-            owner, mode=mode, label=_text(body, "label", ""), default_url=default_url,
-            ticket_ttl=min(float(ttl), self.relay.config.ticket_ttl), **hub)
+        workspace, snapshot, read_only = _workspace_fields(body)
+        try:
+            record, ticket = await self.relay.create_session(
+                owner, mode=mode, label=_text(body, "label", ""), default_url=default_url,
+                ticket_ttl=min(float(ttl), self.relay.config.ticket_ttl), workspace=workspace,
+                snapshot=snapshot, read_only=read_only, **hub)
+        except WorkspaceError as exc:
+            raise ApiError(exc.status, exc.message) from None
         view = self.relay.view(record)
         view.update(ticket=ticket, relay_url=self.public_base())
         self.send(view, 201)
@@ -227,11 +252,16 @@ class RunnerEndedHandler(BaseHandler):
         body = self.json_body()
         token, reason = body.get("end_token"), body.get("reason", "")
         stop = body.get("stop")
+        workspace = body.get("workspace")
         if not isinstance(token, str) or not isinstance(reason, str) or \
                 not isinstance(stop, (str, type(None))):
             raise ApiError(400, "give 'end_token' (and optionally 'stop' and 'reason') as "
                                 "strings")
-        if not self.relay.runner_ended(session_id, token, reason, StopReason.parse(stop)):
+        if workspace is not None and (not isinstance(workspace, dict)
+                                      or len(json.dumps(workspace)) > 4000):
+            raise ApiError(400, "'workspace' must be a small JSON object (the final save)")
+        if not self.relay.runner_ended(session_id, token, reason, StopReason.parse(stop),
+                                       workspace):
             raise ApiError(403, "wrong end token for this session")
         record = self.relay.store.get(session_id)
         if record is None:

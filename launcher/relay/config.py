@@ -89,6 +89,27 @@ class RelayConfig(Configurable):
     ).tag(config=True, option="--hub-service-account", dest="hub_service_account",
           metavar="USER", append=True)
 
+    workspace_quota = Integer(
+        10 << 30,
+        help="Bytes each user's workspaces may take at the relay, snapshots included (each "
+             "stored file counted once); 0: no limit.").tag(config=True, metavar="BYTES")
+    workspace_max_file = Integer(
+        2 << 30, help="The largest file a workspace keeps, in bytes; 0: no limit.",
+    ).tag(config=True, metavar="BYTES")
+    workspace_history = Integer(
+        10, help="Snapshots kept per workspace (one is cut when a session that wrote it "
+                 "ends); older ones are dropped.").tag(config=True, metavar="N")
+    workspace_save_interval = Float(
+        5.0, help="Seconds between a session runner's scans for changed files to save into "
+                  "its workspace (the work at risk if the resource dies is about this much "
+                  "plus one upload).").tag(config=True, metavar="SECONDS")
+
+    workspace_final_save = Float(
+        120.0, help="Seconds a session's runner may still log in to make its final save into "
+                    "the workspace after the session was ended at the relay (stop from the "
+                    "web page or API before the job's cancel reached the runner); then what "
+                    "it saved last becomes the snapshot.").tag(config=True, metavar="SECONDS")
+
     @default("state_dir")
     def _default_state_dir(self) -> Path:
         return app_data_dir() / "relay"

@@ -52,6 +52,7 @@ from launcher.relay.ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay.state import SessionState, StopReason
 from launcher.relay.websocket import PATH as WEBSOCKET_PATH
 from launcher.relay.websocket import WebSocketEntrance
+from launcher.relay.workspaces import FolderWorkspaceStore, WorkspaceStore, check_name
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ SECRET_FILE = "runner_secret"
 STATE_DB = "relay.sqlite"
 SEAL_KEY_FILE = "state_key"
 PORT_FILE = "http_port"
+WORKSPACES_DIR = "workspaces"
 FORWARD_PORT = 8888
 """The port number of every new session's (virtual) forward: the SSH protocol needs one,
 nothing binds it, and the session id already tells sessions apart."""
@@ -91,6 +93,8 @@ class Relay:
         self.state_dir = Path(config.state_dir)
         self.auth = EverestAuth(config.everest_url, cache_seconds=config.auth_cache)
         self.store: rs.RelayStore | None = None
+        self.workspaces: WorkspaceStore | None = None
+        self._closing: dict[str, float] = {}  # ended sessions whose final save may still come
         self.routes = RouteTable(self._route_up, self._route_down)
         self.proxy_pool = ChannelPool()
         self.host_key: asyncssh.SSHKey | None = None
@@ -130,6 +134,10 @@ class Relay:
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(self.config.certfile, self.config.keyfile)
         self.store = rs.RelayStore(self.state_dir / STATE_DB, self.state_dir / SEAL_KEY_FILE)
+        self.workspaces = FolderWorkspaceStore(
+            self.state_dir / WORKSPACES_DIR, quota=self.config.workspace_quota,
+            max_file=self.config.workspace_max_file, history=self.config.workspace_history,
+            is_live=self._workspace_held)
         self.host_key = load_host_key(self.state_dir / HOST_KEY_FILE)
         self._secret = load_secret(self.state_dir / SECRET_FILE)
         # one SSH server, two entrances: its TCP port, and WebSockets on the API port
@@ -204,7 +212,11 @@ class Relay:
             for sid in self.store.expire_tickets():
                 log.info("session %s: ticket expired unredeemed", sid)
                 self._release(sid)
+                self._close_workspace(sid)
                 self._notify(sid)
+            for sid, until in list(self._closing.items()):
+                if until < time.time():
+                    self._close_workspace(sid)
             for sid in self.store.stale(time.time() - self.config.stale_after):
                 log.info("session %s: no runner for %.0f s; ending it", sid,
                          self.config.stale_after)
@@ -215,7 +227,9 @@ class Relay:
     async def create_session(self, owner: str, *, mode: str = "lab", label: str = "",
                              default_url: str = "/lab", ticket_ttl: float | None = None,
                              base_url: str | None = None, hub_env: dict[str, str] | None = None,
-                             hub_forward: bool = False) -> tuple[rs.SessionRecord, str]:
+                             hub_forward: bool = False, workspace: str | None = None,
+                             snapshot: str | None = None, read_only: bool = False
+                             ) -> tuple[rs.SessionRecord, str]:
         """A new session of ``owner``; returns it and its ticket (valid ``ticket_ttl``
         seconds, default the relay's).
 
@@ -223,15 +237,32 @@ class Relay:
         ``hub_env`` the environment the hub gives it (handed to the runner with its grant,
         never shown by the API), ``hub_forward`` whether the runner may forward to the
         configured hub API.
+
+        ``workspace``: the name of the owner's workspace the session opens as its
+        JupyterLab root (None: none), restored from ``snapshot`` when given, or a copy
+        nothing saves back when ``read_only``. Raises
+        :class:`~launcher.relay.workspaces.WorkspaceBusy` (naming the live session) when
+        another live session writes it, other ``WorkspaceError`` s for a bad name or
+        snapshot.
         """
         ticket = rs.new_ticket()
         sid = rs.new_session_id()
         ttl = self.config.ticket_ttl if ticket_ttl is None else ticket_ttl
-        record = self.store.create(owner=owner, ticket=ticket, ttl=ttl,
-                                   listen_port=FORWARD_PORT, mode=mode, label=label,
-                                   default_url=default_url, session_id=sid,
-                                   base_url=base_url, hub_env=hub_env,
-                                   hub_forward=hub_forward)
+        chosen = None
+        if workspace is not None:
+            opened = self.workspaces.open_for_session(owner, check_name(workspace), sid,
+                                                      snapshot, read_only)
+            chosen = {"name": opened.name, "snapshot": snapshot, "read_only": read_only}
+        try:
+            record = self.store.create(owner=owner, ticket=ticket, ttl=ttl,
+                                       listen_port=FORWARD_PORT, mode=mode, label=label,
+                                       default_url=default_url, session_id=sid,
+                                       base_url=base_url, hub_env=hub_env,
+                                       hub_forward=hub_forward, workspace=chosen)
+        except BaseException:
+            if chosen is not None:
+                self.workspaces.close_for_session(owner, chosen["name"], sid)
+            raise
         log.info("session %s created for %s", sid, owner)
         return record, ticket
 
@@ -251,8 +282,38 @@ class Relay:
             return
         self.store.set_state(session_id, SessionState.ENDED)
         self._release(session_id)
+        if record.workspace and not record.workspace.get("read_only") and \
+                record.public_key and record.workspace_report is None:
+            # the runner may still be making its final save (stopped here before the job's
+            # cancel reached it): it may log in for SFTP a while longer
+            self._closing[session_id] = time.time() + self.config.workspace_final_save
+        else:
+            self._close_workspace(session_id)
         log.info("session %s ended", session_id)
         self._notify(session_id)
+
+    def _workspace_held(self, session_id: str) -> bool:
+        """Whether a session still holds the workspace it opened: while it lives, and
+        after it ended until its runner's final save (or the grace for it) is over."""
+        if session_id in self._closing:
+            return True
+        record = self.store.get(session_id) if self.store else None
+        return record is not None and record.live
+
+    def _close_workspace(self, session_id: str) -> None:
+        """The session is done with its workspace: cut the snapshot, free it."""
+        self._closing.pop(session_id, None)
+        record = self.store.get(session_id)
+        if record is None or not record.workspace:
+            return
+        report = record.workspace_report or {}
+        snap = self.workspaces.close_for_session(
+            record.owner, record.workspace["name"], session_id,
+            saved=bool(report.get("saved")), resource=record.runner.get("hostname"))
+        if snap is not None:
+            log.info("session %s: workspace %r kept as snapshot %s (%d files, %d bytes%s)",
+                     session_id, record.workspace["name"], snap.id, snap.files, snap.bytes,
+                     "" if snap.saved else "; as last saved, the final save did not come")
 
     def _release(self, session_id: str) -> None:
         probe = self._probes.pop(session_id, None)
@@ -307,6 +368,8 @@ class Relay:
             "base_url": record.base_url, "default_url": record.default_url,
             "runner": record.runner, "created": record.created, "updated": record.updated,
             "stop_reason": record.stop_reason,
+            "workspace": ({**record.workspace, "report": record.workspace_report}
+                          if record.workspace else None),
             "ticket_expires": (record.ticket_expires if record.state is SessionState.WAITING
                                else None),
         }
@@ -331,7 +394,16 @@ class Relay:
             "host_key": self.host_key.export_public_key("openssh").decode().strip(),
             "url": self.session_url(record, with_token=False),
             "end_token": self.end_token(record.id),
+            "workspace": None,
         }
+        if record.workspace:
+            grant["workspace"] = {
+                "name": record.workspace["name"], "read_only": record.workspace["read_only"],
+                "snapshot": record.workspace.get("snapshot"),
+                "save_interval": self.config.workspace_save_interval,
+                "max_file": self.config.workspace_max_file,
+                "transport": "sftp",  # the SSH connection of the tunnel, or one like it
+            }
         if record.mode == rs.HUB_MODE:
             # the hub's secrets travel here, after the ticket proved who is asking — never
             # in the job's inputs, which Everest stores and shows
@@ -346,12 +418,18 @@ class Relay:
         return hmac.new(self._secret, session_id.encode(), hashlib.sha256).hexdigest()
 
     def runner_ended(self, session_id: str, token: str, reason: str,
-                     stop: StopReason = StopReason.UNKNOWN) -> bool:
-        """A runner says its session is over (``stop``, explained by ``reason``); False if
-        ``token`` is not the session's."""
+                     stop: StopReason = StopReason.UNKNOWN,
+                     workspace: dict[str, Any] | None = None) -> bool:
+        """A runner says its session is over (``stop``, explained by ``reason``; with
+        ``workspace``, how its final save went: ``{"saved", "files", "bytes", "error"?}``);
+        False if ``token`` is not the session's."""
         if not hmac.compare_digest(self.end_token(session_id), token):
             return False
         record = self.store.get(session_id)
+        if record is not None and workspace is not None and record.workspace:
+            self.store.update(session_id, workspace_report=workspace)
+            if not record.live:
+                self._close_workspace(session_id)
         if record is not None and record.live:
             log.info("session %s: the runner stopped (%s: %s)", session_id, stop.value,
                      reason[:200])

@@ -64,6 +64,9 @@ CREATE INDEX IF NOT EXISTS sessions_state ON sessions (state);
                           hub_forward="INTEGER NOT NULL DEFAULT 0")),
     Migration("why the runner stopped (a StopReason value)",
               add_columns("sessions", stop_reason="TEXT")),
+    Migration("the workspace a session opened ({name, snapshot, read_only}) and what its "
+              "runner said of its last save ({saved, snapshot, files, bytes, error})",
+              add_columns("sessions", workspace="TEXT", workspace_report="TEXT")),
 )
 
 
@@ -104,6 +107,8 @@ class SessionRecord:
     hub_env: dict[str, str] | None = None
     hub_forward: bool = False
     stop_reason: str | None = None  # what the runner said when it ended the session
+    workspace: dict[str, Any] | None = None  # {"name", "snapshot", "read_only"} or None
+    workspace_report: dict[str, Any] | None = None  # the runner's word on its last save
 
     @property
     def live(self) -> bool:
@@ -118,6 +123,8 @@ class SessionRecord:
         data["runner"] = json.loads(data.get("runner") or "{}")
         data["hub_env"] = json.loads(data["hub_env"]) if data.get("hub_env") else None
         data["hub_forward"] = bool(data.get("hub_forward"))
+        for name in ("workspace", "workspace_report"):
+            data[name] = json.loads(data[name]) if data.get(name) else None
         data["state"] = SessionState.parse(data["state"])
         return cls(**data)
 
@@ -189,22 +196,24 @@ class RelayStore:
                label: str = "", default_url: str = "/lab",
                session_id: str | None = None, base_url: str | None = None,
                hub_env: dict[str, str] | None = None,
-               hub_forward: bool = False) -> SessionRecord:
+               hub_forward: bool = False,
+               workspace: dict[str, Any] | None = None) -> SessionRecord:
         """Store a new session in state ``waiting`` whose ticket expires in ``ttl`` seconds.
 
         ``base_url`` defaults to ``/session/<id>/``; a hub-mode session has the hub's prefix
         for its server instead, and ``hub_env``: what the runner gets once it redeems.
+        ``workspace``: the workspace it opens (``{"name", "snapshot", "read_only"}``).
         """
         now = time.time()
         sid = session_id or new_session_id()
         self._db.execute(
             "INSERT INTO sessions (id, owner, state, mode, label, ticket_hash, ticket_expires,"
-            " listen_port, base_url, default_url, created, updated, hub_env, hub_forward)"
-            " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            " listen_port, base_url, default_url, created, updated, hub_env, hub_forward,"
+            " workspace) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (sid, owner, S.WAITING.value, mode, label, hash_ticket(ticket), now + ttl,
              listen_port, base_url or f"/session/{sid}/", default_url, now, now,
              self._seal(json.dumps(hub_env) if hub_env is not None else None),
-             int(hub_forward)))
+             int(hub_forward), json.dumps(workspace) if workspace is not None else None))
         return self.get(sid)
 
     def redeem(self, ticket: str, public_key: str, notebook_token: str,
@@ -287,10 +296,13 @@ class RelayStore:
         return True
 
     def update(self, session_id: str, **fields: Any) -> None:
-        """Set ``job_id``, ``label``, ``listen_port`` or ``stop_reason``."""
-        allowed = {"job_id", "label", "listen_port", "stop_reason"}
+        """Set ``job_id``, ``label``, ``listen_port``, ``stop_reason`` or
+        ``workspace_report`` (a dict)."""
+        allowed = {"job_id", "label", "listen_port", "stop_reason", "workspace_report"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"only {sorted(allowed)} can be updated")
+        if "workspace_report" in fields:
+            fields["workspace_report"] = json.dumps(fields["workspace_report"])
         cols = ", ".join(f"{k}=?" for k in fields)
         self._db.execute(f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
                          (*fields.values(), time.time(), session_id))
