@@ -31,6 +31,7 @@ from everest_local.catalog import Catalog
 from everest_local.core import Core
 from everest_local.handlers import NotFoundHandler, api_routes
 from everest_local.hooks import Hooks, load_plugins
+from everest_local.recovery import recover
 from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
 from everest_local.task_users import release_tasks_root
@@ -91,7 +92,7 @@ class LocalServer:
         core.store.purge_expired_tokens(time.time())
         load_plugins(self, s.plugins)
         core.executor.start()
-        core.executor.recover()
+        recover(core.executor)
         self.http = tornado.httpserver.HTTPServer(
             make_app(core), max_body_size=s.max_body_size, max_buffer_size=s.max_body_size,
             idle_connection_timeout=120)

@@ -1,11 +1,11 @@
-"""Executor backends: how a task runs on a resource other than this machine's processes.
+"""Executor backends: how a task runs on a resource, one kind per module.
 
 The executor stages every task into a local folder ``<task-dir>/work`` (inputs, app files)
 and builds its argument list; a backend moves that folder to where the task runs, starts
 it, waits for it, signals it and brings the work folder back for the outputs to be read.
-Local tasks stay on the executor's own fast path (``everest_local.processes``); each other
-kind has a module here: :mod:`.docker`, :mod:`.ssh`, :mod:`.slurm`, on the common ground
-of :mod:`.base` (what a backend is) and :mod:`.hosts` (where folders live).
+Every kind goes through that one contract: :mod:`.local` (this machine's processes, where
+nothing moves), :mod:`.docker`, :mod:`.ssh`, :mod:`.slurm`, on the common ground of
+:mod:`.base` (what a backend is) and :mod:`.hosts` (where folders live).
 
 Restart safety rests on the **handle**: a small JSON-able dict naming the remote thing (a
 container name, a remote folder, a Slurm job name). :meth:`Backend.handle_for` computes it
@@ -24,12 +24,18 @@ from __future__ import annotations
 
 from everest_local.backends.base import Backend, BackendError, TaskSpec, write_argv
 from everest_local.resources import Resource
+from everest_local.task_users import TaskAccounts
 
 __all__ = ["Backend", "BackendError", "TaskSpec", "make_backend", "write_argv"]
 
 
-def make_backend(resource: Resource) -> Backend:
-    """The backend for a resource of kind docker, ssh or slurm."""
+def make_backend(resource: Resource, accounts: TaskAccounts) -> Backend:
+    """The backend for a resource of kind local, docker, ssh or slurm (``accounts``: who
+    local tasks run as)."""
+    if resource.kind == "local":
+        from everest_local.backends.local import LocalBackend
+
+        return LocalBackend(resource, accounts)
     if resource.kind == "docker":
         from everest_local.backends.docker import DockerBackend
 

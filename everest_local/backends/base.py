@@ -3,6 +3,7 @@ spec, and the files a task folder holds (``argv``, ``env.sh``, ``pgid``)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import shlex
 from abc import ABC, abstractmethod
@@ -49,6 +50,7 @@ class TaskSpec:
     time_limit: float | None = None
     requirements: dict[str, Any] = field(default_factory=dict)
     image: str | None = None
+    owner: str = ""  # the Everest user whose job this is
 
     @property
     def work(self) -> Path:
@@ -102,9 +104,35 @@ class Backend(ABC):
     """Runs tasks on one resource (see the module docstring for the contract)."""
 
     poll_interval = 0.2
+    stages_on_loop = False
+    """True: a task without input files is staged on the event loop (a thread hop would
+    cost more than the few small files an app brings)."""
+    handle_before_launch = True
+    """True: the handle is stored before :meth:`launch` (a restart must find what a launch
+    it interrupted left there); False: the task exists only once launched."""
+    running_at_launch = False
+    """True: the job is RUNNING as soon as :meth:`launch` returns; False: when :meth:`wait`
+    reports it (a Slurm job may queue there first)."""
 
     def __init__(self, resource: Resource):
         self.resource = resource
+
+    def prepare(self, spec: TaskSpec) -> None:
+        """Finish a staged task folder for this kind (blocking, runs in a worker thread):
+        by default the ``argv`` file the wrapper reads there. Raises StagingError."""
+        write_argv(spec.dir, spec.argv)
+
+    def stored_handle(self, task: Any) -> dict[str, Any] | None:
+        """After a restart: the handle of a stored task row (None: never recorded)."""
+        return json.loads(task.handle) if task.handle else None
+
+    def describe(self, handle: dict[str, Any]) -> str:
+        """A few words naming the task there, for the job's events."""
+        named = ", ".join(f"{k} {v}" for k, v in handle.items() if k != "dir")
+        return f"{self.resource.kind}: {named or 'folder ' + str(handle.get('dir'))}"
+
+    def poll(self) -> None:  # noqa: B027 - optional: only the local kind reaps children
+        """Look at once for ended tasks (the executor calls this on SIGCHLD)."""
 
     @abstractmethod
     def handle_for(self, spec: TaskSpec) -> dict[str, Any]:

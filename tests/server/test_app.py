@@ -33,12 +33,12 @@ def test_in_process_server_writes_and_removes_server_json(tmp_path):
 
 
 def test_an_internal_error_fails_the_job_and_frees_its_slot(tmp_path, monkeypatch):
-    from everest_local import executor
+    from everest_local import outcome
 
     def broken(*args, **kwargs):
         raise RuntimeError("collector exploded")
 
-    monkeypatch.setattr(executor, "_collect", broken)
+    monkeypatch.setattr(outcome, "collect", broken)
     settings = ServerSettings(data_dir=tmp_path / "d", port=0, slots=1)
 
     async def scenario():

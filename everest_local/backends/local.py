@@ -1,0 +1,114 @@
+"""Tasks as processes on this machine (the ``local`` resource), through the same
+:class:`~everest_local.backends.base.Backend` contract as every other kind.
+
+The work folder is already where the task runs, so nothing is copied: :meth:`launch` starts
+the fixed wrapper (:func:`everest_local.processes.spawn`) in ``<task-dir>/work``, as the
+task account of the job's owner when the server is root (:mod:`everest_local.task_users`).
+The handle is ``{"dir", "pid", "pstart"}``: a process is the pid *and* its start time, so a
+pid reused after a restart is never mistaken for the task.
+
+Ends are seen without polling each task: the executor calls :meth:`poll` on SIGCHLD and on
+its periodic sweep; a child of this server is reaped through its ``Popen``, a task
+re-adopted after a restart (not our child) through the wrapper's ``exit`` file and
+``/proc``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from everest_local import processes
+from everest_local.backends.base import Backend, Report, TaskSpec
+from everest_local.outcome import LOST_WHILE_DOWN
+from everest_local.resources import Resource
+from everest_local.staging import StagingError, resolve_executable
+from everest_local.task_users import TaskAccounts
+
+
+class LocalBackend(Backend):
+    """The resource of kind ``local``: this machine's processes."""
+
+    stages_on_loop = True
+    handle_before_launch = False
+    running_at_launch = True
+
+    def __init__(self, resource: Resource, accounts: TaskAccounts):
+        super().__init__(resource)
+        self.accounts = accounts
+        self._children: dict[int, subprocess.Popen] = {}  # pid -> our child
+        self._waiting: dict[int, tuple[dict[str, Any], asyncio.Future]] = {}
+
+    def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
+        return {"dir": str(spec.dir)}
+
+    def stored_handle(self, task: Any) -> dict[str, Any] | None:
+        # the pid columns predate handles: a local task is named by them (and its folder)
+        return {"dir": task.dir, "pid": task.pid, "pstart": task.pstart}
+
+    def prepare(self, spec: TaskSpec) -> None:
+        # the program is looked up here, where it runs (python3 is this server's Python)
+        spec.argv = resolve_executable(spec.argv, spec.work, spec.env.get("PATH"))
+
+    def describe(self, handle: dict[str, Any]) -> str:
+        return f"pid {handle.get('pid')}"
+
+    async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
+        user = self.accounts.for_owner(spec.owner)
+        env = user.env(spec.env, spec.work) if user is not None else spec.env
+        try:
+            spawned = processes.spawn(spec.argv, spec.work, spec.dir, env, user)
+        except OSError as exc:  # this machine's own words (no such program, permission)
+            raise StagingError(str(exc)) from exc
+        if spawned.popen is not None:
+            self._children[spawned.pid] = spawned.popen
+        return {**handle, "pid": spawned.pid, "pstart": spawned.start_time}
+
+    async def started(self, handle: dict[str, Any]) -> bool:
+        folder = Path(handle["dir"])
+        return bool(handle.get("pid")) or processes.read_pid(folder) is not None or \
+            processes.read_exit_status(folder) is not None
+
+    async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
+        pid = handle.get("pid") or processes.read_pid(Path(handle["dir"])) or 0
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting[pid] = ({**handle, "pid": pid}, future)
+        self._check(pid)
+        try:
+            return await future
+        finally:
+            self._waiting.pop(pid, None)
+            self._children.pop(pid, None)
+
+    def poll(self) -> None:
+        for pid in list(self._waiting):
+            self._check(pid)
+
+    def _check(self, pid: int) -> None:
+        handle, future = self._waiting[pid]
+        if future.done():
+            return
+        child = self._children.get(pid)
+        if child is not None:
+            code = child.poll()
+            if code is not None:
+                future.set_result((code, ""))
+            return
+        folder = Path(handle["dir"])
+        code = processes.read_exit_status(folder)
+        if code is None and pid and processes.is_alive(pid, handle.get("pstart")):
+            return
+        if code is None:  # the exit file is written before the wrapper exits: look again
+            code = processes.read_exit_status(folder)
+        future.set_result((code, "" if code is not None else LOST_WHILE_DOWN))
+
+    async def signal(self, handle: dict[str, Any], sig: int) -> None:
+        processes.signal_group(handle.get("pid") or 0, sig, handle.get("pstart"))
+
+    async def collect(self, handle: dict[str, Any], task_dir: Path) -> None:
+        return None  # the task ran in its work folder here
+
+    async def remove(self, handle: dict[str, Any]) -> None:
+        return None  # the executor removes task folders here in batches
