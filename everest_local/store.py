@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.sqlite_schema import Migration, add_columns, migrate
-from everest_app.states import TERMINAL_STATES, JobState, TaskState, can_move
+from everest_app.states import ACTIVE_STATES, TERMINAL_STATES, JobState, TaskState, can_move
 
 DB_NAME = "everest.sqlite3"
 
@@ -201,8 +201,14 @@ class Store:
         return [r[0] for r in rows]
 
     def purge_expired_tokens(self, now: float) -> None:
+        """Delete expired tokens, and task tokens whose job has ended or is gone (a server
+        stopped between a job's end and its tokens' revocation leaves none behind)."""
+        active = sorted(state.value for state in ACTIVE_STATES)
         with self.tx() as db:
             db.execute("DELETE FROM tokens WHERE expires < ?", (now,))
+            db.execute("DELETE FROM tokens WHERE job_id IS NOT NULL AND job_id NOT IN "
+                       f"(SELECT id FROM jobs WHERE state IN ({', '.join('?' * len(active))}))",
+                       active)
 
     # -- jobs --------------------------------------------------------------------------------
 
