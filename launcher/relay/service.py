@@ -48,6 +48,7 @@ from launcher.relay import store as rs
 from launcher.relay.auth import EverestAuth
 from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
 from launcher.relay.proxy import ChannelPool
+from launcher.relay.sftp import SFTPGrant
 from launcher.relay.ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay.state import SessionState, StopReason
 from launcher.relay.websocket import PATH as WEBSOCKET_PATH
@@ -459,13 +460,35 @@ class Relay:
 
     def _ssh_lookup(self, session_id: str) -> SSHPermit | None:
         record = self.store.get(session_id) if len(session_id) < 64 else None
-        if record is None or not record.live or not record.public_key:
+        if record is None or not record.public_key:
+            return None
+        if not record.live and session_id not in self._closing:
             return None
         hub_api = None
         if record.mode == rs.HUB_MODE and record.hub_forward:
             hub_api = self.config.hub_api_address()
         return SSHPermit(record.public_key, self.config.listen_host, record.listen_port,
-                         hub_api)
+                         hub_api, forward=record.live,
+                         sftp=(lambda: self._sftp_grant(session_id)) if record.workspace
+                         else None)
+
+    def _sftp_grant(self, session_id: str) -> SFTPGrant | None:
+        """What the session's runner may reach over SFTP now: its own workspace, while the
+        session lives (or its final save may still come)."""
+        record = self.store.get(session_id)
+        if record is None or not record.workspace or \
+                not (record.live or session_id in self._closing):
+            return None
+        opened = self.workspaces.opened(record.owner, record.workspace["name"], session_id)
+        if opened is None:
+            return None
+        ws = self.workspaces
+        owner, name = record.owner, record.workspace["name"]
+        resource = record.runner.get("hostname")
+        return SFTPGrant(
+            workspace=opened, max_file=ws.max_file,
+            quota_left=lambda: (ws.quota - ws.usage(owner)) if ws.quota else None,
+            on_change=lambda: ws.note_saved(owner, name, session_id, resource))
 
     def _route_up(self, session_id: str) -> None:
         record = self.store.get(session_id)

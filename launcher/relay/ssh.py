@@ -4,9 +4,11 @@ A session runner logs in as its session id with the key it enrolled when it rede
 ticket; no other key, no password, no keyboard-interactive. Once in, it may ask for exactly
 one thing: the remote forward (``tcpip-forward``) it was granted — and, for a session
 in hub mode on a relay configured with a hub API address, outbound opens (``direct-tcpip``)
-to exactly that address, which is how a server behind NAT reaches its JupyterHub. Shells,
-commands, subsystems, any other outbound open, UNIX sockets, agent and X11 forwarding are
-all refused.
+to exactly that address, which is how a server behind NAT reaches its JupyterHub; and for a
+session with a workspace, the ``sftp`` subsystem onto that workspace alone
+(:mod:`launcher.relay.sftp`), also for a short while after the session ended so its final
+save can land. Shells, commands, other subsystems, any other outbound open, UNIX sockets,
+agent and X11 forwarding are all refused.
 
 The forward is virtual: the relay binds no port for it. The relay's HTTP port serves the
 session (:mod:`launcher.relay.proxy`) by opening ``forwarded-tcpip`` channels on whichever
@@ -24,17 +26,23 @@ from typing import Any, NamedTuple
 
 import asyncssh
 
+from launcher.relay.sftp import SFTPGrant, sftp_session
+
 log = logging.getLogger(__name__)
 
 
 class SSHPermit(NamedTuple):
-    """What one live, enrolled session may do over SSH: log in with ``public_key``, ask for
-    the forward of ``listen_host:listen_port``, and (hub mode) open ``hub_api``."""
+    """What one enrolled session may do over SSH: log in with ``public_key``, ask for
+    the forward of ``listen_host:listen_port`` (only when ``forward``: the session is live),
+    (hub mode) open ``hub_api``, and open the ``sftp`` subsystem onto its workspace when
+    ``sftp`` gives a grant for it (:mod:`launcher.relay.sftp`)."""
 
     public_key: str
     listen_host: str
     listen_port: int
     hub_api: tuple[str, int] | None = None
+    forward: bool = True
+    sftp: Callable[[], SFTPGrant | None] | None = None
 
 
 class RouteClaim(asyncssh.SSHListener):
@@ -175,17 +183,22 @@ class RelaySSHServer(asyncssh.SSHServer):
 
     def server_requested(self, listen_host: str, listen_port: int) -> Any:
         found = self._lookup(self._session_id)
-        if found is None or (listen_host, listen_port) != (found.listen_host,
-                                                            found.listen_port):
+        if found is None or not found.forward or (listen_host, listen_port) != (
+                found.listen_host, found.listen_port):
             log.warning("session %s asked to listen on %s:%s: refused", self._session_id,
                         listen_host, listen_port)
             return False
         assert self._conn is not None
         return self._routes.claim(self._session_id, self._conn, listen_port, self)
 
-    def session_requested(self) -> bool:
-        log.warning("session %s asked for a shell/command: refused", self._session_id)
-        return False
+    def session_requested(self) -> Any:
+        found = self._lookup(self._session_id)
+        grant = found.sftp() if found is not None and found.sftp is not None else None
+        if grant is None:
+            log.warning("session %s asked for a session channel (shell, command or "
+                        "subsystem) without a workspace: refused", self._session_id)
+            return False
+        return sftp_session(grant)  # the sftp subsystem only; shells and commands refused
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str,
                              orig_port: int) -> bool:

@@ -259,6 +259,12 @@ class WorkspaceStore(abc.ABC):
     def opened(self, owner: str, name: str, session_id: str) -> OpenWorkspace | None:
         """The workspace as open for ``session_id``, or None (not open, or closed)."""
 
+    @abc.abstractmethod
+    def note_saved(self, owner: str, name: str, session_id: str,
+                   resource: str | None = None) -> None:
+        """The writer ``session_id`` (running on ``resource``) changed the working copy:
+        ``last_saved`` is now, and its end will cut a snapshot."""
+
 
 # -- the folder store -----------------------------------------------------------------------
 
@@ -628,8 +634,6 @@ class FolderWorkspaceStore(WorkspaceStore):
 
     def note_saved(self, owner: str, name: str, session_id: str,
                    resource: str | None = None) -> None:
-        """The writer ``session_id`` saved into the working copy just now (the SFTP server
-        calls this after it changed something): ``last_saved`` for the list."""
         with self._lock:
             folder = self._dir(owner, name)
             meta = _read_json(folder / META)
