@@ -223,8 +223,11 @@ class RedeemHandler(BaseHandler):
         public_key = body.get("public_key")
         token = body.get("notebook_token")
         runner = body.get("runner") or {}
-        if not isinstance(ticket, str) or not 8 <= len(ticket) <= 200:
+        if not isinstance(ticket, str) or not ticket:
             raise ApiError(400, "'ticket' is missing")
+        if not rs.is_ticket(ticket):
+            raise ApiError(403, "this is not a ticket of this relay (40 hex digits, nothing "
+                                "around them); ask the relay for a new session")
         if not isinstance(token, str) or not 16 <= len(token) <= 200 or \
                 not re.fullmatch(r"[A-Za-z0-9_.~-]+", token):
             raise ApiError(400, "'notebook_token' must be 16-200 URL-safe characters")
@@ -244,7 +247,7 @@ class RedeemHandler(BaseHandler):
             log.warning("redeem refused from %s", self.request.remote_ip)
             raise ApiError(403, "this ticket is unknown, expired or already used; "
                                 "ask the relay for a new session")
-        self.send(self.relay.grant(record, self.request.host_name, self.public_base()))
+        self.send(self.relay.grant(record))
 
 
 class RunnerEndedHandler(BaseHandler):

@@ -45,13 +45,14 @@ class RelayConfig(Configurable):
              "when that is a wildcard).").tag(config=True, metavar="HOST")
     public_url = Unicode(
         None, allow_none=True,
-        help="The relay's public address: runners are told to use it and session URLs start "
-             "with it (default: the address the caller reached the API at, and the public "
-             "host with the bound port in session URLs).").tag(config=True, metavar="URL")
+        help="The relay's public address: runners are told to use it (relay_url, the "
+             "WebSocket entrance) and session URLs start with it (default: the public host "
+             "with the bound HTTP port; never the Host header a request carries).",
+    ).tag(config=True, metavar="URL")
     ssh_advertise = HostPort(
         None, allow_none=True,
         help="The SSH address runners dial, when NAT or a port forward sits between (default: "
-             "the host they reached the API at, and the SSH port).").tag(config=True)
+             "the host of the public address, and the bound SSH port).").tag(config=True)
     ticket_ttl = Float(900.0, help="Seconds a session's ticket stays valid.").tag(config=True)
     stale_after = Float(
         24 * 3600.0,

@@ -93,7 +93,6 @@ class BaseHandler(web.RequestHandler):
         return record
 
     def public_base(self) -> str:
-        """The relay's address as the caller reached it, unless configured."""
-        if self.relay.config.public_url:
-            return self.relay.config.public_url.rstrip("/")
-        return f"{self.request.protocol}://{self.request.host}"
+        """The relay's public address, from its configuration (never the request's Host
+        header, which the caller chooses)."""
+        return self.relay.public_base()

@@ -32,6 +32,7 @@ from everest_app.errors import BadRequestError, ServerError
 from everest_app.states import JobState
 from launcher.relay.options import check_default_url
 from launcher.relay.state import SessionState
+from launcher.relay.store import is_ticket
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,12 @@ class SessionRelayPlugin:
         if inputs.get("ticket"):
             await self.ready()
             ticket = inputs["ticket"]
-            record = self.relay.store.by_ticket(ticket) if isinstance(ticket, str) else None
+            if not is_ticket(ticket):
+                # compared exactly as minted: the runner would trim " <ticket>\n" and redeem
+                # another user's ticket that this check did not recognise
+                raise BadRequestError("input 'ticket': not a relay ticket (40 hex digits, "
+                                      "nothing around them)", status=400)
+            record = self.relay.store.by_ticket(ticket)
             if record is not None and record.owner != user:
                 log.warning("%s submitted a ticket of another user's session %s", user,
                             record.id)

@@ -34,6 +34,7 @@ import ssl
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
@@ -375,18 +376,24 @@ class Relay:
                                else None),
         }
 
-    def grant(self, record: rs.SessionRecord, request_host: str, public_base: str
-              ) -> dict[str, Any]:
+    def ssh_address(self) -> tuple[str, int]:
+        """Where runners dial the SSH server: ``ssh_advertise``, else the host of the public
+        address and the bound SSH port. Configuration only, never a request's Host header."""
+        host = urlsplit(self.public_base()).hostname or self.public_host()
+        if self.config.ssh_advertise:
+            advertised, _, port = self.config.ssh_advertise.rpartition(":")
+            return advertised.strip("[]") or host, int(port)
+        return host, self.ssh_port
+
+    def grant(self, record: rs.SessionRecord) -> dict[str, Any]:
         """What a runner gets for its ticket: where to dial, what to ask for, what to trust.
 
+        Every address in it comes from the relay's configuration (``public_url``,
+        ``ssh_advertise``, else what it bound), never from the redeeming request.
         ``ssh.websocket`` is the other way to the same SSH server, for runners whose network
-        lets only HTTP(S) out: a WebSocket on the API port (``public_base``, as the runner
-        reached it unless configured)."""
-        ssh_host, ssh_port = request_host, self.ssh_port
-        if self.config.ssh_advertise:
-            host, _, port = self.config.ssh_advertise.rpartition(":")
-            ssh_host, ssh_port = host or request_host, int(port)
-        websocket_url = "ws" + public_base.rstrip("/")[len("http"):] + WEBSOCKET_PATH  # wss
+        lets only HTTP(S) out: a WebSocket on the API port at the public address."""
+        ssh_host, ssh_port = self.ssh_address()
+        websocket_url = "ws" + self.public_base()[len("http"):] + WEBSOCKET_PATH  # wss
         grant = {
             "session_id": record.id, "base_url": record.base_url, "mode": record.mode,
             "ssh": {"host": ssh_host, "port": ssh_port, "username": record.id,

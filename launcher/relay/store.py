@@ -16,6 +16,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import secrets
 import sqlite3
 import time
@@ -78,6 +79,13 @@ def hash_ticket(ticket: str) -> str:
 def new_ticket() -> str:
     """A fresh ticket: 160 random bits in hex (safe to paste, never looks like an option)."""
     return secrets.token_hex(20)
+
+
+def is_ticket(value: object) -> bool:
+    """Whether ``value`` is a ticket exactly as :func:`new_ticket` mints them: nothing around
+    it (a ticket with whitespace around it is refused, not trimmed, so it cannot slip past a
+    check that compares it as given while the runner trims it)."""
+    return isinstance(value, str) and re.fullmatch(r"[0-9a-f]{40}", value) is not None
 
 
 def new_session_id() -> str:

@@ -9,6 +9,7 @@ import threading
 import time
 
 import pytest
+import requests
 
 from tests.fixtures.local_server import ServerProcess
 from tests.session.helpers import (
@@ -103,6 +104,53 @@ def test_a_ticket_is_single_use(relay: RelayProcess, alice: Api) -> None:
     assert redeem(relay.url, session["ticket"], key, "a" * 32).json() == grant
     assert alice.session(session["id"])["state"] == "starting"
     assert alice.session(session["id"])["url"].endswith("?token=" + "a" * 32)
+
+
+def test_a_ticket_with_anything_around_it_is_refused(relay: RelayProcess, alice: Api) -> None:
+    session = alice.new_session()
+    key = public_text(new_key())
+    for wrapped in (" " + session["ticket"] + "\n", session["ticket"] + " ",
+                    session["ticket"].upper()):
+        resp = redeem(relay.url, wrapped, key)
+        assert resp.status_code == 403 and "nothing around" in resp.json()["message"]
+    assert alice.session(session["id"])["state"] == "waiting"
+    assert redeem(relay.url, session["ticket"], key).status_code == 200  # exactly: yes
+
+
+def test_addresses_come_from_configuration_never_from_host(relay: RelayProcess,
+                                                           alice: Api) -> None:
+    """The relay URL, the SSH host and the WebSocket URL a runner is told are the relay's
+    own, whatever Host header the caller sends."""
+    evil = {"Host": "evil.example:4444", "X-Forwarded-Host": "evil.example"}
+    resp = alice("POST", "/api/sessions", json={}, headers=evil)
+    assert resp.status_code == 201, resp.text
+    session = resp.json()
+    assert session["relay_url"] == relay.url
+    grant = requests.post(relay.url + "/api/tickets/redeem", headers=evil, timeout=30, json={
+        "ticket": session["ticket"], "public_key": public_text(new_key()),
+        "notebook_token": "t" * 32}).json()
+    assert grant["ssh"]["host"] == "127.0.0.1"
+    assert grant["ssh"]["websocket"] == relay.url.replace("http", "ws", 1) + "/api/tunnel"
+    assert grant["url"].startswith(relay.url + "/session/")
+    listed = alice("GET", f"/api/sessions/{session['id']}", headers=evil).json()
+    assert listed["url"].startswith(relay.url + "/session/")
+    assert "evil" not in str(grant) + str(listed)
+
+
+def test_a_configured_public_url_is_what_everyone_is_told(local_server: ServerProcess,
+                                                          tmp_path) -> None:
+    proc = RelayProcess(tmp_path / "state", local_server.url,
+                        "--public-url", "https://relay.example.org",
+                        "--ssh-advertise", "ssh.example.org:2222").start()
+    try:
+        api = Api(proc.url, local_server.token_for("alice"))
+        session = api.new_session()
+        assert session["relay_url"] == "https://relay.example.org"
+        grant = redeem(proc.url, session["ticket"], public_text(new_key())).json()
+        assert grant["ssh"]["host"] == "ssh.example.org" and grant["ssh"]["port"] == 2222
+        assert grant["ssh"]["websocket"] == "wss://relay.example.org/api/tunnel"
+    finally:
+        proc.stop()
 
 
 def test_unknown_and_expired_tickets_are_refused(relay: RelayProcess, alice: Api) -> None:

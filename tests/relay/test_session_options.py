@@ -57,6 +57,21 @@ def test_another_users_ticket_is_refused(local_server: ServerProcess) -> None:
     alice("DELETE", f"/api/sessions/{session['id']}")
 
 
+@pytest.mark.parametrize("wrap", [" {}\n", "{}\n", "\t{}", "{} "])
+def test_a_ticket_is_compared_exactly_as_minted(local_server: ServerProcess,
+                                                wrap: str) -> None:
+    """Another user's ticket with whitespace around it (which the runner trims) is no ticket
+    at all: the form refuses it instead of passing it on unrecognised."""
+    relay_url = _relay_url(local_server)
+    alice = Api(relay_url, local_server.token_for("alice"))
+    session = alice.new_session(label="alice's")
+    resp = _submit(local_server, "bob", {"relay": relay_url,
+                                         "ticket": wrap.format(session["ticket"])})
+    assert resp.status_code == 400 and "not a relay ticket" in resp.json()["message"]
+    assert alice.session(session["id"])["state"] == "waiting"
+    alice("DELETE", f"/api/sessions/{session['id']}")
+
+
 @pytest.mark.parametrize(("body", "named"), [
     (b'{"label": NaN}', "NaN"),
     (b'{"ticket_ttl": 1e999}', "too large"),

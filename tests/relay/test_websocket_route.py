@@ -47,8 +47,10 @@ def dead_ssh_port(request: pytest.FixtureRequest) -> Iterator[int]:
 def test_with_the_ssh_port_unreachable_the_session_comes_up_over_the_websocket(
         local_server: ServerProcess, tmp_path: Path, tunnel: str, dead_ssh_port: int) -> None:
     relay = RelayProcess(tmp_path / "state", local_server.url,
-                         "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}").start()
+                         "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}")
     proxy = TcpProxy(relay.http_port)  # the runner reaches the relay's HTTP port through it
+    relay.extra += ["--public-url", f"http://127.0.0.1:{proxy.port}"]  # as the operator says
+    relay.start()
     api = Api(relay.url, local_server.token_for("alice"))
     session = api.new_session()
     workdir = tmp_path / "task"
