@@ -19,6 +19,13 @@ hub's own tokens and cookies. Hop-by-hop headers are not forwarded.
 Idle upstream channels are kept (a few per session) so keep-alive requests do not pay a
 channel open each; a channel that JupyterLab closed is never reused for a request with a
 body, and a bodiless request that meets a closed pooled channel is retried once on a new one.
+
+The data path is kept short because every byte of every session passes here (measured by
+``benchmarks/tunnel_profile.py``): only the request and answer heads are parsed, bodies move
+as the byte strings SSH delivers (up to ``_READ`` at a time, the next read overlapping the
+previous write), channels advertise a large window and packet size so the runner's SSH
+client sends big packets, and a successful proxied request is not access-logged at INFO
+(JupyterLab logs its own requests; errors are still logged).
 """
 
 from __future__ import annotations
@@ -28,11 +35,13 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import re
 from collections import defaultdict
 from typing import Any
 
 import asyncssh
 from tornado import httputil, iostream, web
+from tornado.log import access_log
 
 from everest_app.json_api import TOKEN_COOKIE
 from launcher.relay import store as rs
@@ -45,9 +54,14 @@ _HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
     "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"))
 _STRIPPED_COOKIES = frozenset({TOKEN_COOKIE, PAGE_COOKIE})
-_CHUNK = 1 << 16
+_CHUNK = 1 << 16  # what a spliced WebSocket reads from the client at a time
+_READ = 1 << 20  # the most a body copy takes from the channel at a time
+_WINDOW = 8 << 20  # each channel's SSH receive window ...
+_MAX_PACKET = 1 << 18  # ... and the largest SSH packet it accepts (OpenSSH's own limit)
 _POOL_PER_SESSION = 8
 _MAX_HEAD = 64 << 10
+# control characters other than tab may not appear in an answer head's lines
+_BAD_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class UpstreamClosed(Exception):
@@ -63,10 +77,52 @@ class Channel:
         self.reader = reader
         self.writer = writer
         self.pooled = pooled  # taken from the idle pool (may have been closed meanwhile)
+        self._buf = b""  # read from the channel, not yet consumed
 
     @property
     def usable(self) -> bool:
-        return not (self.reader.at_eof() or self.writer.is_closing())
+        return not (self._buf or self.reader.at_eof() or self.writer.is_closing())
+
+    async def _fill(self) -> None:
+        data = await self.reader.read(_READ)
+        if not data:
+            raise asyncio.IncompleteReadError(self._buf, None)
+        self._buf = self._buf + data if self._buf else data
+
+    async def read_head(self) -> bytes:
+        """Bytes up to and including the first empty line (an HTTP head)."""
+        start = 0
+        while True:
+            end = self._buf.find(b"\r\n\r\n", start)
+            if end >= 0:
+                head, self._buf = self._buf[:end + 4], self._buf[end + 4:]
+                return head
+            if len(self._buf) > _MAX_HEAD:
+                raise asyncio.LimitOverrunError("answer head too long", len(self._buf))
+            start = max(0, len(self._buf) - 3)
+            await self._fill()
+
+    async def readuntil(self, separator: bytes) -> bytes:
+        while (end := self._buf.find(separator)) < 0:
+            if len(self._buf) > _MAX_HEAD:
+                raise asyncio.LimitOverrunError("line too long", len(self._buf))
+            await self._fill()
+        end += len(separator)
+        line, self._buf = self._buf[:end], self._buf[end:]
+        return line
+
+    async def readexactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            await self._fill()
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    async def read(self, n: int = _READ) -> bytes:
+        """Up to ``n`` bytes, as soon as some are there; ``b""`` at the end."""
+        if self._buf:
+            data, self._buf = self._buf[:n], self._buf[n:]
+            return data
+        return await self.reader.read(n)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -211,7 +267,7 @@ class SessionProxyHandler(BaseHandler):
         try:
             reader, writer = await conn.open_connection(
                 relay.config.listen_host, self.record.listen_port,
-                self.request.remote_ip or "", 0)
+                self.request.remote_ip or "", 0, window=_WINDOW, max_pktsize=_MAX_PACKET)
         except (asyncssh.Error, OSError) as exc:
             log.info("session %s: could not open a channel (%s)", sid, exc)
             raise ApiError(502, "the session's notebook could not be reached through its "
@@ -255,27 +311,37 @@ class SessionProxyHandler(BaseHandler):
             await self._splice(chan, raw)
             return
         self.set_status(status, reason or httputil.responses.get(status, "Unknown"))
-        self.clear_header("Content-Type")
-        self.clear_header("Server")
-        for name, value in headers.get_all():
-            if name.lower() not in _HOP_BY_HOP and name.lower() != "content-length":
-                self.add_header(name, value)
-        reusable = "close" not in headers.get("Connection", "").lower()
+        # the notebook's headers as they are (checked in _read_head), none of tornado's
+        self._headers = out = httputil.HTTPHeaders()
+        connection = transfer = length = ""
+        for name, value in headers:
+            low = name.lower()
+            if low == "connection":
+                connection += value.lower()
+            elif low == "transfer-encoding":
+                transfer += value.lower()
+            elif low == "content-length":
+                length = value
+            elif low not in _HOP_BY_HOP:
+                out.add(name, value)
+        reusable = "close" not in connection
         no_body = (self.request.method == "HEAD" or status in (204, 304)
                    or 100 <= status < 200)
         if no_body:
             pass
-        elif "chunked" in headers.get("Transfer-Encoding", "").lower():
+        elif "chunked" in transfer:
             await self._copy_chunked(chan)
-        elif headers.get("Content-Length") is not None:
-            length = int(headers["Content-Length"])
-            self.set_header("Content-Length", str(length))
-            await self._copy_length(chan, length)
+        elif length:
+            try:
+                size = int(length)
+            except ValueError:
+                raise ApiError(502, "the session's notebook sent a malformed answer") from None
+            out["Content-Length"] = str(size)
+            await self._copy_length(chan, size)
         else:
             reusable = False
-            while data := await chan.reader.read(_CHUNK):
-                self.write(data)
-                await self.flush()
+            while data := await chan.read():
+                await self._send(data)
         self.chan = None
         if reusable:
             self.relay.proxy_pool.give(self.record.id, chan)
@@ -285,38 +351,60 @@ class SessionProxyHandler(BaseHandler):
 
     get = head = post = delete = patch = put = options = _respond
 
-    async def _read_head(self, chan: Channel) -> tuple[int, str, httputil.HTTPHeaders, bytes]:
+    async def _read_head(self, chan: Channel
+                         ) -> tuple[int, str, list[tuple[str, str]], bytes]:
+        """The answer's status, reason, header lines (name, value) and raw head."""
         try:
-            raw = await chan.reader.readuntil(b"\r\n\r\n")
+            raw = await chan.read_head()
         except asyncio.IncompleteReadError as exc:
             raise UpstreamClosed() from exc
-        except (asyncssh.Error, OSError, asyncio.LimitOverrunError):
+        except asyncio.LimitOverrunError:
+            raise ApiError(502, "the session's notebook sent an oversized answer head") from None
+        except (asyncssh.Error, OSError):
             raise UpstreamClosed() from None
-        if len(raw) > _MAX_HEAD:
-            raise ApiError(502, "the session's notebook sent an oversized answer head")
-        text = raw.decode("latin-1")
-        first, _, rest = text.partition("\r\n")
+        text = raw[:-4].decode("latin-1")
+        lines = text.split("\r\n")
+        headers: list[tuple[str, str]] = []
         try:
-            start = httputil.parse_response_start_line(first)
-            headers = httputil.HTTPHeaders.parse(rest)
+            if _BAD_HEAD.search(text.replace("\r\n", "")):
+                raise httputil.HTTPInputError("control character in the head")
+            start = httputil.parse_response_start_line(lines[0])
+            for line in lines[1:]:
+                if line[:1] in (" ", "\t"):  # obsolete line folding: part of the last value
+                    if not headers:
+                        raise httputil.HTTPInputError("folded first header")
+                    name, value = headers[-1]
+                    headers[-1] = (name, f"{value} {line.strip()}")
+                    continue
+                name, colon, value = line.partition(":")
+                if not colon or not name or name != name.strip():
+                    raise httputil.HTTPInputError(f"malformed header line {line[:40]!r}")
+                headers.append((name, value.strip()))
         except httputil.HTTPInputError:
             raise ApiError(502, "the session's notebook sent a malformed answer") from None
         if start.code == 100:  # an interim answer to Expect: the real one follows
             return await self._read_head(chan)
         return start.code, start.reason, headers, raw
 
+    async def _send(self, data: bytes) -> None:
+        """Pass ``data`` on to the client, waiting only while earlier bytes are still
+        queued (so reading the next piece overlaps writing this one)."""
+        self.write(data)
+        flushed = self.flush()
+        if self.request.connection.stream.writing():
+            await flushed
+
     async def _copy_length(self, chan: Channel, length: int) -> None:
         left = length
         while left > 0:
-            data = await chan.reader.read(min(left, _CHUNK))
+            data = await chan.read(min(left, _READ))
             if not data:
                 raise iostream.StreamClosedError()
             left -= len(data)
-            self.write(data)
-            await self.flush()
+            await self._send(data)
 
     async def _copy_chunked(self, chan: Channel) -> None:
-        reader = chan.reader
+        reader = chan
         while True:
             size_line = await reader.readuntil(b"\r\n")
             size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
@@ -325,8 +413,7 @@ class SessionProxyHandler(BaseHandler):
                     pass  # trailers: not forwarded
                 return
             data = await reader.readexactly(size + 2)
-            self.write(data[:-2])
-            await self.flush()
+            await self._send(data[:-2])
 
     async def _splice(self, chan: Channel, head: bytes) -> None:
         """Hand the client's connection over to the notebook's WebSocket, byte for byte."""
@@ -344,11 +431,23 @@ class SessionProxyHandler(BaseHandler):
 
         async def notebook_to_client() -> None:
             with contextlib.suppress(iostream.StreamClosedError, asyncssh.Error, OSError):
-                while data := await chan.reader.read(_CHUNK):
-                    await stream.write(data)
+                while data := await chan.read(_READ):
+                    written = stream.write(data)
+                    if stream.writing():
+                        await written
             stream.close()
 
         await asyncio.gather(client_to_notebook(), notebook_to_client())
+
+    def _log(self) -> None:
+        # JupyterLab logs its own requests; an INFO line here per proxied request costs
+        # about as much CPU as proxying it (benchmarks/tunnel_profile.py)
+        if self.get_status() < 400:
+            if access_log.isEnabledFor(logging.DEBUG):
+                access_log.debug("%d %s %.2fms", self.get_status(), self._request_summary(),
+                                 1000.0 * self.request.request_time())
+            return
+        super()._log()
 
     def on_connection_close(self) -> None:
         if self.chan is not None:

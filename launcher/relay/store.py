@@ -137,6 +137,7 @@ class SessionRecord:
         return cls(**data)
 
 
+_CACHED_RECORDS = 4096
 _COLUMNS = ", ".join(f.name for f in fields(SessionRecord))
 _LIVE = tuple(sorted(s.value for s in LIVE_STATES))
 _LIVE_MARKS = ", ".join("?" * len(_LIVE))
@@ -189,6 +190,9 @@ class RelayStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         migrate(self._db, MIGRATIONS, f"the relay's state {self.path}")
+        # get() answers from memory until this store writes: the proxy reads every
+        # session's record per request, and only this process writes the database
+        self._records: dict[str, SessionRecord | None] = {}
         self._sealer = Sealer(Path(key_path)) if key_path is not None else None
 
     def _seal(self, text: str | None) -> str | None:
@@ -214,6 +218,7 @@ class RelayStore:
         """
         now = time.time()
         sid = session_id or new_session_id()
+        self._records.clear()
         self._db.execute(
             "INSERT INTO sessions (id, owner, state, mode, label, ticket_hash, ticket_expires,"
             " listen_port, base_url, default_url, created, updated, hub_env, hub_forward,"
@@ -234,6 +239,7 @@ class RelayStore:
         """
         now = time.time()
         digest = hash_ticket(ticket)
+        self._records.clear()
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE ticket_hash = ?",
@@ -260,9 +266,19 @@ class RelayStore:
         return SessionRecord.from_row(row, self._sealer) if row else None
 
     def get(self, session_id: str) -> SessionRecord | None:
+        """The session ``session_id`` (``None`` if unknown). The record may be shared with
+        other callers until the next write: do not change it."""
+        try:
+            return self._records[session_id]
+        except KeyError:
+            pass
         row = self._db.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id = ?",
                                (session_id,)).fetchone()
-        return SessionRecord.from_row(row, self._sealer) if row else None
+        record = SessionRecord.from_row(row, self._sealer) if row else None
+        if len(self._records) >= _CACHED_RECORDS:
+            self._records.clear()
+        self._records[session_id] = record
+        return record
 
     def hub_session_at(self, path: str) -> SessionRecord | None:
         """The live hub-mode session whose base URL (the hub's prefix) starts ``path``."""
@@ -291,6 +307,7 @@ class RelayStore:
         """Move the session to ``state`` if the transition table allows it from its current
         state; a refused move changes nothing, is logged, and returns False."""
         state = SessionState(state)
+        self._records.clear()
         with self._db:
             self._db.execute("BEGIN IMMEDIATE")
             row = self._db.execute("SELECT state FROM sessions WHERE id = ?",
@@ -312,6 +329,7 @@ class RelayStore:
         if "workspace_report" in fields:
             fields["workspace_report"] = json.dumps(fields["workspace_report"])
         cols = ", ".join(f"{k}=?" for k in fields)
+        self._records.clear()
         self._db.execute(f"UPDATE sessions SET {cols}, updated=? WHERE id=?",
                          (*fields.values(), time.time(), session_id))
 
