@@ -7,18 +7,25 @@ request); revocation in this process drops them at once, and a change made by an
 process (``server add-user`` resetting a password revokes that user's sign-in tokens) is
 seen within those seconds.
 
-Guessing passwords is slowed by :class:`SignInThrottle`; a sign-in as an unknown user costs
+Guessing passwords is slowed by :class:`SignInThrottle` (per address first; an account is
+locked only by many addresses, and never for a client holding the user's known-device
+cookie, :class:`DeviceCookies`); a sign-in as an unknown user costs
 the same scrypt work as one as a known user, so timing does not tell which names exist.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import hmac
+import ipaddress
+import math
+import os
 import re
 import secrets
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,51 +157,150 @@ class Tokens:
             self._cache.pop(h, None)
 
 
-class SignInThrottle:
-    """Slows password guessing down: after ``attempts`` failed sign-ins for one user from one
-    address (or ``4 * attempts`` for one user from anywhere, or from one address for any
-    users), each further attempt must wait twice as long as the one before — 1 s, 2 s, 4 s
-    ... up to ``backoff_max`` seconds — and is refused with a 429 before any password is
-    checked. A success resets that user's count from that address. Failures are forgotten
-    ``backoff_max`` seconds after the last one.
+DEVICE_COOKIE = "everest_device"
+"""The known-device cookie (OWASP's "device cookies"): set on a successful password sign-in,
+it lets that browser or client past an account lock an attacker caused from elsewhere."""
 
-    Per user and address first, so a user locked out by someone else's guessing elsewhere
-    still signs in from their own address until the wider (4x) limits are reached.
+DEVICE_COOKIE_LIFETIME = 365 * 24 * 3600
+
+
+class DeviceCookies:
+    """Signed known-device cookies: ``v1.<user>.<device id>.<HMAC-SHA256>``.
+
+    The key is 256 random bits in ``<data dir>/device.key`` (0600), made on first use; a
+    cookie names the user it was issued to, so it helps that user only, and cannot be made
+    or altered without the key. Deleting the key file forgets every device.
     """
 
-    def __init__(self, attempts: int = 5, backoff_max: float = 900.0):
+    def __init__(self, data_dir: str | Path):
+        path = Path(data_dir) / "device.key"
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with open(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        self._key = path.read_bytes()
+
+    def _mac(self, user: str, device: str) -> str:
+        return hmac.new(self._key, f"v1|{user}|{device}".encode(), "sha256").hexdigest()
+
+    def issue(self, user: str) -> str:
+        """A new cookie value for ``user``."""
+        device = secrets.token_hex(16)
+        return f"v1.{user}.{device}.{self._mac(user, device)}"
+
+    def device_of(self, value: str | None, user: str) -> str | None:
+        """The device id ``value`` carries when it is a genuine cookie of ``user``, else
+        None (absent, forged, altered, or another user's)."""
+        parts = (value or "").split(".")
+        if len(parts) < 4 or parts[0] != "v1":
+            return None
+        owner, device, mac = ".".join(parts[1:-2]), parts[-2], parts[-1]
+        if owner != user or not hmac.compare_digest(mac, self._mac(owner, device)):
+            return None
+        return device
+
+
+def address_key(address: str) -> str:
+    """Whom a failure counts against: the IPv4 address, or an IPv6 address's /64 (one
+    host usually holds a whole /64, so single IPv6 addresses would be free to rotate)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class SignInThrottle:
+    """Slows password guessing down without handing an attacker a way to lock anyone out.
+
+    Each limit works the same way: once reached, each further attempt must wait twice as long
+    as the one before — 1 s, 2 s, 4 s ... up to ``backoff_max`` seconds — and is refused with
+    a 429 before any password is checked; failures are forgotten ``backoff_max`` seconds
+    after the last one.
+
+    - A client without a known-device cookie of the user (an *untrusted* attempt) is
+      throttled by its address first: after ``attempts`` failures for one user from one
+      address, or ``4 * attempts`` from one address for any users.
+    - The account itself is locked (for untrusted attempts only) once it has ``4 *
+      attempts`` failures from at least ``lock_addresses`` different addresses: many
+      addresses guessing one password. Failures from a few addresses never lock it, so a
+      guesser elsewhere cannot keep its user out.
+    - An attempt with the user's known-device cookie (:class:`DeviceCookies`) passes both;
+      only that cookie's own failures count against it (``attempts``, then the waits), so a
+      stolen cookie still guesses slowly.
+
+    A success resets the user's count from that address (or that device).
+    """
+
+    def __init__(self, attempts: int = 5, backoff_max: float = 900.0,
+                 lock_addresses: int = 10):
         self.attempts = attempts
         self.backoff_max = backoff_max
+        self.lock_addresses = lock_addresses
         self._fails: dict[tuple[str, ...], tuple[int, float]] = {}
+        # user -> {address: last failure}: who has been guessing this account
+        self._guessers: dict[str, dict[str, float]] = {}
 
-    def _keys(self, user: str, address: str) -> list[tuple[tuple[str, ...], int]]:
-        return [(("pair", user, address), self.attempts), (("user", user), 4 * self.attempts),
-                (("address", address), 4 * self.attempts)]
+    def _keys(self, user: str, address: str, device: str | None
+              ) -> list[tuple[tuple[str, ...], int]]:
+        if device is not None:
+            return [(("device", device), self.attempts)]
+        address = address_key(address)
+        return [(("pair", user, address), self.attempts),
+                (("address", address), 4 * self.attempts),
+                (("account", user), 4 * self.attempts)]
 
-    def wait(self, user: str, address: str, now: float | None = None) -> float:
-        """Seconds before an attempt for ``user`` from ``address`` is accepted (0: now)."""
+    def _guessed_from(self, user: str, now: float) -> int:
+        seen = self._guessers.get(user, {})
+        return sum(1 for last in seen.values() if now - last < self.backoff_max)
+
+    def wait(self, user: str, address: str, device: str | None = None,
+             now: float | None = None) -> float:
+        """Seconds before an attempt for ``user`` from ``address`` (with the user's known
+        ``device``, if it sent one) is accepted (0: now)."""
         now = time.time() if now is None else now
         longest = 0.0
-        for key, limit in self._keys(user, address):
+        for key, limit in self._keys(user, address, device):
+            if key[0] == "account" and self._guessed_from(user, now) < self.lock_addresses:
+                continue
             count, last = self._fails.get(key, (0, 0.0))
             if count >= limit and now - last < self.backoff_max:
                 delay = min(2.0 ** (count - limit), self.backoff_max)
                 longest = max(longest, last + delay - now)
         return longest
 
-    def failed(self, user: str, address: str, now: float | None = None) -> None:
+    def failed(self, user: str, address: str, device: str | None = None,
+               now: float | None = None) -> None:
         now = time.time() if now is None else now
         if len(self._fails) > 100_000:
             self._fails = {k: v for k, v in self._fails.items()
                            if now - v[1] < self.backoff_max}
-        for key, _ in self._keys(user, address):
+            self._guessers = {u: seen for u, seen in self._guessers.items()
+                              if self._guessed_from(u, now)}
+        for key, _ in self._keys(user, address, device):
             count, last = self._fails.get(key, (0, 0.0))
             if now - last >= self.backoff_max:
                 count = 0
             self._fails[key] = (count + 1, now)
+        if device is None:
+            seen = self._guessers.setdefault(user, {})
+            seen[address_key(address)] = now
+            if len(seen) > 4 * self.lock_addresses:  # enough to know; keep the newest
+                for old in sorted(seen, key=seen.__getitem__)[:len(seen) // 2]:
+                    del seen[old]
 
-    def succeeded(self, user: str, address: str) -> None:
-        self._fails.pop(("pair", user, address), None)
+    def succeeded(self, user: str, address: str, device: str | None = None) -> None:
+        if device is not None:
+            self._fails.pop(("device", device), None)
+        else:
+            self._fails.pop(("pair", user, address_key(address)), None)
 
 
 SIGN_IN_LINK_LIFETIME = 120.0
@@ -208,24 +314,65 @@ class SignInLinks:
     only its SHA-256 is kept, in memory (a restart forgets outstanding codes, which is
     harmless for links opened at once). The code travels in the link's fragment, which
     browsers never send, so it is in no request line or access log.
+
+    Bounded so that no user can make links fail for another: a user holds at most
+    ``per_user`` outstanding links (a new one replaces their oldest), and all users together
+    at most ``total`` (then :meth:`issue` raises ``ValueError``; with ``per_user`` links
+    each that takes ``total / per_user`` users). Expired codes are dropped as new ones are
+    issued, oldest first, at a constant cost per code.
     """
 
-    def __init__(self, lifetime: float = SIGN_IN_LINK_LIFETIME):
+    def __init__(self, lifetime: float = SIGN_IN_LINK_LIFETIME, per_user: int = 5,
+                 total: int = 10_000):
         self.lifetime = lifetime
-        self._codes: dict[str, tuple[str, float]] = {}
+        self.per_user = per_user
+        self.total = total
+        # code hash -> (user, expires), oldest first: every code lives equally long, so this
+        # is also expiry order
+        self._codes: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._of_user: dict[str, deque[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._codes)
 
     def issue(self, user: str, now: float | None = None) -> str:
+        """A new code for ``user``; ValueError when every user together holds ``total``."""
         now = time.time() if now is None else now
-        self._codes = {h: v for h, v in self._codes.items() if v[1] > now}
-        if len(self._codes) > 10_000:
-            raise ValueError("too many sign-in links outstanding")
+        self._purge(now)
+        mine = self._of_user.setdefault(user, deque())
+        while len(mine) >= self.per_user:  # the user's oldest link gives way
+            self._codes.pop(mine.popleft(), None)
+        if len(self._codes) >= self.total:
+            raise ValueError("too many sign-in links outstanding on this server; try again "
+                             f"in {math.ceil(self.lifetime)} s")
         code = secrets.token_urlsafe(32)
-        self._codes[token_hash(code)] = (user, now + self.lifetime)
+        h = token_hash(code)
+        self._codes[h] = (user, now + self.lifetime)
+        mine.append(h)
         return code
 
     def redeem(self, code: str, now: float | None = None) -> str | None:
         """The user ``code`` signs in, once; None when unknown, used or expired."""
         now = time.time() if now is None else now
-        user, expires = self._codes.pop(token_hash(code), (None, 0.0))
+        h = token_hash(code)
+        user, expires = self._codes.pop(h, (None, 0.0))
+        if user is not None:
+            self._forget(user, h)
         return user if expires > now else None
 
+    def _purge(self, now: float) -> None:
+        while self._codes:
+            h, (user, expires) = next(iter(self._codes.items()))
+            if expires > now:
+                return
+            del self._codes[h]
+            self._forget(user, h)
+
+    def _forget(self, user: str, h: str) -> None:
+        mine = self._of_user.get(user)
+        if mine is None:
+            return
+        with contextlib.suppress(ValueError):
+            mine.remove(h)
+        if not mine:
+            del self._of_user[user]

@@ -23,7 +23,7 @@ from everest_app.errors import (
     TooManyRequestsError,
 )
 from everest_app.states import JobState
-from everest_local.auth import SignInLinks, SignInThrottle, Tokens
+from everest_local.auth import DeviceCookies, SignInLinks, SignInThrottle, Tokens
 from everest_local.catalog import Catalog
 from everest_local.disk import DiskReserve
 from everest_local.executor import Executor, TaskStop
@@ -57,7 +57,9 @@ class Core:
         self.store = Store(settings.data_dir)
         self.disk = DiskReserve(settings.data_dir, settings.disk_reserve)
         self.tokens = Tokens(self.store)
-        self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max)
+        self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max,
+                                       settings.login_lock_addresses)
+        self.devices = DeviceCookies(settings.data_dir)
         self.sign_in_links = SignInLinks()
         self.files = FileStore(self.store, settings.data_dir / "files")
         self.hooks = Hooks()

@@ -32,23 +32,44 @@ from everest_app.errors import (
     TooManyRequestsError,
 )
 from everest_app.json_api import TOKEN_COOKIE
-from everest_local import openapi
-from everest_local.auth import DEFAULT_LIFETIME, MAX_LIFETIME, TokenInfo, check_password
+from everest_local.auth import (
+    DEFAULT_LIFETIME,
+    DEVICE_COOKIE,
+    DEVICE_COOKIE_LIFETIME,
+    MAX_LIFETIME,
+    TokenInfo,
+    check_password,
+)
 from everest_local.core import Core, iso_time
 from everest_local.disk import DISK_FULL_MESSAGE, is_disk_full
 from everest_local.files import PendingUpload
 from everest_local.multipart import FirstFilePart, MultipartError, boundary_of
+from everest_local.openapi import (
+    ARRAY,
+    JOB,
+    OBJECT,
+    Param,
+    RouteTable,
+    json_answer,
+    json_body,
+    operation,
+    operations_of,
+    query,
+)
 
 log = logging.getLogger(__name__)
 
+ROUTES = RouteTable()
+"""Every API route, declared once by the ``@ROUTES(path)`` decorator of its handler."""
+
+_OK_OBJECT = {"200": json_answer(OBJECT)}
 _UNSAFE = ("POST", "PUT", "PATCH", "DELETE")
 
 
 class ApiHandler(tornado.web.RequestHandler):
     """Base of every API route: counting, method check, CSRF check, auth, JSON errors."""
 
-    route = "?"
-    public = False
+    route = "?"  # the path template, set by @ROUTES
 
     def initialize(self, core: Core) -> None:
         self.core = core
@@ -71,7 +92,7 @@ class ApiHandler(tornado.web.RequestHandler):
         token = self._token()
         if method in _UNSAFE and not self.bearer:
             self._refuse_cross_site()
-        if not self.public:
+        if not operations_of(type(self))[method.lower()].public:
             self.auth = self.core.tokens.lookup(token)
             if self.auth is None:
                 raise AuthError("missing, expired or revoked access token: get one with "
@@ -171,7 +192,6 @@ class NotFoundHandler(ApiHandler):
     """Any unknown route: 404 for every method."""
 
     route = "<unknown>"
-    public = True
 
     def prepare(self) -> None:
         self.core.stats[f"{self.request.method} {self.route}"] += 1
@@ -182,16 +202,22 @@ class NotFoundHandler(ApiHandler):
 # -- tokens ------------------------------------------------------------------------------------
 
 
+@ROUTES("/api/auth/access_token", aliases=("/auth/access_token",))
 class TokenHandler(ApiHandler):
     """``/api/auth/access_token`` and ``/auth/access_token``: obtain, inspect, revoke."""
 
-    route = "/api/auth/access_token"
-
-    def prepare(self) -> None:
-        if self.request.method == "POST":
-            self.public = True
-        super().prepare()
-
+    @operation("sign in: a token (also set as the access_token cookie)", public=True,
+               body=json_body({
+                   "type": "object", "required": ["username", "password"],
+                   "properties": {
+                       "username": {"type": "string"},
+                       "password": {"type": "string"},
+                       "label": {"type": "string", "maxLength": 200},
+                       "lifetime": {"type": "integer", "minimum": 1,
+                                    "maximum": MAX_LIFETIME}}}),
+               ok={"200": json_answer({"type": "object", "required": ["access_token"],
+                                       "properties": {"access_token": {"type": "string"}}})},
+               errors=("400", "401", "403", "429", "507"))
     async def post(self) -> None:
         body = self._credentials()
         username, password = body.get("username"), body.get("password")
@@ -208,8 +234,9 @@ class TokenHandler(ApiHandler):
                 0 < lifetime <= MAX_LIFETIME):
             raise BadRequestError(f"'lifetime' must be seconds between 1 and {MAX_LIFETIME}",
                                   status=400)
-        address = self.request.remote_ip or ""
-        wait = self.core.sign_ins.wait(username, address)
+        address = self.request.remote_ip or ""  # the peer: X-Forwarded-For is not trusted
+        device = self.core.devices.device_of(self.get_cookie(DEVICE_COOKIE), username)
+        wait = self.core.sign_ins.wait(username, address, device)
         if wait > 0:
             raise TooManyRequestsError(
                 f"too many failed sign-ins; try again in {math.ceil(wait)} s", retry_after=wait)
@@ -217,10 +244,15 @@ class TokenHandler(ApiHandler):
         ok = await asyncio.get_running_loop().run_in_executor(
             None, check_password, password, stored)
         if not ok:
-            self.core.sign_ins.failed(username, address)
+            self.core.sign_ins.failed(username, address, device)
             raise AuthError("wrong username or password", status=401)
-        self.core.sign_ins.succeeded(username, address)
+        self.core.sign_ins.succeeded(username, address, device)
         token = self.core.tokens.issue(username, label, lifetime)
+        if device is None:  # this client is now a known device of the user
+            self.set_cookie(DEVICE_COOKIE, self.core.devices.issue(username), path="/",
+                            httponly=True, samesite="Strict",
+                            secure=self.request.protocol == "https",
+                            expires=time.time() + DEVICE_COOKIE_LIFETIME)
         self.set_cookie(TOKEN_COOKIE, token, path="/", httponly=True, samesite="Lax",
                         secure=self.request.protocol == "https",
                         expires=time.time() + lifetime)
@@ -236,6 +268,7 @@ class TokenHandler(ApiHandler):
                                   status=400)
         return body
 
+    @operation("who the token belongs to", ok=_OK_OBJECT)
     def get(self) -> None:
         info = self.auth
         assert info is not None
@@ -245,6 +278,7 @@ class TokenHandler(ApiHandler):
             data["job"] = info.job_id
         self.send_json(data)
 
+    @operation("revoke the token", ok=_OK_OBJECT)
     def delete(self) -> None:
         assert self.auth is not None
         auth = self.auth
@@ -253,12 +287,16 @@ class TokenHandler(ApiHandler):
         self.send_json({})
 
 
+@ROUTES("/api/auth/signin_link")
 class SignInLinkHandler(ApiHandler):
     """``POST``: a one-time link that signs a browser in as the caller (``everest-jupyter
     ui``). Task tokens may not mint one: a job must not open its owner's browser session."""
 
-    route = "/api/auth/signin_link"
-
+    @operation("a one-time link that signs a browser in as the caller",
+               ok={"200": json_answer({
+                   "type": "object", "required": ["url", "path", "expires_in"],
+                   "properties": {"url": {"type": "string"}, "path": {"type": "string"},
+                                  "expires_in": {"type": "integer"}}})})
     def post(self) -> None:
         assert self.auth is not None
         if self.auth.job_id is not None:
@@ -266,18 +304,23 @@ class SignInLinkHandler(ApiHandler):
         try:
             code = self.core.sign_in_links.issue(self.auth.user)
         except ValueError as exc:
-            raise TooManyRequestsError(str(exc), retry_after=60) from None
+            raise TooManyRequestsError(str(exc),
+                                       retry_after=self.core.sign_in_links.lifetime) from None
         self.send_json({"url": f"{self.core.url}/signin#{code}", "path": f"/signin#{code}",
                         "expires_in": int(self.core.sign_in_links.lifetime)})
 
 
+@ROUTES("/api/auth/signin")
 class SignInHandler(ApiHandler):
     """``POST {"code"}``: redeem a one-time sign-in code (the ``/signin`` page sends the
     link's fragment); sets the session cookie like a password sign-in."""
 
-    route = "/api/auth/signin"
-    public = True
-
+    @operation("redeem a one-time sign-in code (sets the access_token cookie)", public=True,
+               body=json_body({"type": "object", "required": ["code"],
+                               "properties": {"code": {"type": "string"}}}),
+               ok={"200": json_answer({"type": "object", "required": ["username"],
+                                       "properties": {"username": {"type": "string"}}})},
+               errors=("400", "401", "403", "429", "507"))
     def post(self) -> None:
         body = self.json_body()
         code = body.get("code") if isinstance(body, dict) else None
@@ -298,21 +341,26 @@ class SignInHandler(ApiHandler):
 # -- applications ----------------------------------------------------------------------------
 
 
+@ROUTES("/api/apps")
 class AppsHandler(ApiHandler):
-    route = "/api/apps"
-
+    @operation("applications", ok={"200": json_answer(ARRAY)})
     def get(self) -> None:
         cat = self.core.catalog
         keys = sorted(cat.apps, key=lambda k: cat.apps[k].name.lower())
         self.send_json([cat.summary(k, self.core.app_jobs[k]) for k in keys])
 
 
+@ROUTES("/api/apps/search")
 class AppSearchHandler(ApiHandler):
     """``?name=`` substring of name or alias; ``pagenum`` (from 1), ``pagesize``,
     ``sortBy=jobs`` (most used first) or ``name`` (the default)."""
 
-    route = "/api/apps/search"
-
+    @operation("applications by name", errors=("400",),
+               parameters=(query("name", {"type": "string"}),
+                           query("pagenum", {"type": "integer", "minimum": 1}),
+                           query("pagesize", {"type": "integer", "minimum": 1}),
+                           query("sortBy", {"type": "string", "enum": ["name", "jobs"]})),
+               ok={"200": json_answer(ARRAY)})
     def get(self) -> None:
         cat = self.core.catalog
         needle = self.get_query_argument("name", "").lower()
@@ -340,17 +388,25 @@ class AppSearchHandler(ApiHandler):
         return int(raw)
 
 
+@ROUTES("/api/apps/{app}", app=Param("an application id or owner/alias",
+                                       pattern=r"[^/]+(?:/[^/]+)?"))
 class AppHandler(ApiHandler):
     """``/api/apps/<id>`` or ``/api/apps/<owner>/<alias>``: describe (GET), submit (POST)."""
 
-    route = "/api/apps/<id>"
-
+    @operation("an application's description", ok=_OK_OBJECT, errors=("404",))
     def get(self, ref: str) -> None:
         found = self.core.catalog.find(ref)
         if found is None:
             raise NotFoundError(f"no application {ref!r}", status=404)
         self.send_json(self.core.catalog.description(found[0]))
 
+    @operation("submit a job", errors=("400", "404"),
+               body=json_body({"type": "object",
+                               "properties": {"name": {"type": "string"},
+                                              "inputs": {"type": "object"},
+                                              "resources": {"type": "array",
+                                                            "items": {"type": "string"}}}}),
+               ok={"201": json_answer(JOB, "the new job")})
     async def post(self, ref: str) -> None:
         job = await self.core.submit(self.user, ref, self.json_body())
         self.send_json(job, 201)
@@ -359,12 +415,14 @@ class AppHandler(ApiHandler):
 # -- resources -------------------------------------------------------------------------------
 
 
+@ROUTES("/api/resources")
 class ResourcesHandler(ApiHandler):
     """The resources and pools the caller may use (read-only: they come from the server's
     resources file); ``?app=<id or owner/alias>``: only those that app's jobs may use."""
 
-    route = "/api/resources"
-
+    @operation("resources the caller may use", errors=("404",),
+               parameters=(query("app", {"type": "string"}),),
+               ok={"200": json_answer(ARRAY)})
     def get(self) -> None:
         ref = self.get_query_argument("app", None)
         alias = None
@@ -376,9 +434,9 @@ class ResourcesHandler(ApiHandler):
         self.send_json(self.core.resources.visible(self.user, alias))
 
 
+@ROUTES("/api/resources/{resource}", resource=Param("a resource id or name"))
 class ResourceHandler(ApiHandler):
-    route = "/api/resources/<id>"
-
+    @operation("one resource", ok=_OK_OBJECT, errors=("404",))
     def get(self, ref: str) -> None:
         found = self.core.resources.get_visible(self.user, ref)
         if found is None:
@@ -389,12 +447,15 @@ class ResourceHandler(ApiHandler):
 # -- jobs ------------------------------------------------------------------------------------
 
 
+@ROUTES("/api/jobs")
 class JobsHandler(ApiHandler):
-    route = "/api/jobs"
-
+    @operation("the caller's jobs, newest first",
+               ok={"200": json_answer({"type": "array", "items": JOB})})
     def get(self) -> None:
         self.send_text(self.core.jobs_text(self.user))
 
+    @operation("delete the caller's jobs of a name", errors=("400",),
+               parameters=(query("name", {"type": "string"}, required=True),), ok=_OK_OBJECT)
     def delete(self) -> None:
         name = self.get_query_argument("name", None)
         if not name:
@@ -404,27 +465,33 @@ class JobsHandler(ApiHandler):
             lambda: self.core.delete_named(self.user, name))})
 
 
-class JobHandler(ApiHandler):
-    route = "/api/jobs/<id>"
+_JOB_ID = Param("a job id")
 
+
+@ROUTES("/api/jobs/{job}", job=_JOB_ID)
+class JobHandler(ApiHandler):
+    @operation("a job", ok={"200": json_answer(JOB)}, errors=("404",))
     def get(self, job_id: str) -> None:
         self.send_text(self.core.job_text(self.user, job_id))
 
+    @operation("delete a job, its log and files", ok=_OK_OBJECT, errors=("404",))
     def delete(self, job_id: str) -> None:
         self.core.disk.room(lambda: self.core.delete(self.user, job_id))
         self.send_json({})
 
 
+@ROUTES("/api/jobs/{job}/cancel", job=_JOB_ID)
 class JobCancelHandler(ApiHandler):
-    route = "/api/jobs/<id>/cancel"
-
+    @operation("cancel a job", ok={"200": json_answer(JOB)}, errors=("404",))
     def post(self, job_id: str) -> None:
         self.send_json(self.core.cancel(self.user, job_id))
 
 
+@ROUTES("/api/jobs/{job}/log", job=_JOB_ID)
 class JobLogHandler(ApiHandler):
-    route = "/api/jobs/<id>/log"
-
+    @operation("a job's log", errors=("404",),
+               ok={"200": {"description": "the log, one event a line",
+                           "content": {"text/plain": {"schema": {"type": "string"}}}}})
     def get(self, job_id: str) -> None:
         text = self.core.log_text(self.user, job_id)
         self.set_header("Content-Type", "text/plain; charset=UTF-8")
@@ -434,6 +501,7 @@ class JobLogHandler(ApiHandler):
 # -- files -----------------------------------------------------------------------------------
 
 
+@ROUTES("/api/files/temp")
 @tornado.web.stream_request_body
 class UploadHandler(ApiHandler):
     """``POST /api/files/temp`` multipart: the first file part, whatever its field name.
@@ -441,8 +509,6 @@ class UploadHandler(ApiHandler):
     The body is streamed to disk as it arrives (see :mod:`everest_local.multipart`), so
     uploads are bounded by ``max_upload_size``, not by memory.
     """
-
-    route = "/api/files/temp"
 
     def prepare(self) -> None:
         self.upload: PendingUpload | None = None
@@ -466,6 +532,12 @@ class UploadHandler(ApiHandler):
         except (MultipartError, ValueError, OSError) as exc:
             self.failure = exc  # answered in post(), once the body has been read
 
+    @operation("upload a file (multipart, the first file part)", errors=("400",),
+               body={"required": True, "content": {"multipart/form-data": {"schema": {
+                   "type": "object", "required": ["file"],
+                   "properties": {"file": {"type": "string", "format": "binary"}}}}}},
+               ok={"200": json_answer({"type": "object", "required": ["uri"],
+                                       "properties": {"uri": {"type": "string"}}})})
     async def post(self) -> None:
         assert self.parser is not None and self.upload is not None
         try:
@@ -495,10 +567,10 @@ class UploadHandler(ApiHandler):
             self.upload.abort()  # the client went away mid-upload
 
 
+@ROUTES("/api/files/{file}", file=Param("the rest of the file's URI: temp/<folder>/<name> "
+                                        "or jobs/<job>/<name>", pattern=".+"))
 class FileHandler(ApiHandler):
     """``/api/files/...``: download (GET) or remove (DELETE) one of the caller's files."""
-
-    route = "/api/files/<uri>"
 
     def _row(self) -> dict[str, Any]:
         row = self.core.user_file(self.user, self.request.path)
@@ -506,6 +578,8 @@ class FileHandler(ApiHandler):
             raise NotFoundError(f"no file {self.request.path}", status=404)
         return row
 
+    @operation("download one of the caller's files", errors=("404",),
+               ok={"200": {"description": "the bytes"}})
     async def get(self, _: str) -> None:
         row = self._row()
         ctype = mimetypes.guess_type(row["name"])[0] or "application/octet-stream"
@@ -526,6 +600,7 @@ class FileHandler(ApiHandler):
                 await self.flush()
         self.finish()
 
+    @operation("delete one of the caller's files", ok=_OK_OBJECT, errors=("404",))
     def delete(self, _: str) -> None:
         row = self._row()
         paths = self.core.disk.room(lambda: self.core.store.delete_file(row["uri"]))
@@ -533,56 +608,33 @@ class FileHandler(ApiHandler):
         self.send_json({})
 
 
+@ROUTES("/api/user/tmp_files")
 class TmpFilesHandler(ApiHandler):
-    route = "/api/user/tmp_files"
-
+    @operation("delete all of the caller's uploads", ok=_OK_OBJECT)
     def delete(self) -> None:
         paths = self.core.disk.room(lambda: self.core.store.delete_temp_files(self.user))
         self.core.files.remove_paths(paths)
         self.send_json({"deleted": len(paths)})
 
 
+@ROUTES("/api/openapi.json")
 class OpenApiHandler(ApiHandler):
     """``GET /api/openapi.json``: the API's OpenAPI description (no token needed)."""
 
-    route = "/api/openapi.json"
-    public = True
-
+    @operation("this description", public=True, ok=_OK_OBJECT)
     def get(self) -> None:
-        self.send_json(openapi.document(self.core.url))
+        self.send_json(ROUTES.document(self.core.url))
 
 
+@ROUTES("/_local/stats")
 class StatsHandler(ApiHandler):
     """``GET /_local/stats``: request counts per route (no user data; no token needed)."""
 
-    route = "/_local/stats"
-    public = True
-
+    @operation("request counts per route", public=True, ok=_OK_OBJECT)
     def get(self) -> None:
         self.send_json({"requests": dict(self.core.stats)})
 
 
 def api_routes(core: Core) -> list[tuple[str, type, dict[str, Any]]]:
-    """The API's URL table, most specific first."""
-    args = {"core": core}
-    table: list[tuple[str, type]] = [
-        (r"/api/auth/access_token", TokenHandler),
-        (r"/auth/access_token", TokenHandler),
-        (r"/api/auth/signin_link", SignInLinkHandler),
-        (r"/api/auth/signin", SignInHandler),
-        (r"/api/apps", AppsHandler),
-        (r"/api/apps/search", AppSearchHandler),
-        (r"/api/apps/([^/]+(?:/[^/]+)?)", AppHandler),
-        (r"/api/resources", ResourcesHandler),
-        (r"/api/resources/([^/]+)", ResourceHandler),
-        (r"/api/jobs", JobsHandler),
-        (r"/api/jobs/([^/]+)", JobHandler),
-        (r"/api/jobs/([^/]+)/cancel", JobCancelHandler),
-        (r"/api/jobs/([^/]+)/log", JobLogHandler),
-        (r"/api/files/temp", UploadHandler),
-        (r"/api/files/(.+)", FileHandler),
-        (r"/api/user/tmp_files", TmpFilesHandler),
-        (r"/api/openapi.json", OpenApiHandler),
-        (r"/_local/stats", StatsHandler),
-    ]
-    return [(pattern, cls, args) for pattern, cls in table]
+    """The API's URL table, from :data:`ROUTES` (declaration order)."""
+    return ROUTES.urls({"core": core})

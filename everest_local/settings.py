@@ -69,7 +69,8 @@ class ServerSettings(Configurable):
     keep_work = Bool(False, help="Keep task work folders (for debugging).").tag(config=True)
     login_attempts = Integer(
         5, help="Failed sign-ins for one user from one address before each further try must "
-                "wait (1 s, doubling; 4x this per user or per address from anywhere).",
+                "wait (1 s, doubling; 4x this from one address for any users, and per user "
+                "once the failures come from --login-lock-addresses addresses).",
     ).tag(config=True)
     login_backoff_max = Float(
         900.0, help="The longest wait between sign-in tries after failures, in seconds.",
@@ -106,6 +107,11 @@ class ServerSettings(Configurable):
     plugins = List(
         Unicode(), help="Modules to import whose setup(server) hook extends the server.",
     ).tag(config=True, option="--plugin", dest="plugin", metavar="MODULE", append=True)
+    login_lock_addresses = Integer(
+        10, help="Different addresses whose failed sign-ins for one user lock that user's "
+                 "account (each try waits, as above); a browser or client holding the user's "
+                 "known-device cookie from an earlier sign-in is never locked out by them.",
+    ).tag(config=True, metavar="N")
 
     @property
     def task_users(self) -> dict[str, str]:
@@ -128,7 +134,8 @@ class ServerSettings(Configurable):
     def _default_slots(self) -> int:
         return default_slots()
 
-    @validate("slots", "service_slots", "max_attempts", "login_attempts")
+    @validate("slots", "service_slots", "max_attempts", "login_attempts",
+              "login_lock_addresses")
     def _at_least_one(self, proposal: dict) -> int:
         if proposal["value"] < 1:
             raise TraitError(f"{proposal['trait'].name.replace('_', ' ')} must be at least 1")

@@ -446,8 +446,8 @@ def test_stats_count_requests_per_route(local_server, alice):
     for _ in range(3):
         alice.job(job.id)
     after = requests.get(local_server.url + "/_local/stats").json()["requests"]
-    assert after["GET /api/jobs/<id>"] - before.get("GET /api/jobs/<id>", 0) == 3
-    assert after["POST /api/apps/<id>"] >= 1
+    assert after["GET /api/jobs/{job}"] - before.get("GET /api/jobs/{job}", 0) == 3
+    assert after["POST /api/apps/{app}"] >= 1
 
 
 def test_upload_cut_off_midway_leaves_nothing_behind(local_server):

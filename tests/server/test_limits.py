@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from everest_local.auth import SignInLinks
 from tests.fixtures.local_server import ServerProcess, password_for
 
 HERE = Path(__file__).resolve().parent
@@ -122,3 +123,43 @@ def test_stored_bytes_are_limited_per_user(limited: ServerProcess) -> None:
     requests.delete(limited.url + "/api/user/tmp_files", timeout=30,
                     headers={"Authorization": f"Bearer {token}"})
     assert _upload(limited, token, 600).status_code == 200
+
+
+def _bearer(server: ServerProcess, user: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {server.token_for(user)}"}
+
+
+def _signs_in_as(server: ServerProcess, link: dict) -> str | None:
+    code = link["path"].split("#", 1)[1]
+    resp = requests.post(server.url + "/api/auth/signin", json={"code": code}, timeout=30)
+    return resp.json()["username"] if resp.status_code == 200 else None
+
+
+def test_one_user_minting_10001_sign_in_links_blocks_no_one(limited: ServerProcess) -> None:
+    # what `everest-jupyter ui` asks for; before the cap, 10,001 outstanding links made every
+    # user's `ui` fail for the links' two minutes
+    minting = requests.Session()
+    minting.headers.update(_bearer(limited, "bob"))
+    first = minting.post(limited.url + "/api/auth/signin_link", timeout=30).json()
+    for _ in range(10_000):
+        resp = minting.post(limited.url + "/api/auth/signin_link", timeout=30)
+        assert resp.status_code == 200, resp.text
+    last = resp.json()
+    alices = requests.post(limited.url + "/api/auth/signin_link", timeout=30,
+                           headers=_bearer(limited, "alice"))
+    assert alices.status_code == 200, alices.text
+    assert _signs_in_as(limited, alices.json()) == "alice"
+    assert _signs_in_as(limited, last) == "bob"  # the minter's own newest link works too
+    assert _signs_in_as(limited, first) is None  # it gave way to the newer ones
+
+
+def test_sign_in_links_are_capped_overall_and_expired_ones_purged() -> None:
+    links = SignInLinks(lifetime=120, per_user=2, total=4)
+    for user in ("a", "a", "a", "b", "b"):
+        links.issue(user, now=0.0)
+    assert len(links) == 4  # a's first gave way to a's third
+    with pytest.raises(ValueError, match="too many sign-in links"):
+        links.issue("c", now=1.0)  # every user together holds the overall cap
+    code = links.issue("c", now=121.0)  # the first four have expired: purged, room again
+    assert len(links) == 1
+    assert links.redeem(code, now=122.0) == "c" and links.redeem(code, now=122.0) is None

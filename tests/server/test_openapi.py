@@ -5,6 +5,7 @@ JSON). The count and the time taken are printed at the end of the module's run."
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -12,10 +13,12 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 import schemathesis
+import tornado.web
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from everest_local.handlers import ROUTES
 from tests.fixtures.local_server import ServerProcess, password_for
 
 EXAMPLES = 60  # per operation, generation mode and auth mode: about 5,000 requests
@@ -42,6 +45,30 @@ def test_the_description_is_served_without_a_token(fuzzed: ServerProcess) -> Non
     doc = requests.get(fuzzed.url + "/api/openapi.json", timeout=10).json()
     assert doc["openapi"].startswith("3.") and doc["servers"] == [{"url": fuzzed.url}]
     assert "/api/jobs/{job}" in doc["paths"]
+
+
+def test_every_route_the_server_serves_is_described(fuzzed: ServerProcess) -> None:
+    # the URL table and the description come from the same declarations: each pattern the
+    # server routes is a described path, each implemented method a described operation
+    doc = requests.get(fuzzed.url + "/api/openapi.json", timeout=10).json()
+    table = ROUTES.urls({})
+    reached = set()
+    for path, item in doc["paths"].items():
+        # the handler tornado picks for this path: the first pattern that matches
+        pattern, handler, _ = next(r for r in table if re.fullmatch(r[0], _sample(path)))
+        reached.add(pattern)
+        implemented = {m for m in ("get", "post", "delete")
+                       if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)}
+        assert implemented == set(item) - {"parameters"}, path
+    assert reached == {pattern for pattern, _, _ in table}
+    for path in ("/api/auth/signin", "/api/auth/signin_link", "/api/auth/access_token",
+                 "/auth/access_token", "/api/openapi.json"):
+        assert path in doc["paths"], path
+    assert doc["paths"]["/api/auth/signin"]["post"]["security"] == []
+
+
+def _sample(path: str) -> str:
+    return re.sub(r"\{\w+\}", "x", path)
 
 
 class _Token:
