@@ -35,6 +35,8 @@ log = logging.getLogger("session_runner.bootstrap")
 REQUIRED = ("jupyterlab", "asyncssh")
 HUB_REQUIRED = REQUIRED + ("jupyterhub",)
 """What hub mode needs in addition: ``jupyterhub`` brings ``jupyterhub-singleuser``."""
+KERNEL_REQUIRED = ("ipykernel", "asyncssh")
+"""What kernel mode needs: a kernel, not JupyterLab (the lab is elsewhere)."""
 REEXEC_MARK = "EVEREST_JUPYTER_BOOTSTRAPPED"
 PYTHON_HINT = "EVEREST_JUPYTER_PYTHON"
 LOCK_STALE_SECONDS = 1800

@@ -15,9 +15,10 @@ import os
 
 import runner_packages
 
-MODES = ("lab", "hub")
-"""Session modes: ``lab`` (JupyterLab with the runner's own token) or ``hub`` (a JupyterHub's
-single-user server: ``jupyterhub-singleuser`` with the environment the hub gave the relay)."""
+MODES = ("lab", "hub", "kernel")
+"""Session modes: ``lab`` (JupyterLab with the runner's own token), ``hub`` (a JupyterHub's
+single-user server: ``jupyterhub-singleuser`` with the environment the hub gave the relay) or
+``kernel`` (one ipykernel for a JupyterLab elsewhere: ``runner_kernel``)."""
 
 DEFAULT_TIME_LIMIT = 8 * 3600
 DEFAULT_IDLE_TIMEOUT = 3600
@@ -147,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a JupyterLab session as an Everest task and tunnel it to the relay.")
     parser.add_argument("--relay", help="relay HTTP address (input relay)")
     parser.add_argument("--ticket", help="one-time ticket (input ticket)")
-    parser.add_argument("--mode", help="lab, or hub (a JupyterHub's single-user server)")
+    parser.add_argument("--mode", help="lab, hub (a JupyterHub's single-user server) or "
+                        "kernel (one kernel for a JupyterLab elsewhere)")
     parser.add_argument("--time-limit", type=int, help="seconds before the session stops")
     parser.add_argument("--idle-timeout", type=int, help="seconds of inactivity before stopping")
     parser.add_argument("--packages", help="extra pip packages, space or comma separated")

@@ -124,6 +124,8 @@ class Session:
         self.stop_reason: StopReason | None = None
         self.stop_detail = ""
         self.notebook = None
+        self.kernel = None  # kernel mode: runner_kernel.KernelProcess
+        self.control = None
         self.grant = None
         self.tunnel = None
         self.route = None
@@ -204,6 +206,8 @@ class Session:
         self.grant = grant
         self.summary["session_id"] = grant.session_id
         log.info("session %s enrolled at %s", grant.session_id, s.relay)
+        if s.mode == "kernel":
+            return await self._run_kernel(grant, key, token)
 
         root = os.path.join(s.workdir, NOTEBOOK_DIR)
         os.makedirs(root, exist_ok=True)
@@ -238,11 +242,43 @@ class Session:
                 self.summary["error"] = str(exc)
         await self._step(nb.wait_ready)
 
-        watchers = [tunnel_task or asyncio.ensure_future(self._keep_tunnel(grant, key,
-                                                                           nb.port))]
+        tunnel_task = tunnel_task or asyncio.ensure_future(self._keep_tunnel(grant, key,
+                                                                             nb.port))
+        return await self._watch(tunnel_task, self._watch_notebook(), self._watch_idle())
+
+    async def _run_kernel(self, grant, key, token: str) -> int:
+        """Kernel mode (:mod:`runner_kernel`): an ipykernel and its control endpoint, which
+        the tunnel forwards; the lab's checking in is the session's activity."""
+        import runner_kernel
+
+        s = self.settings
+        env = dict(os.environ)
+        if s.everest_url and not env.get("EVEREST_URL"):
+            env["EVEREST_URL"] = s.everest_url
+        self.kernel = kernel = runner_kernel.KernelProcess(
+            os.path.join(s.workdir, runner_kernel.KERNEL_DIR),
+            os.path.join(s.workdir, NOTEBOOK_DIR), env)
+        self.control = runner_kernel.Control(
+            kernel, grant.base_url, token,
+            lambda: self.request_stop(StopReason.INTERRUPTED, "the lab shut the kernel down"))
+        port = await self.control.start()
+        self.summary["notebook"]["port"] = port
+        self.tunnel = self._make_tunnel(grant, key, port)  # while the kernel starts
+        await self._step(kernel.start)
+        tunnel_task = asyncio.ensure_future(self._keep_tunnel(grant, key, port))
+        lease = runner_kernel.watch_lease(
+            self.control, s.idle_timeout,
+            lambda detail: self.request_stop(StopReason.IDLE, detail))
+        return await self._watch(tunnel_task, lease)
+
+    async def _watch(self, tunnel_task, *watches) -> int:
+        """Serve until the tunnel ends, a stop is asked for, the time limit passes or one of
+        ``watches`` returns; returns the exit code."""
+        import runner_relay
+
+        watchers = [tunnel_task]
         watchers += [asyncio.ensure_future(c) for c in (
-            self.stop_event.wait(), self._watch_notebook(), self._watch_time_limit(),
-            self._watch_idle())]
+            self.stop_event.wait(), self._watch_time_limit(), *watches)]
         try:
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -354,6 +390,12 @@ class Session:
     async def _shutdown(self) -> None:
         if self.tunnel is not None:
             await self.tunnel.close()  # again after a normal end: it is idempotent
+        if self.control is not None:
+            await self.control.close()
+        if self.kernel is not None:
+            code = await loop_executor(self.kernel.stop)
+            self.summary["notebook"]["exit_code"] = code
+            log.info("kernel stopped (exit code %s)", code)
         if self.notebook is not None:
             code = await loop_executor(self.notebook.stop)
             self.summary["notebook"]["exit_code"] = code
@@ -380,8 +422,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", exc)
         write_failure(workdir, StopReason.BAD_INPUT, str(exc))
         return 2
-    required = runner_bootstrap.HUB_REQUIRED if settings.mode == "hub" else \
-        runner_bootstrap.REQUIRED
+    required = {"hub": runner_bootstrap.HUB_REQUIRED,
+                "kernel": runner_bootstrap.KERNEL_REQUIRED}.get(settings.mode,
+                                                                runner_bootstrap.REQUIRED)
     if not runner_bootstrap.already_bootstrapped():
         try:
             chosen = runner_bootstrap.choose_python(settings.packages, settings.venv_cache,

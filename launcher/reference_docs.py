@@ -1,6 +1,7 @@
 """``python -m launcher.reference_docs``: write ``docs/reference/`` from the settings'
 declarations (:class:`everest_local.settings.ServerSettings`,
-:class:`launcher.relay.config.RelayConfig`, :class:`launcher.launch_options.LaunchOptions`);
+:class:`launcher.relay.config.RelayConfig`, :class:`launcher.launch_options.LaunchOptions`,
+:class:`launcher.kernels.settings.KernelSettings`);
 a test checks the committed pages are up to date."""
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "reference"
 def pages() -> dict[str, str]:
     """File name -> Markdown text of every generated reference page."""
     from everest_local.settings import ServerSettings
+    from launcher.kernels.settings import KernelSettings
     from launcher.launch_options import LaunchOptions
     from launcher.relay.config import RelayConfig
 
@@ -35,6 +37,13 @@ def pages() -> dict[str, str]:
             intro="What `everest-jupyter launch` asks for: where the session runs, for how "
                   "long, with what. A profile sets defaults for any of them under `launch:` "
                   "in `~/.config/everest-jupyter/config.yaml`; the command line wins.",
+            config_file=False),
+        "kernels.md": reference(
+            KernelSettings, title="Everest kernel settings",
+            command="everest-jupyter kernels install",
+            intro="What an Everest kernel's kernelspec says (`metadata.kernel_provisioner."
+                  "config` of a kernelspec whose provisioner is `everest`; docs/kernels.md). "
+                  "`everest-jupyter kernels install` writes them.",
             config_file=False),
     }
 

@@ -27,6 +27,7 @@ def _server_start(args: argparse.Namespace) -> int:
 COMMAND_MODULES: tuple[tuple[str, dict], ...] = (
     ("launcher.cli.session", {}),
     ("launcher.cli.everest", {}),
+    ("launcher.cli.kernels", {}),
     # the local server this CLI runs hosts the session relay, so its web form can launch
     ("everest_local.cli", {"default_plugins": ("launcher.relay.plugin",),
                            "start": _server_start}),
