@@ -43,6 +43,7 @@ from everest_local import outcome
 from everest_local.auth import Tokens
 from everest_local.backends import Backend, TaskSpec, make_backend
 from everest_local.catalog import Catalog
+from everest_local.containment import open_containment
 from everest_local.files import FileStore, canonical_uri
 from everest_local.outcome import STOP_EVENT, TaskEnd, TaskStop
 from everest_local.resources import LOCAL, Resource, Resources
@@ -107,6 +108,7 @@ class Executor:
         self.core = core
         self.settings = core.settings
         self.tasks_root = tasks_root(core.settings.data_dir, core.task_accounts)
+        self.containment = open_containment(core.settings.task_containment, self.tasks_root)
         self.resources = core.resources
         self.local_id = self.resources.by_name[LOCAL].id
         self.queues: dict[Slot, deque[str]] = {}
@@ -167,6 +169,7 @@ class Executor:
                 await backend.close()
             except Exception:
                 log.exception("closing the backend of %s failed", backend.resource.name)
+        self.containment.close()
         self.pool.shutdown(wait=True)
 
     def spawn_bg(self, coro: Any) -> None:
@@ -223,8 +226,8 @@ class Executor:
         """The (one, shared) backend of ``resource``."""
         backend = self.backends.get(resource.id)
         if backend is None:
-            backend = self.backends[resource.id] = make_backend(resource,
-                                                                self.core.task_accounts)
+            backend = self.backends[resource.id] = make_backend(
+                resource, self.core.task_accounts, self.containment)
         return backend
 
     # -- starting a task -------------------------------------------------------------------

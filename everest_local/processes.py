@@ -23,6 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from everest_local.containment import Containment
 from everest_local.task_users import TaskUser, hand_over
 
 WRAPPER = ('trap : INT TERM; d=$1; shift; echo "$$" > "$d/pid"; "$@"; s=$?; '
@@ -43,23 +44,32 @@ class Spawned:
 
 
 def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
-          user: TaskUser | None = None) -> Spawned:
+          user: TaskUser | None = None, container: Containment | None = None) -> Spawned:
     """Start ``argv`` in ``work`` under the wrapper; stdout/stderr go to files there.
 
     With ``user`` (a server running as root) the task folder is handed to that account and
-    the process runs as it, with no supplementary groups and umask 077. Raises ``OSError``
-    if the process cannot be started.
+    the process runs as it, with no supplementary groups and umask 077. With ``container``
+    the task runs in a container named after its folder, which
+    :meth:`Containment.end` ends as a whole (see :mod:`everest_local.containment`); the
+    returned pid is then still the wrapper's, which leads the process group cancel signals.
+    Raises ``OSError`` if the process cannot be started.
     """
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
-        account: dict = {}
         if user is not None:
             hand_over(task_dir, user)
-            account = {"user": user.uid, "group": user.gid, "extra_groups": [],
-                       "umask": 0o077}
+        umask = {} if user is None else {"umask": 0o077}
+        if container is not None:
+            popen, pid = container.start(
+                task_dir.name, WRAPPER, [str(task_dir), *argv],
+                uid=user.uid if user else None, gid=user.gid if user else None,
+                cwd=work, env=env, stdout=out, stderr=err, **umask)
+            return Spawned(pid=pid, start_time=start_time(pid), popen=popen)
+        account = {} if user is None else {"user": user.uid, "group": user.gid,
+                                           "extra_groups": []}
         popen = subprocess.Popen(
             ["/bin/sh", "-c", WRAPPER, "sh", str(task_dir), *argv],
             cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-            start_new_session=True, close_fds=True, **account,
+            start_new_session=True, close_fds=True, **account, **umask,
         )
     return Spawned(pid=popen.pid, start_time=start_time(popen.pid), popen=popen)
 

@@ -76,10 +76,20 @@ class ServerSettings(Configurable):
         900.0, help="The longest wait between sign-in tries after failures, in seconds.",
     ).tag(config=True)
     task_user = Unicode(
-        "everest-task",
-        help="The unprivileged OS account tasks run as when the server runs as root (never "
-             "root; tasks of a server run by another account run as that account).",
+        "",
+        help="When the server runs as root: the one unprivileged OS account every user's "
+             "tasks run as. Empty (the default): each user's tasks run as an account of "
+             "their own, everest-task-<hash of the user name>, created when first needed, "
+             "so that no user's task reads another's. Never root; tasks of a server run by "
+             "another account run as that account.",
     ).tag(config=True, metavar="ACCOUNT")
+    task_containment = Unicode(
+        "auto",
+        help="How local tasks are contained so that nothing a task started outlives it: "
+             "cgroup (a cgroup v2 of the server's per task, killed as a whole), subreaper "
+             "(a reaper process per task that kills its orphaned descendants), or auto "
+             "(cgroup where this machine lets the server create cgroups, else subreaper).",
+    ).tag(config=True, metavar="KIND")
     task_user_for = List(
         Unicode(),
         help="USER=ACCOUNT: run Everest user USER's tasks as OS account ACCOUNT, which "
@@ -145,6 +155,13 @@ class ServerSettings(Configurable):
     def _not_negative(self, proposal: dict) -> float:
         if proposal["value"] < 0:
             raise TraitError("kill grace must be >= 0")
+        return proposal["value"]
+
+    @validate("task_containment")
+    def _containment(self, proposal: dict) -> str:
+        if proposal["value"] not in ("auto", "cgroup", "subreaper"):
+            raise TraitError(f"task containment is auto, cgroup or subreaper, not "
+                             f"{proposal['value']!r}")
         return proposal["value"]
 
     @validate("login_backoff_max")

@@ -4,18 +4,24 @@ A task is a user's code. Run as the server's own account it could read the serve
 database (every user's jobs, every token's hash), every user's uploads and outputs, and the
 session relay's state. So:
 
-- **A server running as root** never runs a task as root or as itself: tasks run as the
-  unprivileged ``task_user`` (default ``everest-task``), or as the account
-  ``task_users`` maps their Everest user to. Each task's folder is handed to that account
-  (mode 0700), everything else under the data directory stays root's (0700/0600).
+- **A server running as root** never runs a task as root or as itself: by default each
+  Everest user's tasks run as an unprivileged account of their own,
+  ``everest-task-<hash of the user name>`` (:func:`account_for`), created the first time
+  it is needed; so one user's task cannot read another's running task (its
+  ``/proc/<pid>/environ`` holds the task token). ``task_user`` names one account for
+  every user instead (all share it), and ``task_users`` maps Everest users to accounts of
+  the admin's choice. Each task's folder is handed to that account (mode 0700),
+  everything else under the data directory stays root's (0700/0600).
 - **A server running as an ordinary account** cannot switch accounts; its tasks run as that
   account. That is right for the embedded default (one person, their own server). With
   more than one user it is not: the server says so and refuses to start unless the admin
   accepts it (``allow_shared_task_user``).
 
-Mapped accounts give isolation between users' running tasks too; with the single default
-account, tasks of different users share one OS account (each other's running processes
-and work folders are reachable to a task that looks), while the server's state is not.
+Per-user and mapped accounts give isolation between users' running tasks too; with one
+shared ``task_user``, tasks of different users share one OS account (each other's running
+processes and work folders are reachable to a task that looks), while the server's state
+is not. Accounts are named after the user name alone, so two servers on one machine give
+their users of the same name the same account; accounts are never removed.
 """
 
 from __future__ import annotations
@@ -28,11 +34,12 @@ import stat
 import subprocess
 import sys
 import sysconfig
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-DEFAULT_TASK_USER = "everest-task"
+PER_USER_PREFIX = "everest-task-"
 _ACCOUNT_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")  # useradd's portable names
 _PRIVATE_ENV = ("JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR",
                 "IPYTHONDIR", "XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME",
@@ -68,19 +75,62 @@ class TaskUser:
         return out
 
 
+ANY_ACCOUNT = TaskUser("(any new account)", -1, -1)
+"""Stands for a per-user account not created yet: it may pass where others may."""
+
+
+def account_for(user: str) -> str:
+    """The OS account a root server creates for Everest user ``user`` by default:
+    ``everest-task-`` and 12 hex digits of the name's SHA-256 (a valid, short account
+    name whatever the user name is)."""
+    return PER_USER_PREFIX + hashlib.sha256(user.encode()).hexdigest()[:12]
+
+
+_CREATING = threading.Lock()
+
+
+def ensure_account(name: str) -> TaskUser:
+    """The account ``name``, created first when missing (a system account with no home
+    and no login shell: ``useradd`` with an argument list, never a shell); ``ValueError``
+    with the reason when it cannot be created."""
+    with _CREATING:
+        try:
+            pwd.getpwnam(name)
+        except KeyError:
+            if not _ACCOUNT_NAME.match(name):
+                raise ValueError(f"cannot create the task account {name!r}: not a valid "
+                                 "account name (lower-case letters, digits, _ and -)") from None
+            try:
+                subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
+                                "/usr/sbin/nologin", name],
+                               check=True, capture_output=True, text=True)
+            except (OSError, subprocess.CalledProcessError) as exc:
+                try:  # another server on this machine may have just created it
+                    pwd.getpwnam(name)
+                except KeyError:
+                    detail = getattr(exc, "stderr", None) or exc
+                    raise ValueError(f"cannot create the task account {name!r} with "
+                                     f"useradd: {str(detail).strip()}") from None
+    return TaskUser.lookup(name)
+
+
 class TaskAccounts:
     """The account policy of one server (see the module docstring)."""
 
-    def __init__(self, task_user: str = DEFAULT_TASK_USER,
+    def __init__(self, task_user: str = "",
                  task_users: dict[str, str] | None = None,
                  allow_shared_task_user: bool = False, euid: int | None = None):
+        """``task_user`` empty: an account per user (:func:`account_for`); else the one
+        account every user's tasks run as."""
         self.euid = os.geteuid() if euid is None else euid
         self.allow_shared = allow_shared_task_user
         self.switching = self.euid == 0
+        self.per_user = self.switching and not task_user
         self._default: TaskUser | None = None
         self._mapped: dict[str, TaskUser] = {}
+        self._own: dict[str, TaskUser] = {}  # per-user accounts met so far
         if self.switching:
-            self._default = TaskUser.lookup(task_user)
+            self._default = TaskUser.lookup(task_user) if task_user else None
             self._mapped = {user: TaskUser.lookup(name)
                             for user, name in (task_users or {}).items()}
         elif task_users:
@@ -88,10 +138,18 @@ class TaskAccounts:
                              "start a task as another account)")
 
     def for_owner(self, owner: str) -> TaskUser | None:
-        """The account tasks of Everest user ``owner`` run as; None: the server's own."""
+        """The account tasks of Everest user ``owner`` run as; None: the server's own.
+        A per-user account is created the first time (``ValueError`` if it cannot be)."""
         if not self.switching:
             return None
-        return self._mapped.get(owner, self._default)
+        found = self._mapped.get(owner) or self._default or self._own.get(owner)
+        if found is None:
+            found = self._own[owner] = ensure_account(account_for(owner))
+        return found
+
+    def known(self, owner: str) -> bool:
+        """True when :meth:`for_owner` answers at once (no account to look up or create)."""
+        return not self.per_user or owner in self._own or owner in self._mapped
 
     def check(self, user_count: int, server_account: str) -> None:
         """Refuse (``ValueError``) a server whose users' tasks would all run as the server's
@@ -109,6 +167,8 @@ class TaskAccounts:
         """True when every task account can reach ``folder`` (search permission on each
         parent), which tasks need to use their folder's absolute path."""
         users = {u for u in (self._default, *self._mapped.values()) if u is not None}
+        if self.per_user:
+            users.add(ANY_ACCOUNT)
         try:
             return not any(blocking(folder, user) for user in users)
         except OSError:
@@ -143,12 +203,12 @@ def task_python_folders() -> list[Path]:
 
 
 def prepare_for_root(task_user: str, say: Callable[[str], None]) -> None:
-    """Make this machine ready for a root server to run local tasks as ``task_user``: what
-    the embedded default does for someone running ``everest-jupyter launch`` as root (an
-    admin's ``everest-jupyter server`` changes nothing: it refuses with
-    :meth:`TaskUser.lookup`'s message instead).
+    """Make this machine ready for a root server to run local tasks as ``task_user`` (empty:
+    as per-user accounts the server creates itself): what the embedded default does for
+    someone running ``everest-jupyter launch`` as root (an admin's ``everest-jupyter
+    server`` changes nothing: it refuses with :meth:`TaskUser.lookup`'s message instead).
 
-    - A missing account is created: a system account with no home and no login shell
+    - A missing ``task_user`` is created: a system account with no home and no login shell
       (``useradd`` with an argument list, never a shell).
     - Each folder on the way to :func:`task_python_folders` that the account may not pass
       through gets search permission for others (o+x: pass through, never list or read);
@@ -157,22 +217,18 @@ def prepare_for_root(task_user: str, say: Callable[[str], None]) -> None:
     ``say`` gets one line per kind of change made, naming it. Raises ``ValueError`` with
     the reason when the account cannot be created, ``OSError`` when a mode cannot change.
     """
-    try:
-        pwd.getpwnam(task_user)
-    except KeyError:
-        if not _ACCOUNT_NAME.match(task_user):
-            raise ValueError(f"cannot create the task account {task_user!r}: not a valid "
-                             "account name (lower-case letters, digits, _ and -)") from None
+    if task_user:
         try:
-            subprocess.run(["useradd", "--system", "--no-create-home", "--shell",
-                            "/usr/sbin/nologin", task_user],
-                           check=True, capture_output=True, text=True)
-        except (OSError, subprocess.CalledProcessError) as exc:
-            detail = getattr(exc, "stderr", None) or exc
-            raise ValueError(f"cannot create the task account {task_user!r} with useradd: "
-                             f"{str(detail).strip()}") from None
-        say(f"created the unprivileged account {task_user} that session tasks run as")
-    user = TaskUser.lookup(task_user)
+            pwd.getpwnam(task_user)
+            created = False
+        except KeyError:
+            created = True
+        user = ensure_account(task_user)
+        if created:
+            say(f"created the unprivileged account {task_user} that session tasks run as")
+    else:
+        user = ANY_ACCOUNT
+    who = task_user or "the task accounts"
     changed: list[Path] = []
     for folder in task_python_folders():
         for parent in blocking(folder, user):
@@ -180,7 +236,7 @@ def prepare_for_root(task_user: str, say: Callable[[str], None]) -> None:
                 os.chmod(parent, stat.S_IMODE(parent.stat().st_mode) | stat.S_IXOTH)
                 changed.append(parent)
     if changed:
-        say(f"let {task_user} pass through {', '.join(map(str, changed))} (o+x: search "
+        say(f"let {who} pass through {', '.join(map(str, changed))} (o+x: search "
             "only, not read) so that session tasks can run Python and this project")
 
 

@@ -23,19 +23,21 @@ in the task folder, which is how an end is seen even by a server that was restar
 from __future__ import annotations
 
 from everest_local.backends.base import Backend, BackendError, TaskSpec, write_argv
+from everest_local.containment import Containment
 from everest_local.resources import Resource
 from everest_local.task_users import TaskAccounts
 
 __all__ = ["Backend", "BackendError", "TaskSpec", "make_backend", "write_argv"]
 
 
-def make_backend(resource: Resource, accounts: TaskAccounts) -> Backend:
+def make_backend(resource: Resource, accounts: TaskAccounts,
+                 containment: Containment | None = None) -> Backend:
     """The backend for a resource of kind local, docker, ssh or slurm (``accounts``: who
-    local tasks run as)."""
+    local tasks run as; ``containment``: what they run in)."""
     if resource.kind == "local":
         from everest_local.backends.local import LocalBackend
 
-        return LocalBackend(resource, accounts)
+        return LocalBackend(resource, accounts, containment)
     if resource.kind == "docker":
         from everest_local.backends.docker import DockerBackend
 

@@ -3,7 +3,9 @@
 
 The work folder is already where the task runs, so nothing is copied: :meth:`launch` starts
 the fixed wrapper (:func:`everest_local.processes.spawn`) in ``<task-dir>/work``, as the
-task account of the job's owner when the server is root (:mod:`everest_local.task_users`).
+task account of the job's owner when the server is root (:mod:`everest_local.task_users`),
+in a container (:mod:`everest_local.containment`) that is ended as a whole once the wrapper
+has ended: nothing the task started outlives it.
 The handle is ``{"dir", "pid", "pstart"}``: a process is the pid *and* its start time, so a
 pid reused after a restart is never mistaken for the task.
 
@@ -22,6 +24,7 @@ from typing import Any
 
 from everest_local import processes
 from everest_local.backends.base import Backend, Report, TaskSpec
+from everest_local.containment import Containment, ContainmentKind
 from everest_local.outcome import LOST_WHILE_DOWN
 from everest_local.resources import Resource
 from everest_local.staging import StagingError, resolve_executable
@@ -35,9 +38,11 @@ class LocalBackend(Backend):
     handle_before_launch = False
     running_at_launch = True
 
-    def __init__(self, resource: Resource, accounts: TaskAccounts):
+    def __init__(self, resource: Resource, accounts: TaskAccounts,
+                 containment: Containment | None = None):
         super().__init__(resource)
         self.accounts = accounts
+        self.containment = containment
         self._children: dict[int, subprocess.Popen] = {}  # pid -> our child
         self._waiting: dict[int, tuple[dict[str, Any], asyncio.Future]] = {}
 
@@ -56,15 +61,26 @@ class LocalBackend(Backend):
         return f"pid {handle.get('pid')}"
 
     async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
-        user = self.accounts.for_owner(spec.owner)
-        env = user.env(spec.env, spec.work) if user is not None else spec.env
-        try:
-            spawned = processes.spawn(spec.argv, spec.work, spec.dir, env, user)
-        except OSError as exc:  # this machine's own words (no such program, permission)
-            raise StagingError(str(exc)) from exc
+        slow = not self.accounts.known(spec.owner) or (
+            self.containment is not None and self.containment.kind is ContainmentKind.SUBREAPER)
+        if slow:  # creating an account, starting a reaper: not on the event loop
+            spawned = await asyncio.get_running_loop().run_in_executor(None, self._spawn, spec)
+        else:
+            spawned = self._spawn(spec)
         if spawned.popen is not None:
             self._children[spawned.pid] = spawned.popen
         return {**handle, "pid": spawned.pid, "pstart": spawned.start_time}
+
+    def _spawn(self, spec: TaskSpec) -> processes.Spawned:
+        try:
+            user = self.accounts.for_owner(spec.owner)
+        except ValueError as exc:  # a per-user account that could not be created
+            raise StagingError(str(exc)) from exc
+        env = user.env(spec.env, spec.work) if user is not None else spec.env
+        try:
+            return processes.spawn(spec.argv, spec.work, spec.dir, env, user, self.containment)
+        except OSError as exc:  # this machine's own words (no such program, permission)
+            raise StagingError(str(exc)) from exc
 
     async def started(self, handle: dict[str, Any]) -> bool:
         folder = Path(handle["dir"])
@@ -77,10 +93,14 @@ class LocalBackend(Backend):
         self._waiting[pid] = ({**handle, "pid": pid}, future)
         self._check(pid)
         try:
-            return await future
+            ended = await future
         finally:
             self._waiting.pop(pid, None)
             self._children.pop(pid, None)
+        if self.containment is not None:  # what the task left running ends with it
+            await asyncio.get_running_loop().run_in_executor(
+                None, self.containment.end, Path(handle["dir"]).name)
+        return ended
 
     def poll(self) -> None:
         for pid in list(self._waiting):

@@ -1,0 +1,388 @@
+"""Process containers for local tasks: when a task ends, nothing it started stays alive.
+
+A task's command may leave processes behind on purpose or not: a ``setsid`` daemon, a
+double-forked ``nohup sleep &``. Signalling the wrapper's process group (see
+:mod:`everest_local.processes`) misses those, and on a shared account they could read a
+later task's ``EVEREST_TASK_TOKEN``. So every local task runs in a container that the
+server ends as a whole when the task ends (DONE, FAILED, cancelled, time limit, deleted):
+
+- **cgroup** (where the machine has cgroup v2 and the server may create cgroups: root, or
+  a delegated subtree): each task gets the cgroup ``<server's cgroup>/everest-<id>/<task>``.
+  The wrapper starts blocked on its stdin, the server moves it into the cgroup, then lets it
+  go; so every process it starts is born inside, and no process can leave a cgroup it may
+  not write to. Ending writes ``cgroup.kill`` (or kills ``cgroup.procs`` until it is empty
+  on kernels before 5.14), waits until the cgroup is unpopulated and removes it. The
+  cgroup's name comes from the task id, so a restarted server finds it again.
+- **subreaper** (the fallback: no cgroup v2, or no right to create cgroups): a small
+  reaper process (:data:`REAPER`, this server's Python) marks itself
+  ``PR_SET_CHILD_SUBREAPER`` and starts the wrapper as its child, in a process group of its
+  own (the one cancel signals). Every process the task orphans — a double fork, ``setsid``
+  — is re-parented to the reaper instead of to init; when the wrapper ends, the reaper
+  kills all its remaining descendants, reaps them, and exits with the wrapper's status.
+  On a root server the reaper stays root (a task cannot kill it) and starts the wrapper
+  as the task's account. What it cannot catch: a process started outside the task's tree
+  on its behalf (``at``, ``ssh localhost``, a D-Bus activated service).
+
+:func:`open_containment` picks the kind (setting ``task_containment``: ``auto`` tries
+cgroup, then subreaper).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+END_WAIT = 5.0
+"""Seconds :meth:`Containment.end` waits for killed processes to be gone."""
+
+GATE = 'read -r go && [ "$go" = go ] || exit 125; exec </dev/null; '
+"""Prefix of the wrapper in a cgroup: it waits on stdin until the server has moved it
+(``go``), so nothing it starts is born outside; anything else (EOF) ends it unstarted."""
+
+REAPER = r'''
+import ctypes, os, signal, sys
+uid, gid, fd = (int(a) for a in sys.argv[1:4])
+argv = sys.argv[4:]
+os.set_inheritable(fd, False)
+if ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) != 0:  # PR_SET_CHILD_SUBREAPER
+    os.write(2, b"everest: cannot become a child subreaper\n")
+    sys.exit(125)
+pid = os.fork()
+if pid == 0:
+    try:
+        os.setpgid(0, 0)
+        for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT):
+            signal.signal(s, signal.SIG_DFL)
+        if uid >= 0:
+            os.setgroups([])
+            os.setgid(gid)
+            os.setuid(uid)
+        os.execv(argv[0], argv)
+    finally:
+        os._exit(127)
+os.write(fd, b"%d\n" % pid)
+os.close(fd)
+for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(s, signal.SIG_IGN)
+me = os.getpid()
+
+
+def descendants():
+    parent = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/" + name + "/stat", "rb") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            fields = stat[stat.rindex(b")") + 2:].split()
+            if fields[0] != b"Z":
+                parent[int(name)] = int(fields[1])
+    found, frontier = [], {me}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier}
+        found += frontier
+    return found
+
+
+def reap():
+    while True:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0] == 0:
+                return
+        except ChildProcessError:
+            return
+
+
+status = None
+while status is None:
+    try:
+        got, st = os.waitpid(-1, 0)
+    except InterruptedError:
+        continue
+    if got == pid:
+        status = st
+for _ in range(1000):
+    left = descendants()
+    if not left:
+        break
+    for p in left:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except OSError:
+            pass
+    reap()
+while True:
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+if os.WIFSIGNALED(status):
+    sig = os.WTERMSIG(status)
+    if sig != signal.SIGKILL and sig != signal.SIGSTOP:
+        signal.signal(sig, signal.SIG_DFL)
+    os.kill(me, sig)
+sys.exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 128)
+'''
+"""``python -I -S -c REAPER <uid> <gid> <fd> <argv...>``: the subreaper (module docstring).
+It writes the child's pid to ``fd``; ``uid``/``gid`` -1 keep its own account."""
+
+
+class ContainmentKind(str, enum.Enum):
+    """How a server contains its local tasks (see the module docstring)."""
+
+    CGROUP = "cgroup"
+    SUBREAPER = "subreaper"
+
+
+class Containment(ABC):
+    """Starts local task processes in containers and ends the containers."""
+
+    kind: ContainmentKind
+
+    @abstractmethod
+    def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
+              gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
+        """Start ``/bin/sh -c script sh args...`` (the wrapper) as the task ``name``'s
+        first process, in its own session and process group, as ``uid``/``gid`` when given
+        (no supplementary groups); ``popen`` are further :class:`subprocess.Popen`
+        arguments (cwd, env, stdout, stderr, umask). Returns the child to wait for (its
+        status is the wrapper's) and the pid of the wrapper, which leads the process group
+        to signal. Raises
+        ``OSError`` when it cannot start or cannot be contained (nothing is left running)."""
+
+    @abstractmethod
+    def end(self, name: str) -> None:
+        """Kill whatever task ``name`` left running and release its container (blocking;
+        the task's wrapper has ended). A no-op for a container that does not exist."""
+
+    def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing
+        """The server stops: release what the containment itself holds."""
+
+
+class CgroupContainment(Containment):
+    """Containers as cgroup v2 children of ``base`` (see the module docstring)."""
+
+    kind = ContainmentKind.CGROUP
+
+    def __init__(self, base: Path):
+        self.base = base
+
+    def _cgroup(self, name: str) -> Path:
+        if not _NAME.match(name):
+            raise ValueError(f"not a task name: {name!r}")
+        return self.base / name
+
+    def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
+              gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
+        cgroup = self._cgroup(name)
+        if cgroup.exists():  # an earlier try of this task that never ended cleanly
+            self.end(name)
+        cgroup.mkdir()
+        account = {} if uid is None else {"user": uid, "group": gid, "extra_groups": []}
+        try:
+            child = subprocess.Popen(
+                ["/bin/sh", "-c", GATE + script, "sh", *args], stdin=subprocess.PIPE,
+                start_new_session=True, close_fds=True, **account, **popen)
+        except OSError:
+            _rmdir(cgroup)
+            raise
+        assert child.stdin is not None
+        try:
+            (cgroup / "cgroup.procs").write_text(f"{child.pid}\n")
+            child.stdin.write(b"go\n")
+        except OSError:
+            child.kill()
+            child.wait()
+            self.end(name)
+            raise
+        finally:
+            try:
+                child.stdin.close()
+            except OSError:
+                pass
+        return child, child.pid
+
+    def end(self, name: str) -> None:
+        cgroup = self._cgroup(name)
+        if not cgroup.is_dir():
+            return
+        kill = cgroup / "cgroup.kill"
+        deadline = time.monotonic() + END_WAIT
+        while _populated(cgroup) and time.monotonic() < deadline:
+            if kill.exists():
+                kill.write_text("1\n")
+            else:  # before Linux 5.14: kill each, again for any forked meanwhile
+                for pid in _pids(cgroup):
+                    _kill(pid)
+            time.sleep(0.005)
+        if _populated(cgroup):
+            log.warning("task %s: processes still in %s after SIGKILL", name, cgroup)
+            return
+        _rmdir(cgroup)
+
+    def close(self) -> None:
+        try:
+            self.base.rmdir()  # only once empty: tasks still running keep theirs
+        except OSError:
+            pass
+
+
+class SubreaperContainment(Containment):
+    """Containers as subreaper processes (see the module docstring)."""
+
+    kind = ContainmentKind.SUBREAPER
+
+    def __init__(self, python: str = sys.executable):
+        self.python = python
+
+    def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
+              gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
+        read_end, write_end = os.pipe()
+        try:
+            child = subprocess.Popen(
+                [self.python, "-I", "-S", "-c", REAPER,
+                 str(-1 if uid is None else uid), str(-1 if gid is None else gid),
+                 str(write_end), "/bin/sh", "-c", script, "sh", *args],
+                stdin=subprocess.DEVNULL, start_new_session=True, close_fds=True,
+                pass_fds=(write_end,), **popen)
+            os.close(write_end)
+            write_end = -1
+            pid = _read_pid(read_end, child)
+        finally:
+            os.close(read_end)
+            if write_end >= 0:
+                os.close(write_end)
+        if pid is None:
+            child.kill()
+            code = child.wait()
+            raise OSError(f"the task's reaper could not start its command (status {code})")
+        return child, pid
+
+    def end(self, name: str) -> None:
+        return None  # the reaper ends what is left when the wrapper ends
+
+
+def open_containment(setting: str, tasks_root: Path) -> Containment:
+    """The containment a server with task folders under ``tasks_root`` uses: ``setting``
+    is ``auto`` (cgroup when it works here, else subreaper), ``cgroup`` (``ValueError``
+    saying why when it does not work here) or ``subreaper``."""
+    if setting == ContainmentKind.SUBREAPER.value:
+        return SubreaperContainment()
+    try:
+        return CgroupContainment(cgroup_base(tasks_root))
+    except OSError as exc:
+        if setting == ContainmentKind.CGROUP.value:
+            raise ValueError(f"tasks cannot be contained in cgroups here ({exc}); use "
+                             "--task-containment subreaper or auto") from None
+        log.info("containing tasks with a subreaper: no cgroup v2 to use (%s)", exc)
+        return SubreaperContainment()
+
+
+def cgroup_base(tasks_root: Path) -> Path:
+    """The cgroup this server's tasks' cgroups go under (created, and tried once with a
+    short-lived process); ``OSError`` saying why when cgroup v2 cannot be used here."""
+    mount = _cgroup2_mount()
+    own = _own_cgroup()
+    digest = hashlib.sha256(str(tasks_root).encode()).hexdigest()[:12]
+    base = mount / own.lstrip("/") / f"everest-{digest}"
+    base.mkdir(exist_ok=True)
+    probe = base / ".probe"
+    if probe.exists():
+        CgroupContainment(base).end(".probe")
+    probe.mkdir()
+    try:
+        sleeper = subprocess.Popen(["sleep", "60"], stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.DEVNULL, start_new_session=True)
+        try:
+            (probe / "cgroup.procs").write_text(f"{sleeper.pid}\n")
+        finally:
+            sleeper.kill()
+            sleeper.wait()
+    finally:
+        _rmdir(probe)
+    return base
+
+
+def _cgroup2_mount() -> Path:
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if right.split(" ", 1)[0] == "cgroup2":
+                return Path(left.split()[4])
+    raise OSError("no cgroup2 file system is mounted")
+
+
+def _own_cgroup() -> str:
+    with open("/proc/self/cgroup") as f:
+        for line in f:
+            if line.startswith("0::"):
+                return line[3:].strip()
+    raise OSError("this process is in no cgroup v2")
+
+
+def _populated(cgroup: Path) -> bool:
+    try:
+        return "populated 1" in (cgroup / "cgroup.events").read_text()
+    except FileNotFoundError:
+        return False
+
+
+def _pids(cgroup: Path) -> list[int]:
+    try:
+        return [int(p) for p in (cgroup / "cgroup.procs").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+
+
+def _rmdir(cgroup: Path) -> None:
+    for _ in range(100):  # the kernel may take a moment after the last exit
+        try:
+            cgroup.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.01)
+    log.warning("could not remove the cgroup %s", cgroup)
+
+
+def _read_pid(fd: int, child: subprocess.Popen) -> int | None:
+    """The pid the reaper reports on ``fd`` (None if it exits or stays silent 30 s)."""
+    data = b""
+    deadline = time.monotonic() + 30
+    while not data.endswith(b"\n") and time.monotonic() < deadline:
+        ready, _, _ = select.select([fd], [], [], 0.5)
+        if ready:
+            chunk = os.read(fd, 32)
+            if not chunk:
+                return None
+            data += chunk
+        elif child.poll() is not None:
+            return None
+    try:
+        return int(data)
+    except ValueError:
+        return None
