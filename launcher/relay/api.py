@@ -1,7 +1,7 @@
 """The relay's HTTP API and page (tornado).
 
-Users (an Everest token as ``Authorization: Bearer``, or the ``access_token`` /
-``relay_token`` cookie the page sets):
+Users (an Everest token as ``Authorization: Bearer``, or the ``relay_token`` cookie the page
+sets, scoped to ``/api/``; never Everest's own ``access_token`` cookie):
 
 - ``POST /api/sessions`` ``{"mode"?, "label"?, "default_url"?, "ticket_ttl"?, "workspace"?,
   "snapshot"?, "read_only"?}`` -> 201 the
@@ -42,7 +42,7 @@ Anyone: ``GET /api/relay`` (version, SSH port), ``GET /`` (the page), ``POST /ap
 
 Every error is ``{"message": ...}`` with its 4xx/5xx status. Cookie-authenticated requests
 that change something must carry ``X-Requested-With`` (the page sends it), which a cross-site
-form cannot.
+form cannot; a state-changing request whose ``Origin`` is not the relay's own is refused (403).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import asyncssh
 from everest_app import __version__
 from launcher.relay import store as rs
 from launcher.relay.auth import AuthFailed, AuthUnavailable
-from launcher.relay.handlers import PAGE_COOKIE, ApiError, BaseHandler
+from launcher.relay.handlers import PAGE_COOKIE, PAGE_COOKIE_PATH, ApiError, BaseHandler
 from launcher.relay.options import check_base_prefix, check_default_url
 from launcher.relay.state import SessionState, StopReason
 from launcher.relay.workspaces import WorkspaceError
@@ -290,14 +290,16 @@ class LoginHandler(BaseHandler):
             raise ApiError(401, "Everest refused this user name and password") from None
         except AuthUnavailable as exc:
             raise ApiError(503, str(exc)) from None
-        self.set_cookie(PAGE_COOKIE, token, httponly=True, samesite="Strict",
-                        secure=self.request.protocol == "https", expires_days=1)
+        self.set_cookie(PAGE_COOKIE, token, path=PAGE_COOKIE_PATH, httponly=True,
+                        samesite="Strict", secure=self.request.protocol == "https",
+                        expires_days=1)
         self.send({"user": await self.relay.auth.identify(token)})
 
 
 class LogoutHandler(BaseHandler):
     def post(self) -> None:
-        self.clear_cookie(PAGE_COOKIE)
+        self.clear_cookie(PAGE_COOKIE, path=PAGE_COOKIE_PATH)
+        self.clear_cookie(PAGE_COOKIE)  # set at "/" by earlier versions
         self.send({})
 
 

@@ -9,11 +9,13 @@ from typing import Any
 from tornado import web
 
 from everest_app import strict_json
-from everest_app.json_api import TOKEN_COOKIE
 from launcher.relay import store as rs
 from launcher.relay.auth import AuthFailed, AuthUnavailable
 
 PAGE_COOKIE = "relay_token"
+"""The relay page's sign-in cookie: HttpOnly, SameSite=Strict, sent only to ``/api/``."""
+PAGE_COOKIE_PATH = "/api/"
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class ApiError(web.HTTPError):
@@ -34,6 +36,17 @@ class BaseHandler(web.RequestHandler):
     def set_default_headers(self) -> None:
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
+
+    def prepare(self) -> None:
+        """A browser's state-changing call must come from the relay's own origin: a page
+        elsewhere (another site, or a session on its own origin) gets a 403. Callers that
+        send no ``Origin`` (runners, the hub, scripts) are not browsers' cross-origin
+        requests and pass."""
+        origin = self.request.headers.get("Origin")
+        if self.request.method in STATE_CHANGING and origin is not None and \
+                origin.rstrip("/") not in self.relay.own_origins():
+            raise ApiError(403, f"requests from {origin[:100]} may not change anything here: "
+                                "use the relay's own page or send no Origin")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
@@ -63,15 +76,15 @@ class BaseHandler(web.RequestHandler):
         self.finish(strict_json.dumps(data))
 
     def token(self) -> tuple[str | None, bool]:
-        """The caller's Everest token and whether it came from a cookie."""
+        """The caller's Everest token and whether it came from a cookie: the
+        ``Authorization`` header, else the relay page's own cookie. Never Everest's
+        ``access_token`` cookie: browsers send it to every port of its host, so any page a
+        session serves there would act with it."""
         header = self.request.headers.get("Authorization", "")
         if header.lower().startswith("bearer "):
             return header[7:].strip() or None, False
-        for name in (PAGE_COOKIE, TOKEN_COOKIE):
-            value = self.get_cookie(name)
-            if value:
-                return value, True
-        return None, False
+        value = self.get_cookie(PAGE_COOKIE)
+        return (value, True) if value else (None, False)
 
     async def owner(self) -> str:
         """Authenticate the caller; raises 401/403/503 ``ApiError``s."""

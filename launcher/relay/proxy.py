@@ -8,6 +8,9 @@ certificate and one firewall rule serve every session. Bodies stream both ways (
 buffered whole); a WebSocket upgrade is forwarded, and once JupyterLab answers ``101`` the
 two byte streams are spliced as they are.
 
+What the relay removes on the way out: any ``Set-Cookie`` of Everest's ``access_token`` or
+the relay's ``relay_token`` (a session must not sign its visitor in as someone else).
+
 What the relay removes on the way in: Everest credentials. Browsers send cookies by host,
 not by port, so a user signed in to the Everest web UI on the same host would otherwise
 hand their ``access_token`` cookie to whatever session they open. The ``access_token`` and
@@ -183,6 +186,12 @@ def forwarded_headers(headers: httputil.HTTPHeaders, notebook_token: str | None,
     return out
 
 
+def _sets_our_cookie(set_cookie: str) -> bool:
+    """Whether a session's ``Set-Cookie`` would set Everest's or the relay's own cookie
+    (a session signing its visitor in as someone else): such a header is dropped."""
+    return set_cookie.split("=", 1)[0].strip().lower() in _STRIPPED_COOKIES
+
+
 def _is_notebook_token(header: str, notebook_token: str | None) -> bool:
     scheme, _, value = header.strip().partition(" ")
     if not notebook_token or scheme.lower() not in ("token", "bearer"):
@@ -322,6 +331,8 @@ class SessionProxyHandler(BaseHandler):
                 transfer += value.lower()
             elif low == "content-length":
                 length = value
+            elif low == "set-cookie" and _sets_our_cookie(value):
+                continue
             elif low not in _HOP_BY_HOP:
                 out.add(name, value)
         reusable = "close" not in connection

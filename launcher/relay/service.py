@@ -343,6 +343,10 @@ class Relay:
             return self.config.public_url.rstrip("/")
         return f"{self.scheme}://{self.public_host()}:{self.http_port}"
 
+    def own_origins(self) -> frozenset[str]:
+        """The origins of the relay's own page: its public address and its local one."""
+        return frozenset(_origin(url) for url in (self.public_base(), self.url))
+
     def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
         """The address a user opens: the relay, base URL, start page, and the token.
         Clients take it from the API's answer; nothing else builds it.
@@ -557,6 +561,15 @@ class Relay:
             return
         log.warning("session %s: the notebook did not answer through the tunnel in %.0f s",
                     session_id, self.config.probe_timeout)
+
+
+def _origin(url: str) -> str:
+    """``scheme://host[:port]`` of ``url`` as a browser's ``Origin`` header spells it."""
+    parts = urlsplit(url)
+    default = {"http": 80, "https": 443}.get(parts.scheme)
+    port = f":{parts.port}" if parts.port and parts.port != default else ""
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{f'[{host}]' if ':' in host else host}{port}"
 
 
 async def serve(config: RelayConfig, stop: asyncio.Event | None = None) -> None:

@@ -153,6 +153,30 @@ def test_a_configured_public_url_is_what_everyone_is_told(local_server: ServerPr
         proc.stop()
 
 
+def test_only_the_relays_own_credentials_and_origin_count(relay: RelayProcess,
+                                                          local_server: ServerProcess,
+                                                          alice: Api) -> None:
+    """Everest's ``access_token`` cookie is not a relay credential (a browser sends it to
+    every port of Everest's host); a state-changing call from another origin is refused."""
+    token = local_server.token_for("alice")
+    by_cookie = requests.get(relay.url + "/api/sessions", cookies={"access_token": token},
+                             timeout=30)
+    assert by_cookie.status_code == 401
+    page_cookie = requests.get(relay.url + "/api/sessions", cookies={"relay_token": token},
+                               timeout=30)
+    assert page_cookie.status_code == 200
+    for origin in ("http://evil.example", "null", relay.url.replace("127.0.0.1", "localhost")):
+        resp = alice("POST", "/api/sessions", json={}, headers={"Origin": origin})
+        assert resp.status_code == 403 and "may not change" in resp.json()["message"], origin
+        resp = requests.post(relay.url + "/api/login", json={"username": "a", "password": "b"},
+                             headers={"Origin": origin}, timeout=30)
+        assert resp.status_code == 403
+    assert alice("POST", "/api/sessions", json={}, headers={"Origin": relay.url}
+                 ).status_code == 201
+    assert alice("GET", "/api/sessions", headers={"Origin": "http://evil.example"}
+                 ).status_code == 200  # reading is not changing (CORS keeps it unread)
+
+
 def test_unknown_and_expired_tickets_are_refused(relay: RelayProcess, alice: Api) -> None:
     key = public_text(new_key())
     assert redeem(relay.url, "x" * 32, key).status_code == 403

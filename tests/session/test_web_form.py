@@ -6,7 +6,8 @@ ticket, and shows the link once the session's tunnel is up."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 
 import pytest
 import requests
@@ -14,6 +15,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.fixtures.local_server import ServerProcess
 from tests.session.helpers import (
+    Api,
     FakeRunner,
     RelayProcess,
     new_key,
@@ -106,5 +108,111 @@ def test_the_relay_page_mints_a_ticket_and_shows_the_link(
         expect(link).to_have_text("open JupyterLab")
         expect(link).to_have_attribute("href", f"{grant['url']}?token={token}")
         ssh_peer.close(conn)
+    finally:
+        stop()
+
+
+EVIL_PAGE = b"""<!doctype html><html><body><pre id="read">pending</pre><pre id="mint">pending</pre>
+<script>
+async function show(id, promise) {
+  try { const r = await promise;
+        document.getElementById(id).textContent = r.status + " " + await r.text(); }
+  catch (e) { document.getElementById(id).textContent = "error " + e; }
+}
+show("read", fetch("/api/sessions", {credentials: "include"}));
+show("mint", fetch("/api/sessions", {method: "POST", credentials: "include", body: "{}",
+     headers: {"Content-Type": "application/json", "X-Requested-With": "relay-page"}}));
+</script></body></html>"""
+
+
+def _attacker_session(relay: RelayProcess, local_server: ServerProcess,
+                      ssh_peer: FakeRunner) -> tuple[str, Callable[[], None]]:
+    """Alice's session serving what she likes: a page (``files/evil.html``) that asks the
+    relay's API for its visitor's sessions, and ``signin`` that sets Everest's and the
+    relay's cookies. Returns its base URL and how to stop it."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    session = Api(relay.url, local_server.token_for("alice")).new_session(label="attacker")
+    key, token = new_key(), "attacker-token-" + "x" * 20
+    grant = redeem(relay.url, session["ticket"], public_text(key), token).json()
+    base = grant["base_url"]
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            self.send_response(200)
+            if self.path.startswith(base + "signin"):
+                for cookie in ("access_token=attacker; Path=/", "relay_token=attacker; Path=/",
+                               "relay_token=attacker; Path=/api/", "ACCESS_TOKEN=attacker",
+                               "harmless=1; Path=/"):
+                    self.send_header("Set-Cookie", cookie)
+            body = EVIL_PAGE if self.path.startswith(base + "files/") else b'{"ok": true}'
+            self.send_header("Content-Type", "text/html" if b"<" in body[:1] else
+                             "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    conn = ssh_peer.connect(relay.ssh_port, grant["session_id"], key, grant["host_key"])
+    ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"], grant["forward"]["port"],
+                                          "127.0.0.1", server.server_address[1]))
+
+    def stop() -> None:
+        ssh_peer.close(conn)
+        server.shutdown()
+        server.server_close()
+
+    return relay.url + base, stop
+
+
+def _sign_in_to_everest(page: Page, server: ServerProcess, user: str) -> str:
+    """Sign ``user`` in to the Everest web UI; returns the ``access_token`` cookie's value."""
+    page.goto(server.url + "/login")
+    page.get_by_label("User name").fill(user)
+    page.get_by_label("Password").fill(server.password_for(user))
+    page.get_by_role("button", name="Log in").click()
+    expect(page).to_have_url(re.compile(r"/apps$"))
+    return next(c["value"] for c in page.context.cookies() if c["name"] == "access_token")
+
+
+def test_a_session_page_reads_nothing_of_its_visitors_sessions(
+        page: Page, relay: RelayProcess, local_server: ServerProcess,
+        ssh_peer: FakeRunner) -> None:
+    """Bob, signed in to the Everest web UI on the same host (its cookie goes to every port),
+    opens a page Alice's session serves: it reads none of Bob's sessions, mints none."""
+    bob = Api(relay.url, local_server.token_for("bob"))
+    bobs = bob.new_session(label="bob's secret")
+    base, stop = _attacker_session(relay, local_server, ssh_peer)
+    try:
+        _sign_in_to_everest(page, local_server, "bob")
+        page.goto(base + "files/evil.html")
+        expect(page.locator("#read")).not_to_have_text("pending")
+        expect(page.locator("#mint")).not_to_have_text("pending")
+        read, mint = page.locator("#read").inner_text(), page.locator("#mint").inner_text()
+        assert read.startswith("401 ") and bobs["id"] not in read, read
+        assert mint.startswith("401 "), mint
+        assert [s["id"] for s in bob("GET", "/api/sessions").json()] == [bobs["id"]]
+    finally:
+        stop()
+        bob("DELETE", f"/api/sessions/{bobs['id']}")
+
+
+def test_a_session_cannot_set_everests_or_the_relays_cookie(
+        page: Page, relay: RelayProcess, local_server: ServerProcess,
+        ssh_peer: FakeRunner) -> None:
+    base, stop = _attacker_session(relay, local_server, ssh_peer)
+    try:
+        mine = _sign_in_to_everest(page, local_server, "bob")
+        page.goto(base + "signin")
+        cookies = [(c["name"], c["value"]) for c in page.context.cookies()]
+        assert ("harmless", "1") in cookies  # a session's own cookies pass
+        assert ("access_token", mine) in cookies
+        assert not [c for c in cookies if c[1] == "attacker"], cookies
+        page.goto(local_server.url + "/apps")  # still signed in as bob, not as the attacker
+        expect(page).to_have_url(re.compile(r"/apps$"))
     finally:
         stop()
