@@ -505,6 +505,8 @@ class Executor:
         if job is not None and app is not None and end.start_error is None:
             # inline: small files are read, file outputs are renamed, not copied
             outputs = outcome.collect(core.files, app, job_id, task_dir, end.ok)
+            if job is not None:
+                outputs = self._within_quota(job.owner, outputs)
         if not self.settings.keep_work:
             self._trash.append(task_dir)
         if job is None:  # deleted while it ran
@@ -531,6 +533,22 @@ class Executor:
             assert app is not None
             self.enqueue(job_id, app)
         log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
+
+    def _within_quota(self, owner: str, outputs: outcome.Outputs) -> outcome.Outputs:
+        """The outputs, or none of their files when keeping them would take ``owner`` past
+        ``max_stored_bytes`` (outputs count against the quota as uploads do): the job then
+        fails saying so, and nothing of the files stays."""
+        limit = self.settings.max_stored_bytes
+        adding = sum(length for *_, length in outputs.files)
+        if not (limit and adding):
+            return outputs
+        used = self.core.store.stored_bytes(owner)
+        if used + adding <= limit:
+            return outputs
+        self.core.files.remove_paths([path for _, _, path, _ in outputs.files])
+        return outcome.Outputs({}, [], f"its output files ({adding} bytes) were not kept: "
+                               f"with your {used} bytes stored they would pass this server's "
+                               f"limit of {limit} bytes per user", outputs.stderr)
 
     def end_without_task(self, job_id: str, state: JobState, info: str) -> None:
         """Give a job that has no running task its final state."""

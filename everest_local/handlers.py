@@ -507,20 +507,31 @@ class UploadHandler(ApiHandler):
     """``POST /api/files/temp`` multipart: the first file part, whatever its field name.
 
     The body is streamed to disk as it arrives (see :mod:`everest_local.multipart`), so
-    uploads are bounded by ``max_upload_size``, not by memory.
+    uploads are bounded by ``max_upload_size``, not by memory. The caller's storage quota
+    (``max_stored_bytes``) is checked before a byte is read, against the declared
+    ``Content-Length`` (a client that sent ``Expect: 100-continue`` never sends the body),
+    and again as the file streams: once it would not fit, the partial file is removed, the
+    429 sent at once and the connection closed, so no more of it is read.
     """
 
     def prepare(self) -> None:
         self.upload: PendingUpload | None = None
         self.parser: FirstFilePart | None = None
         self.failure: Exception | None = None
+        self.room: int | None = None
         super().prepare()
         self.request.connection.set_max_body_size(self.core.settings.max_upload_size)
         try:
             boundary = boundary_of(self.request.headers.get("Content-Type", ""))
         except MultipartError as exc:
             raise BadRequestError(f"{exc} (a file part, field 'file')", status=400) from exc
-        self.core.check_storage(self.user, 0)
+        declared = self.request.headers.get("Content-Length", "")
+        # the file is the body less its multipart framing: never more than this smaller
+        self.core.check_storage(self.user, max(0, int(declared) - _MULTIPART_FRAMING)
+                                if declared.isdigit() else 0)
+        if self.core.settings.max_stored_bytes:
+            self.room = self.core.settings.max_stored_bytes - self.core.store.stored_bytes(
+                self.user)
         self.upload = self.core.files.begin_upload()
         self.parser = FirstFilePart(boundary, self.upload.open)
 
@@ -529,6 +540,13 @@ class UploadHandler(ApiHandler):
             return
         try:
             self.parser.feed(chunk)
+            if self.room is not None and self.parser.length > self.room:
+                self.core.check_storage(self.user, self.parser.length)
+        except TooManyRequestsError as exc:
+            self.failure = exc
+            assert self.upload is not None
+            self.upload.abort()
+            self.send_error(429, exc_info=(type(exc), exc, None))  # now: read no more
         except (MultipartError, ValueError, OSError) as exc:
             self.failure = exc  # answered in post(), once the body has been read
 
@@ -540,6 +558,8 @@ class UploadHandler(ApiHandler):
                                        "properties": {"uri": {"type": "string"}}})})
     async def post(self) -> None:
         assert self.parser is not None and self.upload is not None
+        if self._finished:
+            return  # refused while the body streamed
         try:
             if self.failure is not None:
                 raise self.failure
@@ -565,6 +585,12 @@ class UploadHandler(ApiHandler):
     def on_connection_close(self) -> None:
         if self.upload is not None and self.upload.file is not None:
             self.upload.abort()  # the client went away mid-upload
+        super().on_connection_close()  # ends the wait for the rest of the body
+
+
+_MULTIPART_FRAMING = 64 << 10
+"""Bytes of a multipart upload's body allowed to be framing (boundaries, part headers,
+other fields): the declared length less this is a floor on the file's size."""
 
 
 @ROUTES("/api/files/{file}", file=Param("the rest of the file's URI: temp/<folder>/<name> "

@@ -4,11 +4,14 @@ lost; per-user limits on jobs in flight and stored bytes answer 429 with Retry-A
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -85,7 +88,8 @@ def test_a_full_disk_answers_507_and_deletes_free_it(full_server: ServerProcess,
 @pytest.fixture(scope="module")
 def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("limited") / "data",
-                         apps=[HERE / "apps" / "slow-echo"],
+                         apps=[HERE / "apps" / "slow-echo", HERE / "apps" / "bulky"],
+                         users=("alice", "bob", "carol"),
                          extra_args=["--max-jobs-in-flight", "2", "--max-stored-bytes", "1000"])
     try:
         yield proc.start()
@@ -163,3 +167,73 @@ def test_sign_in_links_are_capped_overall_and_expired_ones_purged() -> None:
     code = links.issue("c", now=121.0)  # the first four have expired: purged, room again
     assert len(links) == 1
     assert links.redeem(code, now=122.0) == "c" and links.redeem(code, now=122.0) is None
+
+
+def _bytes_under(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+BIG = 200 << 20  # 200 MiB, over the 1000-byte cap
+
+
+def test_a_big_upload_over_the_quota_is_refused_before_its_body(limited: ServerProcess) -> None:
+    # as curl sends a big file: Content-Length and Expect: 100-continue, body held back
+    before = _bytes_under(limited.data_dir)
+    parts = urlsplit(limited.url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=30)
+    try:
+        conn.putrequest("POST", "/api/files/temp")
+        for name, value in (("Authorization", f"Bearer {limited.token_for('alice')}"),
+                            ("Content-Type", "multipart/form-data; boundary=XyZ"),
+                            ("Content-Length", str(BIG + 200)), ("Expect", "100-continue")):
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()  # the answer comes without a byte of the body sent
+        assert resp.status == 429 and int(resp.getheader("Retry-After")) > 0
+        assert "limit of 1000 bytes" in json.loads(resp.read())["message"]
+    finally:
+        conn.close()
+    assert _bytes_under(limited.data_dir) - before < (1 << 20)
+
+
+def test_a_streamed_upload_is_cut_off_once_past_the_quota(limited: ServerProcess) -> None:
+    # no Content-Length (chunked): the quota is checked as the file streams in
+    before = _bytes_under(limited.data_dir)
+    sent = 0
+
+    def body():
+        nonlocal sent
+        yield (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; "
+               b"filename=\"big.bin\"\r\n\r\n")
+        block = b"\0" * (1 << 20)
+        while sent < BIG:
+            sent += len(block)
+            yield block
+        yield b"\r\n--XyZ--\r\n"
+
+    try:
+        resp = requests.post(limited.url + "/api/files/temp", data=body(), timeout=60,
+                             headers={"Authorization": f"Bearer {limited.token_for('alice')}",
+                                      "Content-Type": "multipart/form-data; boundary=XyZ"})
+        assert resp.status_code == 429, resp.text
+    except requests.ConnectionError:
+        pass  # the server closed the connection while the client was still sending
+    # the client could send no more than the sockets' buffers once the server stopped reading
+    assert sent < BIG // 4, sent
+    assert _bytes_under(limited.data_dir) - before < (1 << 20)
+    assert not list((limited.data_dir / "files").rglob("*.part"))
+
+
+def test_job_outputs_count_against_the_quota(limited: ServerProcess) -> None:
+    carol = limited.client("carol")
+    small = carol.wait(carol.submit("bulky", {"megabytes": 0.0005}).id, timeout=60)
+    assert small.state == "DONE" and small.result["file"]  # 500 bytes: within the 1000
+    big = carol.wait(carol.submit("bulky", {"megabytes": 95}).id, timeout=120)
+    assert big.state == "FAILED", big
+    assert "were not kept" in big.info and "limit of 1000 bytes" in big.info
+    assert not big.result.get("file")
+    # 95 MB did not stay: carol's files are the small output alone
+    stored = sqlite3.connect(limited.data_dir / "everest.sqlite3").execute(
+        "SELECT COALESCE(SUM(length), 0) FROM files WHERE owner='carol'").fetchone()[0]
+    assert stored == 500
+    assert _bytes_under(limited.data_dir / "files") < (1 << 20)
