@@ -22,9 +22,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import hashlib
 import logging
 import os
+import select
 import socket
 import ssl
 import struct
@@ -37,7 +39,8 @@ from typing import Awaitable, Callable
 log = logging.getLogger("session_runner.websocket")
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455, section 1.3
-CHUNK = 65536
+CHUNK = 1 << 20  # the most bytes one message carries from the local side
+PIPE_SIZE = 1 << 20  # what the ProxyCommand asks of its pipes (Linux), so ssh writes more at once
 PROBE_TIMEOUT = 5.0
 ROUTES = ("auto", "ssh", "websocket")
 _RUNNING: set = set()  # splices in flight
@@ -47,13 +50,33 @@ class WebSocketError(OSError):
     """The WebSocket could not be opened, or the peer broke the protocol."""
 
 
+try:  # tornado's C masking, where the environment has it (JupyterLab brings tornado)
+    from tornado.speedups import websocket_mask as _c_mask
+except ImportError:  # pragma: no cover - depends on the resource
+    _c_mask = None
+
+
+@functools.lru_cache(maxsize=256)
+def _xor_table(key: int) -> bytes:
+    return bytes(b ^ key for b in range(256))
+
+
 def _xor(data: bytes, mask: bytes) -> bytes:
-    """``data`` masked with the 4-byte ``mask`` (one big-integer XOR: fast without numpy)."""
+    """``data`` masked with the 4-byte ``mask``: in C when tornado's speedups are importable;
+    else small payloads by one big-integer XOR and large ones as four byte-strided
+    ``translate`` passes (about 3x faster than the big integer at 64 KiB, all in C)."""
     n = len(data)
     if not n:
         return data
-    key = (mask * (n // 4 + 1))[:n]
-    return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    if _c_mask is not None:
+        return _c_mask(mask, data)
+    if n < 2048:
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
+    out = bytearray(data)
+    for i in range(4):
+        out[i::4] = data[i::4].translate(_xor_table(mask[i]))
+    return bytes(out)
 
 
 def frame(opcode: int, payload: bytes) -> bytes:
@@ -381,32 +404,68 @@ def proxy_command(url: str, folder: str) -> str:
     return command.replace("%", "%%")
 
 
-async def _stdio_proxy(url: str) -> None:
-    """Copy between stdin/stdout and the WebSocket (blocking pipe I/O in threads, which
-    works for the pipes ``ssh`` gives its ProxyCommand on Linux and Windows alike)."""
+def _grow_pipe(fd: int) -> None:
+    """Ask Linux for a bigger pipe buffer on ``fd`` (fewer, larger reads and writes);
+    nothing happens elsewhere or when refused."""
+    if sys.platform.startswith("linux"):
+        try:
+            import fcntl
+
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_SIZE)
+        except OSError:
+            pass
+
+
+async def _stdin_reader() -> Callable[[], Awaitable[bytes]] | None:
+    """Reads of stdin on the running loop (no thread), where the platform allows it."""
+    if os.name == "nt":
+        return None
     loop = asyncio.get_event_loop()
-    ws = await WebSocket.connect(url)
+    reader = asyncio.StreamReader(limit=4 * CHUNK)
+    try:
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                     os.fdopen(sys.stdin.fileno(), "rb", buffering=0,
+                                               closefd=False))
+    except (OSError, ValueError):
+        return None
+    return lambda: reader.read(CHUNK)
+
+
+async def _stdio_proxy(url: str) -> None:
+    """Copy between stdin/stdout and the WebSocket: stdin read on the loop where it can be
+    (a pipe on POSIX), else in a thread (Windows), which works for the pipes ``ssh`` gives
+    its ProxyCommand on Linux and Windows alike; stdout written blocking."""
+    loop = asyncio.get_event_loop()
     stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
-    incoming: asyncio.Queue = asyncio.Queue(maxsize=8)
+    _grow_pipe(stdin)
+    _grow_pipe(stdout)
+    ws = await WebSocket.connect(url)
+    read = await _stdin_reader()
+    if read is None:
+        incoming: asyncio.Queue = asyncio.Queue(maxsize=8)
 
-    def read_stdin() -> None:
-        while True:
-            try:
-                data = os.read(stdin, CHUNK)
-            except OSError:
-                data = b""
-            asyncio.run_coroutine_threadsafe(incoming.put(data or b""), loop).result()
-            if not data:
-                return
+        def read_stdin() -> None:
+            while True:
+                try:
+                    data = os.read(stdin, CHUNK)
+                except OSError:
+                    data = b""
+                asyncio.run_coroutine_threadsafe(incoming.put(data or b""), loop).result()
+                if not data:
+                    return
 
-    threading.Thread(target=read_stdin, daemon=True).start()
+        threading.Thread(target=read_stdin, daemon=True).start()
+        read = incoming.get
 
     async def write(data: bytes) -> None:
         view = memoryview(data)
         while view:  # writes to a pipe may be partial
-            view = view[os.write(stdout, view):]
+            try:
+                view = view[os.write(stdout, view):]
+            except BlockingIOError:  # stdout shares stdin's (now non-blocking) file
+                select.select([], [stdout], [])
 
-    await splice(ws, incoming.get, write, lambda: None)
+    await splice(ws, read, write, lambda: None)
 
 
 def main(argv: list[str] | None = None) -> int:
