@@ -285,7 +285,9 @@ def open_containment(setting: str, tasks_root: Path) -> Containment:
     if setting == ContainmentKind.SUBREAPER.value:
         return SubreaperContainment()
     try:
-        return CgroupContainment(cgroup_base(tasks_root))
+        base = cgroup_base(tasks_root)
+        log.info("containing tasks in cgroups under %s", base)
+        return CgroupContainment(base)
     except OSError as exc:
         if setting == ContainmentKind.CGROUP.value:
             raise ValueError(f"tasks cannot be contained in cgroups here ({exc}); use "

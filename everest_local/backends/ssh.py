@@ -13,6 +13,7 @@ task's arguments travel in ``argv``, its token in ``env.sh``.
 from __future__ import annotations
 
 import asyncio
+import logging
 import shlex
 import signal
 import time
@@ -34,6 +35,7 @@ from everest_local.backends.hosts import SSHHost
 from everest_local.processes import EXIT_FILE, WRAPPER
 
 LIVENESS_EVERY = 2.0
+log = logging.getLogger(__name__)
 
 
 def detached_line(folder: str) -> str:
@@ -83,13 +85,32 @@ class SSHBackend(FolderBackend):
         while True:
             code = parse_status(await self.host.read(exit_path))
             if code is not None:
+                await self._end_leftovers(handle)
                 return code, ""
             if time.monotonic() - checked > LIVENESS_EVERY:
                 checked = time.monotonic()
                 if not await self._alive(handle):
                     code = parse_status(await self.host.read(exit_path))
+                    await self._end_leftovers(handle)
                     return code, "its processes on the SSH host ended without an exit status"
             await asyncio.sleep(self.poll_interval)
+
+    async def _end_leftovers(self, handle: dict[str, Any]) -> None:
+        """Kill what the ended task left running there: its process group (a double-forked
+        ``nohup`` child stays in it), and any process of the login whose environment
+        still names the task (a ``setsid`` daemon that kept it; one that cleared its
+        environment escapes: an SSH login runs no container)."""
+        pgid = await self._pgid(handle)
+        task = f"EVEREST_TASK_ID={handle['dir'].rsplit('/', 1)[-1]}"
+        line = (f"for p in /proc/[0-9]*; do grep -qsxz {shlex.quote(task)} \"$p/environ\" "
+                '&& kill -KILL "${p#/proc/}" 2>/dev/null; done; true')
+        if pgid is not None:
+            line = f"kill -KILL -{pgid} 2>/dev/null; {line}"
+        try:
+            await self.host.run_line(line, check=False)
+        except Exception as exc:  # the task has ended either way: say so, go on
+            log.warning("could not end what task %s left on the SSH host: %s", handle["dir"],
+                        exc)
 
     async def _alive(self, handle: dict[str, Any]) -> bool:
         pgid = await self._pgid(handle)

@@ -111,3 +111,19 @@ def test_nothing_a_task_started_outlives_its_job_nor_does_its_token(
     assert _whoami(server, token) == 401
     assert left == {}  # already gone when the end is reported
 
+
+
+def test_what_a_task_left_while_the_server_was_down_ends_when_it_is_back(
+        server: ServerProcess) -> None:
+    client = server.client("alice")
+    job_id = client.submit("leaves", {"end": "0"}).id
+    wait_for_state(client, job_id, "RUNNING")
+    procs = _leftovers(job_id)
+    work = Path(os.readlink(f"/proc/{next(iter(procs))}/cwd"))
+    server.kill9()
+    (work / "go").touch()  # the task ends while no server watches it
+    wait_for((work.parent / "exit").exists, what="the task's exit status")
+    server.restart()
+    job = client.wait(job_id, timeout=60)
+    assert job.state == JobState.DONE, job.raw
+    assert {pid: _comm(pid) for pid in job_processes(job_id)} == {}
