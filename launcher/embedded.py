@@ -12,7 +12,7 @@ reset and a new token is obtained.
 
 Its settings (``c.ServerSettings.<name>``, see docs/reference/server.md) come from
 ``$XDG_CONFIG_HOME/everest-jupyter/server_config.py`` when that file exists. Started as
-root, it first readies the machine for running tasks as the unprivileged task account
+root, it first readies the machine for running tasks as unprivileged task accounts
 (:func:`everest_local.task_users.prepare_for_root`), so that ``pip install -e . &&
 everest-jupyter launch`` works on a fresh machine where everything runs as root.
 """
