@@ -275,7 +275,11 @@ class SubreaperContainment(Containment):
         return child, pid
 
     def end(self, name: str) -> None:
-        return None  # the reaper ends what is left when the wrapper ends
+        # the reaper ends what is left when the wrapper ends; wait for it to be done (our
+        # child was waited for already, but a task re-adopted after a restart is not)
+        deadline = time.monotonic() + END_WAIT
+        while _reapers_of(name) and time.monotonic() < deadline:
+            time.sleep(0.005)
 
 
 def open_containment(setting: str, tasks_root: Path) -> Containment:
@@ -369,6 +373,27 @@ def _rmdir(cgroup: Path) -> None:
         except OSError:
             time.sleep(0.01)
     log.warning("could not remove the cgroup %s", cgroup)
+
+
+def _reapers_of(name: str) -> list[int]:
+    """Running reapers of task ``name`` (their command line holds :data:`REAPER` and the
+    task's folder, ``.../<name>``)."""
+    tail = f"/{name}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if _REAPER_BYTES in args and any(a.endswith(tail) for a in args):
+            found.append(int(entry))
+    return found
+
+
+_REAPER_BYTES = REAPER.encode()
 
 
 def _read_pid(fd: int, child: subprocess.Popen) -> int | None:

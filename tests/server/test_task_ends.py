@@ -113,17 +113,22 @@ def test_nothing_a_task_started_outlives_its_job_nor_does_its_token(
 
 
 
-def test_what_a_task_left_while_the_server_was_down_ends_when_it_is_back(
-        server: ServerProcess) -> None:
+@pytest.mark.parametrize("ends", ["while the server is down", "after the restart"])
+def test_what_a_task_left_ends_with_it_across_a_server_kill_9(server: ServerProcess,
+                                                              ends: str) -> None:
     client = server.client("alice")
     job_id = client.submit("leaves", {"end": "0"}).id
     wait_for_state(client, job_id, "RUNNING")
     procs = _leftovers(job_id)
     work = Path(os.readlink(f"/proc/{next(iter(procs))}/cwd"))
     server.kill9()
-    (work / "go").touch()  # the task ends while no server watches it
-    wait_for((work.parent / "exit").exists, what="the task's exit status")
+    if ends == "while the server is down":
+        (work / "go").touch()
+        wait_for((work.parent / "exit").exists, what="the task's exit status")
     server.restart()
+    if ends == "after the restart":  # the task is re-adopted, not the server's child
+        wait_for(lambda: "re-adopted" in client.log(job_id), what="the re-adoption")
+        (work / "go").touch()
     job = client.wait(job_id, timeout=60)
     assert job.state == JobState.DONE, job.raw
     assert {pid: _comm(pid) for pid in job_processes(job_id)} == {}
