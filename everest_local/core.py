@@ -31,6 +31,7 @@ from everest_local.files import FileStore, canonical_uri
 from everest_local.hooks import Hooks
 from everest_local.resources import Resources
 from everest_local.settings import ServerSettings
+from everest_local.staging import name_clash
 from everest_local.store import JobRow, Store, new_id
 from everest_local.task_users import TaskAccounts
 
@@ -98,6 +99,9 @@ class Core:
             inputs = await _call_preparer(prepare, user, app, inputs)
         inputs = validate_inputs(app, inputs)
         self._check_files(user, app, inputs)
+        clash = name_clash(app, inputs)
+        if clash:
+            raise BadRequestError(clash, status=400)
         limit = self.settings.max_jobs_in_flight
         if limit and self.store.jobs_in_flight(user) >= limit:
             raise TooManyRequestsError(

@@ -31,6 +31,7 @@ import logging
 import os
 import shutil
 import signal
+import sqlite3
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from everest_local.auth import Tokens
 from everest_local.backends import Backend, TaskSpec, make_backend
 from everest_local.catalog import Catalog
 from everest_local.containment import open_containment
+from everest_local.disk import DiskReserve, is_disk_full
 from everest_local.files import FileStore, canonical_uri
 from everest_local.outcome import STOP_EVENT, TaskEnd, TaskStop
 from everest_local.resources import LOCAL, Resource, Resources
@@ -51,6 +53,7 @@ from everest_local.settings import ServerSettings
 from everest_local.staging import StagingError, build_argv, stage_inputs
 from everest_local.store import JobRow, Store, TaskRow
 from everest_local.task_users import TaskAccounts, tasks_root
+from everest_local.workdir import UnsafeFolder
 
 __all__ = ["Executor", "Running", "ServerParts", "TaskStop"]
 
@@ -68,6 +71,7 @@ class ServerParts(Protocol):
     tokens: Tokens
     resources: Resources
     task_accounts: TaskAccounts
+    disk: DiskReserve
     url: str
     task_url: str
 
@@ -95,6 +99,7 @@ class Running:
     finishing: bool = False
     reported: tuple[JobState, str | None] | None = None
     lost: str | None = None  # why it ended without an exit status, in its backend's words
+    refused: str | None = None  # why its work folder, brought back, is not safe to read
 
     @property
     def work(self) -> Path:
@@ -477,7 +482,8 @@ class Executor:
         try:
             await self._bring_back(run)
             await self.record_end(run.task_id, run.job_id, app, run.dir,
-                                  TaskEnd(code, run.stop_reason, lost=run.lost))
+                                  TaskEnd(code, run.stop_reason, lost=run.lost,
+                                          refused=run.refused))
         except Exception as exc:
             log.exception("recording the end of task %s failed", run.task_id)
             self.fail_internal(run.job_id, exc)
@@ -489,6 +495,9 @@ class Executor:
         for attempt in range(4):
             try:
                 await run.backend.collect(run.handle, run.dir)
+                break
+            except UnsafeFolder as exc:  # trying again would not make it safe
+                run.refused = str(exc)
                 break
             except Exception as exc:
                 log.warning("task %s: fetching outputs failed (%s)", run.task_id, exc)
@@ -502,11 +511,18 @@ class Executor:
         core = self.core
         job = core.store.job(job_id)
         outputs = outcome.NO_OUTPUTS
-        if job is not None and app is not None and end.start_error is None:
+        if end.refused:
+            outputs = outcome.Outputs({}, [], refused=end.refused)
+        elif job is not None and app is not None and end.start_error is None:
             # inline: small files are read, file outputs are renamed, not copied
-            outputs = outcome.collect(core.files, app, job_id, task_dir, end.ok)
-            if job is not None:
-                outputs = self._within_quota(job.owner, outputs)
+            try:
+                outputs = outcome.collect(core.files, app, job_id, task_dir, end.ok)
+            except OSError as exc:
+                if not is_disk_full(exc):
+                    raise
+                await self._end_on_full_disk(task_id, job, task_dir, outputs)
+                return
+            outputs = self._within_quota(job.owner, outputs)
         if not self.settings.keep_work:
             self._trash.append(task_dir)
         if job is None:  # deleted while it ran
@@ -515,6 +531,21 @@ class Executor:
         state, info = outcome.verdict(task_id, end, outputs, app)
         retry = (state is JobState.FAILED and end.may_retry and app is not None
                  and app.retry_failed_tasks and job.attempt + 1 < self.settings.max_attempts)
+        try:
+            self._write_end(task_id, job, state, info, end, outputs, retry)
+        except (OSError, sqlite3.OperationalError) as exc:
+            if not is_disk_full(exc):
+                raise
+            await self._end_on_full_disk(task_id, job, task_dir, outputs)
+            return
+        if retry:
+            assert app is not None
+            self.enqueue(job_id, app)
+        log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
+
+    def _write_end(self, task_id: str, job: JobRow, state: JobState, info: str | None,
+                   end: TaskEnd, outputs: outcome.Outputs, retry: bool) -> None:
+        core, job_id = self.core, job.id
         with core.store.tx():
             core.store.update_task(task_id, state=TaskState(state.value), exit_code=end.code)
             for uri, name, path, length in outputs.files:
@@ -529,10 +560,25 @@ class Executor:
                 core.store.update_job(job_id, state=state, result=outputs.result, info=info)
                 core.store.add_event(job_id, f"Job {state}" + (f": {info}" if info else ""))
                 core.tokens.revoke_job(job_id)
-        if retry:
-            assert app is not None
-            self.enqueue(job_id, app)
-        log.debug("task %s ended: %s%s", task_id, state, f" ({info})" if info else "")
+
+    async def _end_on_full_disk(self, task_id: str, job: JobRow, task_dir: Path,
+                                outputs: outcome.Outputs) -> None:
+        """The data disk was too full to record a task's end (most likely the task filled
+        it): remove the task's folder and its outputs, then fail the job saying so (with
+        the disk reserve's help if even that does not fit)."""
+        held = await asyncio.get_running_loop().run_in_executor(self.pool, _remove_counting,
+                                                                task_dir)
+        FileStore.remove_paths([path for _, _, path, _ in outputs.files])
+        info = (f"task {task_id}: the server's data disk is full ({held / (1 << 20):.1f} MiB "
+                "in the task's folder, now removed with its outputs); nothing of it was kept")
+        log.warning("job %s: %s", job.id, info)
+
+        def fail() -> None:
+            with self.core.store.tx():
+                self.core.store.update_task(task_id, state=TaskState.FAILED)
+                self.end_without_task(job.id, JobState.FAILED, info)
+
+        self.core.disk.room(fail)
 
     def _within_quota(self, owner: str, outputs: outcome.Outputs) -> outcome.Outputs:
         """The outputs, or none of their files when keeping them would take ``owner`` past
@@ -570,6 +616,19 @@ def _stage(backend: Backend, app: Application, inputs: dict[str, Any], spec: Tas
     values = stage_inputs(app, inputs, spec.work, files)
     spec.argv = build_argv(app.command, values)
     backend.prepare(spec)
+
+
+def _remove_counting(path: Path) -> int:
+    """Remove a task folder; the bytes its files held (links are not followed)."""
+    held = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            try:
+                held += os.lstat(os.path.join(root, name)).st_blocks * 512
+            except OSError:
+                pass
+    shutil.rmtree(path, ignore_errors=True)
+    return held
 
 
 def _remove_dirs(paths: list[Path]) -> None:

@@ -12,7 +12,6 @@ job outputs. URIs are compared in one canonical percent-encoding (:func:`canonic
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 from pathlib import Path
 from typing import IO
@@ -20,6 +19,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from everest_local.staging import StagingError, safe_name
 from everest_local.store import Store, new_id
+from everest_local.workdir import Opened, UnsafeFile, move_out
 
 _SAFE = "-._~!$&'()*+,;=:@"
 
@@ -55,8 +55,11 @@ class FileStore:
         """An upload to stream into: ``open(name)`` for the sink, then commit or abort."""
         return PendingUpload(self.root)
 
-    def publish(self, job_id: str, src: Path, name: str, taken: set[str]) -> tuple[str, Path, int]:
-        """Move a task's output file into the job's files under a unique name."""
+    def publish(self, job_id: str, src: Opened, name: str,
+                taken: set[str]) -> tuple[str, Path, int]:
+        """Move a task's opened output file into the job's files under a unique name (by
+        its directory entry and descriptor, never its path: see :mod:`everest_local.workdir`).
+        Raises StagingError if the file was swapped while it was collected."""
         clean = safe_name(name) or "output"
         stem, dot, ext = clean.partition(".")
         n = 1
@@ -68,20 +71,19 @@ class FileStore:
         folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         path = folder / clean
         try:
-            os.replace(src, path)
-        except OSError:  # another filesystem
-            shutil.copyfile(src, path, follow_symlinks=False)
-        # the task's account may have swapped a checked file for a link since: keep only a
-        # regular file, and make it the server's own
+            move_out(src, path)
+        except UnsafeFile as exc:
+            raise StagingError(str(exc)) from None
         st = os.lstat(path)
-        if not stat.S_ISREG(st.st_mode):
+        if not stat.S_ISREG(st.st_mode):  # move_out checked it; a belt to its braces
             path.unlink()
             raise StagingError(f"output file {clean} is not a regular file")
-        os.chmod(path, 0o600)
+        # the task's account owned it: make it the server's own
+        os.chmod(path, 0o600)  # in the server's own folder: nothing can swap it here
         if os.geteuid() == 0 and st.st_uid != 0:
-            os.chown(path, 0, 0)
+            os.lchown(path, 0, 0)
         uri = f"/api/files/jobs/{job_id}/{quote(clean, safe=_SAFE)}"
-        return uri, path, path.stat().st_size
+        return uri, path, st.st_size
 
     @staticmethod
     def remove_paths(paths: list[str]) -> None:

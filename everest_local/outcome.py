@@ -18,6 +18,7 @@ from everest_app.descriptor import Application
 from everest_app.states import JobState
 from everest_local import processes
 from everest_local.staging import StagingError, collect_outputs
+from everest_local.workdir import Opened, UnsafeFile, UnsafeFolder, WorkDir
 
 
 class TaskStop(str, enum.Enum):
@@ -58,6 +59,7 @@ class TaskEnd:
     stop: TaskStop | None = None
     start_error: str | None = None
     lost: str | None = None  # why there is no exit status, in the words of its backend
+    refused: str | None = None  # why its work folder came back unsafe to read
 
     @property
     def ending(self) -> Ending:
@@ -84,6 +86,7 @@ class Outputs:
     files: list[tuple[str, str, str, int]]  # (uri, name, stored path, length)
     error: str | None = None
     stderr: str = ""
+    refused: str | None = None  # the work folder was not safe to enter: nothing was read
 
 
 NO_OUTPUTS = Outputs({}, [])
@@ -91,35 +94,44 @@ NO_OUTPUTS = Outputs({}, [])
 
 def collect(files_store: Any, app: Application, job_id: str, task_dir: Path,
             ok: bool) -> Outputs:
-    """Read outputs and the tail of stderr of a finished task (file outputs are moved into
-    the job's files by ``files_store.publish``)."""
-    work = task_dir / "work"
+    """Read outputs and the tail of stderr of a finished task, through its work folder held
+    open (file outputs are moved into the job's files by ``files_store.publish``)."""
     published: list[tuple[str, str, str, int]] = []
     taken: set[str] = set()
 
-    def publish(path: Path, name: str) -> str:
-        uri, dest, length = files_store.publish(job_id, path, name, taken)
+    def publish(opened: Opened, name: str) -> str:
+        uri, dest, length = files_store.publish(job_id, opened, name, taken)
         published.append((uri, dest.name, str(dest), length))
         return uri
 
-    error = None
     try:
-        result = collect_outputs(app, work, publish, strict=ok)
-    except StagingError as exc:
-        error = str(exc)
-        result = collect_outputs(app, work, publish, strict=False)
-    return Outputs(result, published, error, last_line(work / "stderr"))
+        work = WorkDir(task_dir)
+    except UnsafeFolder as exc:
+        return Outputs({}, [], refused=str(exc))
+    with work:
+        error = None
+        try:
+            result = collect_outputs(app, work, publish, strict=ok)
+        except StagingError as exc:
+            error = str(exc)
+            result = collect_outputs(app, work, publish, strict=False)
+        return Outputs(result, published, error, last_line(work))
 
 
-def last_line(path: Path) -> str:
-    """The last non-empty line of a file's last 4 KiB (at most 300 characters)."""
+def last_line(work: WorkDir) -> str:
+    """The last non-empty line of the last 4 KiB of the task's stderr (at most 300
+    characters)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(0, f.tell() - 4096))
-            tail = f.read().decode("utf-8", errors="replace")
-    except OSError:
+        opened = work.open("stderr")
+    except UnsafeFile:
         return ""
+    if opened is None:
+        return ""
+    try:
+        os.lseek(opened.fd, max(0, opened.stat.st_size - 4096), os.SEEK_SET)
+        tail = os.read(opened.fd, 4096).decode("utf-8", errors="replace")
+    finally:
+        opened.close()
     lines = [line.strip() for line in tail.splitlines() if line.strip()]
     return lines[-1][:300] if lines else ""
 
@@ -133,6 +145,8 @@ def verdict(task_id: str, end: TaskEnd, outputs: Outputs,
         limit = app.time_limit if app else None
         return JobState.FAILED, (f"task {task_id} exceeded the time limit of {limit or 0:g} s "
                                  "and was stopped")
+    if outputs.refused:
+        return JobState.FAILED, f"task {task_id}: {outputs.refused}"
     if end.ending is Ending.NOT_STARTED:
         return JobState.FAILED, f"task {task_id} could not start: {end.start_error}"
     if end.ending is Ending.LOST:

@@ -13,7 +13,10 @@ directly. Rules (Everest's where known, documented guesses otherwise):
   input is replaced by the name it was staged under.
 - **Inputs.** An ``inputMappings`` entry writes a scalar's value into its file, or stages
   the file input under that name (an array of files goes into a folder of that name, an
-  array of scalars one per line). Unmapped file inputs keep their own (sanitised) names.
+  array of scalars one per line). Unmapped file inputs keep their own (sanitised) names —
+  except a name the application's own files take (its script, a folder of its files):
+  such a job is refused at submission (400 naming the input, :func:`name_clash`), and
+  staging never lets an input replace an application file either.
 - **Interpreter.** A first argument ``python``/``python3``/``python3.X`` runs as
   ``sys.executable``; other commands are looked up on PATH and in the work directory.
 - **Outputs.** ``outputMappings`` read a work-dir file (``stdout``/``stderr`` are the
@@ -21,12 +24,13 @@ directly. Rules (Everest's where known, documented guesses otherwise):
   match), strings as text (at most 1 MiB, longer is cut with a marker), files published as
   job files. Array outputs: for files ``file`` is a glob; for scalars one item per line.
   A missing file omits a non-required output and fails the task for a required one.
-  Nothing outside the work directory is ever read (symlinks are resolved and checked).
+  Nothing outside the work directory is ever read: outputs are opened beneath the work
+  folder the server holds open, and a link on the way fails the output
+  (:mod:`everest_local.workdir`).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -40,6 +44,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from everest_app.descriptor import Application, file_kind
+from everest_local.workdir import Opened, UnsafeFile, WorkDir, read_text
 
 MAX_TEXT_OUTPUT = 1 << 20
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_.-]*)\}")
@@ -82,6 +87,7 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
     :class:`StagingError` when a file input's file is gone.
     """
     app.copy_files_to(work)
+    own = _taken_by_app(app)
     mapped = {m["param"]: m["file"] for m in app.input_mappings}
     values: dict[str, Any] = {}
     for name, prop in app.inputs.items():
@@ -92,11 +98,13 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
         target = mapped.get(name)
         kind = file_kind(prop)
         if kind == "file":
-            values[name] = _stage_file(name, value, work, target, files)
+            values[name] = _stage_file(name, value, work, target, files,
+                                       set() if target else own)
         elif kind == "files":
             folder = work / target if target else work
             folder.mkdir(parents=True, exist_ok=True)
-            names = [_stage_file(name, v, folder, n, files)
+            names = [_stage_file(name, v, folder, n, files,
+                                 own if not target else _under(own, target))
                      for v, n in zip(value, _distinct_names(value), strict=True)]
             values[name] = [str(Path(target) / n) if target else n for n in names]
         else:
@@ -107,6 +115,47 @@ def stage_inputs(app: Application, inputs: dict[str, Any], work: Path,
                         else values[name])
                 _write_inside(work, target, text.encode("utf-8"))
     return values
+
+
+def _taken_by_app(app: Application) -> set[str]:
+    """The application's own files and the folders holding them, as relative names."""
+    taken: set[str] = set()
+    for name in app.file_names():
+        parts = name.split("/")
+        taken.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+    return taken
+
+
+def _under(taken: set[str], folder: str) -> set[str]:
+    """``taken`` names inside ``folder``, relative to it."""
+    prefix = folder.strip("/") + "/"
+    return {n[len(prefix):] for n in taken if n.startswith(prefix)}
+
+
+def _clash_words(name: str, staged: str) -> str:
+    return (f"input '{name}': a file named {staged!r} would replace the application's own "
+            f"{staged!r}; upload it under another name")
+
+
+def name_clash(app: Application, inputs: dict[str, Any]) -> str | None:
+    """Why ``inputs`` cannot run: an unmapped file input (or an item of a file array) whose
+    name would replace one of the application's own files or folders; None if none does.
+    Mapped names are the application's own choice and are not checked."""
+    mapped = {m["param"]: m["file"] for m in app.input_mappings}
+    taken: set[str] | None = None
+    for name, uris in app.file_inputs(inputs):
+        target = mapped.get(name)
+        if target and file_kind(app.inputs[name]) == "file":
+            continue
+        if taken is None:
+            taken = _taken_by_app(app)
+        own = _under(taken, target) if target else taken
+        names = _distinct_names(uris) if file_kind(app.inputs[name]) == "files" else \
+            [uri_file_name(uris[0])]
+        for staged in names:
+            if staged in own:
+                return _clash_words(name, staged)
+    return None
 
 
 def _distinct_names(uris: list[str]) -> list[str]:
@@ -124,11 +173,13 @@ def _distinct_names(uris: list[str]) -> list[str]:
 
 
 def _stage_file(name: str, uri: str, work: Path, target: str | None,
-                files: dict[str, Path]) -> str:
+                files: dict[str, Path], own: set[str]) -> str:
     src = files.get(uri)
     if src is None or not src.is_file():
         raise StagingError(f"input '{name}': file {uri} no longer exists")
     dest_name = target or uri_file_name(uri)
+    if dest_name in own:
+        raise StagingError(_clash_words(name, dest_name))
     dest = _inside(work, dest_name)
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dest)
@@ -205,14 +256,15 @@ def resolve_executable(argv: list[str], work: Path, path_env: str | None) -> lis
     raise StagingError(f"command not found: {prog!r}{hint}")
 
 
-def collect_outputs(app: Application, work: Path,
-                    publish: Callable[[Path, str], str], *, strict: bool = True
+def collect_outputs(app: Application, work: WorkDir,
+                    publish: Callable[[Opened, str], str], *, strict: bool = True
                     ) -> dict[str, Any]:
     """Read the outputs of a finished task per ``outputMappings``.
 
-    ``publish(path, name)`` moves a file out of the work dir into the job's files and
-    returns its URI. With ``strict`` a missing required output or an unparsable number
-    raises :class:`StagingError`; without it (a failed task) such outputs are skipped.
+    ``publish(opened, name)`` moves an opened file out of the work dir into the job's files
+    and returns its URI. With ``strict`` a missing required output, an unparsable number or
+    an output that is a link raises :class:`StagingError`; without it (a failed task) such
+    outputs are skipped.
     """
     result: dict[str, Any] = {}
     for mapping in app.output_mappings:
@@ -229,24 +281,40 @@ def collect_outputs(app: Application, work: Path,
     return result
 
 
-def _read_output(name: str, prop: dict[str, Any], mapping: dict[str, str], work: Path,
-                 publish: Callable[[Path, str], str]) -> Any:
+def _open(work: WorkDir, rel: str) -> Opened | None:
+    try:
+        return work.open(rel)
+    except UnsafeFile as exc:
+        raise StagingError(str(exc)) from None
+
+
+def _read_output(name: str, prop: dict[str, Any], mapping: dict[str, str], work: WorkDir,
+                 publish: Callable[[Opened, str], str]) -> Any:
     kind = prop.get("type", "string")
     items = prop.get("items") or {}
     files = file_kind(prop)
     if files == "files":
-        matches = sorted(glob.glob(str(work / mapping["file"])))
-        return [publish(_checked(work, Path(p)), safe_name(p) or name) for p in matches
-                if os.path.isfile(p)]
-    path = work / mapping["file"]
-    if not path.is_file():
+        uris = []
+        for rel in _glob(work, mapping["file"]):
+            opened = _open(work, rel)
+            if opened is None:
+                continue
+            try:
+                uris.append(publish(opened, safe_name(rel) or name))
+            finally:
+                opened.close()
+        return uris
+    opened = _open(work, mapping["file"])
+    if opened is None:
         if prop.get("required"):
             raise StagingError(f"output '{name}': the task did not write {mapping['file']}")
         return _ABSENT
-    path = _checked(work, path)
-    if files == "file":
-        return publish(path, safe_name(mapping["file"]) or name)
-    text = _read_text(path)
+    try:
+        if files == "file":
+            return publish(opened, safe_name(mapping["file"]) or name)
+        text = _read_text(opened)
+    finally:
+        opened.close()
     if mapping.get("pattern"):
         found = re.search(mapping["pattern"], text, re.MULTILINE)
         if not found:
@@ -259,16 +327,15 @@ def _read_output(name: str, prop: dict[str, Any], mapping: dict[str, str], work:
     return _scalar(name, kind, text, mapping["file"])
 
 
-def _checked(work: Path, path: Path) -> Path:
-    real = path.resolve()
-    if work.resolve() not in real.parents:
-        raise StagingError(f"output file {path.name} points outside the work directory")
-    return real
+def _glob(work: WorkDir, pattern: str) -> list[str]:
+    try:
+        return work.glob(pattern)
+    except UnsafeFile as exc:
+        raise StagingError(str(exc)) from None
 
 
-def _read_text(path: Path) -> str:
-    with open(path, "rb") as f:
-        data = f.read(MAX_TEXT_OUTPUT + 1)
+def _read_text(opened: Opened) -> str:
+    data = read_text(opened, MAX_TEXT_OUTPUT + 1)
     text = data[:MAX_TEXT_OUTPUT].decode("utf-8", errors="replace")
     if len(data) > MAX_TEXT_OUTPUT:
         text += "\n[... cut at 1 MiB by the local server]"

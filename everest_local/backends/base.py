@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from everest_app.states import JobState
 from everest_local.resources import Resource
+from everest_local.workdir import read_small
 
 if TYPE_CHECKING:  # a folder backend holds a host; hosts need only BackendError from here
     from everest_local.backends.hosts import Host
@@ -22,6 +23,8 @@ log = logging.getLogger(__name__)
 
 ARGV_FILE = "argv"
 PGID_FILE = "pgid"
+EXIT_FILE = "exit"  # written by the wrapper (everest_local.processes.WRAPPER)
+PID_FILE = "pid"
 
 ENV_FILE = "env.sh"
 
@@ -83,6 +86,21 @@ def parse_status(data: bytes | str | None) -> int | None:
         return None
     try:
         return int(text)
+    except ValueError:
+        return None
+
+
+def read_status(folder: Path) -> int | None:
+    """The wrapper's exit status in a task folder on this machine, None until written (read
+    without following a link or blocking on a FIFO the task may have put there)."""
+    return parse_status(read_small(folder, EXIT_FILE))
+
+
+def read_pid(folder: Path) -> int | None:
+    """The wrapper's pid recorded in a task folder on this machine, or None."""
+    data = read_small(folder, PID_FILE)
+    try:
+        return int(data) if data and data.endswith(b"\n") else None
     except ValueError:
         return None
 

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from everest_app.states import JobState
-from everest_local.backends.base import Backend, BackendError, Report, TaskSpec, parse_status
+from everest_local.backends.base import Backend, BackendError, Report, TaskSpec, read_status
 from everest_local.backends.hosts import chown_tree
-from everest_local.processes import EXIT_FILE, WRAPPER
+from everest_local.processes import WRAPPER
 
 MOUNT = "/task"
 # PID 1 of the container: streams to files, then the wrapper with the arguments from argv
@@ -113,18 +113,18 @@ class DockerBackend(Backend):
         return True
 
     async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
-        exit_file = Path(handle["dir"]) / EXIT_FILE
+        folder = Path(handle["dir"])
         report(JobState.RUNNING, None)
         checked = time.monotonic()
         while True:
-            code = _read_status(exit_file)
+            code = read_status(folder)
             if code is not None:
                 return code, ""
             if time.monotonic() - checked > LIVENESS_EVERY:
                 checked = time.monotonic()
                 state = await asyncio.to_thread(self._state, handle)
                 if state is None or state.get("Status") in ("exited", "dead"):
-                    code = _read_status(exit_file)
+                    code = read_status(folder)
                     if code is not None:
                         return code, ""
                     if state is None:
@@ -167,10 +167,3 @@ class DockerBackend(Backend):
     async def close(self) -> None:
         if self._client is not None:
             self._client.close()
-
-
-def _read_status(path: Path) -> int | None:
-    try:
-        return parse_status(path.read_bytes())
-    except OSError:
-        return None

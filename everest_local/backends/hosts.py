@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_local.backends.base import BackendError
+from everest_local.workdir import UnsafeFolder, copy_tree
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,9 @@ class Host(ABC):
 
     @abstractmethod
     async def get_dir(self, remote: str, local: Path) -> None:
-        """Copy folder ``remote`` into the folder ``local`` (merging)."""
+        """Copy folder ``remote`` to ``local``, replacing what was there: folders and
+        regular files only, links never followed nor copied. Raises
+        :class:`~everest_local.workdir.UnsafeFolder` if ``remote`` is not a folder."""
 
     @abstractmethod
     async def read(self, path: str) -> bytes | None:
@@ -70,8 +73,12 @@ class LocalHost(Host):
             chown_tree(dest, self.owner)
 
     async def get_dir(self, remote: str, local: Path) -> None:
-        await asyncio.to_thread(shutil.copytree, Path(remote), local, symlinks=True,
-                                dirs_exist_ok=True)
+        await asyncio.to_thread(self._get_dir, Path(remote), local)
+
+    @staticmethod
+    def _get_dir(remote: Path, local: Path) -> None:
+        shutil.rmtree(local, ignore_errors=True)
+        copy_tree(remote, local)
 
     async def read(self, path: str) -> bytes | None:
         try:
@@ -187,8 +194,30 @@ class SSHHost(Host):
         await self._retry(op)
 
     async def get_dir(self, remote: str, local: Path) -> None:
+        import asyncssh
+
+        async def fetch(sftp: Any, there: str, here: Path) -> None:
+            here.mkdir(mode=0o700)
+            async for entry in sftp.scandir(there):
+                name = entry.filename
+                if name in (".", "..") or "/" in name or "\0" in name:
+                    continue
+                kind = entry.attrs.type
+                if kind == asyncssh.FILEXFER_TYPE_DIRECTORY:
+                    await fetch(sftp, f"{there}/{name}", here / name)
+                elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
+                    # a file swapped for a link since the listing is not followed either:
+                    # asyncssh copies a link as a link (refusing one that leads out)
+                    await sftp.get(f"{there}/{name}", str(here / name), preserve=False,
+                                   follow_symlinks=False)
+
         async def op(_: Any, sftp: Any) -> None:
-            await sftp.get(remote, str(local.parent), recurse=True, preserve=True)
+            attrs = await sftp.lstat(remote)
+            if attrs.type != asyncssh.FILEXFER_TYPE_DIRECTORY:
+                raise UnsafeFolder(f"its work folder on {self.options['host']} was replaced "
+                                   "by a link or a file; nothing was read from it")
+            await asyncio.to_thread(shutil.rmtree, local, True)
+            await fetch(sftp, remote, local)
 
         await self._retry(op)
 

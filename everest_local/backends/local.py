@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_local import processes
-from everest_local.backends.base import Backend, Report, TaskSpec
+from everest_local.backends.base import Backend, Report, TaskSpec, read_pid, read_status
 from everest_local.containment import Containment, ContainmentKind
 from everest_local.outcome import LOST_WHILE_DOWN
 from everest_local.resources import Resource
@@ -84,11 +84,11 @@ class LocalBackend(Backend):
 
     async def started(self, handle: dict[str, Any]) -> bool:
         folder = Path(handle["dir"])
-        return bool(handle.get("pid")) or processes.read_pid(folder) is not None or \
-            processes.read_exit_status(folder) is not None
+        return bool(handle.get("pid")) or read_pid(folder) is not None or \
+            read_status(folder) is not None
 
     async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
-        pid = handle.get("pid") or processes.read_pid(Path(handle["dir"])) or 0
+        pid = handle.get("pid") or read_pid(Path(handle["dir"])) or 0
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         self._waiting[pid] = ({**handle, "pid": pid}, future)
         self._check(pid)
@@ -117,11 +117,11 @@ class LocalBackend(Backend):
                 future.set_result((code, ""))
             return
         folder = Path(handle["dir"])
-        code = processes.read_exit_status(folder)
+        code = read_status(folder)
         if code is None and pid and processes.is_alive(pid, handle.get("pstart")):
             return
         if code is None:  # the exit file is written before the wrapper exits: look again
-            code = processes.read_exit_status(folder)
+            code = read_status(folder)
         future.set_result((code, "" if code is not None else LOST_WHILE_DOWN))
 
     async def signal(self, handle: dict[str, Any], sig: int) -> None:

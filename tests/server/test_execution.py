@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -13,6 +16,7 @@ from everest_app.errors import AuthError, BadRequestError
 from everest_app.states import JobState
 from everest_local import processes
 from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
+from tests.fixtures.task_accounts import ensure_passable
 
 APPS = Path(__file__).parent / "apps"
 
@@ -116,7 +120,7 @@ def test_retry_failed_tasks(client):
 def test_outputs_through_symlinks_out_of_the_work_dir_fail(client):
     job = client.wait(client.submit("leaky", {}).id, timeout=30)
     assert job.state == JobState.FAILED
-    assert "outside the work directory" in job.info
+    assert "is a link; links are not followed out of a task's folder" in job.info
 
 
 def test_negative_sleep_fails_with_stderr_in_info(client):
@@ -179,3 +183,57 @@ def test_cancel_escalates_to_sigkill_for_a_task_that_ignores_signals(server, cli
     ended = client.wait(job.id, timeout=30)
     assert ended.state == JobState.CANCELLED
     assert not processes.is_alive(pid, None)  # gone, or a zombie waiting for init
+
+
+def test_an_input_named_like_the_apps_script_is_refused(client, tmp_path):
+    """Issue 20.2: an upload called wordcount_map.py, given as the built-in map app's
+    (unmapped) posts file, would be staged over the app's own script and run as the app;
+    the job is refused with a 400 naming the input, and an honest name still runs."""
+    hostile = tmp_path / "wordcount_map.py"
+    hostile.write_text("print('not the application')\n")
+    uri = client.upload(hostile)["uri"]
+    with pytest.raises(BadRequestError) as refused:
+        client.submit("wordcount-map", {"posts": uri})
+    assert refused.value.status == 400
+    assert "input 'posts'" in str(refused.value) and "wordcount_map.py" in str(refused.value)
+    posts = tmp_path / "posts.jsonl"
+    posts.write_text('{"text": "hello hello world"}\n')
+    job = client.wait(client.submit("wordcount-map", {"posts": client.upload(posts)["uri"]}).id,
+                      timeout=60)
+    assert job.state == JobState.DONE, job.raw
+    assert job.result["total"] == 3
+
+
+@pytest.fixture()
+def small_disk_server(tmp_path_factory) -> ServerProcess:
+    """A server whose data directory (task folders included) is a 6 MiB tmpfs (root may
+    mount; the tests run as root), as tests/server/test_limits.py mounts one."""
+    mount = tmp_path_factory.mktemp("small-disk")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=6m,mode=0755", "tmpfs", str(mount)],
+                   check=True)
+    ensure_passable(mount)  # task folders stay on it (not moved to /var/tmp)
+    srv = None
+    try:
+        srv = start_server(mount / "data", apps=[APPS], slots=2,
+                           extra_args=["--disk-reserve", str(1 << 20)])
+        yield srv
+    finally:
+        if srv is not None:
+            srv.close()
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_task_that_fills_the_data_disk_fails_with_a_message(small_disk_server):
+    """Issue 20.3: the task fills the disk the server records jobs on; its job FAILS saying
+    so (it used to stay RUNNING: recording the end met the full disk), the space comes back,
+    and the next job runs."""
+    srv = small_disk_server
+    c = srv.client("alice")
+    assert (srv.data_dir / "tasks").is_dir()  # the filler writes to the small disk only
+    job = c.wait(c.submit("filler", {}).id, timeout=60)
+    assert job.state == JobState.FAILED, job.raw
+    assert "data disk is full" in job.info, job.info
+    after = c.wait(c.submit("sleep", {"duration": 0}).id, timeout=60)
+    assert after.state == JobState.DONE, after.raw
+    assert shutil.disk_usage(srv.data_dir).free > 2 << 20

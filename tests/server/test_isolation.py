@@ -24,6 +24,8 @@ from tests.session.helpers import wait_for
 HERE = Path(__file__).resolve().parent
 PEEK = HERE / "apps" / "peek"
 SLOW = HERE / "apps" / "slow-echo"
+SWAP = HERE / "apps" / "swap-work"
+HOLD = HERE / "apps" / "hold"
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts needs root; "
                                 "the non-root rules are tested below as an account of root's")
@@ -31,7 +33,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts ne
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    proc = ServerProcess(tmp_path_factory.mktemp("isolated") / "data", apps=[PEEK, SLOW],
+    proc = ServerProcess(tmp_path_factory.mktemp("isolated") / "data",
+                         apps=[PEEK, SLOW, SWAP, HOLD],
                          extra_args=["--task-user-for", "alice=everest-task-a",
                                      "--task-user-for", "bob=everest-task-b",
                                      "--plugin", "launcher.relay.plugin"])
@@ -128,3 +131,62 @@ def test_a_server_that_cannot_switch_accounts_refuses_several_users(tmp_path: Pa
     finally:
         accepted.terminate()
         accepted.wait(30)
+
+
+# -- a task cannot make the server read or move what is not in its own folder (issue 20.1) --
+
+SWAP_ON_IMPORT = """import os
+os.chdir("..")
+os.rename("work", "work.gone")
+os.symlink({target!r}, "work")
+os._exit(0)
+"""
+
+
+def _root_only_folder(tmp_path: Path) -> Path:
+    """A folder of root's (0700) holding files named like wordcount-map's outputs, 0600."""
+    secret = tmp_path / "root-only"
+    secret.mkdir(mode=0o700)
+    for name, text in (("counts-secret.txt", "root's counts\n"), ("splits.txt", "root secret"),
+                       ("words.txt", "1\n"), ("total.txt", "1\n")):
+        (secret / name).write_text(text)
+        (secret / name).chmod(0o600)
+    return secret
+
+
+def test_the_built_in_map_app_cannot_be_turned_on_a_root_only_folder(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """wordcount-map runs ``python3 wordcount_map.py <posts>`` in its work folder, so a
+    posts file uploaded as ``json.py`` is what its ``import json`` runs: that code replaces
+    work/ with a link to a root-only folder holding files named like the app's outputs and
+    exits 0. The job fails saying so; nothing of the folder is read or moved."""
+    secret = _root_only_folder(tmp_path)
+    before = {p.name: p.read_bytes() for p in secret.iterdir()}
+    alice = server.client("alice")
+    hostile = tmp_path / "json.py"
+    hostile.write_text(SWAP_ON_IMPORT.format(target=str(secret)))
+    uri = alice.upload(hostile)["uri"]
+    job = alice.wait(alice.submit("wordcount-map", {"posts": uri}).id, timeout=60)
+    assert job.state == "FAILED", job.raw
+    assert f"its work folder was replaced by a link (to {secret})" in job.info
+    assert "root secret" not in str(job.raw) and not job.result
+    assert {p.name: p.read_bytes() for p in secret.iterdir()} == before
+    assert {p.stat().st_mode & 0o777 for p in secret.iterdir()} == {0o600}
+
+
+def test_a_task_cannot_take_another_users_running_outputs(
+        server: ServerProcess, tmp_path: Path) -> None:
+    """alice's task links its work/ to bob's running task's folder (named on the world-
+    readable command line): her job fails, bob's output stays his and his job gets it."""
+    bob, alice = server.client("bob"), server.client("alice")
+    held = bob.submit("hold", {"text": "bob's result"})
+    bobs_work = server.data_dir / "tasks" / f"{held.id}-0-0" / "work"
+    wait_for((bobs_work / "copy.txt").exists, what="bob's task to write its outputs")
+    job = alice.wait(alice.submit("swap-work", {"target": str(bobs_work)}).id, timeout=60)
+    assert job.state == "FAILED", job.raw
+    assert "its work folder was replaced by a link" in job.info and not job.result
+    assert (bobs_work / "copy.txt").read_text() == "bob's result"
+    (bobs_work / "release").touch()
+    done = bob.wait(held.id, timeout=60)
+    assert done.state == "DONE", done.raw
+    assert bob.read(done.result["file"]) == b"bob's result"

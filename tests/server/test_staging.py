@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,10 +16,12 @@ from everest_local.staging import (
     build_argv,
     collect_outputs,
     format_value,
+    name_clash,
     resolve_executable,
     safe_name,
     stage_inputs,
 )
+from everest_local.workdir import UnsafeFile, UnsafeFolder, WorkDir, move_out
 
 
 @pytest.mark.parametrize("template, values, argv", [
@@ -100,31 +103,126 @@ def test_stage_inputs_missing_file_and_escape(tmp_path):
     assert values == {"f": "", "n": "4"} and (tmp_path / "n.txt").read_text() == "4"
 
 
+def _work(tmp_path: Path) -> Path:
+    work = tmp_path / "task" / "work"
+    work.mkdir(parents=True)
+    return work
+
+
 def test_collect_outputs_parsing(tmp_path):
     app = _app(outputMappings=[{"param": "num", "file": "o.txt", "pattern": r"v=(\S+)"},
                                {"param": "text", "file": "stdout"}])
-    never = lambda path, name: pytest.fail("no file outputs here")  # noqa: E731
-    with pytest.raises(StagingError, match="did not write"):
-        collect_outputs(app, tmp_path, never)
-    (tmp_path / "o.txt").write_text("v=abc")
-    with pytest.raises(StagingError, match="not a number"):
-        collect_outputs(app, tmp_path, never)
-    assert collect_outputs(app, tmp_path, never, strict=False) == {}
-    (tmp_path / "o.txt").write_text("noise\nv=-1.5e3\n")
-    (tmp_path / "stdout").write_text("hello\n")
-    assert collect_outputs(app, tmp_path, never) == {"num": -1500.0, "text": "hello\n"}
-    (tmp_path / "o.txt").write_text("v=nan")
-    with pytest.raises(StagingError, match="not a number"):
-        collect_outputs(app, tmp_path, never)
+    never = lambda opened, name: pytest.fail("no file outputs here")  # noqa: E731
+    work = _work(tmp_path)
+    with WorkDir(work.parent) as held, pytest.raises(StagingError, match="did not write"):
+        collect_outputs(app, held, never)
+    (work / "o.txt").write_text("v=abc")
+    with WorkDir(work.parent) as held:
+        with pytest.raises(StagingError, match="not a number"):
+            collect_outputs(app, held, never)
+        assert collect_outputs(app, held, never, strict=False) == {}
+    (work / "o.txt").write_text("noise\nv=-1.5e3\n")
+    (work / "stdout").write_text("hello\n")
+    with WorkDir(work.parent) as held:
+        assert collect_outputs(app, held, never) == {"num": -1500.0, "text": "hello\n"}
+    (work / "o.txt").write_text("v=nan")
+    with WorkDir(work.parent) as held, pytest.raises(StagingError, match="not a number"):
+        collect_outputs(app, held, never)
 
 
 def test_collect_outputs_refuses_links_out(tmp_path):
     app = _app(outputMappings=[{"param": "num", "file": "o.txt"}])
-    outside = tmp_path.parent / f"{tmp_path.name}-secret.txt"
+    outside = tmp_path / "secret.txt"
     outside.write_text("42")
-    work = tmp_path / "w"
-    work.mkdir()
+    work = _work(tmp_path)
     (work / "o.txt").symlink_to(outside)
-    with pytest.raises(StagingError, match="outside"):
-        collect_outputs(app, work, lambda p, n: "")
+    with WorkDir(work.parent) as held, pytest.raises(StagingError, match="is a link"):
+        collect_outputs(app, held, lambda p, n: "")
     assert Path(outside).read_text() == "42"
+
+
+def test_a_work_folder_replaced_by_a_link_is_never_entered(tmp_path):
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "o.txt").write_text("42")
+    task = tmp_path / "task"
+    task.mkdir()
+    (task / "work").symlink_to(secret)
+    with pytest.raises(UnsafeFolder, match=f"replaced by a link \\(to {secret}\\)"):
+        WorkDir(task)
+    (task / "work").unlink()
+    (task / "work").write_text("a file, not a folder")
+    with pytest.raises(UnsafeFolder, match="not a folder"):
+        WorkDir(task)
+
+
+def test_outputs_through_linked_folders_fifos_and_globs(tmp_path):
+    secret = tmp_path / "private"
+    secret.mkdir()
+    (secret / "counts-1.txt").write_text("stolen")
+    work = _work(tmp_path)
+    (work / "sub").symlink_to(secret)
+    (work / "counts-2.txt").write_text("mine")
+    (work / "counts-3.txt").symlink_to(secret / "counts-1.txt")
+    (work / ".counts-4.txt").write_text("hidden")
+    os.mkfifo(work / "pipe.txt")
+    with WorkDir(work.parent) as held:
+        with pytest.raises(UnsafeFile, match="through a link"):
+            held.open("sub/counts-1.txt")
+        assert held.glob("sub/*.txt") == []  # a linked folder is not entered
+        assert held.glob("counts-*.txt") == ["counts-2.txt", "counts-3.txt"]
+        assert held.open("pipe.txt") is None  # a FIFO is no file (and does not block)
+        with pytest.raises(UnsafeFile, match="outside"):
+            held.open("../task/work/counts-2.txt")
+        opened = held.open("counts-2.txt")
+        try:
+            dest = tmp_path / "published"
+            move_out(opened, dest)
+        finally:
+            opened.close()
+    assert dest.read_text() == "mine" and not (work / "counts-2.txt").exists()
+    assert (secret / "counts-1.txt").read_text() == "stolen"
+
+
+def test_a_hard_linked_output_is_copied_not_moved(tmp_path):
+    work = _work(tmp_path)
+    other = tmp_path / "other-name.txt"
+    other.write_text("shared inode")
+    os.link(other, work / "out.txt")
+    with WorkDir(work.parent) as held:
+        opened = held.open("out.txt")
+        try:
+            move_out(opened, tmp_path / "published")
+        finally:
+            opened.close()
+    assert (tmp_path / "published").read_text() == "shared inode"
+    assert other.stat().st_nlink == 2  # the other name still has its file: nothing moved
+    assert (tmp_path / "published").stat().st_ino != other.stat().st_ino
+
+
+def test_no_input_replaces_an_application_file(tmp_path):
+    files = tmp_path / "files"
+    (files / "lib").mkdir(parents=True)
+    (files / "run.py").write_text("the app")
+    (files / "lib" / "util.py").write_text("the app's module")
+    app = from_dict({"alias": "a", "inputs": {"f": {"type": "string", "format": "uri"},
+                                              "many": {"type": "array", "items": {
+                                                  "type": "string", "format": "uri"}},
+                                              "m": {"type": "string", "format": "uri"}},
+                     "config": {"command": "python3 run.py ${f}",
+                                "inputMappings": [{"param": "m", "file": "run.py"}]}},
+                    files_source=files)
+    for inputs, clash in (({"f": "/api/files/temp/1/run.py"}, "'run.py'"),
+                          ({"f": "/api/files/temp/1/lib"}, "'lib'"),
+                          ({"many": ["/api/files/temp/1/x", "/api/files/temp/2/run.py"]},
+                           "'run.py'")):
+        assert clash in name_clash(app, inputs) and "input '" in name_clash(app, inputs)
+        sources = {uri: tmp_path / "upload" for uri in
+                   [*([inputs["f"]] if "f" in inputs else []), *inputs.get("many", [])]}
+        (tmp_path / "upload").write_text("user's")
+        work = tmp_path / f"work-{len(list(tmp_path.iterdir()))}"
+        with pytest.raises(StagingError, match="would replace the application's own"):
+            stage_inputs(app, inputs, work, sources)
+        assert (work / "run.py").read_text() == "the app"
+    assert name_clash(app, {"f": "/api/files/temp/1/data.txt"}) is None
+    assert name_clash(app, {"m": "/api/files/temp/1/anything"}) is None  # the app's mapping
