@@ -63,6 +63,10 @@ class Grant:
             self.hub_env = {str(k): str(v) for k, v in (hub or {}).get("env", {}).items()}
             api = (hub or {}).get("api")
             self.hub_api = (str(api["host"]), int(api["port"])) if api else None
+            # the user's workspace this session opens ({"name", "read_only", "snapshot",
+            # "save_interval", "max_file"}), saved over SFTP (runner_workspace), or None
+            workspace = doc.get("workspace")
+            self.workspace = dict(workspace) if isinstance(workspace, dict) else None
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise RedeemError(f"the relay's answer is not a session grant ({exc})") from None
         if not self.base_url.startswith("/") or not self.base_url.endswith("/"):
@@ -110,16 +114,20 @@ def redeem(relay_url: str, ticket: str, public_key: str, notebook_token: str,
     raise RedeemError(f"the relay at {relay_url} could not be reached: {reason}")
 
 
-def report_end(relay_url: str, grant: Grant, stop: str | None, reason: str) -> bool:
+def report_end(relay_url: str, grant: Grant, stop: str | None, reason: str,
+               workspace: dict[str, object] | None = None) -> bool:
     """Tell the relay the session is over (it may never have had a tunnel to withdraw):
-    ``stop`` is a ``runner_stop.StopReason`` value, ``reason`` the same for a person.
+    ``stop`` is a ``runner_stop.StopReason`` value, ``reason`` the same for a person,
+    ``workspace`` how the workspace's final save went (``Workspace.report``).
 
     Best effort, two tries; returns whether the relay took it.
     """
     if not grant.end_token:
         return False
-    body = json.dumps({"end_token": grant.end_token, "stop": stop,
-                       "reason": reason}).encode("utf-8")
+    doc: dict[str, object] = {"end_token": grant.end_token, "stop": stop, "reason": reason}
+    if workspace is not None:
+        doc["workspace"] = workspace
+    body = json.dumps(doc).encode("utf-8")
     url = f"{relay_url}/api/sessions/{grant.session_id}/ended"
     for _ in range(2):
         req = urllib.request.Request(url, data=body, method="POST",

@@ -6,15 +6,19 @@ This is the ``jupyter-session`` application's program. On the resource it:
 2. makes sure JupyterLab and asyncssh are importable, else creates a cached virtualenv and
    runs itself again there (``--no-bootstrap`` / input ``bootstrap=false`` switches this off);
 3. makes a fresh SSH key and redeems its one-time ticket at the relay;
-4. starts JupyterLab on 127.0.0.1 with its own token under the session's base URL (cloning the
-   requested git repository into the notebook folder meanwhile) and waits until it answers;
+4. restores the user's workspace (when the relay's grant names one) into the notebook folder
+   (:mod:`runner_workspace`); starts JupyterLab on 127.0.0.1 with its own token under the
+   session's base URL, that folder its root (cloning the requested git repository into it
+   meanwhile), and waits until it answers;
 5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up — with
    OpenSSH's ``ssh`` when the resource has a usable one (much cheaper per request), else
    with asyncssh; to the relay's SSH port when it answers, else inside a WebSocket on the
    relay's HTTP(S) port (networks that let only HTTP(S) out);
 6. stops on the time limit, the idle timeout, SIGINT/SIGTERM (CTRL_BREAK on Windows), or when
    the relay ends the session — shutting JupyterLab and its kernels down cleanly;
-7. writes ``session.log`` and ``summary.json`` (the application's outputs).
+   saving the workspace's changes every few seconds meanwhile, and once more at the end;
+7. writes ``session.log`` and ``summary.json`` (the application's outputs; ``workspace``
+   says how its final save went — a session whose final save failed exits 1).
 
 Kernels inherit ``EVEREST_URL`` and ``EVEREST_TASK_TOKEN`` from the task (``EVEREST_URL`` from
 the ``everest_url`` input where the platform does not set it).
@@ -129,6 +133,7 @@ class Session:
         self.grant = None
         self.tunnel = None
         self.route = None
+        self.workspace = None  # runner_workspace.Workspace, when the grant names one
         self.summary: dict[str, object] = {
             "mode": settings.mode, "started": time.time(), "ended": None, "stop": None,
             "reason": None, "error": None, "session_id": None,
@@ -136,6 +141,7 @@ class Session:
             "packages": settings.packages, "python": sys.executable,
             "tunnel": {"kind": None, "route": None, "connects": 0, "disconnects": 0},
             "notebook": {"port": None, "exit_code": None},
+            "workspace": None,
         }
 
     def request_stop(self, reason: StopReason, detail: str) -> None:
@@ -173,6 +179,17 @@ class Session:
             return work.result()
         raise Stopped()
 
+    async def _await(self, coro):
+        """Await ``coro``; raise :class:`Stopped` (cancelling it) if a stop comes first."""
+        work = asyncio.ensure_future(coro)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        done, _ = await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
+        if work in done:
+            stop.cancel()
+            return work.result()
+        work.cancel()
+        raise Stopped()
+
     async def run(self) -> int:
         """Run the session to its end; returns the process exit code."""
         loop = asyncio.get_event_loop()
@@ -191,6 +208,10 @@ class Session:
             code = 1
         finally:
             await self._shutdown()
+        ws = self.summary.get("workspace")
+        if code == 0 and isinstance(ws, dict) and not ws.get("read_only") and \
+                not ws.get("saved"):
+            code = 1  # the user's work is not all kept: never a quiet success
         return code
 
     async def _run(self) -> int:
@@ -211,6 +232,15 @@ class Session:
 
         root = os.path.join(s.workdir, NOTEBOOK_DIR)
         os.makedirs(root, exist_ok=True)
+        if grant.workspace is not None:
+            import runner_workspace
+
+            self.workspace = runner_workspace.Workspace(grant, key, root, s.route)
+            started = time.monotonic()
+            files, size = await self._await(self.workspace.restore())
+            log.info("workspace %r restored%s: %d files, %d bytes in %.1f s",
+                     self.workspace.name, " read-only" if self.workspace.read_only else "",
+                     files, size, time.monotonic() - started)
         env = dict(os.environ)
         if s.everest_url and not env.get("EVEREST_URL"):
             env["EVEREST_URL"] = s.everest_url
@@ -279,9 +309,13 @@ class Session:
         watchers = [tunnel_task]
         watchers += [asyncio.ensure_future(c) for c in (
             self.stop_event.wait(), self._watch_time_limit(), *watches)]
+        saver = asyncio.ensure_future(self.workspace.keep_saving()) if self.workspace \
+            else None
         try:
             done, _ = await asyncio.wait(watchers, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if saver is not None:
+                saver.cancel()
             await self.tunnel.close()
             for task in watchers:
                 task.cancel()
@@ -396,15 +430,34 @@ class Session:
             code = await loop_executor(self.kernel.stop)
             self.summary["notebook"]["exit_code"] = code
             log.info("kernel stopped (exit code %s)", code)
+        ws = self.workspace
+        if ws is not None and self.notebook is not None:
+            # what the user saved goes before JupyterLab's shutdown can take the kill grace
+            try:
+                await asyncio.wait_for(ws.save(), 30.0)
+            except Exception as exc:  # noqa: BLE001 - the final save below says it
+                log.warning("workspace: saving before JupyterLab stops failed: %s", exc)
         if self.notebook is not None:
             code = await loop_executor(self.notebook.stop)
             self.summary["notebook"]["exit_code"] = code
             log.info("JupyterLab stopped (exit code %s)", code)
+        if ws is not None:
+            await ws.final_save()
+            await ws.close()
+            report = ws.report()
+            self.summary["workspace"] = report
+            if not report["saved"] and not report["read_only"]:
+                why = report.get("error") or "not restored"
+                self.summary["reason"] = (f"{self.summary['reason'] or 'stopped'}; workspace "
+                                          f"{ws.name!r} NOT saved: {why}")
+                self.summary["error"] = self.summary["error"] or \
+                    f"workspace {ws.name!r} not saved: {why}"
         if self.grant is not None:
             import runner_relay
 
             await loop_executor(runner_relay.report_end, self.settings.relay, self.grant,
-                                self.summary["stop"], str(self.summary["reason"] or "stopped"))
+                                self.summary["stop"], str(self.summary["reason"] or "stopped"),
+                                self.summary["workspace"])
         self.summary["ended"] = time.time()
         self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
         write_summary(self.settings.workdir, self.summary)

@@ -277,17 +277,23 @@ class Relay:
             self._notify(record.id)
         return record
 
-    def end_session(self, session_id: str) -> None:
-        """End a session: forget its key, route and idle channels."""
+    def end_session(self, session_id: str, runner_there: bool | None = None) -> None:
+        """End a session: forget its key, route and idle channels. ``runner_there``: whether
+        its runner is alive to make a final save of its workspace (default: whether its
+        tunnel is up)."""
         record = self.store.get(session_id)
         if record is None or not record.live:
             return
+        if runner_there is None:
+            runner_there = self.routes.current(session_id) is not None
         self.store.set_state(session_id, SessionState.ENDED)
         self._release(session_id)
         if record.workspace and not record.workspace.get("read_only") and \
-                record.public_key and record.workspace_report is None:
-            # the runner may still be making its final save (stopped here before the job's
-            # cancel reached it): it may log in for SFTP a while longer
+                runner_there and record.workspace_report is None:
+            # the runner is there and may still be making its final save (stopped here
+            # before the job's cancel reached it): it may log in for SFTP a while longer.
+            # A runner that is not connected (gone, killed) gets no grace: what it saved
+            # last is the snapshot now
             self._closing[session_id] = time.time() + self.config.workspace_final_save
         else:
             self._close_workspace(session_id)
@@ -524,7 +530,7 @@ class Relay:
             return
         if withdrawn:
             log.info("session %s: the runner withdrew its forward (it is stopping)", session_id)
-            self.end_session(session_id)
+            self.end_session(session_id, runner_there=True)
             return
         self.store.set_state(session_id, SessionState.DISCONNECTED)
         log.info("session %s: tunnel down, route forgotten", session_id)

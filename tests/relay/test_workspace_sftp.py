@@ -219,6 +219,11 @@ def test_a_key_reaches_only_its_own_session_and_only_while_it_lives(
 def test_after_a_stop_the_final_save_may_land_within_the_grace(relay, alice, ssh_peer
                                                                 ) -> None:
     r = _enroll(alice, relay, None, workspace="grace")
+    tunnel = ssh_peer.connect(relay.ssh_port, r.sid, r.key, r.grant["host_key"])
+    ssh_peer.run(tunnel.forward_remote_port(r.grant["forward"]["host"],
+                                            r.grant["forward"]["port"], "127.0.0.1", 9))
+    alice.wait_state(r.sid, "connected")
+    # stopped at the relay while its runner is connected: the runner may still save
     assert alice("DELETE", f"/api/sessions/{r.sid}").status_code == 200
     conn, sftp = _sftp(ssh_peer, relay, r)  # the grace: SFTP only, no forward
     try:
