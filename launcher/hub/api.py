@@ -23,11 +23,12 @@ class ApiError(Exception):
     """A call failed: ``status`` is the HTTP status (0 when there was no answer) and
     ``message`` the server's own explanation when it gave one."""
 
-    def __init__(self, status: int, message: str, url: str = ""):
+    def __init__(self, status: int, message: str, url: str = "", explained: bool = False):
         super().__init__(message)
         self.status = status
         self.message = message
         self.url = url
+        self.explained = explained  # the message is the server's own JSON {"message"}
 
     @property
     def unreachable(self) -> bool:
@@ -76,7 +77,9 @@ class JsonApi:
             try:
                 resp = await AsyncHTTPClient().fetch(req)
             except HTTPClientError as exc:
-                error = ApiError(exc.code, _message(exc), url)
+                message = _message(exc)
+                error = ApiError(exc.code, message or f"HTTP {exc.code} {exc.message or ''}"
+                                 .strip(), url, explained=bool(message))
             except OSError as exc:
                 error = ApiError(0, f"no answer from {self.base_url}: {exc}", url)
             else:
@@ -94,6 +97,7 @@ class JsonApi:
 
 
 def _message(exc: HTTPClientError) -> str:
+    """The server's own ``{"message"}``, or "" when it gave none."""
     body = exc.response.body if exc.response is not None else b""
     try:
         doc = json.loads(body or b"")
@@ -101,4 +105,4 @@ def _message(exc: HTTPClientError) -> str:
             return str(doc["message"])
     except ValueError:
         pass
-    return f"HTTP {exc.code} {exc.message or ''}".strip()
+    return ""

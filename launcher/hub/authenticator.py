@@ -16,7 +16,7 @@ from typing import Any
 
 from jupyterhub.auth import Authenticator
 from tornado import web
-from traitlets import Integer, Unicode, default
+from traitlets import Bool, Integer, Unicode, default
 
 from launcher.hub.api import ApiError, JsonApi
 from launcher.relay.auth import owner_of
@@ -48,17 +48,32 @@ class EverestAuthenticator(Authenticator):
     http_request_timeout = Integer(10, config=True,
                                    help="Seconds a request to Everest may take.")
 
-    @default("enable_auth_state")
-    def _default_auth_state(self) -> bool:
-        return True  # the token lives there; needs JUPYTERHUB_CRYPT_KEY
+    enable_auth_state = Bool(
+        True, config=True,
+        help="""Keep each user's Everest token in JupyterHub's encrypted auth_state (needs
+        JUPYTERHUB_CRYPT_KEY): EverestSpawner submits the user's jobs with it.""")
 
-    @default("refresh_pre_spawn")
-    def _default_refresh_pre_spawn(self) -> bool:
-        return True
+    refresh_pre_spawn = Bool(
+        True, config=True,
+        help="""Check the user's Everest token before every spawn; one close to its end
+        (``refresh_margin``) makes the user sign in again.""")
+
+    allow_all = Bool(
+        True, config=True,
+        help="""Let every Everest account that signs in use the hub: True unless
+        ``allowed_users`` is set, which then decides (admins always may).
+        Everest itself decides who has an account.""",
+    ).tag(allow_config=True)
+
+    request_otp = Bool(
+        False, config=True,
+        help="Not used by EverestAuthenticator: Everest signs in with a password only.")
 
     @default("allow_all")
     def _default_allow_all(self) -> bool:
-        return True  # Everest decides who has an account; narrow with allowed_users
+        # an explicit allow list narrows who may sign in (JupyterHub's DummyAuthenticator
+        # rule); otherwise any Everest account may
+        return not (self.allowed_users or getattr(self, "allowed_groups", None))
 
     async def authenticate(self, handler: web.RequestHandler, data: dict[str, str]
                            ) -> dict[str, Any] | None:

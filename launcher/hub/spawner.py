@@ -28,6 +28,7 @@ the relay as its own service (not a hub-managed service, which the hub stops on 
 from __future__ import annotations
 
 import asyncio
+import copy
 import html
 import logging
 import os
@@ -38,6 +39,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from jupyterhub.spawner import Spawner
+from tornado import web
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default, validate
 
 from everest_app.states import JobState
@@ -66,18 +68,32 @@ def _capitalised(text: str) -> str:
 
 
 def spawn_failure(message: str, *, log_message: str | None = None,
-                  reason: str = "everest") -> Exception:
+                  reason: str = "everest", status: int = 400) -> Exception:
     """An exception whose ``message`` the user sees — on the error page and in the
     progress stream, which reads only ``jupyterhub_message`` — while the log gets
-    ``log_message``. A ``SpawnException`` on JupyterHub 6, a plain error on 5.x."""
+    ``log_message``, answered with HTTP ``status`` (503: Everest or the relay is
+    unavailable; 502: the server's job failed; 4xx: what was asked cannot be done). A
+    ``SpawnException`` on JupyterHub 6, an ``HTTPError`` on 5.x."""
     if _SpawnException is not None:
-        exc: Exception = _SpawnException(message, reason=reason,
+        exc: Exception = _SpawnException(message, reason=reason, status_code=status,
                                          log_message=log_message or message)
     else:
-        exc = RuntimeError(log_message or message)
+        exc = web.HTTPError(status, log_message or message)
     exc.jupyterhub_message = message
     exc.jupyterhub_html_message = html.escape(message)
     return exc
+
+
+NOT_USED: dict[str, str] = {}
+"""Spawner options EverestSpawner inherits and does not use, with why."""
+
+
+def _not_used(name: str, why: str) -> Any:
+    """``Spawner.<name>`` again, its help saying that it does nothing here and why."""
+    trait = copy.copy(Spawner.class_traits()[name])
+    trait.help = f"Not used by EverestSpawner: {why}. Setting it changes nothing."
+    NOT_USED[name] = why
+    return trait
 
 
 class EverestSpawner(Spawner):
@@ -190,13 +206,34 @@ class EverestSpawner(Spawner):
 
     debug_progress = Bool(False, config=True, help="Log every progress event (debugging).")
 
+    start_timeout = Integer(
+        900, config=True,
+        help="""Seconds a start may take, from the submission until the server answers
+        through the relay: the job may wait in a resource's queue and the runner may
+        install JupyterLab first (JupyterHub's own default is 60).""")
+
+    # Inherited from Spawner, and doing nothing here: marked so --help-all says so, and
+    # named in the log when a configuration sets them.
+    cmd = _not_used("cmd", "the session runner starts jupyterhub-singleuser itself")
+    args = _not_used("args", "the session runner chooses the server's arguments")
+    ip = _not_used("ip", "the server listens on the resource's loopback, reached through "
+                         "the relay")
+    port = _not_used("port", "the runner picks a free loopback port on the resource")
+    notebook_dir = _not_used("notebook_dir", "the server's root is the job's task folder")
+    env_keep = _not_used("env_keep", "only JUPYTERHUB_* variables reach the server (the "
+                                     "relay takes nothing else)")
+    mem_limit = _not_used("mem_limit", "the resource and its Everest limits decide")
+    mem_guarantee = _not_used("mem_guarantee", "the resource and its Everest limits decide")
+    cpu_limit = _not_used("cpu_limit", "the resource and its Everest limits decide")
+    cpu_guarantee = _not_used("cpu_guarantee", "the resource and its Everest limits decide")
+    ssl_alt_names = _not_used("ssl_alt_names", "internal_ssl is refused; the relay's tunnel "
+                                               "encrypts the way to the server")
+    ssl_alt_names_include_local = _not_used("ssl_alt_names_include_local",
+                                            "internal_ssl is refused")
+
     @default("hub_id")
     def _default_hub_id(self) -> str:
         return socket.gethostname().split(".")[0] or "jupyterhub"
-
-    @default("start_timeout")
-    def _default_start_timeout(self) -> int:
-        return 900  # a queued resource takes its time
 
     @default("options_form")
     def _default_options_form(self):
@@ -209,9 +246,18 @@ class EverestSpawner(Spawner):
 
     _instances: weakref.WeakSet = weakref.WeakSet()
     _sweeper: asyncio.Task | None = None
+    _warned_unused = False
 
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
+        if not EverestSpawner._warned_unused:
+            EverestSpawner._warned_unused = True
+            given = sorted(name for section in ("Spawner", "EverestSpawner")
+                           for name in self.config.get(section, {}) if name in NOT_USED)
+            if given:
+                self.log.warning("EverestSpawner does not use %s (set in the hub's "
+                                 "configuration): they change nothing here",
+                                 ", ".join(dict.fromkeys(given)))
         self.job_id: str | None = None
         self.session_id: str | None = None
         self._starting = False
@@ -316,7 +362,8 @@ class EverestSpawner(Spawner):
         profile = self._chosen()
         if not self.everest_url or not self.relay_url:
             raise spawn_failure("The hub is not configured for Everest (everest_url and "
-                                "relay_url are required); tell the admin.", reason="config")
+                                "relay_url are required); tell the admin.", reason="config",
+                                status=503)
         self._events = []
         self._starting = True
         self.job_id = self.session_id = None
@@ -407,7 +454,7 @@ class EverestSpawner(Spawner):
             except ApiError as exc:
                 if not exc.unreachable:
                     raise spawn_failure("The relay lost your server's session; try again.",
-                                        log_message=f"relay: {exc}") from None
+                                        status=502, log_message=f"relay: {exc}") from None
                 self.log.warning("%s: relay: %s", self._log_name, exc)
                 await asyncio.sleep(1.0)
                 continue
@@ -436,7 +483,7 @@ class EverestSpawner(Spawner):
                 raise await self._job_failure(token, job)
             if outcome.failure is not None:
                 raise spawn_failure(f"Your server did not come up: {outcome.failure.message()}"
-                                    ". Try again, or pick another profile.",
+                                    ". Try again, or pick another profile.", status=502,
                                     log_message=f"relay session {self.session_id} {state}")
 
     async def _job_failure(self, token: str, job: dict[str, Any]) -> Exception:
@@ -450,7 +497,8 @@ class EverestSpawner(Spawner):
         lines = await self._runner_log_tail(token, job)
         if lines:
             message += " The session runner said: " + " / ".join(lines)
-        return spawn_failure(message, log_message=f"job {self.job_id} {state}: {info}")
+        return spawn_failure(message, status=502,
+                             log_message=f"job {self.job_id} {state}: {info}")
 
     async def _runner_log_tail(self, token: str, job: dict[str, Any]) -> list[str]:
         uri = (job.get("result") or {}).get("log")
@@ -474,11 +522,48 @@ class EverestSpawner(Spawner):
         try:
             return await api.call(method, path, body)
         except ApiError as exc:
-            hint = "it did not answer; try again in a minute" if exc.unreachable else \
-                exc.message
-            raise spawn_failure(f"Could not start your server: {what} refused ({hint}).",
+            message, status = await self._explain(exc, what)
+            raise spawn_failure(f"Could not start your server: {message}", status=status,
+                                reason="unavailable" if status == 503 else "refused",
                                 log_message=f"{what} {method} {path}: {exc.status} "
                                             f"{exc.message}") from None
+
+    async def _explain(self, exc: ApiError, what: str) -> tuple[str, int]:
+        """What a failed call to Everest or the relay tells the user, and its HTTP status:
+        503 when the service (or Everest behind the relay) did not answer or cannot be used
+        as configured, the service's own 4xx when it refused what was asked."""
+        if what == "the relay":
+            if exc.status == 503 and exc.explained:
+                # the relay answered: it is Everest behind it that did not (its message
+                # names it), e.g. "Everest at http://... is unreachable: ..."
+                return f"Everest did not answer (the relay says: {exc.message}). " \
+                       "Try again once Everest is back; tell the admin if this lasts.", 503
+            if exc.unreachable:
+                return f"the relay at {self.relay_url} did not answer ({exc.message}). " \
+                       "Tell the admin if this lasts.", 503
+            return f"the relay refused: {exc.message}.", _client_status(exc.status)
+        if exc.unreachable or not exc.explained:
+            detail = exc.message if exc.unreachable else \
+                f"it answered {exc.status} without an Everest message"
+            relay_everest = await self._relays_everest()
+            if relay_everest and relay_everest.rstrip("/") != self.everest_url.rstrip("/"):
+                return f"Everest at {self.everest_url} did not answer ({detail}), while the " \
+                       f"relay reaches Everest at {relay_everest}: the hub's " \
+                       "EverestSpawner.everest_url is likely wrong. Tell the admin.", 503
+            return f"Everest at {self.everest_url} did not answer ({detail}): it is down, " \
+                   "or EverestSpawner.everest_url is wrong. Tell the admin if this " \
+                   "lasts.", 503
+        return f"Everest refused: {exc.message}.", _client_status(exc.status)
+
+    async def _relays_everest(self) -> str | None:
+        """The Everest the relay checks tokens with (its ``GET /api/relay``), or None."""
+        try:
+            info = await JsonApi(self.relay_url, None, timeout=self.http_request_timeout,
+                                 retries=0).call("GET", "/api/relay")
+        except ApiError:
+            return None
+        url = info.get("everest_url") if isinstance(info, dict) else None
+        return url if isinstance(url, str) and url else None
 
     async def _abandon(self) -> None:
         """After a failed or cancelled start: cancel the job, end the session."""
@@ -630,14 +715,17 @@ class EverestSpawner(Spawner):
         self.job_id = self.session_id = None
 
     async def get_url(self) -> str:
-        """The URL the relay gives for the session now (its listener may have moved)."""
+        """The server's URL as the hub stores it (``Server.url``: the relay's address, as
+        the relay gives it now, and this server's prefix), so a hub restart finds it
+        unchanged."""
         if self.session_id:
             try:
                 token = await self._everest_token()
                 session = await self._relay(token).call(
                     "GET", f"/api/sessions/{self.session_id}")
                 if session.get("url"):
-                    return session["url"]
+                    base = self.server.base_url if self.server is not None else "/"
+                    return session["url"].rstrip("/") + base
             except Exception as exc:  # noqa: BLE001 - fall back to the stored URL
                 self.log.warning("%s: relay: %s", self._log_name, exc)
         return await super().get_url()
@@ -659,6 +747,11 @@ async def _end_session(relay: JsonApi, session_id: str) -> None:
     except ApiError as exc:
         if exc.status != 404:
             log.warning("ending relay session %s: %s", session_id, exc)
+
+
+def _client_status(status: int) -> int:
+    """An upstream 4xx as the hub's answer; anything else a 503."""
+    return status if 400 <= status < 500 else 503
 
 
 def _app_path(app: str) -> str:

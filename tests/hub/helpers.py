@@ -57,7 +57,7 @@ c.JupyterHub.load_roles = [{{"name": "driver", "services": ["driver"], "scopes":
 """
 
 # What a hub admin writes for Everest (see docs/jupyterhub.md), with short test intervals.
-_EVEREST_CONFIG = """
+EVEREST_CONFIG = """
 c.JupyterHub.authenticator_class = "everest"
 c.EverestAuthenticator.everest_url = s["everest_url"]
 
@@ -96,7 +96,7 @@ class HubProcess:
             "port": self.port, "hub_port": hub_port, "proxy_api_port": free_port(),
             "proxy_token": secrets.token_hex(16), "dir": str(folder),
             "driver_token": self.driver_token}
-        self.write_config(_EVEREST_CONFIG + extra_config, everest_url=everest_url,
+        self.write_config(EVEREST_CONFIG + extra_config, everest_url=everest_url,
                           service_token=service_token, relay_url=relay_url,
                           profiles=PROFILES, sweep_interval=sweep_interval)
         self.log_path = folder / "jupyterhub.log"

@@ -88,6 +88,8 @@ def test_restarts_keep_running_servers_and_cancel_pending_ones(stack: HubStack) 
             assert f"cancelling job {queued.id}, left from an earlier start" in \
                 stack.hub.log_path.read_text(), stack.hub.log()
         assert api.wait_ready("erin") and _answers(stack, "erin"), stack.hub.log()
+        # the URL the spawner gives after a restart is the one the hub stored
+        assert "had invalid url" not in stack.hub.log_path.read_text(), stack.hub.log()
         assert str(stack.everest.job(running.id).state) == "RUNNING"
         _no_orphans(stack, {running.id})
 
