@@ -3,9 +3,9 @@
 The runner makes a fresh Ed25519 key for the session, redeems its one-time ticket at the
 relay (``POST <relay>/api/tickets/redeem``) and gets back a :class:`Grant`: its session id,
 base URL, the listener it may ask for, the relay's host key (which the tunnel pins) and a
-token to report the session's end with. This module needs only the standard library and
-``cryptography`` (which asyncssh depends on), so it runs before asyncssh is imported: the
-runner imports asyncssh (:mod:`runner_tunnel`) while JupyterLab boots.
+token to report the session's end (and its deadlines) with. This module needs only the
+standard library and ``cryptography`` (which asyncssh depends on), so it runs before asyncssh
+is imported: the runner imports asyncssh (:mod:`runner_tunnel`) while JupyterLab boots.
 
 Python >= 3.8.
 """
@@ -143,6 +143,27 @@ def report_end(relay_url: str, grant: Grant, stop: str | None, reason: str,
     return False
 
 
+def report_deadlines(relay_url: str, grant: Grant, time_limit_left: float | None,
+                     idle_left: float | None) -> bool:
+    """Tell the relay when the session will end, as seconds left (``None``: no such
+    deadline); it shows the time left and warns in JupyterLab. Best effort, one try."""
+    if not grant.end_token:
+        return False
+    body = json.dumps({"end_token": grant.end_token, "time_limit_left": time_limit_left,
+                       "idle_left": idle_left}).encode("utf-8")
+    req = urllib.request.Request(f"{relay_url}/api/sessions/{grant.session_id}/deadlines",
+                                 data=body, method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=5):
+            return True
+    except urllib.error.HTTPError as exc:
+        log.warning("the relay did not take the session's deadlines: %s", _error_text(exc))
+    except OSError as exc:
+        log.warning("could not tell the relay the session's deadlines: %s", exc)
+    return False
+
+
 class SessionKey:
     """A fresh Ed25519 key for this session; it never leaves the process.
 
@@ -161,7 +182,10 @@ class SessionKey:
                                                  serialization.NoEncryption())
 
 
-def runner_info(mode: str) -> dict[str, object]:
-    """What the relay may show about where the session runs."""
+def runner_info(mode: str, time_limit_left: float | None = None,
+                idle_timeout: float | None = None) -> dict[str, object]:
+    """What the relay may show about where the session runs, and when it will end (seconds
+    left; ``None``: no such deadline)."""
     return {"hostname": socket.gethostname(), "python": sys.version.split()[0],
-            "platform": sys.platform, "mode": mode}
+            "platform": sys.platform, "mode": mode,
+            "time_left": {"time_limit": time_limit_left, "idle": idle_timeout}}

@@ -222,7 +222,9 @@ class Session:
         token = secrets.token_urlsafe(32)
         key = runner_relay.SessionKey()
         grant = await self._step(runner_relay.redeem, s.relay, s.ticket, key.public_openssh,
-                                 token, runner_relay.runner_info(s.mode))
+                                 token, runner_relay.runner_info(
+                                     s.mode, self._time_limit_left(),
+                                     float(s.idle_timeout) if s.idle_timeout > 0 else None))
         runner_inputs.forget_ticket_file(s.workdir)
         self.grant = grant
         self.summary["session_id"] = grant.session_id
@@ -393,10 +395,16 @@ class Session:
         self.request_stop(StopReason.NOTEBOOK_EXITED,
                           f"JupyterLab exited on its own (code {self.notebook.exited()})")
 
+    def _time_limit_left(self) -> float | None:
+        """Seconds to the time limit, ``None`` without one."""
+        if self.settings.time_limit <= 0:
+            return None
+        elapsed = time.time() - float(self.summary["started"])
+        return max(0.0, self.settings.time_limit - elapsed)
+
     async def _watch_time_limit(self) -> None:
         if self.settings.time_limit > 0:
-            elapsed = time.time() - float(self.summary["started"])
-            await asyncio.sleep(max(0.0, self.settings.time_limit - elapsed))
+            await asyncio.sleep(self._time_limit_left())
             self.request_stop(StopReason.TIME_LIMIT,
                               f"time limit of {self.settings.time_limit} s reached")
         else:
@@ -407,6 +415,7 @@ class Session:
         if limit <= 0:
             await asyncio.Event().wait()
         interval = min(60.0, max(0.5, limit / 10.0))
+        reported = time.time() + limit  # the idle deadline the relay has (from the redeem)
         while True:
             await asyncio.sleep(interval)
             try:
@@ -416,6 +425,16 @@ class Session:
             except (OSError, ValueError, KeyError) as exc:
                 log.warning("could not read JupyterLab's activity: %s", exc)
                 continue
+            idle_at = time.time() + max(0.0, limit - idle)
+            if abs(idle_at - reported) >= max(1.0, min(30.0, limit / 10.0)):
+                # the user was active (or the first estimate was off): the relay shows the
+                # time left, and JupyterLab's banner warns by it
+                import runner_relay
+
+                if await loop_executor(runner_relay.report_deadlines, self.settings.relay,
+                                       self.grant, self._time_limit_left(),
+                                       max(0.0, idle_at - time.time())):
+                    reported = idle_at
             if idle >= limit:
                 self.request_stop(StopReason.IDLE,
                                   f"idle for {idle:.0f} s (idle timeout {limit} s)")

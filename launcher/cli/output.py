@@ -38,3 +38,15 @@ def print_fields(fields: Iterable[tuple[str, Any]], out: TextIO | None = None) -
         if isinstance(value, (dict, list)):
             value = json.dumps(value, default=str)
         out.write(f"{name + ':':<{width + 1}} {'-' if value is None else value}\n")
+
+
+def duration_text(seconds: float | None) -> str | None:
+    """``2h 05m``, ``4m 10s``, ``42s``; ``None`` for ``None``."""
+    if seconds is None:
+        return None
+    total = max(0, int(round(seconds)))
+    hours, rest = divmod(total, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"

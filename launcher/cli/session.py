@@ -17,7 +17,7 @@ from everest_app.client import EverestClient
 from everest_app.errors import AuthError, NotFoundError
 from everest_app.options import add_options, from_options
 from everest_app.states import JobState
-from launcher.cli.output import print_json, print_table
+from launcher.cli.output import duration_text, print_json, print_table
 from launcher.launch_options import LaunchOptions, profile_config
 from launcher.relay.client import RelayClient
 from launcher.relay.state import SessionState
@@ -132,7 +132,8 @@ def launch_cmd(args: argparse.Namespace) -> int:
 
 
 def _register_sessions(subparsers: Any) -> None:
-    p = subparsers.add_parser("sessions", help="list your live sessions and their URLs")
+    p = subparsers.add_parser("sessions", help="list your live sessions, their time left and "
+                                               "URLs")
     p.add_argument("--all", action="store_true", help="include ended sessions")
     p.add_argument("--relay", default=None, metavar="URL", help="relay address")
     p.set_defaults(func=sessions_cmd)
@@ -155,9 +156,16 @@ def sessions_cmd(args: argparse.Namespace) -> int:
         print("No sessions: the local Everest server is not running. "
               "'everest-jupyter launch' starts it with a session.")
         return 0
-    print_table([(s["id"], s["state"], s.get("job_id"), s.get("url") if s["ready"] else None)
-                 for s in rows], ("SESSION", "STATE", "JOB", "URL"))
+    print_table([(s["id"], s["state"], s.get("job_id"), _time_left(s),
+                  s.get("url") if s["ready"] else None)
+                 for s in rows], ("SESSION", "STATE", "JOB", "TIME LEFT", "URL"))
     return 0
+
+
+def _time_left(session: dict) -> str | None:
+    """``1h 59m (time limit)``: when a live session ends, by its runner's last report."""
+    left = duration_text(session.get("time_left"))
+    return f"{left} ({session['ends_by']})" if left and session.get("ends_by") else left
 
 
 def stop_cmd(args: argparse.Namespace) -> int:

@@ -6,6 +6,8 @@ What clients import (no tornado, no asyncssh):
 
 - :mod:`~launcher.relay.state`    a relay session's states, their one transition table, and
                                   why a runner stopped
+- :mod:`~launcher.relay.deadlines` when a session ends (its runner's report), and the
+                                  warning banner its pages get
 - :mod:`~launcher.relay.options`  checks of a session's options (default URL, hub prefix)
 - :mod:`~launcher.relay.client`   the relay's REST API as a Python client
 

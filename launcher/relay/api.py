@@ -32,6 +32,10 @@ Session runners (the ticket is the credential):
   went, ``{"saved", "files", "bytes", "error"?}``) -> 200; 403 for a wrong token. It may come
   after the session was ended (a stop at the relay) while the final save runs.
 
+- ``POST /api/sessions/<id>/deadlines`` ``{"end_token", "time_limit_left", "idle_left"}``
+  (seconds, or null for none): when the session will end, reported again when the idle
+  deadline moves -> 200 the time left; 403 for a wrong token (:mod:`launcher.relay.deadlines`).
+
 - ``GET /api/tunnel`` as a WebSocket: the relay's SSH server, for runners that cannot reach
   its SSH port (:mod:`launcher.relay.websocket`); the enrolled key is the credential.
 
@@ -57,6 +61,7 @@ from urllib.parse import unquote
 import asyncssh
 
 from everest_app import __version__
+from launcher.relay import deadlines
 from launcher.relay import store as rs
 from launcher.relay.auth import AuthFailed, AuthUnavailable
 from launcher.relay.handlers import PAGE_COOKIE, PAGE_COOKIE_PATH, ApiError, BaseHandler
@@ -270,6 +275,25 @@ class RunnerEndedHandler(BaseHandler):
         if record is None:
             raise ApiError(404, f"no session {session_id}")
         self.send({"session_id": session_id, "state": record.state.value})
+
+
+class RunnerDeadlinesHandler(BaseHandler):
+    def post(self, session_id: str) -> None:
+        body = self.json_body()
+        token = body.get("end_token")
+        if not isinstance(token, str):
+            raise ApiError(400, "give 'end_token' as a string")
+        try:
+            limit = deadlines.check_seconds(body.get("time_limit_left"), "time_limit_left")
+            idle = deadlines.check_seconds(body.get("idle_left"), "idle_left")
+        except ValueError as exc:
+            raise ApiError(400, str(exc)) from None
+        if not self.relay.runner_deadlines(session_id, token, limit, idle):
+            raise ApiError(403, "wrong end token for this session")
+        record = self.relay.store.get(session_id)
+        if record is None:
+            raise ApiError(404, f"no session {session_id}")
+        self.send({"session_id": session_id, **deadlines.time_left(record.runner)})
 
 
 class InfoHandler(BaseHandler):

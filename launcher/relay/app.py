@@ -13,11 +13,18 @@ from launcher.relay.api import (
     NotFoundHandler,
     PageHandler,
     RedeemHandler,
+    RunnerDeadlinesHandler,
     RunnerEndedHandler,
     SessionHandler,
     SessionsHandler,
 )
-from launcher.relay.proxy import SESSION_PATH, HubProxyHandler, SessionProxyHandler
+from launcher.relay.proxy import (
+    SESSION_PATH,
+    TIME_LEFT_PATH,
+    HubProxyHandler,
+    SessionProxyHandler,
+    TimeLeftHandler,
+)
 
 
 def make_app(relay) -> web.Application:
@@ -30,9 +37,11 @@ def make_app(relay) -> web.Application:
         (r"/api/sessions", SessionsHandler),
         (rf"/api/sessions/{_SID}", SessionHandler),
         (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
+        (rf"/api/sessions/{_SID}/deadlines", RunnerDeadlinesHandler),
         (r"/api/tickets/redeem", RedeemHandler),
         (relay_websocket.PATH, relay_websocket.TunnelHandler,
          {"entrance": relay.websocket_entrance}),
+        (TIME_LEFT_PATH, TimeLeftHandler),
         (SESSION_PATH, SessionProxyHandler),
         (r"/(?!api/).*", HubProxyHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)

@@ -64,6 +64,10 @@ class RelayConfig(Configurable):
     probe_timeout = Float(
         60.0, help="Seconds the relay keeps asking a new session's notebook for its status "
                    "through the tunnel before giving up.").tag(config=True)
+    time_warning = Float(
+        300.0, help="Seconds before a session's end (time limit or idle timeout) from which "
+                    "its JupyterLab pages show a warning banner counting down (0: never).",
+    ).tag(config=True, metavar="SECONDS")
     max_proxied_body = Integer(
         64 << 30, help="The largest request body a session accepts through the relay, in "
                        "bytes (streamed, not buffered).").tag(config=True, metavar="BYTES")

@@ -19,6 +19,11 @@ carries that session's own notebook token (JupyterLab's credential); anything el
 Everest bearer token) is dropped — except for a hub-mode session, whose credentials are the
 hub's own tokens and cookies. Hop-by-hop headers are not forwarded.
 
+What the relay adds on the way out: to a page a browser navigates to (a 200 HTML answer of
+at most 4 MiB, asked for without compression), a small script that shows a banner when the
+session is about to end (:mod:`launcher.relay.deadlines`); ``<prefix>_everest/time-left``,
+which that script asks, is answered by the relay itself.
+
 Idle upstream channels are kept (a few per session) so keep-alive requests do not pay a
 channel open each; a channel that JupyterLab closed is never reused for a request with a
 body, and a bodiless request that meets a closed pooled channel is retried once on a new one.
@@ -47,12 +52,15 @@ from tornado import httputil, iostream, web
 from tornado.log import access_log
 
 from everest_app.json_api import TOKEN_COOKIE
+from launcher.relay import deadlines
 from launcher.relay import store as rs
 from launcher.relay.handlers import PAGE_COOKIE, ApiError, BaseHandler
 
 log = logging.getLogger(__name__)
 
 SESSION_PATH = r"/session/([0-9a-f]{24})(/.*)?"
+TIME_LEFT_PATH = r"/(?!api/).*/" + deadlines.TIME_PATH
+_SESSION_PREFIX = re.compile(r"^/session/([0-9a-f]{24})/")
 _HOP_BY_HOP = frozenset(h.lower() for h in (
     "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate",
     "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"))
@@ -65,6 +73,7 @@ _POOL_PER_SESSION = 8
 _MAX_HEAD = 64 << 10
 # control characters other than tab may not appear in an answer head's lines
 _BAD_HEAD = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_MAX_PAGE = 4 << 20  # larger HTML answers stream through without the banner
 
 
 class UpstreamClosed(Exception):
@@ -215,6 +224,7 @@ class SessionProxyHandler(BaseHandler):
 
     async def prepare(self) -> None:
         self.chan: Channel | None = None
+        self._page = False
         self._chunked_body = False
         self._head = b""
         relay = self.relay
@@ -229,6 +239,11 @@ class SessionProxyHandler(BaseHandler):
                           and headers.get("Upgrade", "").lower() == "websocket")
         uri = self.request.uri or "/"
         root = self._root(record)
+        self._time_url = root + record.base_url + deadlines.TIME_PATH
+        # a page a browser navigates to may get the time-left banner: ask for it unencoded
+        self._page = (self.request.method == "GET" and not self.websocket
+                      and "text/html" in headers.get("Accept", "")
+                      and relay.config.time_warning > 0)
         if root:
             uri = uri[len(root):] or "/"
         lines = [f"{self.request.method} {uri} HTTP/1.1"]
@@ -236,7 +251,8 @@ class SessionProxyHandler(BaseHandler):
         keep_auth = record.mode == rs.HUB_MODE
         for name, value in forwarded_headers(headers, record.notebook_token, self.websocket,
                                              keep_authorization=keep_auth):
-            lines.append(f"{name}: {value}")
+            if not (self._page and name.lower() == "accept-encoding"):
+                lines.append(f"{name}: {value}")
         length = headers.get("Content-Length")
         if length is not None:
             lines.append(f"Content-Length: {length}")
@@ -250,6 +266,12 @@ class SessionProxyHandler(BaseHandler):
         self._has_body = length not in (None, "0") or self._chunked_body
         self.chan = await self._channel(allow_pooled=True)
         self.chan.writer.write(self._head)
+
+    def _banner(self, body: bytes) -> bytes:
+        """``body`` (a page of the session) with the time-left script in it."""
+        url = f"{self._time_url}?key={self.relay.time_key(self.record.id)}"
+        return deadlines.inject(body, deadlines.banner_script(
+            url, self.relay.config.time_warning))
 
     def _session(self) -> rs.SessionRecord:
         """The live session this request is for; 404 when there is none."""
@@ -347,8 +369,18 @@ class SessionProxyHandler(BaseHandler):
                 size = int(length)
             except ValueError:
                 raise ApiError(502, "the session's notebook sent a malformed answer") from None
-            out["Content-Length"] = str(size)
-            await self._copy_length(chan, size)
+            if self._injectable(status, out, size):
+                try:
+                    body = self._banner(await chan.readexactly(size))
+                except asyncio.IncompleteReadError:
+                    raise iostream.StreamClosedError() from None
+                if "Etag" in out:
+                    del out["Etag"]  # another body than the notebook's
+                out["Content-Length"] = str(len(body))
+                await self._send(body)
+            else:
+                out["Content-Length"] = str(size)
+                await self._copy_length(chan, size)
         else:
             reusable = False
             while data := await chan.read():
@@ -361,6 +393,13 @@ class SessionProxyHandler(BaseHandler):
         self.finish()
 
     get = head = post = delete = patch = put = options = _respond
+
+    def _injectable(self, status: int, headers: httputil.HTTPHeaders, size: int) -> bool:
+        """Is this answer a page to add the time-left banner to? A browser's navigation,
+        answered 200 with a small unencoded HTML document."""
+        return (self._page and status == 200 and size <= _MAX_PAGE
+                and headers.get("Content-Type", "").lower().startswith("text/html")
+                and headers.get("Content-Encoding", "identity").lower() == "identity")
 
     async def _read_head(self, chan: Channel
                          ) -> tuple[int, str, list[tuple[str, str]], bytes]:
@@ -469,6 +508,29 @@ class SessionProxyHandler(BaseHandler):
         if getattr(self, "chan", None) is not None:
             self.chan.close()
             self.chan = None
+
+
+class TimeLeftHandler(BaseHandler):
+    """``<session prefix>_everest/time-left?key=K``: the banner's question, answered by the
+    relay itself (JupyterLab never sees it, so asking is no activity). The key the relay put
+    into the session's page is the credential; a wrong one gets 403, a path that is not a
+    live session's prefix 404. (Not the streaming proxy handler: an error there closes the
+    connection, and these come every half minute.)"""
+
+    def get(self) -> None:
+        path = self.request.path
+        match = _SESSION_PREFIX.match(path)
+        record = self.relay.store.get(match.group(1)) if match else \
+            self.relay.store.hub_session_at(path)
+        root = self.relay.session_root(record) if record is not None and match else ""
+        if record is None or not record.live or \
+                path != root + record.base_url + deadlines.TIME_PATH:
+            raise ApiError(404, f"no live session at {path[:-len(deadlines.TIME_PATH)]}")
+        key = self.get_query_argument("key", "")
+        if not hmac.compare_digest(self.relay.time_key(record.id).encode(),
+                                   key.encode("utf-8", "replace")):
+            raise ApiError(403, "wrong key for this session's time left")
+        self.send(deadlines.time_left(record.runner))
 
 
 class HubProxyHandler(SessionProxyHandler):

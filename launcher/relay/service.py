@@ -45,6 +45,7 @@ from traitlets import TraitError
 from everest_app import config as app_config
 from everest_app.config import write_private
 from everest_app.options import from_options
+from launcher.relay import deadlines
 from launcher.relay import store as rs
 from launcher.relay.auth import EverestAuth
 from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
@@ -270,8 +271,10 @@ class Relay:
 
     def redeem(self, ticket: str, public_key: str, notebook_token: str,
                runner: dict[str, Any]) -> rs.SessionRecord | None:
-        """Enroll a runner's key; ``None`` when the ticket is unknown, used or expired."""
-        record = self.store.redeem(ticket, public_key, notebook_token, runner)
+        """Enroll a runner's key; ``None`` when the ticket is unknown, used or expired.
+        The runner's ``time_left`` becomes its ``deadlines`` (:mod:`.deadlines`)."""
+        record = self.store.redeem(ticket, public_key, notebook_token,
+                                   deadlines.from_redeem(runner))
         if record is not None:
             log.info("session %s: ticket redeemed by %s", record.id, runner.get("hostname"))
             self._notify(record.id)
@@ -370,7 +373,8 @@ class Relay:
         return url
 
     def view(self, record: rs.SessionRecord) -> dict[str, Any]:
-        """A session as the API shows it to its owner."""
+        """A session as the API shows it to its owner; ``ends_at``/``ends_by``/``time_left``
+        say when a live session ends by its runner's last report (:mod:`.deadlines`)."""
         return {
             "id": record.id, "state": record.state.value,
             "ready": record.state is SessionState.READY,
@@ -382,6 +386,8 @@ class Relay:
             "stop_reason": record.stop_reason,
             "workspace": ({**record.workspace, "report": record.workspace_report}
                           if record.workspace else None),
+            **(deadlines.time_left(record.runner) if record.live else
+               {"ends_at": None, "ends_by": None, "time_left": None}),
             "ticket_expires": (record.ticket_expires if record.state is SessionState.WAITING
                                else None),
         }
@@ -434,6 +440,24 @@ class Relay:
         """The runner's proof that it may end its session (derived, so a repeated redeem
         returns the same one and nothing needs storing)."""
         return hmac.new(self._secret, session_id.encode(), hashlib.sha256).hexdigest()
+
+    def time_key(self, session_id: str) -> str:
+        """The key a session's pages ask for its time left with (derived, like the end
+        token, and distinct from it: a page must never learn the runner's credential)."""
+        return hmac.new(self._secret, b"time-left:" + session_id.encode(),
+                        hashlib.sha256).hexdigest()[:32]
+
+    def runner_deadlines(self, session_id: str, token: str, time_limit_left: float | None,
+                         idle_left: float | None) -> bool:
+        """A runner reports its deadlines as seconds left; False if ``token`` is not the
+        session's end token. An ended session keeps what it had."""
+        if not hmac.compare_digest(self.end_token(session_id), token):
+            return False
+        record = self.store.get(session_id)
+        if record is not None and record.live:
+            self.store.update(session_id, runner=deadlines.with_deadlines(
+                record.runner, time_limit_left, idle_left))
+        return True
 
     def runner_ended(self, session_id: str, token: str, reason: str,
                      stop: StopReason = StopReason.UNKNOWN,

@@ -321,13 +321,16 @@ class RelayStore:
         return True
 
     def update(self, session_id: str, **fields: Any) -> None:
-        """Set ``job_id``, ``label``, ``listen_port``, ``stop_reason`` or
-        ``workspace_report`` (a dict)."""
-        allowed = {"job_id", "label", "listen_port", "stop_reason", "workspace_report"}
+        """Set ``job_id``, ``label``, ``listen_port``, ``stop_reason``,
+        ``workspace_report`` (a dict) or ``runner`` (what the runner said about itself, a
+        dict)."""
+        allowed = {"job_id", "label", "listen_port", "stop_reason", "workspace_report",
+                   "runner"}
         if not fields or set(fields) - allowed:
             raise ValueError(f"only {sorted(allowed)} can be updated")
-        if "workspace_report" in fields:
-            fields["workspace_report"] = json.dumps(fields["workspace_report"])
+        for name in ("workspace_report", "runner"):
+            if name in fields:
+                fields[name] = json.dumps(fields[name])
         cols = ", ".join(f"{k}=?" for k in fields)
         self._records.clear()
         self._db.execute(f"UPDATE sessions SET {cols}, updated=? WHERE id=?",

@@ -261,3 +261,57 @@ def test_the_relay_database_opens_no_notebook(relay: RelayProcess, alice: Api) -
     stored = b"".join(p.read_bytes() for p in relay.state_dir.glob("relay.sqlite*"))
     assert token.encode() not in stored
     assert (relay.state_dir / "state_key").stat().st_mode & 0o777 == 0o600
+
+
+def test_the_runner_reports_when_the_session_ends(relay: RelayProcess, alice: Api,
+                                                  bob: Api) -> None:
+    session = alice.new_session()
+    sid = session["id"]
+    assert alice.session(sid)["time_left"] is None  # nothing reported yet
+    resp = redeem(relay.url, session["ticket"], public_text(new_key()),
+                  runner={"hostname": "test", "time_left": {"time_limit": 600, "idle": 120}})
+    grant = resp.json()
+    view = alice.session(sid)
+    assert view["ends_by"] == "idle timeout" and 100 <= view["time_left"] <= 120
+    assert abs(view["ends_at"] - (time.time() + view["time_left"])) < 5
+
+    path = f"/api/sessions/{sid}/deadlines"
+    anyone = Api(relay.url, None)
+    wrong = anyone("POST", path, json={"end_token": "0" * 64, "time_limit_left": 1,
+                                       "idle_left": None})
+    assert wrong.status_code == 403 and wrong.json()["message"]
+    for bad in ({"time_limit_left": -1}, {"idle_left": "soon"}, {"idle_left": float("1e12")},
+                {"end_token": 5}):
+        body = {"end_token": grant["end_token"], "time_limit_left": 1, **bad}
+        answer = anyone("POST", path, json=body)
+        assert answer.status_code == 400 and answer.json()["message"], bad
+    assert alice.session(sid)["ends_by"] == "idle timeout"  # nothing half-taken
+
+    moved = anyone("POST", path, json={"end_token": grant["end_token"],
+                                       "time_limit_left": 50, "idle_left": 500})
+    assert moved.status_code == 200 and moved.json()["ends_by"] == "time limit"
+    view = alice.session(sid)
+    assert view["ends_by"] == "time limit" and 40 <= view["time_left"] <= 50
+    never = anyone("POST", path, json={"end_token": grant["end_token"],
+                                       "time_limit_left": None, "idle_left": None})
+    assert never.json()["time_left"] is None and alice.session(sid)["time_left"] is None
+    assert bob("GET", f"/api/sessions/{sid}").status_code == 404  # the owner's view only
+
+    # the banner's question needs the key the relay puts into the session's pages
+    for key in ("", "0" * 32, "1" * 32):  # one keep-alive connection: errors keep it usable
+        asked = anyone("GET", f"/session/{sid}/_everest/time-left", params={"key": key})
+        assert asked.status_code == 403 and asked.json()["message"]
+    for other in ("/session/0123456789abcdef01234567/_everest/time-left",
+                  f"/session/{sid}/lab/_everest/time-left", "/user/nobody/_everest/time-left"):
+        assert anyone("GET", other, params={"key": "0" * 32}).status_code == 404, other
+    alice("DELETE", f"/api/sessions/{sid}")
+    assert alice.session(sid)["time_left"] is None  # an ended session ends nothing more
+
+
+def test_a_redeem_with_malformed_deadlines_still_enrolls(relay: RelayProcess,
+                                                          alice: Api) -> None:
+    session = alice.new_session()
+    resp = redeem(relay.url, session["ticket"], public_text(new_key()),
+                  runner={"hostname": "test", "time_left": {"time_limit": "an hour"}})
+    assert resp.status_code == 200
+    assert alice.session(session["id"])["time_left"] is None

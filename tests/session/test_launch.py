@@ -7,6 +7,7 @@ Ctrl-C stops the session and its JupyterLab and kernels are gone."""
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -169,6 +170,56 @@ def test_a_missing_local_package_is_refused_before_anything_starts(launched: Lau
     assert result.returncode != 0
     assert "--packages ./gone.whl: no such file or folder" in result.stderr
     assert "submitted" not in result.stderr
+
+
+def test_jupyterlab_warns_before_the_time_limit_and_sessions_shows_the_time_left(
+        launched: Launched, browser: Browser) -> None:
+    # a time limit under the relay's warning window (300 s): the banner shows at once
+    result = launched.cli("--json", "launch", "--detach", "--time-limit", "240", timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+    context = browser.new_context()
+    try:
+        rows = json.loads(launched.cli("--json", "sessions").stdout)
+        mine = next(s for s in rows if s["id"] == out["session_id"])
+        assert mine["ends_by"] == "time limit" and 0 < mine["time_left"] <= 240
+        table = launched.cli("sessions").stdout
+        assert "TIME LEFT" in table.splitlines()[0]
+        assert re.search(out["session_id"] + r".*\b[1-4]m \d\ds \(time limit\)", table), table
+
+        page = context.new_page()
+        page.set_default_timeout(90_000)
+        page.goto(out["url"])
+        banner = page.locator("#everest-time-left")
+        expect(banner).to_contain_text("This session ends in")
+        expect(banner).to_contain_text("(time limit). Save your work.")
+        run_a_cell(page)  # the banner is over JupyterLab, which works as before
+        expect(banner).to_be_visible()
+    finally:
+        context.close()
+        launched.cli("stop", out["session_id"])
+
+
+def test_the_idle_deadline_moves_with_activity(launched: Launched) -> None:
+    result = launched.cli("--json", "launch", "--detach", "--idle-timeout", "60",
+                          "--time-limit", "900", timeout=300)
+    assert result.returncode == 0, result.stderr
+    out = json.loads(result.stdout)
+
+    def mine() -> dict:
+        rows = json.loads(launched.cli("--json", "sessions").stdout)
+        return next(s for s in rows if s["id"] == out["session_id"])
+
+    try:
+        first = mine()
+        assert first["ends_by"] == "idle timeout" and first["time_left"] <= 60
+        base, token = split_url(out["url"])
+        # activity (a kernel runs code) moves the deadline; the runner tells the relay
+        wait_for(lambda: run_in_kernel(base, token, "print(1)") == "1\n"
+                 and mine()["ends_at"] > first["ends_at"] + 5, timeout=60,
+                 what="the idle deadline to move after activity", interval=1.0)
+    finally:
+        launched.cli("stop", out["session_id"])
 
 
 def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
