@@ -33,7 +33,7 @@ import shutil
 import signal
 import sqlite3
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -46,6 +46,7 @@ from everest_local.backends import Backend, TaskSpec, make_backend
 from everest_local.catalog import Catalog
 from everest_local.containment import open_containment
 from everest_local.disk import DiskReserve, is_disk_full
+from everest_local.fairshare import FairQueue
 from everest_local.files import FileStore, canonical_uri
 from everest_local.outcome import STOP_EVENT, TaskEnd, TaskStop
 from everest_local.resources import LOCAL, Resource, Resources
@@ -116,8 +117,10 @@ class Executor:
         self.containment = open_containment(core.settings.task_containment, self.tasks_root)
         self.resources = core.resources
         self.local_id = self.resources.by_name[LOCAL].id
-        self.queues: dict[Slot, deque[str]] = {}
+        self.queues: dict[Slot, FairQueue] = {}
         self.busy: Counter[Slot] = Counter()
+        self.user_busy: Counter[tuple[bool, str]] = Counter()  # (service?, owner) -> slots
+        self._holders: dict[str, tuple[bool, str]] = {}  # job id -> its user_busy key
         self.backends: dict[str, Backend] = {}
         self.running: dict[str, Running] = {}
         self.starting: dict[str, TaskStop | None] = {}  # job id -> stop asked while staging
@@ -196,7 +199,8 @@ class Executor:
         if job is None:
             return
         resource = self.resources.choose(job.owner, app.alias, job.resources, self._load)
-        self.queues.setdefault((resource.id, app.is_service), deque()).append(job_id)
+        self.queues.setdefault((resource.id, app.is_service), FairQueue()).append(job_id,
+                                                                             job.owner)
         self.pump()
 
     def _load(self, resource: Resource) -> int:
@@ -214,17 +218,35 @@ class Executor:
         return resource.slots
 
     def pump(self) -> None:
-        """Start queued jobs while their slots have room."""
+        """Start queued jobs while their slots have room, each user in turn
+        (:mod:`everest_local.fairshare`), none past ``max_running_per_user`` batch tasks."""
         for slot, queue in self.queues.items():
             limit = self._limit(slot)
+            service = slot[1]
+            cap = 0 if service else self.settings.max_running_per_user
             while queue and self.busy[slot] < limit:
-                job_id = queue.popleft()
-                self.busy[slot] += 1
+                picked = queue.take(lambda user, s=service: self.user_busy[(s, user)], cap)
+                if picked is None:  # everyone waiting is at the cap
+                    break
+                job_id, owner = picked
+                self.hold(slot, job_id, owner)
                 self.spawn_bg(self._start_guarded(job_id, slot))
 
-    def release(self, slot: Slot) -> None:
-        """A task of ``slot`` no longer runs: let the next one start."""
+    def hold(self, slot: Slot, job_id: str, owner: str) -> None:
+        """Count a slot of ``slot`` as taken by ``owner``'s job (until :meth:`release`)."""
+        self.busy[slot] += 1
+        key = (slot[1], owner)
+        self.user_busy[key] += 1
+        self._holders[job_id] = key
+
+    def release(self, slot: Slot, job_id: str) -> None:
+        """``job_id``'s task no longer holds its slot: let the next one start."""
         self.busy[slot] -= 1
+        key = self._holders.pop(job_id, None)
+        if key is not None:
+            self.user_busy[key] -= 1
+            if not self.user_busy[key]:
+                del self.user_busy[key]
         self.pump()
 
     def backend(self, resource: Resource) -> Backend:
@@ -245,7 +267,7 @@ class Executor:
             log.exception("starting job %s failed", job_id)
             self.starting.pop(job_id, None)
             self.fail_internal(job_id, exc)
-            self.release(slot)
+            self.release(slot, job_id)
 
     def fail_internal(self, job_id: str, exc: Exception) -> None:
         """Fail a job for an error of this server's own (logged by the caller)."""
@@ -261,12 +283,12 @@ class Executor:
         job = self.core.store.job(job_id)
         found = self.core.catalog.apps.get(job.app_id) if job else None
         if job is None or job.state is not JobState.READY:
-            self.release(slot)
+            self.release(slot, job_id)
             return None
         if found is None:
             self.end_without_task(job_id, JobState.FAILED, f"application {job.app_alias} is no "
                                   "longer offered by this server")
-            self.release(slot)
+            self.release(slot, job_id)
             return None
         return job, found
 
@@ -325,7 +347,7 @@ class Executor:
                 self.spawn_bg(self.remove_quietly(backend, handle))
             await self.record_end(spec.task_id, job_id, app, spec.dir,
                                   TaskEnd(stop=stop, start_error=what))
-            self.release(slot)
+            self.release(slot, job_id)
             return
         stop = self.starting.pop(job_id, None)
         now = time.time()
@@ -477,7 +499,7 @@ class Executor:
                             app: Application | None) -> None:
         # The slot is free once the task has ended: start the next task first, so it runs
         # while this one's end is recorded.
-        self.release(run.slot)
+        self.release(run.slot, run.job_id)
         await asyncio.sleep(0)
         try:
             await self._bring_back(run)

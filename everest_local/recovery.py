@@ -49,7 +49,7 @@ def recover(executor: Executor) -> None:
                                           "longer has")
             continue
         slot = (resource.id, bool(app and app.is_service))
-        executor.busy[slot] += 1
+        executor.hold(slot, task.job_id, job.owner if job else "")
         executor.spawn_bg(_readopt(executor, task, job, app, slot))
     for job in store.jobs_in_states((JobState.READY,)):
         app = executor.core.catalog.apps.get(job.app_id)
@@ -78,7 +78,7 @@ async def _readopt(executor: Executor, task: TaskRow, job: JobRow | None,
         if handle is not None:
             await executor.remove_quietly(backend, handle)
         store.delete_task(task.id)  # it never ran: the attempt starts afresh
-        executor.release(slot)
+        executor.release(slot, task.job_id)
         if job is None or job.state not in ACTIVE_STATES:
             return
         if app is None:

@@ -102,6 +102,11 @@ class ServerSettings(Configurable):
     max_jobs_in_flight = Integer(
         10000, help="Jobs one user may have queued or running; more are refused with 429 and "
                     "Retry-After (0: no limit).").tag(config=True, metavar="N")
+    max_running_per_user = Integer(
+        0, help="Batch tasks one user may have running at once, over all resources; their "
+                "further jobs wait (in their place) while other users' jobs start (0: no cap; "
+                "free slots are shared among users with waiting work either way).",
+    ).tag(config=True, metavar="N")
     max_stored_bytes = Integer(
         0, help="Bytes of files (uploads and job outputs) one user may keep; more are refused "
                 "with 429 and Retry-After (0: no limit).").tag(config=True, metavar="BYTES")
@@ -151,10 +156,10 @@ class ServerSettings(Configurable):
             raise TraitError(f"{proposal['trait'].name.replace('_', ' ')} must be at least 1")
         return proposal["value"]
 
-    @validate("kill_grace")
+    @validate("kill_grace", "max_running_per_user")
     def _not_negative(self, proposal: dict) -> float:
         if proposal["value"] < 0:
-            raise TraitError("kill grace must be >= 0")
+            raise TraitError(f"{proposal['trait'].name.replace('_', ' ')} must be >= 0")
         return proposal["value"]
 
     @validate("task_containment")

@@ -17,6 +17,7 @@ from everest_app.states import JobState
 from everest_local import processes
 from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
 from tests.fixtures.task_accounts import ensure_passable
+from tests.fixtures.waiting import wait_for
 
 APPS = Path(__file__).parent / "apps"
 
@@ -237,3 +238,57 @@ def test_a_task_that_fills_the_data_disk_fails_with_a_message(small_disk_server)
     after = c.wait(c.submit("sleep", {"duration": 0}).id, timeout=60)
     assert after.state == JobState.DONE, after.raw
     assert shutil.disk_usage(srv.data_dir).free > 2 << 20
+
+
+# -- fair share (issue 20.6) -----------------------------------------------------------------
+
+def _release(server: ServerProcess, job_id: str) -> None:
+    """Let a running ``hold`` job end (it waits for a file named release in its folder)."""
+    work = server.data_dir / "tasks" / f"{job_id}-0-0" / "work"
+    wait_for((work / "copy.txt").exists, what=f"job {job_id}'s task to start")
+    (work / "release").touch()
+
+
+def _states(client, jobs) -> list[str]:
+    return [client.job(j.id).state.value for j in jobs]
+
+
+def test_one_users_queue_does_not_starve_another(start_local_server):
+    """One slot; alice's job runs and two more of hers wait, then bob submits one: when
+    alice's first ends, bob's starts before her second (it used to wait behind all hers)."""
+    srv = start_local_server(apps=[APPS], slots=1)
+    alice, bob = srv.client("alice"), srv.client("bob")
+    first = alice.submit("hold", {"text": "a1"})
+    wait_for_state(alice, first.id, "RUNNING")
+    second, third = (alice.submit("hold", {"text": t}) for t in ("a2", "a3"))
+    bobs = bob.submit("hold", {"text": "b1"})
+    assert _states(alice, [second, third]) == ["READY", "READY"]
+    _release(srv, first.id)
+    wait_for_state(bob, bobs.id, "RUNNING")
+    assert _states(alice, [second, third]) == ["READY", "READY"]
+    _release(srv, bobs.id)
+    wait_for_state(alice, second.id, "RUNNING")
+    assert _states(alice, [third]) == ["READY"]
+    _release(srv, second.id)
+    _release(srv, third.id)
+    assert alice.wait(third.id, timeout=60).state == JobState.DONE
+    assert bob.wait(bobs.id, timeout=60).state == JobState.DONE
+
+
+def test_a_per_user_cap_on_running_jobs(start_local_server):
+    """Two slots and --max-running-per-user 1: alice's second job waits with a slot free,
+    bob's job takes it, and hers starts when her first ends."""
+    srv = start_local_server(apps=[APPS], slots=2,
+                             extra_args=["--max-running-per-user", "1"])
+    alice, bob = srv.client("alice"), srv.client("bob")
+    first, second = (alice.submit("hold", {"text": t}) for t in ("a1", "a2"))
+    wait_for_state(alice, first.id, "RUNNING")
+    bobs = bob.submit("hold", {"text": "b1"})
+    wait_for_state(bob, bobs.id, "RUNNING")
+    assert _states(alice, [second]) == ["READY"]  # a slot was free all along: the cap
+    _release(srv, first.id)
+    wait_for_state(alice, second.id, "RUNNING")
+    _release(srv, second.id)
+    _release(srv, bobs.id)
+    assert alice.wait(second.id, timeout=60).state == JobState.DONE
+    assert bob.wait(bobs.id, timeout=60).state == JobState.DONE
