@@ -121,3 +121,26 @@ def _let_it_start(client: Any, job_id: str, tasks_at: Path, timeout: float = 120
         assert not client.job(job_id).is_done, client.log(job_id)
         assert time.monotonic() < deadline, f"the probe of job {job_id} did not start"
         time.sleep(0.1)
+
+
+def check_links_not_followed(server: ServerProcess, resource: str, tmp: Path) -> None:
+    """A task that replaces its work folder with a link to a root-only folder on this
+    machine, or makes its outputs links to a root-only file, gets its job FAILED; nothing
+    of them is read or moved (issue 20.1: the server brings the folder back, or reads it
+    where it is mounted, without following a link)."""
+    secret = tmp / "root-only"
+    secret.mkdir(mode=0o700)
+    for name in ("report.json", "upper.txt"):
+        (secret / name).write_text('{"stolen": "root secret"}')
+        (secret / name).chmod(0o600)
+    client = server.client()
+    for mode, target in (("work", secret), ("output", secret / "report.json")):
+        job = client.submit("hostile", {"mode": mode, "target": str(target)},
+                            resources=[resource])
+        ended = client.wait(job.id, timeout=120)
+        assert ended.state.value == "FAILED", (mode, ended, client.log(job.id))
+        assert "root secret" not in json.dumps(ended.raw), ended.raw
+        if mode == "work":
+            assert "replaced by a link" in (ended.info or ""), ended.info
+    assert sorted(p.name for p in secret.iterdir()) == ["report.json", "upper.txt"]
+    assert all(p.read_text() == '{"stolen": "root secret"}' for p in secret.iterdir())

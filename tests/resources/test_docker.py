@@ -67,3 +67,7 @@ def test_an_image_the_resource_does_not_allow_fails_the_job(docker_server):
     failed = client.wait(job.id, timeout=60)
     assert failed.state.value == "FAILED"
     assert "image 'evil/miner:1' is not allowed on box" in failed.info, failed.info
+
+
+def test_links_in_the_mounted_work_folder_are_not_followed(docker_server, tmp_path):
+    kit.check_links_not_followed(docker_server, "box", tmp_path)

@@ -69,6 +69,10 @@ def test_time_limit_is_enforced_by_the_server(slurm_server):
     kit.check_time_limit(slurm_server, "hpc")
 
 
+def test_links_in_what_comes_back_are_not_followed(slurm_server, tmp_path):
+    kit.check_links_not_followed(slurm_server, "hpc", tmp_path)
+
+
 def test_kill9_restart_readopts_the_slurm_job(slurm_server):
     report, log = kit.check_kill9_restart(slurm_server, "hpc", slurm_server.tasks_at)
     assert f"job_id {report['slurm_job_id']}" in log

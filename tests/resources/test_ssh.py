@@ -121,3 +121,7 @@ def test_a_crash_before_the_launch_queues_the_job_again(ssh_server, sshd_server)
     log = client.log(job_id)
     assert done.state.value == "DONE" and "had not started on login" in log, log
     assert log.count("started on login (") == 2, log  # the first, then the one run to the end
+
+
+def test_links_in_what_comes_back_are_not_followed(ssh_server, tmp_path):
+    kit.check_links_not_followed(ssh_server, "login", tmp_path)
