@@ -21,6 +21,9 @@ The service, bottom up:
 - :mod:`~launcher.relay.ssh`        the SSH server: enrolled keys, one virtual forward each
 - :mod:`~launcher.relay.websocket`  the same SSH server inside a WebSocket (``/api/tunnel``)
 - :mod:`~launcher.relay.api`        the REST API's handlers and the page
+- :mod:`~launcher.relay.workspace_api` the REST API of workspaces (list, history, zip
+                                    download, upload, delete)
+- :mod:`~launcher.relay.openapi`    its OpenAPI description (``/api/openapi.json``)
 - :mod:`~launcher.relay.proxy`      every session under ``/session/<id>/`` through its tunnel
 - :mod:`~launcher.relay.service`    :class:`~launcher.relay.service.Relay`: the above in one
                                     asyncio process; ``serve`` and ``run``

@@ -296,6 +296,13 @@ class RunnerDeadlinesHandler(BaseHandler):
         self.send({"session_id": session_id, **deadlines.time_left(record.runner)})
 
 
+class OpenApiHandler(BaseHandler):
+    def get(self) -> None:
+        from launcher.relay.openapi import description
+
+        self.send(description())
+
+
 class InfoHandler(BaseHandler):
     def get(self) -> None:
         self.send({"service": "everest-jupyter relay", "version": __version__,

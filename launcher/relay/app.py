@@ -5,12 +5,14 @@ from __future__ import annotations
 from tornado import web
 
 from launcher.relay import websocket as relay_websocket
+from launcher.relay import workspace_api
 from launcher.relay.api import (
     _SID,
     InfoHandler,
     LoginHandler,
     LogoutHandler,
     NotFoundHandler,
+    OpenApiHandler,
     PageHandler,
     RedeemHandler,
     RunnerDeadlinesHandler,
@@ -39,6 +41,8 @@ def make_app(relay) -> web.Application:
         (rf"/api/sessions/{_SID}/ended", RunnerEndedHandler),
         (rf"/api/sessions/{_SID}/deadlines", RunnerDeadlinesHandler),
         (r"/api/tickets/redeem", RedeemHandler),
+        (r"/api/openapi.json", OpenApiHandler),
+        *workspace_api.routes(),
         (relay_websocket.PATH, relay_websocket.TunnelHandler,
          {"entrance": relay.websocket_entrance}),
         (TIME_LEFT_PATH, TimeLeftHandler),
