@@ -264,18 +264,23 @@ class Session:
         nb.start()
         self.summary["notebook"]["port"] = nb.port
         if not hub:
-            self.tunnel = self._make_tunnel(grant, key, nb.port)  # while JupyterLab boots
-        if s.repository:
-            try:
-                folder = await self._step(clone_repository, s.repository, root)
-                log.info("cloned %s into %s", s.repository, folder)
-            except RuntimeError as exc:
-                log.warning("%s; the session goes on without it", exc)
-                self.summary["error"] = str(exc)
-        await self._step(nb.wait_ready)
-
-        tunnel_task = tunnel_task or asyncio.ensure_future(self._keep_tunnel(grant, key,
-                                                                             nb.port))
+            # the tunnel connects while JupyterLab boots (the relay asks the notebook for
+            # its status through it until it answers), so its key exchange and login are
+            # not added to the launch
+            self.tunnel = self._make_tunnel(grant, key, nb.port)
+            tunnel_task = asyncio.ensure_future(self._keep_tunnel(grant, key, nb.port))
+        try:
+            if s.repository:
+                try:
+                    folder = await self._step(clone_repository, s.repository, root)
+                    log.info("cloned %s into %s", s.repository, folder)
+                except RuntimeError as exc:
+                    log.warning("%s; the session goes on without it", exc)
+                    self.summary["error"] = str(exc)
+            await self._step(nb.wait_ready)
+        except BaseException:
+            tunnel_task.cancel()
+            raise
         return await self._watch(tunnel_task, self._watch_notebook(), self._watch_idle())
 
     async def _run_kernel(self, grant, key, token: str) -> int:

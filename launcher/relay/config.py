@@ -62,8 +62,9 @@ class RelayConfig(Configurable):
         10.0, help="Seconds a user's request waits for a tunnel that is reconnecting.",
     ).tag(config=True)
     probe_timeout = Float(
-        60.0, help="Seconds the relay keeps asking a new session's notebook for its status "
-                   "through the tunnel before giving up.").tag(config=True)
+        300.0, help="Seconds the relay keeps asking a new session's notebook for its status "
+                    "through the tunnel before giving up (the runner connects while its "
+                    "notebook boots, and gives the boot 180 s).").tag(config=True)
     time_warning = Float(
         300.0, help="Seconds before a session's end (time limit or idle timeout) from which "
                     "its JupyterLab pages show a warning banner counting down (0: never).",

@@ -573,6 +573,7 @@ class Relay:
             url = f"{self.url}{record.base_url}api/status"
             headers = {"Authorization": f"token {record.notebook_token}"}
         deadline = time.monotonic() + self.config.probe_timeout
+        fast_until = time.monotonic() + 15.0
         delay = 0.05
         while time.monotonic() < deadline:
             try:
@@ -582,7 +583,9 @@ class Relay:
             except (HTTPClientError, OSError) as exc:
                 log.debug("session %s: probe failed (%s)", session_id, exc)
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                # the runner connects while its notebook boots: ask often at first, since
+                # every pause past the moment it answers is added to the launch
+                delay = min(delay * 1.5, 0.2 if time.monotonic() < fast_until else 1.0)
                 continue
             if self.routes.current(session_id) is not None:
                 self.store.set_state(session_id, SessionState.READY)
