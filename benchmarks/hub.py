@@ -22,7 +22,6 @@ Appends a dated section to ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -31,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
@@ -123,11 +123,10 @@ def bench_load(folder: Path, window: float) -> list[tuple[int, float]]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--window", type=float, default=60.0,
                         help="seconds the requests are counted for at each server count")
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-hub-") as tmp:
         print("spawn until usable (EverestSpawner vs SimpleLocalProcessSpawner):")
@@ -138,7 +137,7 @@ def main() -> int:
     lines = [
         f"## Hub: EverestSpawner vs local spawner, Everest load ({datetime.now():%Y-%m-%d %H:%M})",
         "",
-        f"`python benchmarks/hub.py --runs {args.runs} --window {args.window:g}`",
+        f"`{_common.command()}`",
         "",
         "| spawn until usable (median of runs) | seconds |",
         "| --- | --- |",
@@ -151,11 +150,7 @@ def main() -> int:
         *[f"| {n} | {r:.1f} |" for n, r in rates],
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write("\n" + text)
+    _common.record(args, "\n".join(lines))
     return 0
 
 

@@ -20,7 +20,6 @@ Appends a dated section to ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -34,25 +33,18 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
 import requests
 import websocket
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.local_server import kill_tasks_under, start_server  # noqa: E402
-from tests.session.helpers import (  # noqa: E402
-    Api,
-    RelayProcess,
-    child_env,
-    cli_command,
-    free_port,
-    kill_under,
-    split_url,
-    start_runner,
-    stop_process_group,
-    wait_for,
-)
+from tests.harness.processes import child_env, cli_command, free_port  # noqa: E402
+from tests.harness.relay import RelayProcess  # noqa: E402
+from tests.harness.runner import start_runner, stop_process_group  # noqa: E402
+from tests.harness.server import kill_tasks_under, start_server  # noqa: E402
+from tests.session.helpers import Api, kill_under, split_url, wait_for  # noqa: E402
 
 
 def _status_ok(url: str, token: str) -> bool:
@@ -180,12 +172,6 @@ def _ws_pairs(bases: tuple[str, str], token: str, n: int) -> list[tuple[float, f
     return pairs
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _ssh_children(pid: int) -> list[int]:
     """The runner's ``ssh`` client processes (it tunnels through OpenSSH when it can)."""
     found = []
@@ -239,9 +225,9 @@ def measure_tunnel(n: int, root: Path) -> dict[str, dict]:
         kind = "OpenSSH" if "tunnel up (ssh)" in (workdir / "session.log").read_text() \
             else "asyncssh"
         bases = (direct_base, tunnel_base)
-        cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids)
+        cpu = sum(_common.cpu_seconds(pid) for pid in tunnel_pids)
         http = _http_pairs(bases, token, n)
-        cpu = sum(_cpu_seconds(pid) for pid in tunnel_pids) - cpu
+        cpu = sum(_common.cpu_seconds(pid) for pid in tunnel_pids) - cpu
         ws = _ws_pairs(bases, token, max(100, n // 2))
         results: dict[str, dict[str, float]] = {}
         for i, name in enumerate(("direct", "tunnel")):
@@ -261,13 +247,6 @@ def measure_tunnel(n: int, root: Path) -> dict[str, dict]:
         return results
 
 
-def _load() -> str:
-    try:
-        return "/".join(f"{x:.1f}" for x in os.getloadavg())
-    except OSError:
-        return "?"
-
-
 def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
            command: str, load_before: str) -> str:
     bare, launch = statistics.median(times["bare"]), statistics.median(times["launch"])
@@ -276,7 +255,7 @@ def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
         f"\n## Session launch and tunnel — {datetime.now():%Y-%m-%d %H:%M}\n",
         f"Command: `{command}`  ",
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
-        f"before/after: {load_before} / {_load()} (shared machine)\n",
+        f"before/after: {load_before} / {_common.load()} (shared machine)\n",
         "| start until usable | runs | median s | min s | max s | ratio to bare |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
@@ -313,14 +292,12 @@ def report(times: dict[str, list[float]], tunnel: dict[str, dict[str, float]],
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="launches and bare starts each")
     parser.add_argument("--requests", type=int, default=500, help="HTTP requests per path")
-    parser.add_argument("--no-write", action="store_true", help="do not append RESULTS.md")
     args = parser.parse_args()
-    command = "python benchmarks/launch.py" + "".join(
-        f" {a}" for a in sys.argv[1:] if a != "--no-write")
-    load_before = _load()
+    command = _common.command()
+    load_before = _common.load()
     with tempfile.TemporaryDirectory(prefix="bench-launch-") as tmp:
         root = Path(tmp)
         os.environ.update({k: str(root / "env" / k.lower()) for k in (
@@ -329,10 +306,7 @@ def main() -> int:
         tunnel = measure_tunnel(args.requests, root / "tunnel")
         times = measure_launch(args.runs, root)
     text = report(times, tunnel, command, load_before)
-    print(text)
-    if not args.no_write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(text)
+    _common.record(args, text)
     return 0
 
 

@@ -35,7 +35,6 @@ import datetime
 import json
 import os
 import platform
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -45,15 +44,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from everest_app.client import EverestClient  # noqa: E402
-from everest_local.auth import add_user  # noqa: E402
 from orchestrator import Orchestrator  # noqa: E402
 from orchestrator.poller import Poller  # noqa: E402
+from tests.harness.server import ServerProcess  # noqa: E402
 
-PASSWORD = "bench-password"
 APPS = {
     "noop": {"inputs": {"i": {"type": "integer"}}, "outputs": {}, "command": "true"},
     "nap": {"inputs": {"duration": {"type": "number", "required": True}, "i": {"type": "integer"}},
@@ -66,8 +66,9 @@ APPS = {
 
 # -- the server ----------------------------------------------------------------------------
 
-class Server:
-    """The local server process with the benchmark's applications and one user."""
+class Server(ServerProcess):
+    """The local server (:class:`tests.harness.server.ServerProcess`) with the benchmark's
+    applications and one user, ``bench``."""
 
     def __init__(self, folder: Path, slots: int):
         apps = []
@@ -80,27 +81,12 @@ class Server:
                 "config": {"command": spec["command"],
                            "outputMappings": spec.get("outputMappings", [])}}))
             apps.append(app)
-        data = folder / "data"
-        add_user(data, "bench", PASSWORD)
-        cmd = [sys.executable, "-m", "everest_local", "--port", "0", "--data-dir", str(data),
-               "--slots", str(slots), "--apps", *map(str, apps)]
-        self.log = open(folder / "server.log", "wb")
-        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=self.log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, "PYTHONPATH": str(REPO)})
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                info = json.loads((data / "server.json").read_text())
-                if info["pid"] == self.proc.pid:
-                    self.url = info["url"]
-                    break
-            except (OSError, ValueError, KeyError):
-                pass
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                self.stop()
-                raise SystemExit(f"server did not start; see {folder / 'server.log'}")
-            time.sleep(0.05)
-        self.token = EverestClient.login(self.url, "bench", PASSWORD, label="bench")
+        super().__init__(folder / "data", apps=apps, slots=slots, users=("bench",))
+        self.start()
+
+    @property
+    def token(self) -> str:
+        return self.token_for("bench")
 
     def client(self, **kw: Any) -> EverestClient:
         return EverestClient(self.url, self.token, **kw)
@@ -113,18 +99,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the server process has used so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
+        return _common.cpu_seconds(self.proc.pid)
 
 
 def measured(server: Server, fn: Callable[[], Any]) -> tuple[float, int, Any]:
@@ -520,7 +495,7 @@ def quiet(server: Server, seconds: float = 2.0) -> None:
 # -- the run ---------------------------------------------------------------------------------
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--jobs", type=int, default=1000, help="no-op tasks in the bag")
     ap.add_argument("--naps", type=int, default=200, help="short-sleep tasks in the bag")
     ap.add_argument("--nap", type=float, default=0.2, help="seconds per short sleep")
@@ -531,7 +506,6 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=10.0, help="seconds of each watch count")
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     if args.quick:
         args.jobs, args.naps, args.chain, args.slow_chain = 100, 20, 10, 2
@@ -610,7 +584,7 @@ def main() -> int:
                           f"{cpu:.0%}", flush=True)
             cancel_jobs(server, ids)
         finally:
-            server.stop()
+            server.close()
     report(args, rows, watch, list_bytes, startup, floor)
     return 0
 
@@ -622,7 +596,7 @@ def report(args: argparse.Namespace, rows: dict, watch: dict, list_bytes: dict,
         f"## Orchestrator vs today's clients and local executors — "
         f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
         "",
-        f"Command: `{' '.join(shlex.quote(a) for a in ['python', *sys.argv])}`  ",
+        f"Command: `{_common.command()}`  ",
         f"Machine: {os.cpu_count()} CPUs, Python {platform.python_version()}; local server "
         f"with {args.slots} slots; local executors with {args.slots} workers. Tasks start no "
         "Python (`true`, `sleep`, `echo`), so the numbers are orchestration costs.",
@@ -672,11 +646,7 @@ def report(args: argparse.Namespace, rows: dict, watch: dict, list_bytes: dict,
     if startup:
         lines += ["", f"Local executors' start-up (not in the rates): Dask LocalCluster "
                   f"{startup['dask']:.1f} s, Parsl {startup['parsl']:.1f} s."]
-    text = "\n".join(lines) + "\n"
-    print("\n" + text)
-    if not args.no_record:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + text)
+    _common.record(args, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -145,7 +145,7 @@ def _requests(port: int, conns: dict[str, http.client.HTTPConnection], ids: list
 
 
 def measure(steps: list[int], n: int, root: Path) -> list[dict]:
-    from tests.fixtures.local_server import start_server
+    from tests.harness.server import start_server
     from tests.session.helpers import Api, RelayProcess, child_env
 
     rows = []

@@ -23,11 +23,9 @@ the count), not from here. Appends a dated section to benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
-import shlex
 import statistics
 import sys
 import tempfile
@@ -36,22 +34,17 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.local_server import ServerProcess, kill_tasks_under  # noqa: E402
 from tests.fixtures.task_accounts import ensure_passable, ensure_task_accounts  # noqa: E402
-from tests.session.helpers import (  # noqa: E402
-    Api,
-    RelayProcess,
-    kill_under,
-    split_url,
-    start_runner,
-    stop_process_group,
-    wait_for,
-)
+from tests.harness.relay import RelayProcess  # noqa: E402
+from tests.harness.runner import start_runner, stop_process_group  # noqa: E402
+from tests.harness.server import ServerProcess, kill_tasks_under  # noqa: E402
+from tests.session.helpers import Api, kill_under, split_url, wait_for  # noqa: E402
 
 MARK_APP = {"alias": "mark", "name": "Mark",
             "inputs": {"log": {"type": "string", "required": True}},
@@ -207,13 +200,12 @@ def load(root: Path, clients: int, seconds: float) -> dict:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--jobs", type=int, default=300)
     parser.add_argument("--kill-every", type=float, default=1.5)
     parser.add_argument("--sessions", type=int, default=3)
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
     ensure_task_accounts()
     results = {}
@@ -227,7 +219,7 @@ def main() -> int:
             (root / name.split()[0]).mkdir(exist_ok=True)
             results[name] = run()
             print(name, json.dumps(results[name]), flush=True)
-    command = "python benchmarks/reliability.py " + shlex.join(sys.argv[1:])
+    command = _common.command()
     k9, rr, ld = results["kill -9"], results["relay restart"], results["load"]
     text = (
         f"\n## Reliability: kill -9, relay restart, load — "
@@ -243,10 +235,7 @@ def main() -> int:
         f"after {rr['seconds_to_last']} s |\n"
         f"| load, {ld['clients']} clients for {ld['seconds']:g} s | {ld['requests']} requests, "
         f"p50 **{ld['p50_ms']} ms**, p99 **{ld['p99_ms']} ms**, errors **{ld['errors']}** |\n")
-    print(text)
-    if not args.no_write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write(text)
+    _common.record(args, text)
     return 0
 
 

@@ -20,12 +20,10 @@ Appends a dated section to benchmarks/RESULTS.md with the exact command.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
 import platform
-import shlex
 import statistics
 import subprocess
 import sys
@@ -34,16 +32,18 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import yaml  # noqa: E402
 
 from tests.fixtures.docker_engine import DockerEngine  # noqa: E402
-from tests.fixtures.local_server import start_server  # noqa: E402
 from tests.fixtures.slurm import SlurmCluster  # noqa: E402
 from tests.fixtures.sshd import SSHServer  # noqa: E402
 from tests.fixtures.task_user import ensure_task_user  # noqa: E402
+from tests.harness.server import start_server  # noqa: E402
 
 
 def _timed(fn) -> float:
@@ -91,7 +91,7 @@ def _throughput(client, resource: str, count: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--runs", type=int, default=10, help="sequential jobs per kind")
     parser.add_argument("--jobs", type=int, default=24, help="jobs at once per kind")
     args = parser.parse_args()
@@ -168,8 +168,7 @@ def main() -> None:
 
 
 def _append(args, rows, before, after) -> None:
-    command = "python benchmarks/resources.py " + shlex.join(
-        [f"--runs={args.runs}", f"--jobs={args.jobs}"])
+    command = _common.command()
     fmt = lambda load: "/".join(f"{x:.1f}" for x in load)  # noqa: E731
     lines = [
         "", f"## Resources: the server vs each engine's own tool — "
@@ -186,9 +185,7 @@ def _append(args, rows, before, after) -> None:
     for kind, tool, t, s, rate in rows:
         lines.append(f"| {kind} | {tool} | {t:.3f} | {s:.3f} | **{s / t:.2f}** | "
                      f"{s - t:+.3f} | {rate:.1f} |")
-    with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    _common.record(args, "\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -18,27 +18,24 @@ section to benchmarks/RESULTS.md with the exact command.
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import datetime
 import http.client
 import json
 import os
 import platform
-import shlex
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
+
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from everest_app.client import EverestClient  # noqa: E402
-from everest_local.auth import add_user  # noqa: E402
-
-PASSWORD = "bench-password"
+from tests.harness.server import ServerProcess  # noqa: E402
 
 
 def _noop_app(folder: Path, alias: str, command: str) -> Path:
@@ -48,33 +45,6 @@ def _noop_app(folder: Path, alias: str, command: str) -> Path:
         "alias": alias, "name": alias, "inputs": {}, "outputs": {},
         "config": {"command": command}}))
     return app
-
-
-def _cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _start_server(data: Path, apps: list[Path], slots: int | None) -> tuple[subprocess.Popen, str]:
-    add_user(data, "bench", PASSWORD)
-    cmd = [sys.executable, "-m", "everest_local", "--port", "0", "--data-dir", str(data),
-           "--apps", *map(str, apps)]
-    if slots:
-        cmd += ["--slots", str(slots)]
-    proc = subprocess.Popen(cmd, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
-                            stdout=subprocess.DEVNULL, stderr=open(data / "server.log", "wb"))
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            info = json.loads((data / "server.json").read_text())
-            if info["pid"] == proc.pid:
-                return proc, info["url"]
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit(f"server did not start: {(data / 'server.log').read_text()}")
 
 
 def _get_loop(url: str, token: str, job_id: str, duration: float, keep_alive: bool) -> int:
@@ -101,7 +71,7 @@ def _get_loop(url: str, token: str, job_id: str, duration: float, keep_alive: bo
 
 def bench_gets(url: str, token: str, job_id: str, pid: int, clients: int, duration: float,
                keep_alive: bool) -> dict[str, float]:
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = _common.cpu_seconds(pid)
     start = time.monotonic()
     with concurrent.futures.ProcessPoolExecutor(clients) as pool:
         futures = [pool.submit(_get_loop, url, token, job_id, duration, keep_alive)
@@ -109,14 +79,14 @@ def bench_gets(url: str, token: str, job_id: str, pid: int, clients: int, durati
         counts = [f.result() for f in futures]
     elapsed = time.monotonic() - start
     total = sum(counts)
-    cpu = _cpu_seconds(pid) - cpu0
+    cpu = _common.cpu_seconds(pid) - cpu0
     return {"requests": total, "per_s": total / duration,
             "server_cpu_ms_per_req": 1000 * cpu / total, "busy": cpu / duration,
             "wall_s": elapsed}
 
 
 def bench_jobs(client: EverestClient, app: str, n: int, pid: int) -> dict[str, float]:
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = _common.cpu_seconds(pid)
     start = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         ids = set(pool.map(lambda _: client.submit(app, {}, name="bench").id, range(n)))
@@ -134,27 +104,28 @@ def bench_jobs(client: EverestClient, app: str, n: int, pid: int) -> dict[str, f
             time.sleep(0.05)
     elapsed = time.monotonic() - start
     client.delete_jobs("bench")
-    cpu = _cpu_seconds(pid) - cpu0
+    cpu = _common.cpu_seconds(pid) - cpu0
     return {"jobs": n, "per_s": n / elapsed, "submit_per_s": n / submitted,
             "server_cpu_ms_per_job": 1000 * cpu / n, "busy": cpu / elapsed, "polls": polls}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = _common.parser(__doc__)
     ap.add_argument("--duration", type=float, default=5.0, help="seconds per GET phase")
     ap.add_argument("--clients", type=int, default=2, help="client processes for GETs")
     ap.add_argument("--jobs", type=int, default=300, help="no-op jobs per job phase")
     ap.add_argument("--slots", type=int, default=None, help="server slots (default: its own)")
-    ap.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = ap.parse_args()
     args.load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-server-") as tmp:
         tmp_path = Path(tmp)
         apps = [_noop_app(tmp_path / "apps", "noop-true", "true"),
                 _noop_app(tmp_path / "apps", "noop-python", "python3 -c pass")]
-        proc, url = _start_server(tmp_path / "data", apps, args.slots)
+        server = ServerProcess(tmp_path / "data", apps=apps, users=("bench",),
+                               **({"slots": args.slots} if args.slots else {})).start()
+        proc, url = server.proc, server.url
         try:
-            token = EverestClient.login(url, "bench", PASSWORD)
+            token = server.token_for("bench")
             client = EverestClient(url, token, pool_size=8)
             job = client.wait(client.submit("noop-true", {}).id, timeout=30)
             gets = bench_gets(url, token, job.id, proc.pid, args.clients, args.duration, True)
@@ -162,15 +133,13 @@ def main() -> int:
             true_jobs = bench_jobs(client, "noop-true", args.jobs, proc.pid)
             py_jobs = bench_jobs(client, "noop-python", max(args.jobs // 3, 10), proc.pid)
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.close()
     report(args, gets, fresh, true_jobs, py_jobs)
     return 0
 
 
 def report(args, gets, fresh, true_jobs, py_jobs) -> None:
-    cmd = "python " + " ".join(shlex.quote(a) for a in ["benchmarks/server_api.py",
-                                                         *sys.argv[1:]])
+    cmd = _common.command()
     cpus = len(os.sched_getaffinity(0))
     lines = [
         f"## Local server API — {datetime.datetime.now():%Y-%m-%d %H:%M}",
@@ -202,11 +171,7 @@ def report(args, gets, fresh, true_jobs, py_jobs) -> None:
         "plus the command).",
         "",
     ]
-    text = "\n".join(lines)
-    print(text)
-    if not args.no_record:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a") as f:
-            f.write("\n" + text + "\n")
+    _common.record(args, "\n".join(lines))
 
 
 if __name__ == "__main__":

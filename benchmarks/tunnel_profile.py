@@ -30,15 +30,10 @@ import requests
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.fixtures.local_server import start_server  # noqa: E402
-from tests.session.helpers import (  # noqa: E402
-    Api,
-    RelayProcess,
-    kill_under,
-    split_url,
-    start_runner,
-    stop_process_group,
-)
+from tests.harness.relay import RelayProcess  # noqa: E402
+from tests.harness.runner import start_runner, stop_process_group  # noqa: E402
+from tests.harness.server import start_server  # noqa: E402
+from tests.session.helpers import Api, kill_under, split_url  # noqa: E402
 
 SIZE = 64 << 20
 _IDLE = ("EpollSelector.select", "_worker (concurrent/futures/thread.py:81)",

@@ -15,7 +15,6 @@ Appends a dated section to ``benchmarks/RESULTS.md``.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -27,21 +26,17 @@ from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
 
+import _common  # benchmarks/_common.py: flags, recording (this script's folder)
 import requests
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.launch import _echo_socket, _load, _throughput  # noqa: E402
-from tests.fixtures.local_server import start_server  # noqa: E402
-from tests.session.helpers import (  # noqa: E402
-    Api,
-    RelayProcess,
-    kill_under,
-    split_url,
-    start_runner,
-    stop_process_group,
-)
+from benchmarks.launch import _echo_socket, _throughput  # noqa: E402
+from tests.harness.relay import RelayProcess  # noqa: E402
+from tests.harness.runner import start_runner, stop_process_group  # noqa: E402
+from tests.harness.server import start_server  # noqa: E402
+from tests.session.helpers import Api, kill_under, split_url  # noqa: E402
 
 CLIENTS = ("openssh", "asyncssh")
 ROUTES = ("ssh", "websocket")
@@ -126,7 +121,7 @@ def report(results: dict[str, dict[str, float]], command: str, load_before: str)
         f"\n## Tunnel over a WebSocket vs over SSH — {datetime.now():%Y-%m-%d %H:%M}\n",
         f"Command: `{command}`  ",
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average "
-        f"before/after: {load_before} / {_load()} (shared machine). Relay on plain HTTP "
+        f"before/after: {load_before} / {_common.load()} (shared machine). Relay on plain HTTP "
         "(no TLS) on loopback.\n",
         "| runner's SSH client / route | HTTP keep-alive median ms | WebSocket echo median "
         "ms | download MB/s |",
@@ -147,23 +142,18 @@ def report(results: dict[str, dict[str, float]], command: str, load_before: str)
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = _common.parser(__doc__)
     parser.add_argument("--requests", type=int, default=400, help="HTTP requests per path")
-    parser.add_argument("--no-write", action="store_true", help="do not append RESULTS.md")
     args = parser.parse_args()
-    command = "python benchmarks/tunnel_route.py" + "".join(
-        f" {a}" for a in sys.argv[1:] if a != "--no-write")
-    load_before = _load()
+    command = _common.command()
+    load_before = _common.load()
     with tempfile.TemporaryDirectory(prefix="bench-route-") as tmp:
         root = Path(tmp)
         os.environ.update({k: str(root / "env" / k.lower()) for k in (
             "JUPYTER_CONFIG_DIR", "JUPYTER_DATA_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR")})
         results = measure(args.requests, root)
     text = report(results, command, load_before)
-    print(text)
-    if not args.no_write:
-        with open(REPO / "benchmarks" / "RESULTS.md", "a", encoding="utf-8") as out:
-            out.write(text)
+    _common.record(args, text)
     return 0
 
 

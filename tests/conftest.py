@@ -71,19 +71,23 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return home
 
 
-# Fixtures that start real servers (the local server, the relay, JupyterLab through a launch,
-# Chromium, dockerd, sshd, Slurm, JupyterHub): a test using any of them, directly or through
-# another fixture, is an end-to-end test. `pytest -m "not e2e"` runs the fast rest.
-E2E_FIXTURES = frozenset({
-    "local_server", "start_local_server", "web_server", "server", "relay", "browser",
-    "launched", "cli_user", "ssh_peer", "docker_engine", "docker_server", "sshd_server",
-    "ssh_server", "slurm_cluster", "slurm_server", "two_resource_server", "stack",
-    "session", "session_env", "fresh_env", "plugin_site", "task_user",
-})
+@pytest.fixture(scope="session")
+def real_components() -> None:
+    """Requested by every fixture (or test) that starts a real server or engine — the local
+    server, the relay, a runner, JupyterLab, Chromium, JupyterHub, dockerd, sshd, Slurm —
+    directly or through another fixture: that is what makes a test end-to-end (marked
+    ``e2e``; ``pytest -m "not e2e"`` runs the fast rest). The harness refuses to start a
+    process in a test that does not request it (:func:`tests.harness.processes.starting`)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if E2E_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        if "real_components" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.e2e)
 
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests.harness import processes
+
+    processes.current_test = item

@@ -39,10 +39,10 @@ def _keys(tree: ast.AST) -> set[int]:
     return keys
 
 
-def _raw_states(path: Path, names: set[str]) -> list[str]:
+def _raw_states(path: Path, names: set[str], root: Path = ROOT) -> list[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     keys = _keys(tree)
-    return [f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}"
+    return [f"{path.relative_to(root)}:{node.lineno}: {node.value!r}"
             for node in ast.walk(tree)
             if isinstance(node, ast.Constant) and isinstance(node.value, str)
             and node.value in names and id(node) not in keys]
@@ -58,11 +58,9 @@ def test_no_raw_state_strings_outside_the_enum_modules() -> None:
 
 
 def test_the_check_finds_a_raw_state(tmp_path: Path) -> None:
-    sample = ROOT / "launcher" / "_sample_for_test.py"
+    sample = tmp_path / "launcher" / "sample.py"  # never written into the checkout
+    sample.parent.mkdir()
     sample.write_text('if state == "ready" or job["state"] == "DONE":\n    pass\n'
                       'summary = {"ended": 1}\n')
-    try:
-        found = _raw_states(sample, JOB_STATES | SESSION_STATES)
-    finally:
-        sample.unlink()
+    found = _raw_states(sample, JOB_STATES | SESSION_STATES, root=tmp_path)
     assert [f.split(": ")[1] for f in found] == ["'ready'", "'DONE'"]

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.local_server import kill_tasks_under
+from tests.harness.processes import cli_command
+from tests.harness.server import kill_tasks_under
 from tests.orchestrator.test_examples import execute, text_of
-from tests.session.helpers import cli_command, split_url, wait_for
+from tests.session.helpers import split_url, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 START = REPO / "binder" / "start"
@@ -47,7 +48,7 @@ def test_repo2docker_installs_the_project_after_the_source_then_runs_postbuild_a
 
 
 @pytest.fixture
-def fresh_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def fresh_env(real_components: None, tmp_path: Path) -> Iterator[dict[str, str]]:
     """A fresh HOME and data folders, no Everest configured; the embedded server that
     ``start`` brings up in them is stopped at the end."""
     home = tmp_path / "home"

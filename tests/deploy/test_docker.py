@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.session.helpers import free_port, run_in_kernel, wait_for
+from tests.harness.processes import free_port
+from tests.session.helpers import run_in_kernel, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "deploy" / "docker" / "compose.yaml"
@@ -65,7 +66,8 @@ def test_the_session_image_has_what_the_runner_needs(docker_engine) -> None:
 
 
 @pytest.fixture
-def stack(image: str, docker_engine) -> Iterator[tuple[list[str], dict[str, str]]]:
+def stack(real_components: None,
+          image: str, docker_engine) -> Iterator[tuple[list[str], dict[str, str]]]:
     """``docker-compose`` for a project of this test's own, on free ports."""
     project = "ej" + secrets.token_hex(4)
     env = {**docker_engine.env(), "EVEREST_JUPYTER_IMAGE": image,

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.processes import free_port
+from tests.harness.server import ServerProcess
 from tests.relay.test_relay_ssh import _self_signed
-from tests.session.helpers import free_port, wait_for
+from tests.session.helpers import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS = REPO / "deploy" / "systemd"

@@ -21,9 +21,10 @@ import yaml
 
 from everest_app.client import EverestClient
 from everest_local.auth import add_user
-from tests.fixtures.local_server import ServerProcess, password_for
+from tests.harness.processes import free_port
+from tests.harness.relay import RelayProcess
+from tests.harness.server import ServerProcess, password_for
 from tests.hub.helpers import HubApi, HubProcess, wait_job_state
-from tests.session.helpers import RelayProcess, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 PLUGIN = REPO / "deploy" / "tljh"
@@ -54,7 +55,7 @@ class TljhSpecs:
 
 
 @pytest.fixture(scope="module")
-def plugin_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def plugin_site(real_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """The plugin package pip-installed into a folder of its own, put on ``sys.path``."""
     site = tmp_path_factory.mktemp("tljh-site")
     source = shutil.copytree(PLUGIN, tmp_path_factory.mktemp("tljh-src") / "tljh")  # pip

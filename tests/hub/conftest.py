@@ -10,7 +10,7 @@ from tests.hub.helpers import HubStack
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
+def stack(real_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
     """A local server, a relay and a jupyterhub with EverestSpawner, for this module."""
     stack = HubStack(tmp_path_factory.mktemp("hub-stack"))
     try:

@@ -20,8 +20,10 @@ import requests
 
 from everest_app.client import EverestClient
 from everest_local.auth import add_user
-from tests.fixtures.local_server import ServerProcess, password_for
-from tests.session.helpers import RelayProcess, child_env, free_port, wait_for
+from tests.harness.processes import child_env, free_port
+from tests.harness.relay import RelayProcess
+from tests.harness.server import ServerProcess, password_for
+from tests.session.helpers import wait_for
 
 SERVICE_USER = "hubservice"  # the Everest account of the hub's service token
 PROFILES = [

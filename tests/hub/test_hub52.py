@@ -59,7 +59,8 @@ def hub52_python(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+def stack(real_components: None,
+          request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[HubStack]:
     cache = getattr(request.config, "cache", None)
     folder = Path(cache.mkdir("jupyterhub-" + VERSION)) if cache is not None else \

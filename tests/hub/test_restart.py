@@ -20,7 +20,7 @@ USERS = ("erin", "frank", "gina")  # the users of this module's tests
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
+def stack(real_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
     stack = HubStack(tmp_path_factory.mktemp("hub-restart"), service_slots=1,
                      sweep_interval=2)
     try:

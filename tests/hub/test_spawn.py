@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from everest_app.client import EverestClient
 from tests.fixtures.browser import run_a_cell
-from tests.fixtures.local_server import password_for
+from tests.harness.server import password_for
 from tests.hub.helpers import HubStack, hub_jobs, wait_job_state
 from tests.session.helpers import run_in_kernel, wait_for
 

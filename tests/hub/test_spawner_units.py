@@ -16,7 +16,7 @@ from launcher.hub.api import JsonApi
 from launcher.hub.jobs import JobCache, Snapshot
 from launcher.hub.spawner import STATE_VERSION, EverestSpawner, spawn_failure
 from tests.fixtures.loops import run_coroutine
-from tests.session.helpers import free_port
+from tests.harness.processes import free_port
 
 
 class _User:

@@ -13,9 +13,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.fixtures.local_server import password_for
+from tests.harness.processes import child_env, free_port
+from tests.harness.server import password_for
 from tests.hub.helpers import EVEREST_CONFIG, HubStack
-from tests.session.helpers import Api, child_env, free_port, wait_for
+from tests.session.helpers import Api, wait_for
 
 # fast failures answer the spawn request itself (not a 202 and a progress stream)
 _CONFIG = """

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.local_server import ServerProcess, start_server
 from tests.fixtures.waiting import wait_for
+from tests.harness.server import ServerProcess, start_server
 from tests.kernels.lab import Lab
 
 

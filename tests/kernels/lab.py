@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from tests.fixtures.waiting import wait_for
-from tests.session.helpers import REPO, child_env, free_port
+from tests.harness.processes import REPO, child_env, free_port
 
 ENTRY_POINT = ("[jupyter_client.kernel_provisioners]\n"
                "everest = launcher.kernels.provisioner:EverestProvisioner\n")

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from jupyter_client.kernelspec import KernelSpecManager
 
+from tests.harness.processes import child_env
 from tests.kernels.lab import entry_point_dir
-from tests.session.helpers import child_env
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:

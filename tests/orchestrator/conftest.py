@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from orchestrator import Orchestrator
-from tests.fixtures.local_server import start_server
+from tests.harness.server import start_server
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -17,7 +17,7 @@ sys.path.insert(0, str(REPO / "examples"))  # the example modules (actor samples
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(real_components: None, tmp_path_factory):
     """A real local server process shared by one test module (4 slots)."""
     srv = start_server(tmp_path_factory.mktemp("orchestrator-server") / "data",
                        apps=TEST_APPS, slots=4)

@@ -43,7 +43,7 @@ def text_of(notebook: nbformat.NotebookNode) -> str:
 
 
 @pytest.fixture
-def session_env(server, monkeypatch):
+def session_env(real_components: None, server, monkeypatch):
     monkeypatch.setenv("EVEREST_URL", server.url)
     monkeypatch.setenv("EVEREST_TOKEN", server.token)
 

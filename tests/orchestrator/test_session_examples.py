@@ -29,7 +29,7 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture
-def session(home):
+def session(real_components: None, home):
     launched = cli("--json", "launch", "--detach", "--timeout", "180", "--time-limit", "900")
     try:
         assert launched.returncode == 0, launched.stderr

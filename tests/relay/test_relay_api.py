@@ -11,14 +11,10 @@ import time
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    RelayProcess,
-    new_key,
-    public_text,
-    redeem,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import new_key, public_text, redeem
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api
 
 
 def test_minting_needs_a_valid_everest_token(relay: RelayProcess, alice: Api) -> None:

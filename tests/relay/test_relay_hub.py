@@ -14,17 +14,10 @@ import asyncssh
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    FakeRunner,
-    RelayProcess,
-    echo_server,
-    new_key,
-    public_text,
-    redeem,
-    status_server,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import FakeRunner, new_key, public_text, redeem
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api, echo_server, status_server
 
 HUB_ENV = {"JUPYTERHUB_API_TOKEN": "hub-secret-" + "s" * 20, "JUPYTERHUB_CLIENT_ID":
            "jupyterhub-user-alice", "JUPYTERHUB_SERVICE_PREFIX": "/user/alice/"}
@@ -41,7 +34,7 @@ def hub_api() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def relay(local_server: ServerProcess, hub_api: int,
+def relay(real_components: None, local_server: ServerProcess, hub_api: int,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,
                         "--hub-api", f"127.0.0.1:{hub_api}", "--hub-service-account", "bob")

@@ -14,23 +14,17 @@ import asyncssh
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    FakeRunner,
-    RelayProcess,
-    echo_server,
-    new_key,
-    public_text,
-    redeem,
-    status_server,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import FakeRunner, new_key, public_text, redeem
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api, echo_server, status_server
 
 TOKEN = "notebook-token-" + "x" * 20
 
 
 @pytest.fixture(scope="module")
-def relay(local_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+def relay(real_components: None,
+          local_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[RelayProcess]:
     """A relay whose user connections wait 3 s (not 10) for a missing tunnel."""
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,

@@ -9,7 +9,7 @@ import json
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.session.helpers import Api, wait_for
 
 BAD_DEFAULT_URLS = ["//evil.example/", "/lab?next=x", "/lab#x", "/lab/../../x", "lab",

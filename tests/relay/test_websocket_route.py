@@ -14,18 +14,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.processes import child_env
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import start_runner, stop_process_group
+from tests.harness.server import ServerProcess
 from tests.session.helpers import (
     Api,
     HttpProxy,
-    RelayProcess,
     TcpProxy,
-    child_env,
     kill_under,
     run_in_kernel,
     split_url,
-    start_runner,
-    stop_process_group,
     wait_for,
 )
 

@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import Api, RelayProcess
+from tests.harness.relay import RelayProcess
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api
 
 QUOTA = 2_000_000
 MAX_FILE = 1_500_000

@@ -15,9 +15,10 @@ import asyncssh
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
 from tests.fixtures.waiting import wait_for
-from tests.session.helpers import FakeRunner, RelayProcess, new_key, public_text, redeem
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import FakeRunner, new_key, public_text, redeem
+from tests.harness.server import ServerProcess
 
 TOKEN = "notebook-token-" + "y" * 20
 QUOTA = 3_000_000

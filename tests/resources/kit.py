@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from tests.fixtures.local_server import ServerProcess, start_server
+from tests.harness.server import ServerProcess, start_server
 
 APPS = Path(__file__).resolve().parent / "apps"
 # quotes, a command substitution and a glob: only a shell would make anything of them

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def docker_server(docker_engine, tmp_path_factory):
+def docker_server(real_components: None, docker_engine, tmp_path_factory):
     root = tmp_path_factory.mktemp("docker-server")
     resources = kit.write_resources(root / "resources.yaml", [
         {"name": "box", "kind": "docker", "image": docker_engine.base_image,

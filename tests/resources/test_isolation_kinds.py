@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.local_server import ServerProcess, start_server
 from tests.fixtures.waiting import wait_for
+from tests.harness.server import ServerProcess, start_server
 from tests.resources import kit
 
 PEEK = Path(__file__).resolve().parents[1] / "server" / "apps" / "peek"

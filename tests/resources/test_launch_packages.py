@@ -9,15 +9,9 @@ import subprocess
 
 import pytest
 
+from tests.harness.processes import child_env, cli_command
 from tests.resources import kit
-from tests.session.helpers import (
-    child_env,
-    cli_command,
-    run_in_kernel,
-    split_url,
-    tiny_wheel,
-    wait_for,
-)
+from tests.session.helpers import run_in_kernel, split_url, tiny_wheel, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -15,8 +15,9 @@ import subprocess
 
 import pytest
 
+from tests.harness.processes import child_env, cli_command
 from tests.resources import kit
-from tests.session.helpers import child_env, cli_command, run_in_kernel, split_url, wait_for
+from tests.session.helpers import run_in_kernel, split_url, wait_for
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def slurm_server(slurm_cluster, task_user, task_user_dir, tmp_path_factory):
+def slurm_server(real_components: None, slurm_cluster, task_user, task_user_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("slurm-server")
     resources = kit.write_resources(root / "resources.yaml", [
         {"name": "hpc", "kind": "slurm", "partition": "debug", "run_as": task_user.pw_name,

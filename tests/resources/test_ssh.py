@@ -18,7 +18,7 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def ssh_server(sshd_server, tmp_path_factory):
+def ssh_server(real_components: None, sshd_server, tmp_path_factory):
     root = tmp_path_factory.mktemp("ssh-server")
     resources = kit.write_resources(root / "resources.yaml", [
         sshd_server.resource("login"),

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from everest_app.states import JobState
-from tests.fixtures.local_server import start_server
+from tests.harness.server import start_server
 from tests.resources import kit
 from tests.server.test_task_ends import job_processes
 

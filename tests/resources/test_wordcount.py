@@ -12,7 +12,7 @@ pytestmark = pytest.mark.timeout(600)
 
 
 @pytest.fixture(scope="module")
-def two_resource_server(slurm_cluster, sshd_server, task_user, task_user_dir,
+def two_resource_server(real_components: None, slurm_cluster, sshd_server, task_user, task_user_dir,
                         tmp_path_factory):
     root = tmp_path_factory.mktemp("wordcount-server")
     resources = kit.write_resources(root / "resources.yaml", [

@@ -15,7 +15,7 @@ import requests
 from everest_app.client import EverestClient
 from everest_app.errors import AuthError, BadRequestError, NotFoundError
 from everest_app.states import JobState
-from tests.fixtures.local_server import wait_for_state
+from tests.harness.server import wait_for_state
 
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \S.*$")
 

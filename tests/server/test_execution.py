@@ -15,15 +15,15 @@ import pytest
 from everest_app.errors import AuthError, BadRequestError
 from everest_app.states import JobState
 from everest_local import processes
-from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
 from tests.fixtures.task_accounts import ensure_passable
 from tests.fixtures.waiting import wait_for
+from tests.harness.server import ServerProcess, start_server, wait_for_state
 
 APPS = Path(__file__).parent / "apps"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> ServerProcess:
+def server(real_components: None, tmp_path_factory) -> ServerProcess:
     """A server with the test apps, two batch slots, one service slot and the test plugin."""
     srv = start_server(tmp_path_factory.mktemp("exec") / "data", apps=[APPS], slots=2,
                        service_slots=1, kill_grace=0.5,

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from everest_local.auth import add_user
-from tests.fixtures.local_server import REPO, ServerProcess, wait_for_state
 from tests.fixtures.task_accounts import ensure_passable
+from tests.harness.server import REPO, ServerProcess, wait_for_state
 from tests.session.helpers import wait_for
 
 HERE = Path(__file__).resolve().parent
@@ -32,7 +32,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts ne
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server(real_components: None,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("isolated") / "data",
                          apps=[PEEK, SLOW, SWAP, HOLD],
                          extra_args=["--task-user-for", "alice=everest-task-a",

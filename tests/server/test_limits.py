@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from everest_local.auth import SignInLinks
-from tests.fixtures.local_server import ServerProcess, password_for
+from tests.harness.server import ServerProcess, password_for
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,7 +37,7 @@ def tiny_disk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def full_server(tiny_disk: Path) -> Iterator[ServerProcess]:
+def full_server(real_components: None, tiny_disk: Path) -> Iterator[ServerProcess]:
     proc = ServerProcess(tiny_disk / "data", extra_args=["--disk-reserve", str(1 << 20)])
     try:
         yield proc.start()
@@ -88,7 +88,8 @@ def test_a_full_disk_answers_507_and_deletes_free_it(full_server: ServerProcess,
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def limited(real_components: None,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     proc = ServerProcess(tmp_path_factory.mktemp("limited") / "data",
                          apps=[HERE / "apps" / "slow-echo", HERE / "apps" / "bulky"],
                          users=("alice", "bob", "carol"),

@@ -19,7 +19,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from everest_local.handlers import ROUTES
-from tests.fixtures.local_server import ServerProcess, password_for
+from tests.harness.server import ServerProcess, password_for
 
 EXAMPLES = 60  # per operation, generation mode and auth mode: about 5,000 requests
 TALLY: Counter[str] = Counter()
@@ -27,7 +27,8 @@ TIMES: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def fuzzed(real_components: None,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     # Generated sign-ins with wrong passwords all come from 127.0.0.1 and make that address
     # wait (sign-in backoff); a short longest wait keeps the fuzzer's own re-sign-in quick.
     proc = ServerProcess(tmp_path_factory.mktemp("fuzzed") / "data",

@@ -74,7 +74,7 @@ apps:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(real_components: None, tmp_path_factory):
     root = tmp_path_factory.mktemp("resources-api")
     path = kit.write_resources(root / "resources.yaml", [
         {"name": "box", "kind": "docker", "image": "local/none:1", "users": ["alice"],

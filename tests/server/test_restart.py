@@ -16,8 +16,8 @@ from everest_app.client import EverestClient
 from everest_app.states import JobState
 from everest_local import processes
 from everest_local.store import DB_NAME
-from tests.fixtures.local_server import REPO, wait_for_state
 from tests.fixtures.waiting import wait_for
+from tests.harness.server import REPO, wait_for_state
 
 APPS = Path(__file__).parent / "apps"
 

@@ -16,14 +16,15 @@ import requests.adapters
 
 from everest_local import auth
 from everest_local.auth import DEVICE_COOKIE, SignInThrottle, add_user
-from tests.fixtures.local_server import ServerProcess, password_for
-from tests.session.helpers import Api, RelayProcess, wait_for
+from tests.harness.relay import RelayProcess
+from tests.harness.server import ServerProcess, password_for
+from tests.session.helpers import Api, wait_for
 
 LOGIN = "/api/auth/access_token"
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory):
+def server(real_components: None, tmp_path_factory: pytest.TempPathFactory):
     proc = ServerProcess(tmp_path_factory.mktemp("sign-in") / "data",
                          users=("alice", "bob", "carol", "dave"),
                          extra_args=["--login-attempts", "3", "--login-backoff-max", "3"])

@@ -22,7 +22,7 @@ from launcher.relay import store as relay_store
 from launcher.relay.client import RelayClient
 from launcher.relay.state import SessionState
 from launcher.relay.store import RelayStore
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 
 RELEASE = Path(__file__).resolve().parents[1] / "data" / "release-0.1.0"
 PASSWORD = "release-0.1.0-password"  # alice's, in the dump
@@ -71,7 +71,8 @@ def test_release_0_1_0_databases_migrate_keeping_every_row(tmp_path: Path) -> No
         assert _rows(path) == after
 
 
-def test_the_release_0_1_0_folder_serves_its_jobs_sessions_and_password(tmp_path: Path) -> None:
+def test_the_release_0_1_0_folder_serves_its_jobs_sessions_and_password(real_components: None,
+                                                                          tmp_path: Path) -> None:
     folder = _release_folder(tmp_path / "server")
     server = ServerProcess(folder, users=(), extra_args=["--plugin", "launcher.relay.plugin"])
     server.start()

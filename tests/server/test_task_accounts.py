@@ -15,8 +15,8 @@ import pytest
 
 from everest_app.states import JobState
 from everest_local.task_users import account_for
-from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
 from tests.fixtures.task_accounts import ensure_account
+from tests.harness.server import ServerProcess, start_server, wait_for_state
 
 APPS = Path(__file__).parent / "apps"
 

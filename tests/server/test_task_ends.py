@@ -17,8 +17,8 @@ import requests
 
 from everest_app.states import JobState
 from everest_local.containment import cgroup_base
-from tests.fixtures.local_server import ServerProcess, start_server, wait_for_state
 from tests.fixtures.waiting import wait_for
+from tests.harness.server import ServerProcess, start_server, wait_for_state
 
 APPS = Path(__file__).parent / "leftover_apps"
 

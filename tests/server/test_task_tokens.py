@@ -11,7 +11,7 @@ import requests
 from everest_app.states import JobState
 from everest_local.auth import token_hash
 from everest_local.store import Store
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 
 APPS = Path(__file__).parent / "apps"
 

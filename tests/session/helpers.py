@@ -1,15 +1,13 @@
-"""Real processes and peers for the session tests: the relay, the runner, a TCP proxy, a
-test SSH client that plays a runner, and a kernel driven over its WebSocket."""
+"""Peers and probes for the session tests: a TCP proxy that can cut a tunnel, an HTTP proxy,
+processes found by working directory, a kernel driven over its WebSocket, small status and
+echo servers. The processes themselves (server, relay, runner) are in :mod:`tests.harness`."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 import urllib.parse
@@ -19,20 +17,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncssh
 import requests
 import websocket
 
 from tests.fixtures.waiting import WAIT, wait_for  # noqa: F401 - the session tests' import
 
-REPO = Path(__file__).resolve().parents[2]
-RUNNER = REPO / "agent_scripts" / "session_runner.py"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+# moved to tests.harness this round; these names stay importable from here until the branches
+# written against the old place have landed (then: import from tests.harness)
+from tests.harness.processes import REPO, child_env, cli_command, free_port  # noqa: F401
+from tests.harness.relay import RelayProcess  # noqa: F401
+from tests.harness.runner import (  # noqa: F401
+    RUNNER,
+    FakeRunner,
+    new_key,
+    public_text,
+    redeem,
+    start_runner,
+    stop_process_group,
+    websocket_socket,
+)
 
 
 def tiny_wheel(folder: Path, name: str = "tinypkg", answer: int = 42) -> Path:
@@ -51,58 +54,6 @@ def tiny_wheel(folder: Path, name: str = "tinypkg", answer: int = 42) -> Path:
         for member, text in {**files, f"{name}-1.0.dist-info/RECORD": record}.items():
             zf.writestr(member, text)
     return path
-
-
-def cli_command() -> list[str]:
-    """``everest-jupyter`` as this checkout's module."""
-    return [sys.executable, "-m", "launcher.cli"]
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("EVEREST_")}
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH"))
-                                        if p)
-    env.update(extra)
-    return env
-
-
-class RelayProcess:
-    """``python -m launcher.relay`` on fixed ports (so a restart keeps them)."""
-
-    def __init__(self, state_dir: Path, everest_url: str, *extra: str):
-        self.state_dir = Path(state_dir)
-        self.everest_url = everest_url
-        self.http_port = free_port()
-        self.ssh_port = free_port()
-        self.extra = list(extra)
-        self.url = f"http://127.0.0.1:{self.http_port}"
-        self.proc: subprocess.Popen | None = None
-        self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
-
-    def start(self) -> RelayProcess:
-        info = self.state_dir.parent / f"{self.state_dir.name}.json"
-        info.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "launcher.relay", "--everest", self.everest_url,
-               "--state-dir", str(self.state_dir), "--http", f"127.0.0.1:{self.http_port}",
-               "--ssh", f"127.0.0.1:{self.ssh_port}", "--info-file", str(info), *self.extra]
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                         env=child_env(), cwd=REPO)
-        wait_for(lambda: info.exists() or self.proc.poll() is not None, 30, "the relay")
-        assert self.proc.poll() is None, f"relay exited:\n{self.log()}"
-        return self
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-10000:]
 
 
 class Api:
@@ -133,41 +84,6 @@ class Api:
     def wait_state(self, sid: str, state: str, timeout: float = WAIT) -> dict[str, Any]:
         return wait_for(lambda: (s := self.session(sid))["state"] == state and s, timeout,
                         f"session {sid} to be {state}")
-
-
-def redeem(relay_url: str, ticket: str, public_key: str, token: str = "t" * 32,
-           **extra: Any) -> requests.Response:
-    body = {"ticket": ticket, "public_key": public_key, "notebook_token": token,
-            "runner": {"hostname": "test"}, **extra}
-    return requests.post(relay_url + "/api/tickets/redeem", json=body, timeout=30)
-
-
-def new_key() -> asyncssh.SSHKey:
-    return asyncssh.generate_private_key("ssh-ed25519")
-
-
-def public_text(key: asyncssh.SSHKey) -> str:
-    return key.export_public_key().decode().strip()
-
-
-def start_runner(workdir: Path, relay_url: str, ticket: str, *args: str,
-                 env: dict[str, str] | None = None,
-                 python: str = sys.executable) -> subprocess.Popen:
-    """The session runner as a task would run it: its own process group, in ``workdir``."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    cmd = [python, str(RUNNER), f"--relay={relay_url}", f"--ticket={ticket}", *args]
-    with open(workdir / "runner.out", "ab") as out:
-        return subprocess.Popen(cmd, cwd=workdir, stdout=out, stderr=subprocess.STDOUT,
-                                env=env or child_env(), start_new_session=True)
-
-
-def stop_process_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass
-        proc.wait(30)
 
 
 def pids_with_cwd_under(folder: Path) -> list[int]:
@@ -265,8 +181,8 @@ class TcpProxy:
 
     def __init__(self, target_port: int):
         self.target_port = target_port
-        self.port = free_port()
-        self._server = socket.create_server(("127.0.0.1", self.port))
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
         self._pairs: list[tuple[socket.socket, socket.socket]] = []
         self._lock = threading.Lock()
         self._stopped = False
@@ -369,87 +285,6 @@ class HttpProxy:
 
     def close(self) -> None:
         self._server.close()
-
-
-class FakeRunner:
-    """A test-controlled SSH peer that enrolled a key like a runner does, on its own loop
-    thread; for the relay's security and routing tests, where JupyterLab adds nothing."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        threading.Thread(target=self.loop.run_forever, daemon=True).start()
-
-    def run(self, awaitable: Any, timeout: float = WAIT) -> Any:
-        """Await ``awaitable`` on the peer's loop; its result or exception."""
-        async def wait() -> Any:
-            return await awaitable
-
-        return asyncio.run_coroutine_threadsafe(wait(), self.loop).result(timeout)
-
-    def close(self, closable: Any) -> None:
-        """Close an SSH connection or listener on the peer's loop, and wait until it is."""
-        async def close() -> None:
-            closable.close()
-            await closable.wait_closed()
-
-        self.run(close())
-
-    def connect(self, port: int, username: str, key: asyncssh.SSHKey, host_key: str,
-                websocket: str | None = None, ca_certs: str | None = None
-                ) -> asyncssh.SSHClientConnection:
-        """Log in with ``key``, pinning ``host_key``: to the SSH port on 127.0.0.1, or through
-        the relay's tunnel entrance at ``websocket`` (a ``ws(s)://`` URL)."""
-        return self.dial(port, websocket, ca_certs, username=username, client_keys=[key],
-                         known_hosts=([asyncssh.import_public_key(host_key)], [], []),
-                         preferred_auth="publickey")
-
-    def dial(self, port: int, websocket: str | None = None, ca_certs: str | None = None,
-             **options: Any) -> asyncssh.SSHClientConnection:
-        """``asyncssh.connect`` with ``options``, directly or over a WebSocket."""
-        async def dial() -> asyncssh.SSHClientConnection:
-            sock = await websocket_socket(websocket, ca_certs) if websocket else None
-            return await asyncssh.connect("127.0.0.1", port, sock=sock, config=None,
-                                          agent_path=None, **options)
-
-        return self.run(dial())
-
-    def stop(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-
-
-async def websocket_socket(url: str, ca_certs: str | None = None) -> socket.socket:
-    """A socket whose bytes travel as binary WebSocket messages to ``url`` and back, for
-    asyncssh's ``sock=`` (tornado's client on the caller's loop; an independent check of the
-    relay's entrance, not the runner's own client)."""
-    from tornado.httpclient import HTTPRequest
-    from tornado.websocket import WebSocketClosedError, websocket_connect
-
-    ws = await websocket_connect(HTTPRequest(url, ca_certs=ca_certs, connect_timeout=15))
-    mine, theirs = socket.socketpair()
-    theirs.setblocking(False)
-    reader, writer = await asyncio.open_connection(sock=theirs)
-
-    async def up() -> None:
-        try:
-            while data := await reader.read(65536):
-                await ws.write_message(data, binary=True)
-        except (WebSocketClosedError, OSError):
-            pass
-        ws.close()
-
-    async def down() -> None:
-        while (message := await ws.read_message()) is not None:
-            writer.write(message)
-            try:
-                await writer.drain()
-            except OSError:
-                break
-        writer.close()
-
-    loop = asyncio.get_running_loop()
-    for pump in (up(), down()):
-        loop.create_task(pump)
-    return mine
 
 
 def status_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:

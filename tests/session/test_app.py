@@ -14,7 +14,7 @@ from pathlib import Path
 
 from everest_app import descriptor
 from everest_app.apps import APPS_DIR
-from tests.session.helpers import REPO, child_env, cli_command
+from tests.harness.processes import REPO, child_env, cli_command
 
 sys.path.insert(0, str(REPO / "agent_scripts"))
 import runner_inputs  # noqa: E402  (the runner's own module, as the task imports it)

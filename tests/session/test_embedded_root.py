@@ -22,8 +22,9 @@ import requests
 
 from everest_local.task_users import prepare_for_root
 from tests.fixtures.cli_home import CliHome
-from tests.fixtures.local_server import kill_tasks_under
-from tests.session.helpers import REPO, split_url
+from tests.harness.processes import REPO
+from tests.harness.server import kill_tasks_under
+from tests.session.helpers import split_url
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="only a root server switches "
                                 "accounts; the suite runs as root")

@@ -21,11 +21,10 @@ from playwright.sync_api import Browser, expect
 from everest_app.client import EverestClient
 from everest_local.app import server_running
 from tests.fixtures.browser import run_a_cell
-from tests.fixtures.local_server import ServerProcess, kill_tasks_under
+from tests.harness.processes import child_env, cli_command
+from tests.harness.relay import RelayProcess
+from tests.harness.server import ServerProcess, kill_tasks_under
 from tests.session.helpers import (
-    RelayProcess,
-    child_env,
-    cli_command,
     pids_with_cwd_under,
     run_in_kernel,
     split_url,
@@ -53,7 +52,7 @@ class Launched:
 
 
 @pytest.fixture(scope="module")
-def launched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
+def launched(real_components: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launched]:
     """``everest-jupyter --json launch`` in a fresh HOME, left running (not detached)."""
     home = tmp_path_factory.mktemp("launch-home")
     env = child_env(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"),

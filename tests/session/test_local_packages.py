@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 from launcher.packages import PLACEHOLDER, LocalPackageError, LocalPackages
-from tests.session.helpers import REPO, tiny_wheel
+from tests.harness.processes import REPO
+from tests.session.helpers import tiny_wheel
 
 sys.path.insert(0, str(REPO / "agent_scripts"))
 import runner_packages  # noqa: E402

@@ -21,18 +21,17 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import start_runner, stop_process_group
+from tests.harness.server import ServerProcess
 from tests.session.helpers import (
     Api,
-    RelayProcess,
     TcpProxy,
     kill_under,
     listening_addresses,
     pids_with_cwd_under,
     run_in_kernel,
     split_url,
-    start_runner,
-    stop_process_group,
     wait_for,
 )
 
@@ -66,7 +65,8 @@ def _git_repo(folder: Path) -> str:
 
 
 @pytest.fixture(scope="module")
-def relay(local_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+def relay(real_components: None,
+          local_server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[RelayProcess, TcpProxy]]:
     """A relay that tells runners to dial its SSH port through a proxy we can cut."""
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url)

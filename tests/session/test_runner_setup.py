@@ -11,16 +11,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.session.helpers import (
-    RUNNER,
-    Api,
-    RelayProcess,
-    child_env,
-    new_key,
-    public_text,
-    redeem,
-    tiny_wheel,
-)
+from tests.harness.processes import child_env
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import RUNNER, new_key, public_text, redeem
+from tests.session.helpers import Api, tiny_wheel
 
 OLD_PYTHONS = sorted(glob.glob(os.path.join(os.environ.get("PYENV_ROOT", "/root/.pyenv"),
                                              "versions", "3.8*", "bin", "python")))

@@ -13,17 +13,10 @@ import pytest
 import requests
 from playwright.sync_api import Browser, Page, expect
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    FakeRunner,
-    RelayProcess,
-    new_key,
-    public_text,
-    redeem,
-    split_url,
-    status_server,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import FakeRunner, new_key, public_text, redeem
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api, split_url, status_server
 
 WAIT_MS = 90_000
 

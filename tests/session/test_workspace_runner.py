@@ -20,16 +20,10 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    RelayProcess,
-    kill_under,
-    split_url,
-    start_runner,
-    stop_process_group,
-    wait_for,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import start_runner, stop_process_group
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api, kill_under, split_url, wait_for
 
 SAVE_EVERY = 1.0
 

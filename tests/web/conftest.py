@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from everest_app.client import EverestClient
-from tests.fixtures.local_server import TEMPLET_ZIP, ServerProcess, start_server
+from tests.harness.server import TEMPLET_ZIP, ServerProcess, start_server
 from tests.web.server_requests import login_token
 
 HERE = Path(__file__).resolve().parent
@@ -26,7 +26,8 @@ expect.set_options(timeout=WAIT_MS)
 
 
 @pytest.fixture(scope="package")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def web_server(real_components: None,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """The local server with the web UI, users alice and bob, and the test apps."""
     folder = tmp_path_factory.mktemp("web-server")
     server = start_server(folder / "data", apps=[TEMPLET_EXPORT, EVERY_TYPE_APP,

@@ -7,7 +7,7 @@ from typing import Any
 import requests
 
 from everest_app.client import EverestClient
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 
 
 def login_token(server: ServerProcess, user: str = "alice") -> str:

@@ -9,7 +9,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from everest_app.client import EverestClient
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 
 
 def test_append_through_the_form_and_download(page: Page, web_server: ServerProcess,

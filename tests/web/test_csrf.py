@@ -11,7 +11,7 @@ import uuid
 from playwright.sync_api import BrowserContext, Page, Route, expect
 
 from everest_app.client import EverestClient
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 
 EVIL = "http://127.0.0.1:9"  # nothing listens there: the browser gets our page via a route
 

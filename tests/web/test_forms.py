@@ -10,7 +10,7 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 
 from everest_app.client import EverestClient
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.web.server_requests import server_refusal
 
 EVERY_TYPE = "/apps/local/every-type"

@@ -12,7 +12,7 @@ from playwright.sync_api import Page, Route, expect
 
 from everest_app.client import EverestClient
 from everest_app.errors import NotFoundError
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.web.server_requests import server_refusal
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 from playwright.sync_api import BrowserContext, Page, expect
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.web.server_requests import cookie_session, login_token
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from everest_app.states import QUEUED_STATES, TERMINAL_STATES
 from everest_local.web.pages import STATIC_DIR
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.web.server_requests import cookie_session, login_token
 
 

@@ -7,12 +7,13 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.resources import kit
 
 
 @pytest.fixture(scope="module")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def web_server(real_components: None,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """A server with two places to run for alice (this machine twice) and one for bob."""
     root = tmp_path_factory.mktemp("web-resources")
     path = kit.write_resources(root / "resources.yaml", [
