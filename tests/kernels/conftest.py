@@ -25,14 +25,15 @@ def serve_with_relay(data_dir: Path, extra_args: list[str] = (), **opts) -> Serv
 
 
 @pytest.fixture(scope="module")
-def kernel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def kernel_server(real_components: None,
+                  tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     server = serve_with_relay(tmp_path_factory.mktemp("kernels") / "data")
     yield server
     server.close()
 
 
 @pytest.fixture
-def make_lab(tmp_path: Path) -> Iterator[Callable[..., Lab]]:
+def make_lab(real_components: None, tmp_path: Path) -> Iterator[Callable[..., Lab]]:
     """``make_lab(server, name="lab")``: a JupyterLab signed in to ``server`` as alice (her
     token in ``EVEREST_TOKEN``), not started yet; stopped at the end."""
     labs: list[Lab] = []

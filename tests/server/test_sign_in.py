@@ -135,7 +135,7 @@ def _client(address: str) -> requests.Session:
 
 
 @pytest.fixture(scope="module")
-def lockable(tmp_path_factory: pytest.TempPathFactory):
+def lockable(real_components: None, tmp_path_factory: pytest.TempPathFactory):
     # accounts lock once 5 addresses have failed for them; waits grow to 60 s, so a lock
     # is still on when the test looks
     proc = ServerProcess(tmp_path_factory.mktemp("lockable") / "data",
