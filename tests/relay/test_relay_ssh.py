@@ -237,7 +237,6 @@ def test_with_tls_the_api_and_the_sessions_speak_https(
     cert, key_file = _self_signed(tmp_path)
     proc = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
                         "--keyfile", key_file)
-    proc.url = proc.url.replace("http://", "https://")
     proc.start()
     try:
         api = Api(proc.url, local_server.token_for("alice"), verify=cert)

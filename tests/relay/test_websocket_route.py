@@ -47,9 +47,10 @@ def test_with_the_ssh_port_unreachable_the_session_comes_up_over_the_websocket(
         local_server: ServerProcess, tmp_path: Path, tunnel: str, dead_ssh_port: int) -> None:
     relay = RelayProcess(tmp_path / "state", local_server.url,
                          "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}")
-    proxy = TcpProxy(relay.http_port)  # the runner reaches the relay's HTTP port through it
+    proxy = TcpProxy()  # the runner reaches the relay's HTTP port through it
     relay.extra += ["--public-url", f"http://127.0.0.1:{proxy.port}"]  # as the operator says
     relay.start()
+    proxy.target_port = relay.http_port
     api = Api(relay.url, local_server.token_for("alice"))
     session = api.new_session()
     workdir = tmp_path / "task"
@@ -130,7 +131,6 @@ def test_over_tls_the_runner_checks_the_relays_certificate(
     cert, key = _self_signed(tmp_path)
     relay = RelayProcess(tmp_path / "state", local_server.url, "--certfile", cert,
                          "--keyfile", key, "--ssh-advertise", f"127.0.0.1:{dead_ssh_port}")
-    relay.url = relay.url.replace("http://", "https://")
     relay.start()
     proxy = HttpProxy()
     api = Api(relay.url, local_server.token_for("alice"), verify=cert)

@@ -177,9 +177,11 @@ def _execute(base: str, token: str, kernel_id: str, code: str, timeout: float) -
 
 
 class TcpProxy:
-    """A TCP forwarder on 127.0.0.1 whose connections a test can cut (a flaky network)."""
+    """A TCP forwarder on 127.0.0.1 whose connections a test can cut (a flaky network). It
+    binds its own port at once; ``target_port`` may be set later (before the first
+    connection), for a target that binds its port only when it starts."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int = 0):
         self.target_port = target_port
         self._server = socket.create_server(("127.0.0.1", 0))
         self.port = self._server.getsockname()[1]

@@ -70,10 +70,12 @@ def relay(real_components: None,
           ) -> Iterator[tuple[RelayProcess, TcpProxy]]:
     """A relay that tells runners to dial its SSH port through a proxy we can cut."""
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url)
-    proxy = TcpProxy(proc.ssh_port)
+    proxy = TcpProxy()  # its own port first; it forwards to the SSH port the relay binds
     proc.extra += ["--ssh-advertise", f"127.0.0.1:{proxy.port}"]
     try:
-        yield proc.start(), proxy
+        proc.start()
+        proxy.target_port = proc.ssh_port
+        yield proc, proxy
     finally:
         proxy.close()
         proc.stop()
