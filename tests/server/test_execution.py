@@ -206,7 +206,7 @@ def test_an_input_named_like_the_apps_script_is_refused(client, tmp_path):
 
 
 @pytest.fixture()
-def small_disk_server(tmp_path_factory) -> ServerProcess:
+def small_disk_server(real_components: None, tmp_path_factory) -> ServerProcess:
     """A server whose data directory (task folders included) is a 6 MiB tmpfs (root may
     mount; the tests run as root), as tests/server/test_limits.py mounts one."""
     mount = tmp_path_factory.mktemp("small-disk")

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching accounts ne
 
 
 @pytest.fixture(scope="module", params=["per-user", "shared"])
-def server(request: pytest.FixtureRequest,
+def server(real_components: None, request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     extra = []
     if request.param == "shared":

@@ -34,7 +34,7 @@ def _cgroup_usable(tmp: Path) -> bool:
 
 
 @pytest.fixture(scope="module", params=["cgroup", "subreaper"])
-def server(request: pytest.FixtureRequest,
+def server(real_components: None, request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp(f"ends-{request.param}")
     if request.param == "cgroup" and not _cgroup_usable(tmp):
