@@ -26,7 +26,8 @@ c.EverestAuthenticator.allowed_users = {"bob"}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
+def stack(real_components: None,
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[HubStack]:
     stack = HubStack(tmp_path_factory.mktemp("hub-trust"), extra_config=_CONFIG)
     try:
         yield stack.start()
