@@ -28,6 +28,9 @@ from dataclasses import dataclass
 log = logging.getLogger(__name__)
 
 CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
+_AFTER_IOPUB = ("shell",)
+_IOPUB_WAIT = 30.0  # seconds a request channel waits for iopub before going anyway
+_SUBSCRIBE_GRACE = 0.05
 _CHUNK = 1 << 16
 
 
@@ -88,6 +91,8 @@ class PortBridge:
         self._servers: list[asyncio.AbstractServer] = []
         self._open: set[asyncio.StreamWriter] = set()
         self.failures = 0  # connections the relay refused or dropped before 101
+        self._iopub = 0  # iopub connections bridged right now
+        self._iopub_up = asyncio.Event()
 
     def retarget(self, target: Target) -> None:
         """Bridge new connections to ``target``; cut the ones to the old one."""
@@ -117,8 +122,18 @@ class PortBridge:
                 await server.wait_closed()
         self._servers = []
 
+    def _iopub_set(self) -> None:
+        if self._iopub:
+            self._iopub_up.set()
+
     async def _bridge(self, channel: str, reader: asyncio.StreamReader,
                       writer: asyncio.StreamWriter) -> None:
+        if channel in _AFTER_IOPUB:
+            # a request that reaches the kernel before the lab's iopub subscription would
+            # have its output published to no one (after a relay restart every channel
+            # reconnects at once): let iopub go first
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._iopub_up.wait(), _IOPUB_WAIT)
         target = self.target
         parts = urllib.parse.urlsplit(target.base)
         secure = parts.scheme == "https"
@@ -144,7 +159,18 @@ class PortBridge:
                 log.info("kernel port %s: the relay answered %s", channel,
                             head.split(b"\r\n", 1)[0].decode("latin-1", "replace")[:200])
                 return
-            await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            if channel == "iopub":
+                self._iopub += 1
+                # the subscription goes out as soon as the connection is up; a moment
+                # for it to reach the kernel
+                asyncio.get_running_loop().call_later(_SUBSCRIBE_GRACE, self._iopub_set)
+            try:
+                await asyncio.gather(_pump(reader, up_writer), _pump(up_reader, writer))
+            finally:
+                if channel == "iopub":
+                    self._iopub -= 1
+                    if not self._iopub:
+                        self._iopub_up.clear()
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as exc:
             self.failures += 1
