@@ -378,6 +378,9 @@ class Workspace:
             old = known.get(rel)
             if old is not None and old[0] == "d":
                 await self._remove_tree(sftp, rel)
+            # until it is sent, the relay may hold anything under this name: if the file
+            # goes away meanwhile, the next pass removes whatever landed there
+            known[rel] = ("?",)
             try:
                 if now[rel][0] == "l":
                     await self._put_link(sftp, rel, now[rel][1], old is not None)
@@ -394,8 +397,6 @@ class Workspace:
                     log.error("workspace: %s not saved: %s", rel, reason)
                 self._failed[rel] = reason
                 self.last_error = f"{rel}: {reason}"
-                if old is not None and old[0] != "d":
-                    known[rel] = ("?",)  # what the relay has is not what we have
             except asyncssh.SFTPNoSuchFile:
                 ok = False  # its folder went away meanwhile: the next pass sees it
         gone = sorted((r for r in known if r not in now), key=lambda r: r.count("/"),
@@ -452,11 +453,15 @@ class Workspace:
         if self.max_file and before.st_size > self.max_file:
             raise asyncssh.SFTPFailure(f"file too large: {before.st_size} bytes, over the "
                                        f"limit of {self.max_file} bytes per file")
+        try:
+            src = open(local, "rb")
+        except FileNotFoundError:
+            return None  # gone since the scan (an editor's temporary file, say)
         folder, name = posixpath.split(rel)
         tmp = posixpath.join(folder, TMP_PREFIX + secrets.token_hex(4) + "-" + name)
         try:
             async with sftp.open(tmp, "wb") as dst:
-                with open(local, "rb") as src:
+                with src:
                     offset = 0
                     while True:
                         data = src.read(CHUNK)
@@ -467,12 +472,16 @@ class Workspace:
                 await dst.utime((before.st_atime, before.st_mtime))
             await sftp.posix_rename(tmp, rel)
         except BaseException:
+            src.close()
             try:
                 await sftp.remove(tmp)
             except (asyncssh.Error, OSError):
                 pass
             raise
-        after = os.lstat(local)
+        try:
+            after = os.lstat(local)
+        except FileNotFoundError:
+            return None
         if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
             return None
         return ("f", before.st_size, before.st_mtime_ns)

@@ -445,6 +445,14 @@ class Session:
                                   f"idle for {idle:.0f} s (idle timeout {limit} s)")
                 return
 
+    async def _report_end(self) -> None:
+        if self.grant is not None:
+            import runner_relay
+
+            await loop_executor(runner_relay.report_end, self.settings.relay, self.grant,
+                                self.summary["stop"], str(self.summary["reason"] or "stopped"),
+                                self.summary["workspace"])
+
     async def _shutdown(self) -> None:
         if self.tunnel is not None:
             await self.tunnel.close()  # again after a normal end: it is idempotent
@@ -454,18 +462,11 @@ class Session:
             code = await loop_executor(self.kernel.stop)
             self.summary["notebook"]["exit_code"] = code
             log.info("kernel stopped (exit code %s)", code)
+        reported = False
         ws = self.workspace
-        if ws is not None and self.notebook is not None:
-            # what the user saved goes before JupyterLab's shutdown can take the kill grace
-            try:
-                await asyncio.wait_for(ws.save(), 30.0)
-            except Exception as exc:  # noqa: BLE001 - the final save below says it
-                log.warning("workspace: saving before JupyterLab stops failed: %s", exc)
-        if self.notebook is not None:
-            code = await loop_executor(self.notebook.stop)
-            self.summary["notebook"]["exit_code"] = code
-            log.info("JupyterLab stopped (exit code %s)", code)
         if ws is not None:
+            # the final save, and telling the relay, come before JupyterLab's shutdown: a
+            # cancel's kill grace is short, and what the user saved is on disk already
             await ws.final_save()
             await ws.close()
             report = ws.report()
@@ -476,12 +477,15 @@ class Session:
                                           f"{ws.name!r} NOT saved: {why}")
                 self.summary["error"] = self.summary["error"] or \
                     f"workspace {ws.name!r} not saved: {why}"
-        if self.grant is not None:
-            import runner_relay
-
-            await loop_executor(runner_relay.report_end, self.settings.relay, self.grant,
-                                self.summary["stop"], str(self.summary["reason"] or "stopped"),
-                                self.summary["workspace"])
+            await self._report_end()
+            reported = True
+            write_summary(self.settings.workdir, self.summary)  # again below, if time allows
+        if self.notebook is not None:
+            code = await loop_executor(self.notebook.stop)
+            self.summary["notebook"]["exit_code"] = code
+            log.info("JupyterLab stopped (exit code %s)", code)
+        if not reported:
+            await self._report_end()
         self.summary["ended"] = time.time()
         self.summary["duration"] = round(self.summary["ended"] - self.summary["started"], 3)
         write_summary(self.settings.workdir, self.summary)
