@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from tests.fixtures.waiting import wait_for
-from tests.harness.processes import REPO, child_env, free_port
+from tests.harness.processes import REPO, child_env, free_port, starting
 
 ENTRY_POINT = ("[jupyter_client.kernel_provisioners]\n"
                "everest = launcher.kernels.provisioner:EverestProvisioner\n")
@@ -74,6 +74,7 @@ class Lab:
         return json.loads(done.stdout)["name"]
 
     def start(self) -> Lab:
+        starting("JupyterLab")
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}",
                "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
                f"--ServerApp.root_dir={self.notebooks}", "--ServerApp.port_retries=0",
