@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from everest_local import openapi
 from everest_local.handlers import ROUTES
 from tests.harness.server import ServerProcess, password_for
 
@@ -155,3 +156,28 @@ def test_no_generated_request_with_a_token_gets_a_server_error(
 
 def test_no_generated_request_without_one_gets_a_server_error(fuzzed: ServerProcess) -> None:
     _fuzz(fuzzed, dict)
+
+
+def test_a_route_cannot_be_served_without_its_description() -> None:
+    table = openapi.RouteTable()
+    with pytest.raises(TypeError, match="describe post with @operation"):
+        @table("/api/things")
+        class Undescribed(tornado.web.RequestHandler):
+            @openapi.operation("list things", ok={"200": openapi.json_answer({"type": "array"})})
+            def get(self) -> None: ...
+
+            def post(self) -> None: ...
+    with pytest.raises(ValueError, match="need a Param each"):
+        table("/api/things/{thing}")
+    assert table.entries == []
+
+    @table("/api/things/{thing}", thing=openapi.Param("a thing", pattern="[0-9]+"))
+    class Thing(tornado.web.RequestHandler):
+        @openapi.operation("a thing", ok={"200": openapi.json_answer({"type": "object"})},
+                           errors=("404",))
+        def get(self, thing: str) -> None: ...
+
+    assert table.urls({}) == [(r"/api/things/([0-9]+)", Thing, {})]
+    described = table.document()["paths"]["/api/things/{thing}"]
+    assert sorted(described["get"]["responses"]) == ["200", "401", "403", "404", "405",
+                                                     "429", "507"]
