@@ -80,6 +80,8 @@ class ServerParts(Protocol):
 Slot = tuple[str, bool]  # (resource id, service?): one queue and one slot count each
 TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
 _ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
+DISK_CHECK_EVERY = 1.0  # seconds between looks at the task folders' free space
+DISK_FULL_BELOW = 256 << 10  # free bytes under which that disk counts as full
 
 
 @dataclass
@@ -129,6 +131,8 @@ class Executor:
         self._tick_handle: asyncio.TimerHandle | None = None
         self._sigchld = False
         self._trash: list[Path] = []  # finished task dirs, removed in batches off the loop
+        self._disk_checked = 0.0
+        self._disk_checking = False
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -150,7 +154,12 @@ class Executor:
     def _tick(self) -> None:
         try:
             self._reap()
-            self._sweep(time.time())
+            now = time.time()
+            self._sweep(now)
+            if self.running and not self._disk_checking and \
+                    now >= self._disk_checked + DISK_CHECK_EVERY:
+                self._disk_checked, self._disk_checking = now, True
+                self.spawn_bg(self._check_disk())
             if self._trash:
                 batch, self._trash = self._trash, []
                 self.pool.submit(_remove_dirs, batch)
@@ -445,6 +454,28 @@ class Executor:
                 elif run.signals_sent == 2 and now >= run.stop_at + 2 * grace:
                     self._signal(run, signal.SIGKILL)
 
+    async def _check_disk(self) -> None:
+        """When the task folders' disk is full, stop the running task whose folder holds
+        the most of it (at least a tenth of the disk: the one filling it), so that its job
+        fails saying so instead of running on with the disk full for everyone."""
+        try:
+            loop = asyncio.get_running_loop()
+            usage = await loop.run_in_executor(self.pool, shutil.disk_usage, self.tasks_root)
+            if usage.free >= DISK_FULL_BELOW:
+                return
+            runs = [r for r in self.running.values() if r.stop_reason is None and
+                    not r.finishing]
+            sizes = await loop.run_in_executor(self.pool, _folder_sizes, [r.dir for r in runs])
+            held, run = max(zip(sizes, runs, strict=True), key=lambda pair: pair[0],
+                            default=(0, None))
+            if run is None or held < usage.total / 10 or run.stop_reason is not None:
+                return
+            log.warning("the disk of %s is full; stopping task %s, whose folder holds %d "
+                        "bytes", self.tasks_root, run.task_id, held)
+            self._begin_stop(run, TaskStop.DISK_FULL)
+        finally:
+            self._disk_checking = False
+
     def _signal(self, run: Running, sig: int) -> None:
         run.signals_sent += 1
         self.spawn_bg(self._send(run, sig))
@@ -464,11 +495,17 @@ class Executor:
             return
         run.stop_reason = reason
         run.stop_at = time.time()
-        self.core.store.update_task(run.task_id, stop_reason=reason.value, stop_at=run.stop_at)
-        if self.core.store.job(run.job_id) is not None:
-            what = STOP_EVENT[reason]
-            self.core.store.add_event(run.job_id, f"Task {run.task_id}: {what}, interrupting")
-        self._signal(run, signal.SIGINT)
+        self._signal(run, signal.SIGINT)  # first: a full disk must not keep it running
+
+        def record() -> None:
+            self.core.store.update_task(run.task_id, stop_reason=reason.value,
+                                        stop_at=run.stop_at)
+            if self.core.store.job(run.job_id) is not None:
+                what = STOP_EVENT[reason]
+                self.core.store.add_event(run.job_id, f"Task {run.task_id}: {what}, "
+                                          "interrupting")
+
+        self.core.disk.room(record)
 
     def stop_job(self, job_id: str, reason: TaskStop) -> bool:
         """Stop a job's task for ``reason`` (cancel/delete); True if a task is stopping.
@@ -640,15 +677,24 @@ def _stage(backend: Backend, app: Application, inputs: dict[str, Any], spec: Tas
     backend.prepare(spec)
 
 
+def _folder_sizes(folders: list[Path]) -> list[int]:
+    """Bytes each folder's files take on disk (links not followed)."""
+    sizes = []
+    for folder in folders:
+        held = 0
+        for root, _, names in os.walk(folder):
+            for name in names:
+                try:
+                    held += os.lstat(os.path.join(root, name)).st_blocks * 512
+                except OSError:
+                    pass
+        sizes.append(held)
+    return sizes
+
+
 def _remove_counting(path: Path) -> int:
     """Remove a task folder; the bytes its files held (links are not followed)."""
-    held = 0
-    for root, _, names in os.walk(path):
-        for name in names:
-            try:
-                held += os.lstat(os.path.join(root, name)).st_blocks * 512
-            except OSError:
-                pass
+    held = _folder_sizes([path])[0]
     shutil.rmtree(path, ignore_errors=True)
     return held
 

@@ -28,6 +28,7 @@ class TaskStop(str, enum.Enum):
     DELETE = "delete"
     SHUTDOWN = "shutdown"
     TIMEOUT = "timeout"
+    DISK_FULL = "disk full"
 
 
 STOP_INFO = {
@@ -36,7 +37,8 @@ STOP_INFO = {
     TaskStop.SHUTDOWN: "cancelled: the local server was stopped while the task ran",
 }
 STOP_EVENT = {TaskStop.TIMEOUT: "time limit reached", TaskStop.CANCEL: "cancel requested",
-              TaskStop.SHUTDOWN: "server stopping", TaskStop.DELETE: "job deleted"}
+              TaskStop.SHUTDOWN: "server stopping", TaskStop.DELETE: "job deleted",
+              TaskStop.DISK_FULL: "the data disk is full and its folder holds the most"}
 
 
 class Ending(enum.Enum):
@@ -145,6 +147,9 @@ def verdict(task_id: str, end: TaskEnd, outputs: Outputs,
         limit = app.time_limit if app else None
         return JobState.FAILED, (f"task {task_id} exceeded the time limit of {limit or 0:g} s "
                                  "and was stopped")
+    if end.stop is TaskStop.DISK_FULL:
+        return JobState.FAILED, (f"task {task_id} was stopped: the server's data disk is full "
+                                 "and its folder held the most of it")
     if outputs.refused:
         return JobState.FAILED, f"task {task_id}: {outputs.refused}"
     if end.ending is Ending.NOT_STARTED:

@@ -292,3 +292,16 @@ def test_a_per_user_cap_on_running_jobs(start_local_server):
     _release(srv, bobs.id)
     assert alice.wait(second.id, timeout=60).state == JobState.DONE
     assert bob.wait(bobs.id, timeout=60).state == JobState.DONE
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_task_that_keeps_the_data_disk_full_is_stopped(small_disk_server):
+    """Issue 20.3: a task fills the disk and stays running, holding it: the server stops it
+    (its folder holds the most of the full disk) and its job fails saying so."""
+    srv = small_disk_server
+    c = srv.client("alice")
+    job = c.wait(c.submit("hog", {}).id, timeout=60)
+    assert job.state == JobState.FAILED, job.raw
+    assert "data disk is full" in job.info, job.info
+    after = c.wait(c.submit("sleep", {"duration": 0}).id, timeout=60)
+    assert after.state == JobState.DONE, after.raw
