@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from everest_app.client import EverestClient
-from everest_app.errors import EverestError, NotFoundError
+from everest_app.errors import BadRequestError, EverestError, NotFoundError
 from everest_app.job import Job
 from everest_app.states import JobState
 from launcher.launch_options import LaunchOptions
@@ -93,8 +93,19 @@ class Launch:
             local_inputs = local.inputs(self._upload)
         finally:
             local.close()
-        session = self.relay.create_session(mode=opts.mode, label=opts.name or "",
-                                            default_url=opts.default_url)
+        try:
+            session = self.relay.create_session(mode=opts.mode, label=opts.name or "",
+                                                default_url=opts.default_url,
+                                                workspace=opts.workspace or None,
+                                                snapshot=opts.snapshot,
+                                                read_only=opts.read_only)
+        except BadRequestError as exc:
+            if exc.status == 409 and opts.workspace:
+                raise BadRequestError(
+                    f"{exc.message}. Stop that session ('everest-jupyter stop ID'), or "
+                    "open a copy (--read-only) or another workspace (--workspace NAME)",
+                    status=409) from None
+            raise
         self.session_id = sid = session["id"]
         inputs = opts.inputs(session["relay_url"], session["ticket"], self.everest.url)
         inputs.update(local_inputs)
@@ -208,3 +219,19 @@ def follow(everest: EverestClient, relay: RelayClient, launched: Launched,
         job = everest.job(launched.job_id)
         if job.is_done:
             return job.state
+
+
+def workspace_outcome(session: dict) -> str | None:
+    """What a user is told about an ended session's workspace: saved (files, bytes) or
+    NOT saved (why, and that its last saved state is kept); None without a workspace or
+    before the runner reported."""
+    ws = session.get("workspace") or {}
+    report = ws.get("report")
+    if not ws or not report or ws.get("read_only"):
+        return None
+    name = ws.get("name")
+    if report.get("saved"):
+        return (f"workspace {name} saved ({report.get('files', '?')} files, "
+                f"{report.get('bytes', '?')} bytes)")
+    return (f"workspace {name} was NOT saved at the end: {report.get('error') or 'unknown'}; "
+            f"what was saved before is kept (everest-jupyter workspaces {name})")

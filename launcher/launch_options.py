@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from traitlets import Float, Integer, List, Unicode
+from traitlets import Bool, Float, Integer, List, Unicode
 from traitlets.config import Config, Configurable
 
 APP = "jupyter-session"
@@ -44,6 +44,18 @@ class LaunchOptions(Configurable):
     repository = Unicode(
         None, allow_none=True, help="A git repository to clone into the notebook folder.",
     ).tag(config=True, metavar="GIT_URL")
+    workspace = Unicode(
+        "default",
+        help="Your workspace the session opens as its JupyterLab root: restored before it "
+             "starts, saved while it runs and at its end ('' for none: nothing is kept).",
+    ).tag(config=True, metavar="NAME")
+    snapshot = Unicode(
+        None, allow_none=True,
+        help="Restore this snapshot of the workspace's history (listed by "
+             "'everest-jupyter workspaces NAME').").tag(config=True, metavar="ID")
+    read_only = Bool(
+        False, help="Open a copy of the workspace that nothing saves back (allowed while "
+                    "another session writes it).").tag(config=True)
     default_url = Unicode("/lab", help="The JupyterLab page to open.").tag(
         config=True, metavar="PATH")
     name = Unicode(None, allow_none=True, help="The job's name.").tag(

@@ -26,6 +26,7 @@ def _server_start(args: argparse.Namespace) -> int:
 
 COMMAND_MODULES: tuple[tuple[str, dict], ...] = (
     ("launcher.cli.session", {}),
+    ("launcher.cli.workspace", {}),
     ("launcher.cli.everest", {}),
     ("launcher.cli.kernels", {}),
     # the local server this CLI runs hosts the session relay, so its web form can launch

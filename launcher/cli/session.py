@@ -14,7 +14,7 @@ from typing import Any
 
 from everest_app import config as app_config
 from everest_app.client import EverestClient
-from everest_app.errors import AuthError, NotFoundError
+from everest_app.errors import AuthError, EverestError, NotFoundError
 from everest_app.options import add_options, from_options
 from everest_app.states import JobState
 from launcher.cli.output import duration_text, print_json, print_table
@@ -123,9 +123,23 @@ def launch_cmd(args: argparse.Namespace) -> int:
         say("stopping the session")
         state = run.stop(wait=30)
         say(f"session stopped (job {state or 'state unknown'})")
-        return 0
+        return 0 if _say_workspace(relay, launched.session_id, say) else 1
     say(f"the session's job ended: {state}")
-    return 0 if state in (JobState.DONE, JobState.CANCELLED) else 1
+    saved = _say_workspace(relay, launched.session_id, say)
+    return 0 if state in (JobState.DONE, JobState.CANCELLED) and saved else 1
+
+
+def _say_workspace(relay: RelayClient, session_id: str, say) -> bool:
+    """Tell how the session's workspace was saved at its end; False when it was not."""
+    from launcher.launch import workspace_outcome
+
+    try:
+        said = workspace_outcome(relay.session(session_id))
+    except EverestError:
+        return True
+    if said:
+        say(said)
+    return not (said and "NOT saved" in said)
 
 
 # -- sessions, stop ---------------------------------------------------------------------------
@@ -207,6 +221,8 @@ def stop_cmd(args: argparse.Namespace) -> int:
               f"{state or 'unknown'}); nothing to stop")
     else:
         print(f"stopped session {session_id or '-'} (job {job_id or '-'}: {state or 'unknown'})")
+    if session_id and not ended and not args.json:
+        return 0 if _say_workspace(relay, session_id, lambda m: print(m)) else 1
     return 0
 
 

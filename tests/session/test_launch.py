@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import subprocess
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,7 +144,8 @@ def test_local_packages_travel_with_the_job_from_a_home_the_task_cannot_read(
     wheel = tiny_wheel(home)
     other = tiny_wheel(home / "dist", "otherpkg", 7)
     (home / "requirements.txt").write_text(f"./dist/{other.name}\n")
-    result = launched.cli("--json", "launch", "--packages", f"./{wheel.name}", "-r",
+    result = launched.cli("--json", "launch", "--workspace", "", "--packages", f"./{wheel.name}",
+                          "-r",
                           "requirements.txt", "--detach", "--time-limit", "600", timeout=300,
                           cwd=home)
     assert result.returncode == 0, result.stderr
@@ -174,7 +176,8 @@ def test_a_missing_local_package_is_refused_before_anything_starts(launched: Lau
 def test_jupyterlab_warns_before_the_time_limit_and_sessions_shows_the_time_left(
         launched: Launched, browser: Browser) -> None:
     # a time limit under the relay's warning window (300 s): the banner shows at once
-    result = launched.cli("--json", "launch", "--detach", "--time-limit", "240", timeout=300)
+    result = launched.cli("--json", "launch", "--workspace", "", "--detach", "--time-limit",
+                          "240", timeout=300)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
     context = browser.new_context()
@@ -200,7 +203,8 @@ def test_jupyterlab_warns_before_the_time_limit_and_sessions_shows_the_time_left
 
 
 def test_the_idle_deadline_moves_with_activity(launched: Launched) -> None:
-    result = launched.cli("--json", "launch", "--detach", "--idle-timeout", "60",
+    result = launched.cli("--json", "launch", "--workspace", "", "--detach", "--idle-timeout",
+                          "60",
                           "--time-limit", "900", timeout=300)
     assert result.returncode == 0, result.stderr
     out = json.loads(result.stdout)
@@ -219,6 +223,80 @@ def test_the_idle_deadline_moves_with_activity(launched: Launched) -> None:
                  what="the idle deadline to move after activity", interval=1.0)
     finally:
         launched.cli("stop", out["session_id"])
+
+
+def _contents(url: str, path: str, text: str | None = None) -> requests.Response:
+    """Read (or write, with ``text``) a file through JupyterLab's contents API."""
+    base, token = split_url(url)
+    auth = {"Authorization": f"token {token}"}
+    if text is None:
+        return requests.get(base + f"api/contents/{path}", headers=auth, timeout=30)
+    return requests.put(base + f"api/contents/{path}", headers=auth, timeout=30,
+                        json={"type": "file", "format": "text", "content": text})
+
+
+def test_a_workspace_outlives_its_session_and_travels_without_one(launched: Launched,
+                                                                   tmp_path: Path) -> None:
+    def launch(*args: str) -> subprocess.CompletedProcess:
+        return launched.cli("--json", "launch", "--detach", "--time-limit", "600", *args,
+                            timeout=300)
+
+    first = launch("--workspace", "cli-ws")
+    assert first.returncode == 0, first.stderr
+    one = json.loads(first.stdout)
+    assert _contents(one["url"], "note.txt", "kept across sessions").status_code in (200, 201)
+    # one writer: a second launch on the live workspace is refused, naming the session
+    refused = launched.cli("launch", "--workspace", "cli-ws", "--time-limit", "60")
+    assert refused.returncode != 0 and one["session_id"] in refused.stderr
+    assert "--read-only" in refused.stderr
+    stopped = launched.cli("stop", one["session_id"])
+    assert stopped.returncode == 0, stopped.stderr
+    assert "workspace cli-ws saved" in stopped.stdout
+
+    listed = json.loads(launched.cli("--json", "workspaces").stdout)
+    ws = {w["name"]: w for w in listed["workspaces"]}["cli-ws"]
+    assert ws["files"] >= 1 and ws["last_session"] == one["session_id"]
+    assert ws["live_session"] is None
+    table = launched.cli("workspaces").stdout
+    assert "cli-ws" in table and "LAST SAVED" in table
+    zipped = tmp_path / "ws.zip"
+    got = launched.cli("workspace", "download", "cli-ws", "-o", str(zipped))
+    assert got.returncode == 0, got.stderr
+    with zipfile.ZipFile(zipped) as zf:
+        assert zf.read("note.txt") == b"kept across sessions"
+    saved_snapshot = json.loads(launched.cli("--json", "workspaces", "cli-ws").stdout)[
+        "snapshots"][0]["id"]
+
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('uploaded')\n")
+    up = launched.cli("workspace", "upload", str(project), "--name", "cli-ws")
+    assert up.returncode == 0, up.stderr
+    history = json.loads(launched.cli("--json", "workspaces", "cli-ws").stdout)["snapshots"]
+    assert len(history) >= 2 and history[1]["id"] == saved_snapshot
+
+    second = launch("--workspace", "cli-ws")
+    assert second.returncode == 0, second.stderr
+    two = json.loads(second.stdout)
+    try:
+        assert _contents(two["url"], "src/main.py").json()["content"] == "print('uploaded')\n"
+        assert _contents(two["url"], "note.txt").status_code == 404  # the upload replaced it
+        copy = launch("--workspace", "cli-ws", "--read-only")  # a copy while it is written
+        assert copy.returncode == 0, copy.stderr
+        launched.cli("stop", json.loads(copy.stdout)["session_id"])
+    finally:
+        launched.cli("stop", two["session_id"])
+    # any snapshot of the history comes back into a new session
+    third = launch("--workspace", "cli-ws", "--snapshot", saved_snapshot)
+    assert third.returncode == 0, third.stderr
+    three = json.loads(third.stdout)
+    try:
+        assert _contents(three["url"], "note.txt").json()["content"] == "kept across sessions"
+    finally:
+        launched.cli("stop", three["session_id"])
+    deleted = launched.cli("workspace", "delete", "cli-ws")
+    assert deleted.returncode == 0, deleted.stderr
+    assert launched.cli("workspaces", "cli-ws").returncode != 0
 
 
 def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
@@ -246,7 +324,7 @@ def test_ctrl_c_stops_the_session_and_its_kernels(launched: Launched) -> None:
 
 
 def test_a_failing_session_shows_the_job_log(launched: Launched) -> None:
-    result = launched.cli("launch", "--packages=-e", "--time-limit", "60")
+    result = launched.cli("launch", "--workspace", "", "--packages=-e", "--time-limit", "60")
     assert result.returncode == 1
     assert "error: the job ended FAILED before the notebook was reachable" in result.stderr
     assert "'-e' is an option, not a package" in result.stderr  # from the runner's log
