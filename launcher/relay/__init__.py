@@ -25,6 +25,7 @@ The service, bottom up:
                                     download, upload, delete)
 - :mod:`~launcher.relay.openapi`    its OpenAPI description (``/api/openapi.json``)
 - :mod:`~launcher.relay.proxy`      every session under ``/session/<id>/`` through its tunnel
+- :mod:`~launcher.relay.listener`   the HTTP listener that pauses, not spins, when out of fds
 - :mod:`~launcher.relay.service`    :class:`~launcher.relay.service.Relay`: the above in one
                                     asyncio process; ``serve`` and ``run``
 - :mod:`~launcher.relay.plugin`     the relay inside the local server, and the

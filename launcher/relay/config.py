@@ -54,6 +54,19 @@ class RelayConfig(Configurable):
         help="The SSH address runners dial, when NAT or a port forward sits between (default: "
              "the host of the public address, and the bound SSH port).").tag(config=True)
     ticket_ttl = Float(900.0, help="Seconds a session's ticket stays valid.").tag(config=True)
+    http_idle_timeout = Float(
+        60.0, help="Seconds an HTTP connection may wait for its next request (its first one "
+                   "too) before the relay closes it; WebSockets and requests being answered "
+                   "are not cut.").tag(config=True)
+    tunnel_preauth_per_address = Integer(
+        16, help="Tunnel WebSockets (/api/tunnel) from one address that may be open before "
+                 "their runner has logged in; more get 429.").tag(config=True, metavar="N")
+    tunnel_preauth_limit = Integer(
+        256, help="Tunnel WebSockets from all addresses together that may be open before "
+                  "their runner has logged in; more get 429.").tag(config=True, metavar="N")
+    tunnel_preauth_timeout = Float(
+        15.0, help="Seconds a tunnel WebSocket (and a connection to the SSH port) may take "
+                   "to log in before the relay closes it.").tag(config=True)
     stale_after = Float(
         24 * 3600.0,
         help="Seconds a session may stay starting or disconnected before the relay ends it "

@@ -38,7 +38,6 @@ from urllib.parse import urlsplit
 
 import asyncssh
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 from traitlets import TraitError
 
@@ -49,12 +48,13 @@ from launcher.relay import deadlines
 from launcher.relay import store as rs
 from launcher.relay.auth import EverestAuth
 from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
+from launcher.relay.listener import GuardedHTTPServer
 from launcher.relay.proxy import ChannelPool
 from launcher.relay.sftp import SFTPGrant
 from launcher.relay.ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay.state import SessionState, StopReason
+from launcher.relay.websocket import AUTHENTICATED, WebSocketEntrance
 from launcher.relay.websocket import PATH as WEBSOCKET_PATH
-from launcher.relay.websocket import WebSocketEntrance
 from launcher.relay.workspaces import FolderWorkspaceStore, WorkspaceStore, check_name
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,21 @@ def load_host_key(path: Path) -> asyncssh.SSHKey:
     return key
 
 
+class _TunnelSSHServer(RelaySSHServer):
+    """The SSH server behind the WebSocket entrance: once a runner has logged in, it tells
+    its WebSocket, which then no longer counts against the pre-login limits."""
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        super().connection_made(conn)
+        self._tunnel_conn = conn
+
+    def auth_completed(self) -> None:
+        super().auth_completed()
+        notify = self._tunnel_conn.get_extra_info(AUTHENTICATED)
+        if notify is not None:
+            notify()
+
+
 class Relay:
     """A running relay (see the module docstring). ``await start()``, ``await stop()``."""
 
@@ -103,8 +118,10 @@ class Relay:
         self.host_key: asyncssh.SSHKey | None = None
         self._ssh_server: asyncssh.SSHAcceptor | None = None
         self._ws_server: asyncssh.SSHAcceptor | None = None
-        self.websocket_entrance = WebSocketEntrance()
-        self._http_server: HTTPServer | None = None
+        self.websocket_entrance = WebSocketEntrance(
+            per_address=config.tunnel_preauth_per_address,
+            limit=config.tunnel_preauth_limit, timeout=config.tunnel_preauth_timeout)
+        self._http_server: GuardedHTTPServer | None = None
         self._probes: dict[str, asyncio.Task] = {}
         self._changed: dict[str, asyncio.Event] = {}
         self._sweeper: asyncio.Task | None = None
@@ -146,19 +163,21 @@ class Relay:
         # one SSH server, two entrances: its TCP port, and WebSockets on the API port
         ssh_options = dict(
             server_host_keys=[self.host_key], agent_forwarding=False, x11_forwarding=False,
-            allow_scp=False, keepalive_interval=15, keepalive_count_max=3, login_timeout=30)
+            allow_scp=False, keepalive_interval=15, keepalive_count_max=3,
+            login_timeout=self.config.tunnel_preauth_timeout)
         self._ssh_server = await asyncssh.create_server(
             lambda: RelaySSHServer(self._ssh_lookup, self.routes),
             self.config.ssh_host, self.config.ssh_port, **ssh_options)
         self.ssh_port = self._ssh_server.sockets[0].getsockname()[1]
         self._ws_server = await asyncssh.create_server(
-            lambda: RelaySSHServer(self._ssh_lookup, self.routes), "", 0,
+            lambda: _TunnelSSHServer(self._ssh_lookup, self.routes), "", 0,
             tunnel=self.websocket_entrance, **ssh_options)
         self.store.reset_connections()
         sockets = self._bind_http()
-        self._http_server = HTTPServer(make_app(self), ssl_options=self._ssl, xheaders=False,
-                                       max_body_size=self.config.max_proxied_body,
-                                       idle_connection_timeout=3600)
+        self._http_server = GuardedHTTPServer(
+            make_app(self), ssl_options=self._ssl, xheaders=False,
+            max_body_size=self.config.max_proxied_body,
+            idle_connection_timeout=self.config.http_idle_timeout)
         self._http_server.add_sockets(sockets)
         self.http_port = sockets[0].getsockname()[1]
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep())

@@ -26,12 +26,14 @@ class RelayProcess:
         self.url = ""
         self.proc: subprocess.Popen | None = None
         self.log_path = self.state_dir.parent / f"{self.state_dir.name}.log"
+        self.prefix: list[str] = []  # runs the relay under it, e.g. prlimit's limits
 
     def start(self) -> RelayProcess:
         starting("the relay")
         info = self.state_dir.parent / f"{self.state_dir.name}.json"
         info.unlink(missing_ok=True)
-        cmd = [sys.executable, "-m", "launcher.relay", "--everest", self.everest_url,
+        cmd = [*self.prefix, sys.executable, "-m", "launcher.relay", "--everest",
+               self.everest_url,
                "--state-dir", str(self.state_dir), "--http", f"127.0.0.1:{self.http_port}",
                "--ssh", f"127.0.0.1:{self.ssh_port}", "--info-file", str(info), *self.extra]
         with open(self.log_path, "ab") as log:
