@@ -233,16 +233,7 @@ class Session:
             return await self._run_kernel(grant, key, token)
 
         root = os.path.join(s.workdir, NOTEBOOK_DIR)
-        os.makedirs(root, exist_ok=True)
-        if grant.workspace is not None:
-            import runner_workspace
-
-            self.workspace = runner_workspace.Workspace(grant, key, root, s.route)
-            started = time.monotonic()
-            files, size = await self._await(self.workspace.restore())
-            log.info("workspace %r restored%s: %d files, %d bytes in %.1f s",
-                     self.workspace.name, " read-only" if self.workspace.read_only else "",
-                     files, size, time.monotonic() - started)
+        await self._open_workspace(grant, key, root)
         env = dict(os.environ)
         if s.everest_url and not env.get("EVEREST_URL"):
             env["EVEREST_URL"] = s.everest_url
@@ -283,6 +274,21 @@ class Session:
             raise
         return await self._watch(tunnel_task, self._watch_notebook(), self._watch_idle())
 
+    async def _open_workspace(self, grant, key, root: str) -> None:
+        """Make the notebook folder ``root``; restore the user's workspace into it when the
+        grant names one (it is saved while the session runs and once more at its end)."""
+        os.makedirs(root, exist_ok=True)
+        if grant.workspace is not None:
+            import runner_workspace
+
+            self.workspace = runner_workspace.Workspace(grant, key, root,
+                                                        self.settings.route)
+            started = time.monotonic()
+            files, size = await self._await(self.workspace.restore())
+            log.info("workspace %r restored%s: %d files, %d bytes in %.1f s",
+                     self.workspace.name, " read-only" if self.workspace.read_only else "",
+                     files, size, time.monotonic() - started)
+
     async def _run_kernel(self, grant, key, token: str) -> int:
         """Kernel mode (:mod:`runner_kernel`): an ipykernel and its control endpoint, which
         the tunnel forwards; the lab's checking in is the session's activity."""
@@ -292,9 +298,10 @@ class Session:
         env = dict(os.environ)
         if s.everest_url and not env.get("EVEREST_URL"):
             env["EVEREST_URL"] = s.everest_url
+        root = os.path.join(s.workdir, NOTEBOOK_DIR)
+        await self._open_workspace(grant, key, root)  # the kernel works in it
         self.kernel = kernel = runner_kernel.KernelProcess(
-            os.path.join(s.workdir, runner_kernel.KERNEL_DIR),
-            os.path.join(s.workdir, NOTEBOOK_DIR), env)
+            os.path.join(s.workdir, runner_kernel.KERNEL_DIR), root, env)
         self.control = runner_kernel.Control(
             kernel, grant.base_url, token,
             lambda: self.request_stop(StopReason.INTERRUPTED, "the lab shut the kernel down"))

@@ -186,6 +186,7 @@ class EverestProvisioner(KernelProvisionerBase, KernelSettings):  # type: ignore
         creds = credentials(self.everest_url, self.relay_url, self.profile)
         name = f"kernel {self.kernel_spec.display_name}" if self.kernel_spec else "kernel"
         options = KernelJobOptions(resource=self.resource, image=self.image,
+                                   workspace=self.workspace or "",
                                    packages=list(self.packages), time_limit=self.time_limit,
                                    idle_timeout=self.lease, name=name[:100], app=self.app,
                                    default_url="/", timeout=self.start_timeout)

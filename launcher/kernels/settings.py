@@ -30,6 +30,11 @@ class KernelSettings(Configurable):
         120, help="The runner ends the job when the lab has not checked in for this many "
                   "seconds (a lab checks every few seconds while the kernel lives).",
     ).tag(config=True, metavar="SECONDS")
+    workspace = Unicode(
+        None, allow_none=True,
+        help="Your workspace the kernel works in: restored into its working folder before "
+             "it starts, saved while it runs and when it ends (docs/workspaces.md); none: a "
+             "scratch folder that goes with the job.").tag(config=True, metavar="NAME")
     relay_url = Unicode(
         None, allow_none=True,
         help="The relay (default: EVEREST_RELAY_URL, the profile's, else the embedded one's).",

@@ -469,6 +469,9 @@ class SessionProxyHandler(BaseHandler):
         """Hand the client's connection over to the notebook's WebSocket, byte for byte."""
         self.chan = None
         stream = self.detach()
+        # detached mid-request, the stream still has Nagle on: small frames (a kernel's
+        # messages, keystrokes) would wait for the peer's delayed ACK
+        stream.set_nodelay(True)
         await stream.write(head)
 
         async def client_to_notebook() -> None:

@@ -122,3 +122,22 @@ def test_a_killed_lab_leaves_no_job_running(kernel_server, make_lab) -> None:
     assert "labs that are gone" in second.log()
     kernel.shutdown()
     wait_for(lambda: not running_jobs(kernel_server), 60, "the kernel's job to end")
+
+
+def test_a_kernel_works_in_the_users_workspace(kernel_server, make_lab) -> None:
+    """With ``--workspace``, the kernel's working folder is the user's workspace: what one
+    kernel writes, the next one (another job) finds."""
+    lab = make_lab(kernel_server)
+    name = lab.install("--resource", "local", "--workspace", "kernel-files")
+    lab.start()
+    first = lab.start_kernel(name)
+    job = _evidence(first)["job"]
+    first.run("open('kept.txt', 'w').write('written by a kernel')")
+    first.shutdown()
+    wait_for(lambda: job not in running_jobs(kernel_server), 60, "the first job to end")
+
+    second = lab.start_kernel(name)
+    assert _evidence(second)["job"] != job
+    assert second.run("print(open('kept.txt').read())") == "written by a kernel\n"
+    second.shutdown()
+    wait_for(lambda: not running_jobs(kernel_server), 60, "the second job to end")
