@@ -8,10 +8,11 @@ server ends as a whole when the task ends (DONE, FAILED, cancelled, time limit, 
 
 - **cgroup** (where the machine has cgroup v2 and the server may create cgroups: root, or
   a delegated subtree): each task gets the cgroup ``<server's cgroup>/everest-<id>/<task>``.
-  The wrapper starts blocked on its stdin, the server moves it into the cgroup, then lets it
-  go; so every process it starts is born inside, and no process can leave a cgroup it may
-  not write to. Ending writes ``cgroup.kill`` (or kills ``cgroup.procs`` until it is empty
-  on kernels before 5.14), waits until the cgroup is unpopulated and removes it. The
+  The task's first process moves itself into the cgroup (as root, before it switches to
+  the task's account and execs the wrapper; :data:`JOIN`); so every process it starts is
+  born inside, and no process can leave a cgroup it may not write to. Ending writes
+  ``cgroup.kill`` (or kills ``cgroup.procs`` until it is empty on kernels before 5.14),
+  waits until the cgroup is unpopulated and removes it. The
   cgroup's name comes from the task id, so a restarted server finds it again.
 - **subreaper** (the fallback: no cgroup v2, or no right to create cgroups): a small
   reaper process (:data:`REAPER`, this server's Python) marks itself
@@ -43,6 +44,8 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from everest_local.task_users import switch_prefix
+
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -52,6 +55,13 @@ END_WAIT = 5.0
 GATE = 'read -r go && [ "$go" = go ] || exit 125; exec </dev/null; '
 """Prefix of the wrapper in a cgroup: it waits on stdin until the server has moved it
 (``go``), so nothing it starts is born outside; anything else (EOF) ends it unstarted."""
+
+JOIN = 'echo "$$" > "$1" || exit 125; shift; exec "$@"'
+"""``sh -c JOIN sh <cgroup>/cgroup.procs <command...>``: the task's first process moves
+itself into its cgroup, then execs the command (the account switch, then the wrapper), so
+nothing it starts is born outside. It costs the server no fork of its own (a ``vfork``), and
+the kernel's wait for the move (an RCU grace period, milliseconds) is the task's, not the
+server's event loop's. If it cannot move, it exits 125 having run nothing of the task."""
 
 REAPER = r'''
 import ctypes, os, signal, sys
@@ -164,12 +174,19 @@ class Containment(ABC):
         arguments (cwd, env, stdout, stderr, umask). Returns the child to wait for (its
         status is the wrapper's) and the pid of the wrapper, which leads the process group
         to signal. Raises
-        ``OSError`` when it cannot start or cannot be contained (nothing is left running)."""
+        ``OSError`` when it cannot start or cannot be contained (nothing is left running);
+        a cgroup task that cannot join its cgroup ends with status 125, having run nothing
+        of the task (:data:`JOIN`)."""
 
     @abstractmethod
     def end(self, name: str) -> None:
         """Kill whatever task ``name`` left running and release its container (blocking;
         the task's wrapper has ended). A no-op for a container that does not exist."""
+
+    def release_if_empty(self, name: str) -> bool:
+        """Release task ``name``'s container at once if nothing of it runs any more (no
+        wait, cheap enough for the event loop); False: call :meth:`end` (off the loop)."""
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing
         """The server stops: release what the containment itself holds."""
@@ -194,7 +211,18 @@ class CgroupContainment(Containment):
         if cgroup.exists():  # an earlier try of this task that never ended cleanly
             self.end(name)
         cgroup.mkdir()
-        account = {} if uid is None else {"user": uid, "group": gid, "extra_groups": []}
+        switch = [] if uid is None else switch_prefix(uid, gid if gid is not None else uid)
+        if switch is not None:  # the usual way: the first process joins, then switches
+            try:
+                child = subprocess.Popen(
+                    ["/bin/sh", "-c", JOIN, "sh", str(cgroup / "cgroup.procs"), *switch,
+                     "/bin/sh", "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
+                    start_new_session=True, close_fds=True, **popen)
+            except OSError:
+                _rmdir(cgroup)
+                raise
+            return child, child.pid
+        account = {"user": uid, "group": gid, "extra_groups": []}
         try:
             child = subprocess.Popen(
                 ["/bin/sh", "-c", GATE + script, "sh", *args], stdin=subprocess.PIPE,
@@ -235,6 +263,18 @@ class CgroupContainment(Containment):
             log.warning("task %s: processes still in %s after SIGKILL", name, cgroup)
             return
         _rmdir(cgroup)
+
+    def release_if_empty(self, name: str) -> bool:
+        cgroup = self._cgroup(name)
+        if _populated(cgroup):
+            return False
+        try:
+            cgroup.rmdir()
+        except FileNotFoundError:
+            pass
+        except OSError:  # the kernel is not done with the last exit yet: end() retries
+            return False
+        return True
 
     def close(self) -> None:
         try:

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from everest_local.containment import Containment
-from everest_local.task_users import TaskUser, hand_over
+from everest_local.task_users import TaskUser, hand_over, switch_prefix
 
 WRAPPER = ('trap : INT TERM; d=$1; shift; echo "$$" > "$d/pid"; "$@"; s=$?; '
            'echo "$s" > "$d/exit"; exit "$s"')
@@ -64,10 +64,11 @@ def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
                 uid=user.uid if user else None, gid=user.gid if user else None,
                 cwd=work, env=env, stdout=out, stderr=err, **umask)
             return Spawned(pid=pid, start_time=start_time(pid), popen=popen)
-        account = {} if user is None else {"user": user.uid, "group": user.gid,
-                                           "extra_groups": []}
+        switch = [] if user is None else switch_prefix(user.uid, user.gid)
+        account = {} if switch is not None else {"user": user.uid, "group": user.gid,
+                                                 "extra_groups": []}
         popen = subprocess.Popen(
-            ["/bin/sh", "-c", WRAPPER, "sh", str(task_dir), *argv],
+            [*(switch or []), "/bin/sh", "-c", WRAPPER, "sh", str(task_dir), *argv],
             cwd=work, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             start_new_session=True, close_fds=True, **account, **umask,
         )

@@ -97,9 +97,10 @@ class LocalBackend(Backend):
         finally:
             self._waiting.pop(pid, None)
             self._children.pop(pid, None)
-        if self.containment is not None:  # what the task left running ends with it
-            await asyncio.get_running_loop().run_in_executor(
-                None, self.containment.end, Path(handle["dir"]).name)
+        name = Path(handle["dir"]).name
+        if self.containment is not None and not self.containment.release_if_empty(name):
+            # what the task left running ends with it (killing and waiting: off the loop)
+            await asyncio.get_running_loop().run_in_executor(None, self.containment.end, name)
         return ended
 
     def poll(self) -> None:
