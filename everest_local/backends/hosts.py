@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_local.backends.base import BackendError
-from everest_local.workdir import UnsafeFolder, copy_tree
+from everest_local.workdir import UnsafeFolder, copy_tree, read_small
 
 log = logging.getLogger(__name__)
 
@@ -81,11 +81,9 @@ class LocalHost(Host):
         copy_tree(remote, local)
 
     async def read(self, path: str) -> bytes | None:
-        try:
-            with open(path, "rb") as f:
-                return f.read(4096)
-        except OSError:
-            return None
+        # a task's record file: a link is not followed, a FIFO does not block the server
+        where = Path(path)
+        return read_small(where.parent, where.name)
 
     async def rmtree(self, path: str) -> None:
         await asyncio.to_thread(shutil.rmtree, path, True)
@@ -226,6 +224,9 @@ class SSHHost(Host):
 
         async def op(_: Any, sftp: Any) -> bytes | None:
             try:
+                # a FIFO put there by the task would hang the host's SFTP server: look first
+                if (await sftp.lstat(path)).type != asyncssh.FILEXFER_TYPE_REGULAR:
+                    return None
                 async with sftp.open(path, "rb") as f:
                     return await f.read(4096)
             except asyncssh.SFTPNoSuchFile:

@@ -226,3 +226,27 @@ def test_no_input_replaces_an_application_file(tmp_path):
         assert (work / "run.py").read_text() == "the app"
     assert name_clash(app, {"f": "/api/files/temp/1/data.txt"}) is None
     assert name_clash(app, {"m": "/api/files/temp/1/anything"}) is None  # the app's mapping
+
+
+def test_record_files_are_read_without_links_or_blocking(tmp_path):
+    """A task's exit/pid files as the server reads them (LocalHost.read, the local and
+    Docker backends): a FIFO in their place reads as absent at once, a link is not followed."""
+    import asyncio
+
+    from everest_local.backends.base import read_status
+    from everest_local.backends.hosts import LocalHost
+    from everest_local.workdir import read_small
+
+    secret = tmp_path / "root-only"
+    secret.write_text("7\n")
+    task = tmp_path / "task"
+    task.mkdir()
+    os.mkfifo(task / "exit")
+    assert read_status(task) is None  # returns: a reader would otherwise wait for a writer
+    assert asyncio.run(LocalHost().read(str(task / "exit"))) is None
+    (task / "exit").unlink()
+    (task / "exit").symlink_to(secret)
+    assert read_status(task) is None and read_small(task, "exit") is None
+    (task / "exit").unlink()
+    (task / "exit").write_text("3\n")
+    assert read_status(task) == 3
