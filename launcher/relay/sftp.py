@@ -66,6 +66,9 @@ class _Written:
     def fileno(self) -> int:
         return self.file.fileno()
 
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)  # seek (asyncssh's range requests), tell, ...
+
 
 def _denied(why: str) -> asyncssh.SFTPError:
     return asyncssh.SFTPPermissionDenied(why)

@@ -91,7 +91,8 @@ def route(request: pytest.FixtureRequest) -> str:
     return request.param
 
 
-def test_a_runner_saves_and_the_next_session_reads_it(relay, alice, ssh_peer, route) -> None:
+def test_a_runner_saves_and_the_next_session_reads_it(relay, alice, ssh_peer, route,
+                                                      tmp_path) -> None:
     name = f"save-{route}"
     r = _enroll(alice, relay, route, workspace=name)
     assert r.grant["workspace"]["name"] == name and not r.grant["workspace"]["read_only"]
@@ -111,6 +112,10 @@ def test_a_runner_saves_and_the_next_session_reads_it(relay, alice, ssh_peer, ro
     conn, sftp = _sftp(ssh_peer, relay, r2)
     try:
         assert _get(ssh_peer, sftp, "sub/dir/data.bin") == data
+        # asyncssh's own parallel get (range requests, sparse-file checks) works too
+        local = tmp_path / "copy"
+        ssh_peer.run(sftp.get("sub", str(local), recurse=True))
+        assert (local / "dir" / "data.bin").read_bytes() == data
         assert ssh_peer.run(sftp.readlink("link")) == "sub/dir/data.bin"
     finally:
         ssh_peer.close(conn)
