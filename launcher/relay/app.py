@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tornado import web
 
 from launcher.relay import websocket as relay_websocket
@@ -30,8 +32,10 @@ from launcher.relay.proxy import (
 
 
 def make_app(relay) -> web.Application:
-    """The tornado application serving ``relay`` (a :class:`launcher.relay.service.Relay`)."""
-    return web.Application([
+    """The tornado application serving ``relay`` (a :class:`launcher.relay.service.Relay`).
+    With ``session_host``, a session's own host (``<id>.<session_host>``) serves that
+    session and nothing else: no API, no page."""
+    app = web.Application([
         (r"/", PageHandler),
         (r"/api/relay", InfoHandler),
         (r"/api/login", LoginHandler),
@@ -49,3 +53,11 @@ def make_app(relay) -> web.Application:
         (SESSION_PATH, SessionProxyHandler),
         (r"/(?!api/).*", HubProxyHandler),
     ], default_handler_class=NotFoundHandler, relay=relay, xsrf_cookies=False)
+    if relay.config.session_host:
+        host = re.escape(relay.config.session_host.lower().strip("."))
+        app.add_handlers(rf"[0-9a-f]{{24}}\.{host}", [
+            (TIME_LEFT_PATH, TimeLeftHandler),
+            (SESSION_PATH, SessionProxyHandler),
+            (r".*", NotFoundHandler),
+        ])
+    return app

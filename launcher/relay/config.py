@@ -49,6 +49,14 @@ class RelayConfig(Configurable):
              "WebSocket entrance) and session URLs start with it (default: the public host "
              "with the bound HTTP port; never the Host header a request carries).",
     ).tag(config=True, metavar="URL")
+    session_host = Unicode(
+        None, allow_none=True,
+        help="A wildcard host for sessions (as JupyterHub's subdomain_host): each session is "
+             "served at <session id>.<this host> on the relay's port, an origin of its own, "
+             "so a page one session serves cannot use the relay's API or another session "
+             "with its visitor's cookies. Needs DNS (and a certificate) for *.<this host>. "
+             "Default: every session on the relay's own origin (see docs/security.md).",
+    ).tag(config=True, metavar="HOST")
     ssh_advertise = HostPort(
         None, allow_none=True,
         help="The SSH address runners dial, when NAT or a port forward sits between (default: "

@@ -274,11 +274,21 @@ class SessionProxyHandler(BaseHandler):
             url, self.relay.config.time_warning))
 
     def _session(self) -> rs.SessionRecord:
-        """The live session this request is for; 404 when there is none."""
+        """The live session this request is for; 404 when there is none. With
+        ``session_host`` a lab session is served only on its own host: asked for on the
+        relay's (shared) origin, a GET is sent there, anything else is a 404."""
         session_id = self.path_args[0]
         record = self.relay.store.get(session_id)
         if record is None or not record.live:
             raise ApiError(404, f"no live session {session_id} on this relay")
+        own = self.relay.session_host(session_id)
+        if own is not None and record.mode != rs.HUB_MODE and \
+                self.request.host_name.lower() != own:
+            if self.request.method in ("GET", "HEAD") and \
+                    not self.request.host_name.lower().endswith(own.split(".", 1)[1]):
+                self.redirect(self.relay.session_origin(record) + self.request.uri)
+                raise web.Finish()
+            raise ApiError(404, f"session {session_id} is served at its own host, {own}")
         return record
 
     def _root(self, record: rs.SessionRecord) -> str:

@@ -375,6 +375,21 @@ class Relay:
         """The origins of the relay's own page: its public address and its local one."""
         return frozenset(_origin(url) for url in (self.public_base(), self.url))
 
+    def session_host(self, session_id: str) -> str | None:
+        """The host name of a session's own origin (``<id>.<session_host>``), or None when
+        sessions share the relay's origin."""
+        host = self.config.session_host
+        return f"{session_id}.{host.lower().strip('.')}" if host else None
+
+    def session_origin(self, record: rs.SessionRecord) -> str:
+        """Where a lab session's pages are served: its own origin with ``session_host``
+        (the relay's public scheme and port), else the relay's public address."""
+        host = self.session_host(record.id)
+        if host is None or record.mode == rs.HUB_MODE:
+            return self.public_base()
+        public = urlsplit(self.public_base())
+        return f"{public.scheme}://{host}" + (f":{public.port}" if public.port else "")
+
     def session_url(self, record: rs.SessionRecord, with_token: bool = True) -> str:
         """The address a user opens: the relay, base URL, start page, and the token.
         Clients take it from the API's answer; nothing else builds it.
@@ -386,7 +401,7 @@ class Relay:
         """
         if record.mode == rs.HUB_MODE:
             return self.public_base()
-        url = self.public_base() + record.base_url + record.default_url.lstrip("/")
+        url = self.session_origin(record) + record.base_url + record.default_url.lstrip("/")
         if with_token and record.notebook_token:
             url += f"?token={record.notebook_token}"
         return url
@@ -591,6 +606,8 @@ class Relay:
         else:
             url = f"{self.url}{record.base_url}api/status"
             headers = {"Authorization": f"token {record.notebook_token}"}
+            if self.session_host(session_id):  # asked as a browser would, at its origin
+                headers["Host"] = f"{self.session_host(session_id)}:{self.http_port}"
         deadline = time.monotonic() + self.config.probe_timeout
         fast_until = time.monotonic() + 15.0
         delay = 0.05

@@ -115,7 +115,10 @@ async function show(id, promise) {
 show("read", fetch("/api/sessions", {credentials: "include"}));
 show("mint", fetch("/api/sessions", {method: "POST", credentials: "include", body: "{}",
      headers: {"Content-Type": "application/json", "X-Requested-With": "relay-page"}}));
-</script></body></html>"""
+if (location.hash) {  // the relay's own origin, when the session has one of its own
+  show("main", fetch(location.hash.slice(1) + "/api/sessions", {credentials: "include"}));
+}
+</script><pre id="main">none</pre></body></html>"""
 
 
 def _attacker_session(relay: RelayProcess, local_server: ServerProcess,
@@ -159,7 +162,8 @@ def _attacker_session(relay: RelayProcess, local_server: ServerProcess,
         server.shutdown()
         server.server_close()
 
-    return relay.url + base, stop
+    url = Api(relay.url, local_server.token_for("alice")).session(session["id"])["url"]
+    return url[:url.index(base)] + base, stop  # where the relay serves it
 
 
 def _sign_in_to_everest(page: Page, server: ServerProcess, user: str) -> str:
@@ -209,3 +213,69 @@ def test_a_session_cannot_set_everests_or_the_relays_cookie(
         expect(page).to_have_url(re.compile(r"/apps$"))
     finally:
         stop()
+
+
+def test_with_a_session_host_each_session_is_an_origin_of_its_own(
+        page: Page, local_server: ServerProcess, ssh_peer: FakeRunner, tmp_path) -> None:
+    """``--session-host``: Bob, signed in on the relay's own page (its cookie: what the
+    shared origin cannot protect), opens Alice's session at ``<id>.sessions.localhost``: its
+    page reaches no relay API on its own origin and cannot read the relay's across origins;
+    the relay's origin does not serve the session's pages."""
+    relay = RelayProcess(tmp_path / "state", local_server.url,
+                         "--session-host", "sessions.localhost").start()
+    bob = Api(relay.url, local_server.token_for("bob"))
+    bobs = bob.new_session(label="bob's secret")
+    base, stop = _attacker_session(relay, local_server, ssh_peer)
+    try:
+        sid = bobs["id"]
+        assert re.fullmatch(r"http://[0-9a-f]{24}\.sessions\.localhost:\d+/session/"
+                            r"[0-9a-f]{24}/", base), base
+        page.goto(relay.url + "/")
+        page.get_by_label("User name").fill("bob")
+        page.get_by_label("Password").fill(local_server.password_for("bob"))
+        page.get_by_role("button", name="Sign in").click()
+        expect(page.locator(f"tr[data-session='{sid}']")).to_be_visible()
+
+        page.goto(base + "files/evil.html#" + relay.url)
+        for which in ("read", "mint", "main"):
+            expect(page.locator("#" + which)).not_to_have_text("pending")
+        read, mint, main = (page.locator("#" + w).inner_text() for w in ("read", "mint", "main"))
+        assert read.startswith("404 ") and mint.startswith("404 "), (read, mint)
+        assert main.startswith("error "), main  # no CORS: the relay's answer stays unread
+        assert sid not in read + mint + main
+        assert [s["id"] for s in bob("GET", "/api/sessions").json()] == [sid]
+
+        path = base[base.index("/session/"):] + "files/evil.html"
+        on_relay = requests.get(relay.url + path, allow_redirects=False, timeout=30)
+        assert on_relay.status_code == 302 and on_relay.headers["Location"] == base[
+            :base.index("/session/")] + path
+        assert requests.post(relay.url + path, timeout=30).status_code == 404
+    finally:
+        stop()
+        bob("DELETE", f"/api/sessions/{bobs['id']}")
+        relay.stop()
+
+
+def test_jupyterlab_works_at_its_session_host(page: Page, local_server: ServerProcess,
+                                              tmp_path) -> None:
+    """A real session (runner, JupyterLab, tunnel) at ``<id>.sessions.localhost``: the
+    relay finds it ready through its own host, and a cell runs in Chromium there."""
+    from tests.fixtures.browser import run_a_cell
+    from tests.harness.runner import start_runner, stop_process_group
+    from tests.session.helpers import kill_under
+
+    relay = RelayProcess(tmp_path / "state", local_server.url,
+                         "--session-host", "sessions.localhost").start()
+    api = Api(relay.url, local_server.token_for("alice"))
+    session = api.new_session()
+    workdir = tmp_path / "task"
+    proc = start_runner(workdir, relay.url, session["ticket"], "--idle-timeout", "0")
+    try:
+        ready = api.wait_state(session["id"], "ready", timeout=120)
+        assert ready["url"].startswith(f"http://{session['id']}.sessions.localhost:")
+        page.goto(ready["url"])
+        run_a_cell(page)
+    finally:
+        stop_process_group(proc)
+        kill_under(workdir)
+        relay.stop()
