@@ -274,6 +274,44 @@ def _copy_from(opened: Opened, dest: Path) -> None:
         os.close(out)
 
 
+def put_tree(src: Path, dest: Path, uid: int | None = None, gid: int | None = None) -> None:
+    """Copy the server's own folder ``src`` to the new folder ``dest`` in a place another
+    account may write (a Slurm ``workdir`` of the task's user), giving everything to
+    ``uid``/``gid`` when given. ``dest`` is created here and every write goes through a
+    descriptor of it: if that account swaps ``dest`` or a folder in it for a link meanwhile,
+    nothing is written, chowned or chmodded through the link. Modes are kept; links in
+    ``src`` (it has none) would be left behind. Raises FileExistsError if ``dest`` exists."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.mkdir(dest, 0o700)
+    _put_into(src, os.open(dest, _DIR), uid, gid, os.stat(src).st_mode)
+
+
+def _put_into(src: Path, fd: int, uid: int | None, gid: int | None, mode: int) -> None:
+    try:
+        if uid is not None:
+            os.fchown(fd, uid, -1 if gid is None else gid)
+        os.fchmod(fd, stat.S_IMODE(mode))
+        for entry in os.scandir(src):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISDIR(st.st_mode):
+                os.mkdir(entry.name, 0o700, dir_fd=fd)
+                _put_into(Path(entry.path), os.open(entry.name, _DIR, dir_fd=fd), uid, gid,
+                          st.st_mode)
+            elif stat.S_ISREG(st.st_mode):
+                out = os.open(entry.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                              | os.O_CLOEXEC, 0o600, dir_fd=fd)
+                try:
+                    with open(entry.path, "rb") as source, open(out, "wb", closefd=False) as sink:
+                        shutil.copyfileobj(source, sink, 1 << 20)
+                    if uid is not None:
+                        os.fchown(out, uid, -1 if gid is None else gid)
+                    os.fchmod(out, stat.S_IMODE(st.st_mode))
+                finally:
+                    os.close(out)
+    finally:
+        os.close(fd)
+
+
 def glob_magic(part: str) -> bool:
     return any(c in part for c in "*?[")
 

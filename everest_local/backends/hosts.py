@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from everest_local.backends.base import BackendError
-from everest_local.workdir import UnsafeFolder, copy_tree, read_small
+from everest_local.workdir import UnsafeFolder, copy_tree, put_tree, read_small
 
 log = logging.getLogger(__name__)
 
@@ -68,9 +68,13 @@ class LocalHost(Host):
         await asyncio.to_thread(self._copy, local, Path(remote))
 
     def _copy(self, src: Path, dest: Path) -> None:
-        shutil.copytree(src, dest, symlinks=True)
         if self.owner:
-            chown_tree(dest, self.owner)
+            import pwd
+
+            entry = pwd.getpwnam(self.owner)
+            put_tree(src, dest, entry.pw_uid, entry.pw_gid)
+        else:
+            put_tree(src, dest)
 
     async def get_dir(self, remote: str, local: Path) -> None:
         await asyncio.to_thread(self._get_dir, Path(remote), local)

@@ -250,3 +250,29 @@ def test_record_files_are_read_without_links_or_blocking(tmp_path):
     (task / "exit").unlink()
     (task / "exit").write_text("3\n")
     assert read_status(task) == 3
+
+
+def test_put_tree_copies_by_descriptor_and_never_through_a_link(tmp_path):
+    """Staging a task folder into another account's Slurm workdir (LocalHost.put_dir): modes
+    kept, everything given to that account, and a destination that is already a link (to a
+    folder of root's) is refused with nothing written there."""
+    from everest_local.workdir import put_tree
+
+    src = tmp_path / "staged"
+    (src / "work" / "sub").mkdir(parents=True)
+    (src / "job.sh").write_text("#!/bin/sh\n")
+    (src / "job.sh").chmod(0o700)
+    (src / "work" / "sub" / "in.txt").write_text("input")
+    dest = tmp_path / "theirs" / "task-1"
+    dest.parent.mkdir()
+    owner = os.getuid() if os.geteuid() != 0 else 65534
+    put_tree(src, dest, owner, owner)
+    assert (dest / "work" / "sub" / "in.txt").read_text() == "input"
+    assert (dest / "job.sh").stat().st_mode & 0o777 == 0o700
+    assert {p.stat().st_uid for p in [dest, *dest.rglob("*")]} == {owner}
+    root_only = tmp_path / "root-only"
+    root_only.mkdir(mode=0o700)
+    (dest.parent / "task-2").symlink_to(root_only)
+    with pytest.raises(FileExistsError):
+        put_tree(src, dest.parent / "task-2", owner, owner)
+    assert list(root_only.iterdir()) == [] and root_only.stat().st_uid == os.getuid()
