@@ -73,12 +73,13 @@ class Lab:
         assert done.returncode == 0, done.stderr
         return json.loads(done.stdout)["name"]
 
-    def start(self) -> Lab:
+    def start(self, *extra: str) -> Lab:
+        """Start JupyterLab (with ``extra`` options, e.g. its culling settings)."""
         starting("JupyterLab")
         cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={self.port}",
                "--ServerApp.ip=127.0.0.1", f"--IdentityProvider.token={self.token}",
                f"--ServerApp.root_dir={self.notebooks}", "--ServerApp.port_retries=0",
-               "--ServerApp.log_level=INFO", "--allow-root"]
+               "--ServerApp.log_level=INFO", "--allow-root", *extra]
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                          env=self.env, cwd=REPO, start_new_session=True)

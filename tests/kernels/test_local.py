@@ -141,3 +141,17 @@ def test_a_kernel_works_in_the_users_workspace(kernel_server, make_lab) -> None:
     assert second.run("print(open('kept.txt').read())") == "written by a kernel\n"
     second.shutdown()
     wait_for(lambda: not running_jobs(kernel_server), 60, "the second job to end")
+
+
+def test_the_labs_culling_ends_an_idle_kernels_job(kernel_server, make_lab) -> None:
+    lab = make_lab(kernel_server)
+    name = lab.install("--resource", "local")
+    lab.start("--MappingKernelManager.cull_idle_timeout=4",
+              "--MappingKernelManager.cull_interval=1")
+    kernel = lab.start_kernel(name)
+    job = _evidence(kernel)["job"]
+    kernel.ws.close()  # no connection left: an idle kernel may be culled
+    wait_for(lambda: lab.api("GET", "api/kernels").json() == [], 60, "the lab to cull it")
+    wait_for(lambda: job not in running_jobs(kernel_server), 60, "the culled kernel's job")
+    culled = [ln for ln in lab.log_path.read_text().splitlines() if "inactivity" in ln]
+    assert culled and kernel.id in culled[0], culled
