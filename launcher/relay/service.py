@@ -372,8 +372,12 @@ class Relay:
         return f"{self.scheme}://{self.public_host()}:{self.http_port}"
 
     def own_origins(self) -> frozenset[str]:
-        """The origins of the relay's own page: its public address and its local one."""
-        return frozenset(_origin(url) for url in (self.public_base(), self.url))
+        """The origins of the relay's own page: its public address and its local one (and,
+        bound to loopback, that address by its other loopback names)."""
+        urls = [self.public_base(), self.url]
+        if self.config.http_host in ("127.0.0.1", "localhost", "::1"):
+            urls += [f"{self.scheme}://{host}:{self.http_port}" for host in _LOOPBACK]
+        return frozenset(_origin(url) for url in urls)
 
     def session_host(self, session_id: str) -> str | None:
         """The host name of a session's own origin (``<id>.<session_host>``), or None when
@@ -630,6 +634,9 @@ class Relay:
             return
         log.warning("session %s: the notebook did not answer through the tunnel in %.0f s",
                     session_id, self.config.probe_timeout)
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
 def _origin(url: str) -> str:
