@@ -44,7 +44,7 @@ class LocalBackend(Backend):
         self.accounts = accounts
         self.containment = containment
         self._children: dict[int, subprocess.Popen] = {}  # pid -> our child
-        self._waiting: dict[int, tuple[dict[str, Any], asyncio.Future]] = {}
+        self._waiting: dict[str, tuple[dict[str, Any], asyncio.Future]] = {}  # by folder
 
     def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
         return {"dir": str(spec.dir)}
@@ -90,12 +90,13 @@ class LocalBackend(Backend):
     async def wait(self, handle: dict[str, Any], report: Report) -> tuple[int | None, str]:
         pid = handle.get("pid") or read_pid(Path(handle["dir"])) or 0
         future: asyncio.Future = asyncio.get_running_loop().create_future()
-        self._waiting[pid] = ({**handle, "pid": pid}, future)
-        self._check(pid)
+        key = handle["dir"]  # not the pid: a task lost without one has none to tell apart
+        self._waiting[key] = ({**handle, "pid": pid}, future)
+        self._check(key)
         try:
             ended = await future
         finally:
-            self._waiting.pop(pid, None)
+            self._waiting.pop(key, None)
             self._children.pop(pid, None)
         name = Path(handle["dir"]).name
         if self.containment is not None and not self.containment.release_if_empty(name):
@@ -104,11 +105,12 @@ class LocalBackend(Backend):
         return ended
 
     def poll(self) -> None:
-        for pid in list(self._waiting):
-            self._check(pid)
+        for key in list(self._waiting):
+            self._check(key)
 
-    def _check(self, pid: int) -> None:
-        handle, future = self._waiting[pid]
+    def _check(self, key: str) -> None:
+        handle, future = self._waiting[key]
+        pid = handle["pid"]
         if future.done():
             return
         child = self._children.get(pid)
