@@ -10,6 +10,10 @@
                                   background, signed in as the OS user
 - :mod:`launcher.relay`           the relay, a service of its own (a package with its map)
 - :mod:`launcher.hub`             the JupyterHub plugin: spawner and authenticator
+- :mod:`launcher.kernels`         Everest kernels for any JupyterLab: the ``everest`` kernel
+                                  provisioner and its kernelspecs
+- :mod:`launcher.session_start`   a session's start written once: the step both the launch
+                                  and the spawner drive
 - :mod:`launcher.reference_docs`  ``docs/reference/`` generated from the declared settings
 
 Imports go down: ``cli`` may import anything here; ``hub`` and ``launch`` import ``relay``'s
