@@ -8,9 +8,9 @@ server ends as a whole when the task ends (DONE, FAILED, cancelled, time limit, 
 
 - **cgroup** (where the machine has cgroup v2 and the server may create cgroups: root, or
   a delegated subtree): each task gets the cgroup ``<server's cgroup>/everest-<id>/<task>``.
-  The task's first process moves itself into the cgroup (as root, before it switches to
-  the task's account and execs the wrapper; :data:`JOIN`); so every process it starts is
-  born inside, and no process can leave a cgroup it may not write to. Ending writes
+  The wrapper starts blocked on its stdin (:data:`GATE`), a worker thread of the server
+  moves it into the cgroup, then lets it go; so every process it starts is born inside,
+  and no process can leave a cgroup it may not write to. Ending writes
   ``cgroup.kill`` (or kills ``cgroup.procs`` until it is empty on kernels before 5.14),
   waits until the cgroup is unpopulated and removes it. The
   cgroup's name comes from the task id, so a restarted server finds it again.
@@ -30,6 +30,7 @@ cgroup, then subreaper).
 
 from __future__ import annotations
 
+import concurrent.futures
 import enum
 import hashlib
 import logging
@@ -54,14 +55,27 @@ END_WAIT = 5.0
 
 GATE = 'read -r go && [ "$go" = go ] || exit 125; exec </dev/null; '
 """Prefix of the wrapper in a cgroup: it waits on stdin until the server has moved it
-(``go``), so nothing it starts is born outside; anything else (EOF) ends it unstarted."""
+(``go``), so nothing it starts is born outside; anything else (EOF) ends it unstarted, with
+status 125."""
 
-JOIN = 'echo "$$" > "$1" || exit 125; shift; exec "$@"'
-"""``sh -c JOIN sh <cgroup>/cgroup.procs <command...>``: the task's first process moves
-itself into its cgroup, then execs the command (the account switch, then the wrapper), so
-nothing it starts is born outside. It costs the server no fork of its own (a ``vfork``), and
-the kernel's wait for the move (an RCU grace period, milliseconds) is the task's, not the
-server's event loop's. If it cannot move, it exits 125 having run nothing of the task."""
+
+def _admit(cgroup: Path, child: subprocess.Popen) -> None:
+    """Move a gated task's first process into its cgroup, then let it go (a worker thread:
+    the kernel makes a move wait for an RCU grace period, milliseconds the event loop need
+    not spend). If it cannot be moved, its gate reads EOF and it ends, having run nothing."""
+    assert child.stdin is not None
+    try:
+        (cgroup / "cgroup.procs").write_text(f"{child.pid}\n")
+        child.stdin.write(b"go\n")
+    except OSError as exc:
+        log.warning("task %s could not join its cgroup (%s); it ends unstarted",
+                    cgroup.name, exc)
+    finally:
+        try:
+            child.stdin.close()
+        except OSError:
+            pass
+
 
 REAPER = r'''
 import ctypes, os, signal, sys
@@ -176,7 +190,7 @@ class Containment(ABC):
         to signal. Raises
         ``OSError`` when it cannot start or cannot be contained (nothing is left running);
         a cgroup task that cannot join its cgroup ends with status 125, having run nothing
-        of the task (:data:`JOIN`)."""
+        of the task (:data:`GATE`)."""
 
     @abstractmethod
     def end(self, name: str) -> None:
@@ -199,6 +213,7 @@ class CgroupContainment(Containment):
 
     def __init__(self, base: Path):
         self.base = base
+        self._admitter: concurrent.futures.ThreadPoolExecutor | None = None
 
     def _cgroup(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -212,39 +227,25 @@ class CgroupContainment(Containment):
             self.end(name)
         cgroup.mkdir()
         switch = [] if uid is None else switch_prefix(uid, gid if gid is not None else uid)
-        if switch is not None:  # the usual way: the first process joins, then switches
-            try:
-                child = subprocess.Popen(
-                    ["/bin/sh", "-c", JOIN, "sh", str(cgroup / "cgroup.procs"), *switch,
-                     "/bin/sh", "-c", script, "sh", *args], stdin=subprocess.DEVNULL,
-                    start_new_session=True, close_fds=True, **popen)
-            except OSError:
-                _rmdir(cgroup)
-                raise
-            return child, child.pid
-        account = {"user": uid, "group": gid, "extra_groups": []}
+        # with setpriv the server is not forked (vfork); without it, Popen switches account
+        account = {} if switch is not None else {"user": uid, "group": gid,
+                                                 "extra_groups": []}
         try:
             child = subprocess.Popen(
-                ["/bin/sh", "-c", GATE + script, "sh", *args], stdin=subprocess.PIPE,
-                start_new_session=True, close_fds=True, **account, **popen)
+                [*(switch or []), "/bin/sh", "-c", GATE + script, "sh", *args],
+                stdin=subprocess.PIPE, start_new_session=True, close_fds=True, **account,
+                **popen)
         except OSError:
             _rmdir(cgroup)
             raise
-        assert child.stdin is not None
-        try:
-            (cgroup / "cgroup.procs").write_text(f"{child.pid}\n")
-            child.stdin.write(b"go\n")
-        except OSError:
-            child.kill()
-            child.wait()
-            self.end(name)
-            raise
-        finally:
-            try:
-                child.stdin.close()
-            except OSError:
-                pass
+        self._admitting().submit(_admit, cgroup, child)
         return child, child.pid
+
+    def _admitting(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._admitter is None:
+            self._admitter = concurrent.futures.ThreadPoolExecutor(
+                4, thread_name_prefix="cgroup-admit")
+        return self._admitter
 
     def end(self, name: str) -> None:
         cgroup = self._cgroup(name)
@@ -277,6 +278,8 @@ class CgroupContainment(Containment):
         return True
 
     def close(self) -> None:
+        if self._admitter is not None:
+            self._admitter.shutdown(wait=True)
         try:
             self.base.rmdir()  # only once empty: tasks still running keep theirs
         except OSError:
