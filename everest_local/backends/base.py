@@ -7,7 +7,7 @@ import json
 import logging
 import shlex
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -134,6 +134,15 @@ class Backend(ABC):
 
     def __init__(self, resource: Resource):
         self.resource = resource
+
+    def pauses(self, first: float = 0.01, growth: float = 1.5) -> Iterator[float]:
+        """Seconds to sleep between looks at a running task: from ``first``, growing by
+        ``growth`` up to :attr:`poll_interval`, so the end of a short task is seen within
+        a few percent of its run time and a long one costs a look per interval."""
+        pause = min(first, self.poll_interval)
+        while True:
+            yield pause
+            pause = min(self.poll_interval, pause * growth)
 
     def prepare(self, spec: TaskSpec) -> None:
         """Finish a staged task folder for this kind (blocking, runs in a worker thread):

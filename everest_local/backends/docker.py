@@ -116,6 +116,7 @@ class DockerBackend(Backend):
         folder = Path(handle["dir"])
         report(JobState.RUNNING, None)
         checked = time.monotonic()
+        pauses = self.pauses()
         while True:
             code = read_status(folder)
             if code is not None:
@@ -131,7 +132,7 @@ class DockerBackend(Backend):
                         return None, "its container is gone"
                     why = " (out of memory)" if state.get("OOMKilled") else ""
                     return state.get("ExitCode"), f"its container ended{why}"
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(next(pauses))
 
     def _state(self, handle: dict[str, Any]) -> dict[str, Any] | None:
         container = self._container(handle)

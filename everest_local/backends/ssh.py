@@ -82,6 +82,7 @@ class SSHBackend(FolderBackend):
         exit_path = f"{handle['dir']}/{EXIT_FILE}"
         report(JobState.RUNNING, None)
         checked = time.monotonic()
+        pauses = self.pauses()
         while True:
             code = parse_status(await self.host.read(exit_path))
             if code is not None:
@@ -93,7 +94,7 @@ class SSHBackend(FolderBackend):
                     code = parse_status(await self.host.read(exit_path))
                     await self._end_leftovers(handle)
                     return code, "its processes on the SSH host ended without an exit status"
-            await asyncio.sleep(self.poll_interval)
+            await asyncio.sleep(next(pauses))
 
     async def _end_leftovers(self, handle: dict[str, Any]) -> None:
         """Kill what the ended task left running there: its process group (a double-forked
@@ -102,8 +103,10 @@ class SSHBackend(FolderBackend):
         environment escapes: an SSH login runs no container)."""
         pgid = await self._pgid(handle)
         task = f"EVEREST_TASK_ID={handle['dir'].rsplit('/', 1)[-1]}"
-        line = (f"for p in /proc/[0-9]*; do grep -qsxz {shlex.quote(task)} \"$p/environ\" "
-                '&& kill -KILL "${p#/proc/}" 2>/dev/null; done; true')
+        # one grep over every process's environment (a grep per process cost a second per
+        # task on a busy host); its own and the login shell's environments lack the name
+        line = (f"for f in $(grep -lsxzF {shlex.quote(task)} /proc/[0-9]*/environ); do "
+                'p=${f#/proc/}; kill -KILL "${p%/environ}" 2>/dev/null; done; true')
         if pgid is not None:
             line = f"kill -KILL -{pgid} 2>/dev/null; {line}"
         try:
