@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any
 
-from everest_app import strict_json
+from everest_app import client_address, strict_json
 from everest_app.descriptor import Application, validate_inputs
 from everest_app.errors import (
     BadRequestError,
@@ -23,7 +23,8 @@ from everest_app.errors import (
     TooManyRequestsError,
 )
 from everest_app.states import JobState
-from everest_local.auth import DeviceCookies, SignInLinks, SignInThrottle, Tokens
+from everest_app.throttle import SignInThrottle
+from everest_local.auth import DeviceCookies, SignInLinks, Tokens
 from everest_local.catalog import Catalog
 from everest_local.disk import DiskReserve
 from everest_local.executor import Executor, TaskStop
@@ -61,6 +62,9 @@ class Core:
         self.sign_ins = SignInThrottle(settings.login_attempts, settings.login_backoff_max,
                                        settings.login_lock_addresses)
         self.devices = DeviceCookies(settings.data_dir)
+        # proxies holding this key (the relay, a hub) may name a sign-in's client address
+        self.client_address_key = client_address.create_key(
+            settings.data_dir / client_address.KEY_FILE)
         self.sign_in_links = SignInLinks()
         self.files = FileStore(self.store, settings.data_dir / "files")
         self.hooks = Hooks()

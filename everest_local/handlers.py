@@ -23,7 +23,7 @@ from urllib.parse import quote, urlsplit
 
 import tornado.web
 
-from everest_app import strict_json
+from everest_app import client_address, strict_json
 from everest_app.errors import (
     AuthError,
     BadRequestError,
@@ -234,7 +234,7 @@ class TokenHandler(ApiHandler):
                 0 < lifetime <= MAX_LIFETIME):
             raise BadRequestError(f"'lifetime' must be seconds between 1 and {MAX_LIFETIME}",
                                   status=400)
-        address = self.request.remote_ip or ""  # the peer: X-Forwarded-For is not trusted
+        address = self._client_address(username)
         device = self.core.devices.device_of(self.get_cookie(DEVICE_COOKIE), username)
         wait = self.core.sign_ins.wait(username, address, device)
         if wait > 0:
@@ -257,6 +257,28 @@ class TokenHandler(ApiHandler):
                         secure=self.request.protocol == "https",
                         expires=time.time() + lifetime)
         self.send_json({"access_token": token})
+
+    _warned = 0.0
+
+    def _client_address(self, username: str) -> str:
+        """Whom this sign-in's failures count against: the connection's peer, or the
+        address a proxy holding the client-address key vouches for (the relay's page, a
+        hub; see :mod:`everest_app.client_address`). ``X-Forwarded-For`` is not trusted,
+        nor is any peer by its address alone."""
+        peer = self.request.remote_ip or ""
+        value = self.request.headers.get(client_address.HEADER)
+        if value is None:
+            return peer
+        vouched = client_address.verify(self.core.client_address_key, value, username)
+        if vouched is None:
+            now = time.monotonic()
+            if now - TokenHandler._warned > 60:  # once a minute: a flood is not a log flood
+                TokenHandler._warned = now
+                log.warning("a sign-in from %s sent %s without a valid signature (another "
+                            "key, too old, or forged); counted against %s itself", peer,
+                            client_address.HEADER, peer)
+            return peer
+        return vouched
 
     def _credentials(self) -> dict[str, Any]:
         ctype = self.request.headers.get("Content-Type", "")

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from importlib import resources
 from typing import Any
@@ -63,7 +64,7 @@ import asyncssh
 from everest_app import __version__
 from launcher.relay import deadlines
 from launcher.relay import store as rs
-from launcher.relay.auth import AuthFailed, AuthUnavailable
+from launcher.relay.auth import AuthFailed, AuthThrottled, AuthUnavailable
 from launcher.relay.handlers import PAGE_COOKIE, PAGE_COOKIE_PATH, ApiError, BaseHandler
 from launcher.relay.options import check_base_prefix, check_default_url
 from launcher.relay.state import SessionState, StopReason
@@ -310,21 +311,40 @@ class InfoHandler(BaseHandler):
 
 
 class LoginHandler(BaseHandler):
+    """``POST /api/login``: throttled per client address here first, then Everest's own
+    answer, its 429 passed on as a 429 (see :mod:`launcher.relay.sign_in`)."""
+
     async def post(self) -> None:
         body = self.json_body()
         username, password = body.get("username"), body.get("password")
         if not isinstance(username, str) or not username or not isinstance(password, str):
             raise ApiError(400, "give 'username' and 'password'")
+        sign_in = self.relay.sign_in
+        address = sign_in.client_address(self.request)
+        wait = sign_in.wait(username, address)
+        if wait > 0:
+            return self._too_many(f"too many failed sign-ins from your address; try again in "
+                                  f"{math.ceil(wait)} s", wait)
         try:
-            token = await self.relay.auth.login(username, password)
+            token = await self.relay.auth.login(username, password,
+                                                headers=sign_in.headers(username, address))
         except AuthFailed:
+            sign_in.failed(username, address)
             raise ApiError(401, "Everest refused this user name and password") from None
+        except AuthThrottled as exc:
+            return self._too_many(f"Everest: {exc}", exc.retry_after)
         except AuthUnavailable as exc:
             raise ApiError(503, str(exc)) from None
+        sign_in.succeeded(username, address)
         self.set_cookie(PAGE_COOKIE, token, path=PAGE_COOKIE_PATH, httponly=True,
                         samesite="Strict", secure=self.request.protocol == "https",
                         expires_days=1)
         self.send({"user": await self.relay.auth.identify(token)})
+
+
+    def _too_many(self, message: str, wait: float) -> None:
+        self.set_header("Retry-After", str(max(1, math.ceil(wait))))
+        self.send({"message": message}, 429)
 
 
 class LogoutHandler(BaseHandler):

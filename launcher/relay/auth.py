@@ -34,6 +34,15 @@ class AuthUnavailable(Exception):
     """Everest could not be asked (HTTP 503); the message says why."""
 
 
+class AuthThrottled(AuthUnavailable):
+    """Everest answered 429: too many tries; ``retry_after`` seconds to wait (its
+    ``Retry-After``, else 1)."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def owner_of(info: Any, token: str) -> str:
     """The user a token-info document names (see the module docstring)."""
     if isinstance(info, dict):
@@ -46,6 +55,25 @@ def owner_of(info: Any, token: str) -> str:
                 if not nested.startswith("token:"):
                     return nested
     return "token:" + hashlib.sha256(token.encode()).hexdigest()[:16]
+
+
+def _message(exc: HTTPClientError) -> str | None:
+    """The ``message`` of an Everest error answer, if it has one."""
+    try:
+        doc = json.loads(exc.response.body) if exc.response is not None else None
+    except ValueError:
+        return None
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return message[:500] if isinstance(message, str) else None
+
+
+def _retry_after(exc: HTTPClientError) -> float:
+    """Seconds Everest's ``Retry-After`` asks for (a number; 1 when absent or a date)."""
+    value = exc.response.headers.get("Retry-After", "") if exc.response is not None else ""
+    try:
+        return min(max(float(value), 1.0), 24 * 3600.0)
+    except ValueError:
+        return 1.0
 
 
 class EverestAuth:
@@ -76,19 +104,24 @@ class EverestAuth:
     def forget(self, token: str) -> None:
         self._cache.pop(hashlib.sha256(token.encode()).hexdigest(), None)
 
-    async def login(self, username: str, password: str, lifetime: int = 86400) -> str:
-        """Obtain an Everest token for the relay's page. Raises AuthFailed/AuthUnavailable."""
+    async def login(self, username: str, password: str, lifetime: int = 86400,
+                    headers: dict[str, str] | None = None) -> str:
+        """Obtain an Everest token for the relay's page (``headers`` go along: the signed
+        client address). Raises AuthFailed, AuthThrottled (Everest's 429) or
+        AuthUnavailable."""
         body = {"username": username, "password": password,
                 "label": "everest-jupyter relay", "lifetime": lifetime}
-        doc = await self._fetch_json("POST", "/api/auth/access_token", body=body)
+        doc = await self._fetch_json("POST", "/api/auth/access_token", body=body,
+                                     extra=headers)
         token = doc.get("access_token") if isinstance(doc, dict) else None
         if not isinstance(token, str) or not token:
             raise AuthUnavailable(f"Everest at {self.everest_url} answered without a token")
         return token
 
     async def _fetch_json(self, method: str, path: str, *, token: str | None = None,
-                          body: dict[str, Any] | None = None) -> Any:
-        headers = {"Accept": "application/json"}
+                          body: dict[str, Any] | None = None,
+                          extra: dict[str, str] | None = None) -> Any:
+        headers = {"Accept": "application/json", **(extra or {})}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if body is not None:
@@ -102,6 +135,9 @@ class EverestAuth:
             if exc.code in (400, 401, 403):
                 raise AuthFailed("Everest refused the credentials (token invalid or expired; "
                                  "sign in again)") from None
+            if exc.code == 429:
+                raise AuthThrottled(_message(exc) or "Everest says: too many tries; wait",
+                                    _retry_after(exc)) from None
             raise AuthUnavailable(f"Everest at {self.everest_url} answered {exc.code}") from None
         except OSError as exc:
             raise AuthUnavailable(f"Everest at {self.everest_url} is unreachable: {exc}") from None

@@ -4,11 +4,13 @@ options: light to import, so building the CLI does not load the relay (asyncssh,
 from __future__ import annotations
 
 import argparse
+import ipaddress
 from pathlib import Path
 
-from traitlets import Float, Integer, List, Unicode, default
+from traitlets import Float, Integer, List, TraitError, Unicode, default, validate
 from traitlets.config import Configurable
 
+from everest_app import client_address
 from everest_app.config import data_dir as app_data_dir
 from everest_app.options import HostPort, PathTrait, add_options, split_host_port
 
@@ -96,6 +98,32 @@ class RelayConfig(Configurable):
     auth_cache = Float(
         5.0, help="Seconds Everest's answer on a token is reused (a revoked token works here "
                   "at most this long).").tag(config=True)
+    login_attempts = Integer(
+        5, help="Failed sign-ins on the relay's page (POST /api/login) for one user from one "
+                "address before each further try from there must wait (1 s, doubling up to "
+                "login_backoff_max; 4x this from one address for any users). The relay "
+                "answers 429 with Retry-After itself, before the password reaches Everest.",
+    ).tag(config=True, metavar="N")
+    login_backoff_max = Float(
+        900.0, help="The longest wait between page sign-in tries after failures, in seconds.",
+    ).tag(config=True, metavar="SECONDS")
+    trusted_proxies = List(
+        Unicode(),
+        help="Addresses or networks (CIDR) of reverse proxies in front of the relay whose "
+             "X-Forwarded-For it believes: a page sign-in through them counts against the "
+             "address they name (the last one not a trusted proxy). None by default: the "
+             "connection's peer counts, whatever a request's headers say.",
+    ).tag(config=True, option="--trusted-proxy", dest="trusted_proxy", metavar="ADDRESS",
+          append=True)
+    client_address_key_file = PathTrait(
+        None, allow_none=True,
+        help="The local server's client-address key (its <data dir>/client-address.key; the "
+             "relay embedded in the server reads it there): with it, a page sign-in tells "
+             "the server the browser's address, signed, so the server's per-address "
+             "throttle counts each browser and not the relay. A real Everest has no such key: "
+             "leave it unset, and the relay's own throttle (login_attempts) is what keeps "
+             "one address's guesses from locking out others.",
+    ).tag(config=True, metavar="FILE")
     certfile = Unicode(
         None, allow_none=True, help="TLS certificate of the API and the sessions.",
     ).tag(config=True, metavar="FILE")
@@ -136,6 +164,31 @@ class RelayConfig(Configurable):
                     "the workspace after the session was ended at the relay (stop from the "
                     "web page or API before the job's cancel reached the runner); then what "
                     "it saved last becomes the snapshot.").tag(config=True, metavar="SECONDS")
+
+    @validate("trusted_proxies")
+    def _networks(self, proposal: dict) -> list[str]:
+        for value in proposal["value"]:
+            try:
+                ipaddress.ip_network(value, strict=False)
+            except ValueError:
+                raise TraitError(f"trusted proxy {value!r} is not an address or network "
+                                 "(such as 10.0.0.5 or 10.0.0.0/24)") from None
+        return proposal["value"]
+
+    @validate("client_address_key_file")
+    def _key_readable(self, proposal: dict) -> Path | None:
+        if proposal["value"] is not None:
+            try:
+                client_address.read_key(proposal["value"])
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @validate("login_attempts", "login_backoff_max")
+    def _positive(self, proposal: dict) -> float:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name.replace('_', ' ')} must be at least 1")
+        return proposal["value"]
 
     @default("state_dir")
     def _default_state_dir(self) -> Path:

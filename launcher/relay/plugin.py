@@ -6,7 +6,10 @@ on the user side). See :mod:`everest_local.hooks`: ``setup(server)`` starts a
 :class:`launcher.relay.service.Relay` inside the server's process and event loop — its API and SSH
 server on loopback ports of their own, its state in ``<data dir>/relay/``, its address in
 ``<data dir>/relay.json`` (``{"pid","url","ssh_port"}``) — checking tokens against this very
-server. So the embedded default is one background process, and ``server stop`` stops both.
+server, and naming its page's sign-ins' browser addresses to it under the server's
+client-address key (``<data dir>/client-address.key``, :mod:`everest_app.client_address`);
+its page's sign-ins wait as the server's do (``--login-attempts``, ``--login-backoff-max``).
+So the embedded default is one background process, and ``server stop`` stops both.
 
 Two hooks for the ``jupyter-session`` application:
 
@@ -28,6 +31,7 @@ import logging
 import os
 from typing import Any
 
+from everest_app import client_address
 from everest_app.errors import BadRequestError, ServerError
 from everest_app.states import JobState
 from launcher.relay.options import check_default_url
@@ -50,6 +54,11 @@ class SessionRelayPlugin:
         self.relay = Relay(RelayConfig(
             state_dir=server.data_dir / RELAY_DIR, everest_url=server.url,
             info_file=server.data_dir / RELAY_JSON,
+            # page sign-ins name the browser's address to the server, signed, and wait as
+            # the server's own would
+            client_address_key_file=server.data_dir / client_address.KEY_FILE,
+            login_attempts=server.settings.login_attempts,
+            login_backoff_max=server.settings.login_backoff_max,
             http="127.0.0.1:0", ssh="127.0.0.1:0"))  # port 0: the last one, else any
         self._started = asyncio.get_running_loop().create_task(self._start())
 

@@ -51,6 +51,7 @@ from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_argu
 from launcher.relay.listener import GuardedHTTPServer
 from launcher.relay.proxy import ChannelPool
 from launcher.relay.sftp import SFTPGrant
+from launcher.relay.sign_in import PageSignIn
 from launcher.relay.ssh import RelaySSHServer, RouteTable, SSHPermit
 from launcher.relay.state import SessionState, StopReason
 from launcher.relay.websocket import AUTHENTICATED, WebSocketEntrance
@@ -110,6 +111,7 @@ class Relay:
         self.config = config
         self.state_dir = Path(config.state_dir)
         self.auth = EverestAuth(config.everest_url, cache_seconds=config.auth_cache)
+        self.sign_in = PageSignIn(config)
         self.store: rs.RelayStore | None = None
         self.workspaces: WorkspaceStore | None = None
         self._closing: dict[str, float] = {}  # ended sessions whose final save may still come
