@@ -204,6 +204,13 @@ class EverestSpawner(Spawner):
         10.0, config=True,
         help="""Seconds each request to Everest or the relay may take.""")
 
+    workspaces = Bool(
+        True, config=True,
+        help="""Give each server its user's workspace as its JupyterLab root: ``<user>``, or
+        ``<user>/<server name>`` for a named server. The relay keeps it across stop and
+        start (and restores it on any resource); a failed final save is logged at stop.
+        False: servers start empty and keep nothing (``docs/workspaces.md``).""")
+
     debug_progress = Bool(False, config=True, help="Log every progress event (debugging).")
 
     start_timeout = Integer(
@@ -380,10 +387,12 @@ class EverestSpawner(Spawner):
         token = await self._everest_token()
         relay, everest = self._relay(token), self._everest(token)
         await self._cancel_leftovers(token)
-        session = await self._call(relay, "POST", "/api/sessions", {
-            "mode": "hub", "label": self.label, "base_url": self.server.base_url,
-            "hub_env": self._hub_env(), "hub_forward": not self.hub_api_url,
-            "default_url": "/lab"}, what="the relay")
+        body = {"mode": "hub", "label": self.label, "base_url": self.server.base_url,
+                "hub_env": self._hub_env(), "hub_forward": not self.hub_api_url,
+                "default_url": "/lab"}
+        if self.workspace_name:
+            body["workspace"] = self.workspace_name
+        session = await self._call(relay, "POST", "/api/sessions", body, what="the relay")
         self.session_id = session["id"]
         resources = [profile.resource] if profile and profile.resource else self.resources
         inputs = self._job_inputs(session, profile)
@@ -400,6 +409,14 @@ class EverestSpawner(Spawner):
         except ApiError as exc:
             self.log.warning("relay: could not record job %s: %s", self.job_id, exc)
         return await self._wait_ready(relay, token, resources)
+
+    @property
+    def workspace_name(self) -> str | None:
+        """The server's workspace: ``<user>`` or ``<user>/<server name>``; None when
+        ``workspaces`` is off."""
+        if not self.workspaces:
+            return None
+        return self.user.name + (f"/{self.name}" if self.name else "")
 
     def _hub_env(self) -> dict[str, str]:
         """The hub's environment for the server: JUPYTERHUB_* only (the relay takes nothing
@@ -685,6 +702,26 @@ class EverestSpawner(Spawner):
                 await asyncio.sleep(0.5)
             self._cache(token).forget()
         await self._end_session(token)
+        await self._log_workspace(token)
+
+    async def _log_workspace(self, token: str) -> None:
+        """Say in the hub's log how the server's workspace was saved at its end (a failed
+        final save as a warning: the user's last changes may be missing)."""
+        if not self.session_id or not self.workspace_name:
+            return
+        try:
+            session = await self._relay(token).call("GET",
+                                                    f"/api/sessions/{self.session_id}")
+        except ApiError:
+            return
+        report = (session.get("workspace") or {}).get("report")
+        if report and report.get("saved"):
+            self.log.info("%s: workspace %s saved (%s files)", self._log_name,
+                          self.workspace_name, report.get("files"))
+        elif report:
+            self.log.warning("%s: workspace %s was NOT saved at the end: %s; what was saved "
+                             "before is kept", self._log_name, self.workspace_name,
+                             report.get("error") or "unknown")
 
     async def _end_session(self, token: str) -> None:
         if self.session_id:

@@ -191,3 +191,29 @@ def test_a_new_sign_in_replaces_the_users_everest_token(stack: HubStack) -> None
     _hub_sign_in(stack, "bob")
     _hub_sign_in(stack, "bob")
     assert hub_tokens() == 1  # each sign-in revoked the one before
+
+
+def test_a_users_file_survives_stop_and_start_of_their_server(stack: HubStack) -> None:
+    api = stack.api
+    auth = {"Authorization": f"token {stack.hub.driver_token}"}
+    contents = api.proxied("/user/erin/api/contents/kept.txt")
+    assert api.spawn("erin").status_code == 202
+    assert list(api.progress("erin"))[-1].get("ready")
+    put = requests.put(contents, headers=auth, timeout=30,
+                       json={"type": "file", "format": "text", "content": "survives"})
+    assert put.status_code in (200, 201), put.text
+    listed = stack.relay_api()("GET", "/api/workspaces").json()["workspaces"]
+    (mine,) = [w for w in listed if w["name"] == "erin"]  # the server's workspace: <user>
+    assert mine["live_session"]
+    api.stop("erin")
+    (first,) = hub_jobs(stack.everest, "erin")
+    wait_job_state(stack.everest, first.id, {"CANCELLED"})
+
+    assert api.spawn("erin").status_code == 202
+    assert list(api.progress("erin"))[-1].get("ready")
+    try:
+        got = requests.get(contents, headers=auth, timeout=30)
+        assert got.status_code == 200 and got.json()["content"] == "survives"
+    finally:
+        api.stop("erin")
+    assert "workspace erin saved" in stack.hub.log()
