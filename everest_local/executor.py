@@ -136,6 +136,7 @@ class Executor:
         self._disk_checked = 0.0
         self._disk_checking = False
         self._removers: list[subprocess.Popen] = []  # `rm -rf` of earlier batches
+        self._base_env: dict[str, str] | None = None  # this server's environment, for tasks
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -450,7 +451,9 @@ class Executor:
         return out
 
     def _task_env(self, token: str, job_id: str, task_id: str) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        if self._base_env is None:  # os.environ decodes each item on every read: once
+            self._base_env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
+        env = dict(self._base_env)
         env.update(EVEREST_URL=self.core.task_url, EVEREST_TASK_TOKEN=token,
                    EVEREST_JOB_ID=job_id, EVEREST_TASK_ID=task_id)
         return env
@@ -689,10 +692,15 @@ def _stage(backend: Backend, app: Application, inputs: dict[str, Any], spec: Tas
            files: dict[str, Path]) -> None:
     """Make the task folder, stage the inputs, build the command (into ``spec.argv``) and
     let the backend finish the folder for its kind (blocking)."""
-    if spec.dir.exists():
+    try:  # two mkdirs, the usual case (no look first: each file system call counts here)
+        os.mkdir(spec.dir, 0o700)
+    except FileExistsError:  # left by an earlier try of this task
         shutil.rmtree(spec.dir)
-    spec.work.mkdir(parents=True)
-    spec.dir.chmod(0o700)  # it will hold the task's token; copies keep this mode
+        os.mkdir(spec.dir, 0o700)
+    except FileNotFoundError:
+        spec.dir.mkdir(mode=0o700, parents=True)
+    os.chmod(spec.dir, 0o700)  # it will hold the task's token; copies keep this mode
+    os.mkdir(spec.work)
     values = stage_inputs(app, inputs, spec.work, files)
     spec.argv = build_argv(app.command, values)
     backend.prepare(spec)
