@@ -23,12 +23,14 @@ class ApiError(Exception):
     """A call failed: ``status`` is the HTTP status (0 when there was no answer) and
     ``message`` the server's own explanation when it gave one."""
 
-    def __init__(self, status: int, message: str, url: str = "", explained: bool = False):
+    def __init__(self, status: int, message: str, url: str = "", explained: bool = False,
+                 retry_after: float | None = None):
         super().__init__(message)
         self.status = status
         self.message = message
         self.url = url
         self.explained = explained  # the message is the server's own JSON {"message"}
+        self.retry_after = retry_after  # seconds, from the answer's Retry-After
 
     @property
     def unreachable(self) -> bool:
@@ -54,12 +56,13 @@ class JsonApi:
 
     async def call(self, method: str, path: str, body: Any = None, *,
                    params: dict[str, Any] | None = None, timeout: float | None = None,
-                   retries: int | None = None) -> Any:
-        """The decoded JSON answer (``None`` for an empty one). Raises :class:`ApiError`."""
+                   retries: int | None = None, headers: dict[str, str] | None = None) -> Any:
+        """The decoded JSON answer (``None`` for an empty one); ``headers`` are sent along.
+        Raises :class:`ApiError`."""
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(headers or {})}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
         if body is not None:
@@ -79,7 +82,8 @@ class JsonApi:
             except HTTPClientError as exc:
                 message = _message(exc)
                 error = ApiError(exc.code, message or f"HTTP {exc.code} {exc.message or ''}"
-                                 .strip(), url, explained=bool(message))
+                                 .strip(), url, explained=bool(message),
+                                 retry_after=_retry_after(exc))
             except OSError as exc:
                 error = ApiError(0, f"no answer from {self.base_url}: {exc}", url)
             else:
@@ -106,3 +110,12 @@ def _message(exc: HTTPClientError) -> str:
     except ValueError:
         pass
     return ""
+
+
+def _retry_after(exc: HTTPClientError) -> float | None:
+    """Seconds the answer's ``Retry-After`` asks for (a number; None when absent)."""
+    value = exc.response.headers.get("Retry-After") if exc.response is not None else None
+    try:
+        return max(float(value), 0.0) if value is not None else None
+    except ValueError:
+        return None

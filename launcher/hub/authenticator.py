@@ -7,17 +7,28 @@ jobs with it — so every job belongs to its user, and Everest's own rules decid
 resources it may use. A token close to its end makes the hub ask the user to sign in again
 (before a spawn too), which gets a fresh one and revokes the previous one. No password is
 stored.
+
+Sign-ins are throttled here per browser address first (``login_attempts``, as the local
+server and the relay's page do: :class:`everest_app.throttle.SignInThrottle`), answering 429
+with ``Retry-After`` before the password goes to Everest, so one address's guesses make only
+that address wait. With the local server's client-address key (``client_address_key_file``)
+each sign-in also names the browser's address to the server, signed
+(:mod:`everest_app.client_address`), so the server's per-address throttle counts browsers,
+not the hub. Everest's own 429 reaches the user as a 429 with its ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
 from jupyterhub.auth import Authenticator
 from tornado import web
-from traitlets import Bool, Integer, Unicode, default
+from traitlets import Bool, Float, Integer, TraitError, Unicode, default, validate
 
+from everest_app import client_address
+from everest_app.throttle import SignInThrottle
 from launcher.hub.api import ApiError, JsonApi
 from launcher.relay.auth import owner_of
 
@@ -65,9 +76,60 @@ class EverestAuthenticator(Authenticator):
         Everest itself decides who has an account.""",
     ).tag(allow_config=True)
 
+    login_attempts = Integer(
+        5, config=True,
+        help="""Failed sign-ins for one user from one browser address before each further
+        try from there must wait (1 s, doubling up to ``login_backoff_max``; 4x this from
+        one address for any users). The hub answers 429 with Retry-After itself, before the
+        password reaches Everest; it never locks an account. The address is the one the
+        hub's proxy reports (JupyterHub trusts X-Forwarded-For, so keep the hub's own port
+        reachable only through its proxy).""")
+
+    login_backoff_max = Float(
+        900.0, config=True,
+        help="The longest wait between sign-in tries after failures, in seconds.")
+
+    client_address_key_file = Unicode(
+        "", config=True,
+        help="""The local server's client-address key (its ``<data dir>/client-address.key``,
+        copied here 0600, or read in place on the same machine): with it, each sign-in tells
+        the server the browser's address, signed, so the server's per-address throttle counts
+        each browser and not the hub. A real Everest has no such key: leave it empty, and the
+        hub's own throttle (``login_attempts``) keeps one address's guesses from locking out
+        others.""")
+
     request_otp = Bool(
         False, config=True,
         help="Not used by EverestAuthenticator: Everest signs in with a password only.")
+
+    @validate("client_address_key_file")
+    def _key_readable(self, proposal: dict) -> str:
+        if proposal["value"]:
+            try:
+                client_address.read_key(proposal["value"])
+            except ValueError as exc:
+                raise TraitError(str(exc)) from None
+        return proposal["value"]
+
+    @validate("login_attempts", "login_backoff_max")
+    def _positive(self, proposal: dict) -> float:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name} must be at least 1")
+        return proposal["value"]
+
+    _throttle: SignInThrottle | None = None
+
+    def _sign_ins(self) -> SignInThrottle:
+        if self._throttle is None:
+            self._throttle = SignInThrottle(self.login_attempts, self.login_backoff_max,
+                                            lock_addresses=None)
+        return self._throttle
+
+    def _address_headers(self, username: str, address: str) -> dict[str, str]:
+        if not self.client_address_key_file:
+            return {}
+        key = client_address.read_key(self.client_address_key_file)
+        return {client_address.HEADER: client_address.sign(key, address, username)}
 
     @default("allow_all")
     def _default_allow_all(self) -> bool:
@@ -82,15 +144,25 @@ class EverestAuthenticator(Authenticator):
         username, password = data.get("username", ""), data.get("password", "")
         if not username or not password:
             return None
+        address = handler.request.remote_ip or ""
+        wait = self._sign_ins().wait(username, address)
+        if wait > 0:
+            raise _too_many(f"Too many failed sign-ins from your address; try again in "
+                            f"{math.ceil(wait)} s.", wait)
         everest = JsonApi(self.everest_url, None, timeout=self.http_request_timeout, retries=0)
         try:
             answer = await everest.call("POST", "/api/auth/access_token", {
                 "username": username, "password": password, "label": self.token_label,
-                "lifetime": self.token_lifetime})
+                "lifetime": self.token_lifetime},
+                headers=self._address_headers(username, address))
         except ApiError as exc:
             if exc.status in (400, 401, 403):
-                self.log.warning("Everest refused the sign-in of %r", username)
+                self.log.warning("Everest refused the sign-in of %r from %s", username,
+                                 address)
+                self._sign_ins().failed(username, address)
                 return None
+            if exc.status == 429:
+                raise _too_many(f"Everest: {exc.message}", exc.retry_after or 1.0) from None
             raise web.HTTPError(503, f"Everest at {self.everest_url} cannot be asked "
                                      f"right now ({exc.message}); try again soon.") from None
         token = (answer or {}).get("access_token")
@@ -106,6 +178,7 @@ class EverestAuthenticator(Authenticator):
                 name = named
         except ApiError as exc:
             self.log.info("Everest token info for %r unavailable: %s", username, exc)
+        self._sign_ins().succeeded(username, address)
         await self._revoke_previous(handler, name, token)
         return {"name": name, "auth_state": {
             "everest_token": token, "everest_url": self.everest_url,
@@ -142,3 +215,11 @@ class EverestAuthenticator(Authenticator):
             return True
         return float(state.get("everest_token_expires", 0)) - time.time() > \
             self.refresh_margin
+
+
+def _too_many(message: str, wait: float) -> web.HTTPError:
+    """A 429 for the login form, with ``Retry-After`` (JupyterHub's error page sets an
+    HTTPError's ``headers``)."""
+    error = web.HTTPError(429, message)
+    error.headers = {"Retry-After": str(max(1, math.ceil(wait)))}
+    return error

@@ -232,16 +232,17 @@ class HubStack:
     """A local server of its own (``service_slots`` sessions at once), a relay forwarding
     to the hub's API, and the hub: started in that order, stopped in reverse. ``python``
     runs the hub and the local server (so the sessions' runner and single-user server),
-    ``server_env`` is added to the local server's (so its tasks') environment; ``everest``
+    ``server_env`` is added to the local server's (so its tasks') environment and
+    ``server_args`` to its command line; ``everest``
     is a client of the hub's service account."""
 
     def __init__(self, folder: Path, *, python: str = sys.executable, service_slots: int = 8,
                  sweep_interval: float = 300, extra_config: str = "",
-                 server_env: dict[str, str] | None = None):
+                 server_env: dict[str, str] | None = None, server_args: list[str] = ()):
         self.folder = folder
         self.python = python
         self.server = ServerProcess(folder / "everest", service_slots=service_slots,
-                                    python=python, env=server_env)
+                                    python=python, env=server_env, extra_args=server_args)
         add_user(self.server.data_dir, SERVICE_USER, password_for(SERVICE_USER))
         self.hub_port = free_port()
         self.sweep_interval = sweep_interval
