@@ -18,6 +18,8 @@ The service, bottom up:
 - :mod:`~launcher.relay.workspaces`     users' workspaces: the store interface and its folder
                                         store (working copies, snapshots, quota)
 - :mod:`~launcher.relay.auth`           users by their Everest token, checked against Everest
+- :mod:`~launcher.relay.sign_in`        the page's sign-in: throttled per browser address, and
+                                        that address signed for the local server
 - :mod:`~launcher.relay.ssh`            the SSH server: enrolled keys, their virtual forwards
 - :mod:`~launcher.relay.sftp`           a session's workspace over SFTP on that connection
 - :mod:`~launcher.relay.websocket`      the same SSH server inside a WebSocket (/api/tunnel)
