@@ -177,6 +177,7 @@ def measure(steps: list[int], n: int, root: Path) -> list[dict]:
                 conns.pop(sid).close()
             time.sleep(2.0)  # the relay's readiness probes of new sessions end
             rss, fds = _proc_status(pid)
+            idle_conns = len(conns)  # client connections held while counting idle fds
             # every session once first: its client connection and SSH channel are open
             # before the timed requests (what a page that stays open has)
             _requests(relay.http_port, conns, ids, None)
@@ -186,7 +187,7 @@ def measure(steps: list[int], n: int, root: Path) -> list[dict]:
             rss_after, fds_after = _proc_status(pid)
             times.sort()
             rows.append({
-                "client_conns": len(conns),
+                "client_conns": len(conns), "idle_client_conns": idle_conns,
                 "sessions": len(ids), "p50_ms": statistics.median(times) * 1e3,
                 "p99_ms": times[int(0.99 * (len(times) - 1))] * 1e3,
                 "rss_mb": rss / 1024, "rss_busy_mb": rss_after / 1024, "fds": fds,
@@ -215,7 +216,7 @@ def report(rows: list[dict], n: int, command: str, load_before: str) -> str:
     added = top["sessions"] - first["sessions"]
     per_kb = (top["rss_mb"] - first["rss_mb"]) * 1024 / added if added else 0.0
     # the relay's descriptors without the benchmark's own kept client connections
-    own = [r["fds"] - r["client_conns"] for r in (first, top)]
+    own = [r["fds"] - r["idle_client_conns"] for r in (first, top)]
     per_fd = (own[1] - own[0]) / added if added else 0.0
     lines = [
         f"\n## One relay, {first['sessions']} → {top['sessions']} live sessions — "
@@ -227,15 +228,16 @@ def report(rows: list[dict], n: int, command: str, load_before: str) -> str:
         f"{n} kept-alive requests per step, each to a random session; steps in the order "
         "run (the last goes back down, so load drift shows).\n",
         "| live sessions | p50 ms | p99 ms | p99 ÷ p99 at "
-        f"{first['sessions']} | relay RSS MB idle / busy | relay fds idle / busy (client "
-        "connections kept) | relay CPU ms/request |",
+        f"{first['sessions']} | relay RSS MB idle / busy | relay fds idle / busy (of them, "
+        "the benchmark's kept client connections) | relay CPU ms/request |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(f"| {r['sessions']} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
                      f"{r['p99_ms'] / base_p99:.2f} | "
                      f"{r['rss_mb']:.1f} / {r['rss_busy_mb']:.1f} | "
-                     f"{r['fds']} / {r['fds_busy']} ({r['client_conns']}) | "
+                     f"{r['fds']} ({r['idle_client_conns']}) / "
+                     f"{r['fds_busy']} ({r['client_conns']}) | "
                      f"{r['relay_cpu_ms']:.3f} |")
     lines += [
         "",
