@@ -102,6 +102,14 @@ class EverestAuthenticator(Authenticator):
         False, config=True,
         help="Not used by EverestAuthenticator: Everest signs in with a password only.")
 
+    otp_prompt = Unicode(
+        "OTP:", config=True,
+        help="Not used by EverestAuthenticator: Everest signs in with a password only.")
+
+    auto_login_oauth2_authorize = Bool(
+        False, config=True,
+        help="Not used by EverestAuthenticator: it signs in with a form, not OAuth.")
+
     @validate("client_address_key_file")
     def _key_readable(self, proposal: dict) -> str:
         if proposal["value"]:

@@ -113,4 +113,5 @@ def test_help_all_shows_the_true_defaults_and_marks_what_does_nothing() -> None:
     assert len(NOT_USED) >= 10
     for name in NOT_USED:
         assert "Not used by EverestSpawner" in entry(f"EverestSpawner.{name}"), name
-    assert "Not used by EverestAuthenticator" in entry("EverestAuthenticator.request_otp")
+    for name in ("request_otp", "otp_prompt", "auto_login_oauth2_authorize"):
+        assert "Not used by EverestAuthenticator" in entry(f"EverestAuthenticator.{name}")
