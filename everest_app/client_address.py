@@ -23,6 +23,7 @@ import hashlib
 import hmac
 import ipaddress
 import os
+import re
 import secrets
 import time
 from pathlib import Path
@@ -33,6 +34,8 @@ KEY_FILE = "client-address.key"
 MAX_AGE = 60.0
 """Seconds a signed address is good for, either way of the server's clock."""
 _VERSION = "v1"
+_STAMP = re.compile(r"[0-9]{1,12}")
+_HEX_MAC = re.compile(r"[0-9a-f]{64}")
 
 
 def create_key(path: str | Path) -> bytes:
@@ -78,8 +81,9 @@ def verify(key: bytes, value: str | None, user: str, now: float | None = None,
     value is absent, malformed, not an IP address, too old (or too far ahead), or its MAC
     is not this key's."""
     parts = (value or "").split(" ")
-    if len(parts) != 4 or parts[0] != _VERSION or not parts[2].isdigit():
-        return None
+    if len(parts) != 4 or parts[0] != _VERSION or not _STAMP.fullmatch(parts[2]) or \
+            not _HEX_MAC.fullmatch(parts[3]):
+        return None  # checked first: int() and compare_digest refuse odd text with errors
     _, address, stamp, mac = parts
     try:
         ipaddress.ip_address(address)

@@ -199,7 +199,10 @@ class DeviceCookies:
         if len(parts) < 4 or parts[0] != "v1":
             return None
         owner, device, mac = ".".join(parts[1:-2]), parts[-2], parts[-1]
-        if owner != user or not hmac.compare_digest(mac, self._mac(owner, device)):
+        expected = self._mac(owner, device).encode()
+        # as bytes: compare_digest raises on str with non-ASCII, and a cookie may hold any
+        if owner != user or not hmac.compare_digest(mac.encode("utf-8", "surrogatepass"),
+                                                    expected):
             return None
         return device
 

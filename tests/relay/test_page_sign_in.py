@@ -187,6 +187,13 @@ def test_a_forged_client_address_header_is_ignored(server: ServerProcess) -> Non
     checked, refused = _guess_until_refused(url, "127.0.0.50", "erin", headers=forged)
     assert checked >= 10
     _assert_retry_after(refused, "too many failed sign-ins")
+    # odd bytes in the header, or in a device cookie, are a refusal, never a 500
+    for odd in ({client_address.HEADER: "v1 198.51.100.1 \u00b2 \u00e9".encode("latin-1")},
+                {"Cookie": "everest_device=v1.erin.dev.\u00e9\u00e9".encode("latin-1")}):
+        answer = _from("127.0.0.52").post(url, timeout=30, data=json.dumps(
+            {"username": "erin", "password": "guess"}), headers={
+            "Content-Type": "application/json", **odd})
+        assert answer.status_code == 401, (odd, answer.text)
     # a genuine header counts against the address it names, and not against the peer
     checked, refused = _guess_until_refused(
         url, "127.0.0.51", "erin",
@@ -216,6 +223,12 @@ def test_a_signed_address_is_good_for_its_user_and_a_minute() -> None:
     unaddressed = client_address.sign(key, "not-an-address", "erin", now=1000)
     assert client_address.verify(key, unaddressed, "erin", now=1000) is None
     assert client_address.verify(key, None, "erin") is None
+    # odd text is refused, never an error (the header is anyone's to send)
+    mac = value.rsplit(" ", 1)[1]
+    for odd in (f"v1 203.0.113.7 \u00b2 {mac}", f"v1 203.0.113.7 {'9' * 5000} {mac}",
+                "v1 203.0.113.7 1000 \u00e9" + mac[1:], "v1 \u00e9 1000 " + mac, "v1  1000 x",
+                "v1 203.0.113.7 1000 " + mac.upper()):
+        assert client_address.verify(key, odd, "erin", now=1000) is None, odd
 
 
 def test_a_relay_refuses_a_key_file_it_cannot_use(tmp_path: Path) -> None:
