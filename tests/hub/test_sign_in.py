@@ -98,3 +98,18 @@ def test_the_hub_throttles_its_form_per_address_itself(stack: HubStack) -> None:
     assert _sign_in(stack, "127.0.0.66", "bob", password_for("bob")).status_code == 302
     # another user from the guessing address is not held up either
     assert _sign_in(stack, "127.0.0.65", "alice", password_for("alice")).status_code == 302
+
+
+def test_a_key_file_it_cannot_use_is_refused_when_configured(tmp_path) -> None:
+    from traitlets import TraitError
+
+    from launcher.hub.authenticator import EverestAuthenticator
+
+    with pytest.raises(TraitError, match="cannot read the client-address key"):
+        EverestAuthenticator(client_address_key_file=str(tmp_path / "missing.key"))
+    (tmp_path / "short.key").write_bytes(b"short")
+    with pytest.raises(TraitError, match="too short"):
+        EverestAuthenticator(client_address_key_file=str(tmp_path / "short.key"))
+    key = tmp_path / "client-address.key"
+    client_address.create_key(key)
+    assert EverestAuthenticator(client_address_key_file=str(key)).client_address_key_file
