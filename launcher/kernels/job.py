@@ -55,10 +55,11 @@ class Credentials:
 
 
 def credentials(everest_url: str | None = None, relay_url: str | None = None,
-                profile: str | None = None) -> Credentials:
+                profile: str | None = None, *, start: bool = True) -> Credentials:
     """Resolve who the user is, as the CLI does: the given Everest or the profile's (token
     from ``EVEREST_TOKEN``/``EVEREST_TASK_TOKEN`` or the stored one), else the embedded
-    local server (started if it does not run). Raises :class:`EverestError`."""
+    local server (started if it does not run, unless ``start`` is False). Raises
+    :class:`EverestError`."""
     prof = app_config.load_profile(profile or None, url=everest_url or None)
     if prof.url:
         relay = relay_url or prof.relay_url
@@ -73,6 +74,8 @@ def credentials(everest_url: str | None = None, relay_url: str | None = None,
         return Credentials(prof.url, relay, prof.token)
     from launcher import embedded
 
+    if not start and embedded.running() is None:
+        raise embedded.not_running_error()
     emb = embedded.ensure()
     return Credentials(emb.url, relay_url or emb.relay_url, emb.token)
 

@@ -70,8 +70,9 @@ def sweep() -> list[str]:
     ended = []
     for entry in orphans():
         try:
+            # never start the embedded server just to end a job of one that is down
             creds = credentials(entry.get("everest_url"), entry.get("relay_url"),
-                                entry.get("profile"))
+                                entry.get("profile"), start=False)
             job = KernelJob(creds, KernelJobOptions())
             job.job_id, job.session_id = entry.get("job_id"), entry.get("session_id")
             job.end(wait=0)
