@@ -27,6 +27,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
+from everest_app.listener import GuardedHTTPServer
 from everest_local.catalog import Catalog
 from everest_local.core import Core
 from everest_local.handlers import NotFoundHandler, api_routes
@@ -93,7 +94,7 @@ class LocalServer:
         load_plugins(self, s.plugins)
         core.executor.start()
         recover(core.executor)
-        self.http = tornado.httpserver.HTTPServer(
+        self.http = GuardedHTTPServer(  # out of descriptors: pause, not spin
             make_app(core), max_body_size=s.max_body_size, max_buffer_size=s.max_body_size,
             idle_connection_timeout=120)
         self.http.add_sockets(sockets)

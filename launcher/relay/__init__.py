@@ -23,7 +23,6 @@ The service, bottom up:
 - :mod:`~launcher.relay.ssh`            the SSH server: enrolled keys, their virtual forwards
 - :mod:`~launcher.relay.sftp`           a session's workspace over SFTP on that connection
 - :mod:`~launcher.relay.websocket`      the same SSH server inside a WebSocket (/api/tunnel)
-- :mod:`~launcher.relay.listener`       the HTTP listener that pauses, not spins, out of fds
 - :mod:`~launcher.relay.handlers`       what every HTTP handler shares: JSON errors, the caller
 - :mod:`~launcher.relay.api`            the session API's handlers and the page
 - :mod:`~launcher.relay.workspace_api`  the workspace API (list, history, zip download,

@@ -43,12 +43,12 @@ from traitlets import TraitError
 
 from everest_app import config as app_config
 from everest_app.config import write_private
+from everest_app.listener import GuardedHTTPServer
 from everest_app.options import from_options
 from launcher.relay import deadlines
 from launcher.relay import store as rs
 from launcher.relay.auth import EverestAuth
 from launcher.relay.config import RELAY_DESCRIPTION, RelayConfig, add_relay_arguments
-from launcher.relay.listener import GuardedHTTPServer
 from launcher.relay.proxy import ChannelPool
 from launcher.relay.sftp import SFTPGrant
 from launcher.relay.sign_in import PageSignIn

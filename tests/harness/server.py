@@ -59,6 +59,7 @@ class ServerProcess:
                          *(["--apps", *map(str, apps)] if apps else []), *extra_args]
         self._env = env or {}
         self.python = python  # runs the server, and so the tasks' python3
+        self.prefix: list[str] = []  # runs the server under it, e.g. prlimit's limits
         self._tokens: dict[str, str] = {}
         self._clients: list[EverestClient] = []
         self.proc: subprocess.Popen | None = None
@@ -75,7 +76,7 @@ class ServerProcess:
         starting("the local server")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p), **self._env}
-        cmd = [self.python, "-m", "everest_local", "--host", "127.0.0.1",
+        cmd = [*self.prefix, self.python, "-m", "everest_local", "--host", "127.0.0.1",
                "--port", str(self.port), "--data-dir", str(self.data_dir), *self._options]
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,

@@ -1,5 +1,6 @@
-"""The relay's HTTP listener: accepting connections without spinning when the process is out
-of file descriptors.
+"""An HTTP listener that does not spin when the process is out of file descriptors: the local
+server's and the relay's (in one process when the relay is the server's plugin, where one
+spinning accept loop would starve both).
 
 tornado's accept loop (:func:`tornado.netutil.add_accept_handler`) lets ``accept()``'s
 ``EMFILE``/``ENFILE`` escape: the listening socket stays readable (the connection waits in the
