@@ -83,6 +83,8 @@ class LaunchOptions(Configurable):
             inputs["repository"] = self.repository
         if self.image:
             inputs["image"] = self.image
+        # for the record (the job page shows it): the relay session, not the job, opens it
+        inputs["workspace"] = self.workspace or ""
         return inputs
 
 

@@ -437,7 +437,8 @@ class EverestSpawner(Spawner):
         return LaunchOptions(
             app=self.app, mode="hub", time_limit=time_limit, idle_timeout=self.idle_timeout,
             packages=list(self.packages) + list(profile.packages if profile else ()),
-            name=self.job_name, resource=profile.resource if profile else None)
+            name=self.job_name, resource=profile.resource if profile else None,
+            workspace=self.workspace_name or "")
 
     def _job_inputs(self, session: dict[str, Any], profile: prof.Profile | None
                     ) -> dict[str, Any]:

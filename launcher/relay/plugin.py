@@ -14,9 +14,12 @@ So the embedded default is one background process, and ``server stop`` stops bot
 Two hooks for the ``jupyter-session`` application:
 
 - **input preparer**: a submission without a ``ticket`` (the web form) gets a session minted
-  for the submitting user, and its ticket and the relay's address filled in — nobody pastes
-  a ticket. A submission with its own ticket (``everest-jupyter launch``) passes unchanged.
-- **job decorator**: a job's JSON gains ``"session": {"id", "state", "url"}`` — ``url``
+  for the submitting user, opening the ``workspace`` the form names (``default``; empty:
+  none; 409 naming the live session that writes it), and its ticket and the relay's address
+  filled in — nobody pastes a ticket. A submission with its own ticket
+  (``everest-jupyter launch``) passes unchanged.
+- **job decorator**: a job's JSON gains ``"session": {"id", "state", "url", "workspace"}``
+  (``workspace``: its name and how the runner's final save went) — ``url``
   (with the notebook's token) once the relay has probed the notebook through the tunnel —
   which the job page shows as a link. It reads the relay's state in memory/SQLite, no
   network I/O. When the job has ended, a session still marked live is ended with it.
@@ -37,6 +40,7 @@ from everest_app.states import JobState
 from launcher.relay.options import check_default_url
 from launcher.relay.state import SessionState
 from launcher.relay.store import is_ticket
+from launcher.relay.workspaces import WorkspaceError
 
 log = logging.getLogger(__name__)
 
@@ -102,8 +106,17 @@ class SessionRelayPlugin:
         except ValueError as exc:
             raise BadRequestError(f"input {exc}", status=400) from None
         await self.ready()
-        record, ticket = await self.relay.create_session(
-            user, mode=mode, label="web form", default_url=default_url)
+        workspace = inputs.get("workspace", "default")
+        if not isinstance(workspace, str):
+            raise BadRequestError("input 'workspace': a workspace name (empty: none)",
+                                  status=400)
+        try:
+            record, ticket = await self.relay.create_session(
+                user, mode=mode, label="web form", default_url=default_url,
+                workspace=workspace or None)
+        except WorkspaceError as exc:
+            raise BadRequestError(f"input 'workspace': {exc.message}",
+                                  status=exc.status) from None
         log.info("session %s minted for %s's web-form submission", record.id, user)
         return {**inputs, "ticket": ticket, "relay": inputs.get("relay") or self.relay.url}
 
@@ -122,8 +135,14 @@ class SessionRelayPlugin:
             self.relay.end_session(record.id)
             record = store.get(record.id)
         ready = record.state is SessionState.READY
+        workspace = None
+        if record.workspace:  # the job page says whether it was saved at the end
+            workspace = {"name": record.workspace.get("name"),
+                         "read_only": bool(record.workspace.get("read_only")),
+                         "report": record.workspace_report}
         return {"session": {"id": record.id, "state": record.state.value,
-                            "url": self.relay.session_url(record) if ready else None}}
+                            "url": self.relay.session_url(record) if ready else None,
+                            "workspace": workspace}}
 
 
 def setup(server: Any) -> None:

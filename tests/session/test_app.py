@@ -30,7 +30,9 @@ def test_every_input_is_mapped_to_the_file_the_runner_reads() -> None:
     # package files are staged where runner_packages looks for them
     staged = {"package_files": runner_packages.PACKAGE_DIR,
               "requirements": runner_packages.REQUIREMENTS_FILE}
-    assert set(app.inputs) - {"image"} == set(runner_inputs.INPUT_FILES) | set(staged)
+    # "workspace" is the relay's (the session's grant names it)
+    assert set(app.inputs) - {"image", "workspace"} == \
+        set(runner_inputs.INPUT_FILES) | set(staged)
     mapped = {m["param"]: m["file"] for m in app.input_mappings}
     assert mapped == {**{name: spec[0] for name, spec in runner_inputs.INPUT_FILES.items()},
                       **staged}

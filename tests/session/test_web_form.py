@@ -5,8 +5,10 @@ ticket, and shows the link once the session's tunnel is up."""
 
 from __future__ import annotations
 
+import io
 import re
 import threading
+import zipfile
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -41,6 +43,7 @@ def test_the_local_form_needs_no_ticket_and_the_job_page_links_the_notebook(
     page.get_by_role("link", name="JupyterLab session", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("JupyterLab session")
     page.get_by_label("Idle timeout (seconds)").fill("600")
+    page.get_by_label("Workspace", exact=True).fill("formws")
     page.get_by_role("button", name="Submit job").click()
 
     expect(page).to_have_url(re.compile(r"/jobs/[0-9a-f]{24}$"))
@@ -52,6 +55,9 @@ def test_the_local_form_needs_no_ticket_and_the_job_page_links_the_notebook(
         job = local_server.client("alice").job(job_id)
         assert job.inputs["idle_timeout"] == 600
         assert job.raw["session"]["state"] == "ready" and job.raw["session"]["url"] == url
+        assert job.raw["session"]["workspace"]["name"] == "formws"
+        expect(page.locator("#session-workspace")).to_contain_text(
+            "Workspace formws: saved while the session runs")
         base, token = split_url(url)
         assert requests.get(base + "api/status", timeout=10,
                             headers={"Authorization": f"token {token}"}).status_code == 200
@@ -279,3 +285,26 @@ def test_jupyterlab_works_at_its_session_host(page: Page, local_server: ServerPr
         stop_process_group(proc)
         kill_under(workdir)
         relay.stop()
+
+
+def test_the_relay_page_lists_workspaces_with_download_links(
+        page: Page, relay: RelayProcess, local_server: ServerProcess, tmp_path) -> None:
+    alice = Api(relay.url, local_server.token_for("alice"))
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as zf:
+        zf.writestr("notes/plan.md", "# kept\n")
+    assert alice("PUT", "/api/workspaces/page%2Fws", data=packed.getvalue()).status_code == 201
+    page.goto(relay.url + "/")
+    page.get_by_label("User name").fill("alice")
+    page.get_by_label("Password").fill(local_server.password_for("alice"))
+    page.get_by_role("button", name="Sign in").click()
+    row = page.locator("tr[data-workspace='page/ws']")
+    expect(row).to_contain_text("page/ws")
+    expect(page.locator("#usage")).to_contain_text("Using")
+    with page.expect_download() as caught:
+        row.get_by_role("link", name="zip").click()
+    saved = tmp_path / "got.zip"
+    caught.value.save_as(saved)
+    assert caught.value.suggested_filename == "page-ws.zip"
+    with zipfile.ZipFile(saved) as zf:
+        assert zf.read("notes/plan.md") == b"# kept\n"

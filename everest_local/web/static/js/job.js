@@ -65,8 +65,26 @@ function renderSession(job) {
         id: "open-session" }, "Open JupyterLab")
       : null,
     !href && !ended ? h("p", { class: "muted" }, "The link appears when the notebook is up.")
-      : null);
+      : null,
+    workspaceLine(session.workspace));
   box.hidden = false;
+}
+
+/** What a session says of its workspace (its plugin's "workspace": {name, read_only,
+ * report}): which one it opens, and once it ended, whether the final save was made. */
+function workspaceLine(ws) {
+  if (!ws || typeof ws !== "object" || !ws.name) return null;
+  const name = h("strong", {}, String(ws.name));
+  const report = ws.report && typeof ws.report === "object" ? ws.report : null;
+  if (ws.read_only) return h("p", { id: "session-workspace" }, "Workspace ", name,
+    " (a read-only copy: nothing is saved back).");
+  if (!report) return h("p", { id: "session-workspace" }, "Workspace ", name,
+    ": saved while the session runs, and at its end.");
+  if (report.saved) return h("p", { id: "session-workspace" }, "Workspace ", name,
+    ` saved at the end (${report.files ?? "?"} files).`);
+  return h("p", { id: "session-workspace", class: "error", role: "alert" }, "Workspace ",
+    name, ` was NOT saved at the end: ${report.error || "unknown"}. What was saved before `
+    + "is kept.");
 }
 
 /** The inputs the user gave, then those the server filled in (e.g. the relay's ticket)
