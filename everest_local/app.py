@@ -51,7 +51,8 @@ def make_app(core: Core) -> tornado.web.Application:
     """The tornado application: the REST API, then the web UI's routes."""
     routes: list[Any] = [*api_routes(core), *web_routes()]
     return tornado.web.Application(routes, default_handler_class=NotFoundHandler,
-                                   default_handler_args={"core": core}, xsrf_cookies=False)
+                                   default_handler_args={"core": core}, xsrf_cookies=False,
+                                   nav_links=core.hooks.nav_links)
 
 
 class LocalServer:

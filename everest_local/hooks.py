@@ -19,6 +19,10 @@ Two hooks, both keyed by application alias (``"jupyter-session"``):
   example ``{"session": {"url": ..., "state": ...}}``, which the web UI shows as a link).
   It runs on the server's event loop for every GET: keep it fast and free of I/O.
 
+And one for the web UI: ``add_nav_link(label, url)`` — a link in every page's navigation
+(the session plugin links the relay's page, which lists the user's workspaces); ``url`` is a
+string or a function returning one (None: not shown), asked at each page view.
+
 And one life-cycle hook: ``add_stop_callback(fn)`` — ``fn()`` (or a coroutine function) runs
 when the server stops cleanly, after running tasks have been interrupted and before the
 database closes, so a plugin can shut down what its ``setup`` started.
@@ -44,6 +48,7 @@ class Hooks:
         self.input_preparers: dict[str, InputPreparer] = {}
         self.job_decorators: dict[str, JobDecorator] = {}
         self.stop_callbacks: list[Callable[[], Any]] = []
+        self.nav_links: list[tuple[str, Callable[[], str | None]]] = []
 
     def add_input_preparer(self, alias: str, prepare: InputPreparer) -> None:
         """Register ``prepare`` for submissions of application ``alias`` (one per alias)."""
@@ -52,6 +57,10 @@ class Hooks:
     def add_job_decorator(self, alias: str, decorate: JobDecorator) -> None:
         """Register ``decorate`` for the JSON of jobs of application ``alias``."""
         self.job_decorators[alias] = decorate
+
+    def add_nav_link(self, label: str, url: str | Callable[[], str | None]) -> None:
+        """Show ``label`` linking to ``url`` in the web UI's navigation."""
+        self.nav_links.append((label, url if callable(url) else (lambda: url)))
 
     def add_stop_callback(self, fn: Callable[[], Any]) -> None:
         """Run ``fn()`` (awaited if it returns an awaitable) when the server stops."""

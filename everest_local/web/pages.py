@@ -104,7 +104,10 @@ class PageHandler(_SecureHeaders, tornado.web.RequestHandler):
         self.set_header("Content-Security-Policy", _CSP)
         self.set_header("Cache-Control", "no-store")
         script = self.template.rsplit(".", 1)[0] + ".js"
-        self.render(self.template, page=self.page, ref=ref or "", script=script, asset=asset_url)
+        links = [(label, url) for label, get in self.settings.get("nav_links", ())
+                 if (url := get())]
+        self.render(self.template, page=self.page, ref=ref or "", script=script, asset=asset_url,
+                    nav_links=links)
 
     def head(self, ref: str | None = None) -> None:
         self.get(ref)

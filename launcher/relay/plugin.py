@@ -154,4 +154,7 @@ def setup(server: Any) -> None:
     server.hooks.add_stop_callback(plugin.relay.stop)
     server.hooks.add_input_preparer(APP_ALIAS, plugin.prepare)
     server.hooks.add_job_decorator(APP_ALIAS, plugin.decorate)
+    # the relay's page lists the user's sessions and workspaces (with zip downloads)
+    server.hooks.add_nav_link("Workspaces", lambda: plugin.relay.url + "/"
+                              if plugin.relay.http_port else None)
     server.session_relay = plugin

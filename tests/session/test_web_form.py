@@ -40,6 +40,11 @@ def test_the_local_form_needs_no_ticket_and_the_job_page_links_the_notebook(
     page.get_by_label("Password").fill(local_server.password_for("alice"))
     page.get_by_role("button", name="Log in").click()
     expect(page).to_have_url(re.compile(r"/apps$"))
+    # the relay plugin links its page, which lists the user's workspaces
+    workspaces = page.get_by_role("navigation").get_by_role("link", name="Workspaces")
+    href = workspaces.get_attribute("href")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", href), href
+    assert "<h2>Workspaces</h2>" in requests.get(href, timeout=10).text
     page.get_by_role("link", name="JupyterLab session", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_have_text("JupyterLab session")
     page.get_by_label("Idle timeout (seconds)").fill("600")
