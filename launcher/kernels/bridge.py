@@ -156,7 +156,8 @@ class PortBridge:
             status = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b""
             if status != b"101":
                 self.failures += 1
-                log.info("kernel port %s: the relay answered %s", channel,
+                # a kernel being restarted, a tunnel reconnecting: ZMQ dials again
+                log.debug("kernel port %s: the relay answered %s", channel,
                             head.split(b"\r\n", 1)[0].decode("latin-1", "replace")[:200])
                 return
             if channel == "iopub":
@@ -174,8 +175,8 @@ class PortBridge:
         except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError,
                 asyncio.LimitOverrunError) as exc:
             self.failures += 1
-            log.info("kernel port %s: bridge to the relay failed (%s)", channel,
-                     exc or type(exc).__name__)
+            log.debug("kernel port %s: bridge to the relay failed (%s)", channel,
+                      exc or type(exc).__name__)
         finally:
             writer.close()
             self._open.discard(writer)

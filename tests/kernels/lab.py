@@ -116,8 +116,8 @@ class Lab:
                 self.proc.wait()
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-8000:] if self.log_path.exists() \
-            else ""
+        """The server's whole log (the kernels' progress lines come early)."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
 
 class Kernel:
