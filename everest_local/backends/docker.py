@@ -78,12 +78,20 @@ class DockerBackend(Backend):
 
         uid, gid = self._uid()
         chown_tree(spec.dir, uid, gid)
-        try:  # a container left by a try that never started
-            self.client.containers.get(handle["container"]).remove(force=True)
-        except docker.errors.NotFound:
-            pass
+        try:
+            container = self._create(spec, handle, uid, gid)
+        except docker.errors.APIError as exc:
+            if exc.status_code != 409:
+                raise
+            # a container left by a try that never started (removed only then: a look
+            # before every create cost a request per task)
+            self.client.api.remove_container(handle["container"], force=True)
+            container = self._create(spec, handle, uid, gid)
+        container.start()
+
+    def _create(self, spec: TaskSpec, handle: dict[str, Any], uid: int, gid: int) -> Any:
         opts = self.options
-        container = self.client.containers.create(
+        return self.client.containers.create(
             self.image_for(spec), ["/bin/sh", "-c", START, WRAPPER],
             name=handle["container"], user=f"{uid}:{gid}", working_dir=f"{MOUNT}/work",
             environment={k: v for k, v in spec.env.items() if k.startswith("EVEREST_")},
@@ -93,7 +101,6 @@ class DockerBackend(Backend):
             nano_cpus=int(opts["cpus"] * 1e9) if opts.get("cpus") else None,
             pids_limit=opts.get("pids_limit", 512),
             labels={"everest.task": spec.task_id, "everest.resource": self.resource.id})
-        container.start()
 
     def _container(self, handle: dict[str, Any]) -> Any:
         import docker.errors
@@ -161,9 +168,15 @@ class DockerBackend(Backend):
         return None  # the work folder is mounted: outputs are already here
 
     async def remove(self, handle: dict[str, Any]) -> None:
-        container = await asyncio.to_thread(self._container, handle)
-        if container is not None:
-            await asyncio.to_thread(container.remove, force=True)
+        await asyncio.to_thread(self._remove, handle)
+
+    def _remove(self, handle: dict[str, Any]) -> None:
+        import docker.errors
+
+        try:  # one request (a look first cost another before each job's end was recorded)
+            self.client.api.remove_container(handle["container"], force=True)
+        except docker.errors.NotFound:
+            pass
 
     async def close(self) -> None:
         if self._client is not None:
