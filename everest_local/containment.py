@@ -59,24 +59,6 @@ GATE = 'read -r go && [ "$go" = go ] || exit 125; exec </dev/null; '
 status 125."""
 
 
-def _admit(cgroup: Path, child: subprocess.Popen) -> None:
-    """Move a gated task's first process into its cgroup, then let it go (a worker thread:
-    the kernel makes a move wait for an RCU grace period, milliseconds the event loop need
-    not spend). If it cannot be moved, its gate reads EOF and it ends, having run nothing."""
-    assert child.stdin is not None
-    try:
-        (cgroup / "cgroup.procs").write_text(f"{child.pid}\n")
-        child.stdin.write(b"go\n")
-    except OSError as exc:
-        log.warning("task %s could not join its cgroup (%s); it ends unstarted",
-                    cgroup.name, exc)
-    finally:
-        try:
-            child.stdin.close()
-        except OSError:
-            pass
-
-
 REAPER = r'''
 import ctypes, os, signal, sys
 uid, gid, fd = (int(a) for a in sys.argv[1:4])
@@ -188,14 +170,19 @@ class Containment(ABC):
         arguments (cwd, env, stdout, stderr, umask). Returns the child to wait for (its
         status is the wrapper's) and the pid of the wrapper, which leads the process group
         to signal. Raises
-        ``OSError`` when it cannot start or cannot be contained (nothing is left running);
-        a cgroup task that cannot join its cgroup ends with status 125, having run nothing
-        of the task (:data:`GATE`)."""
+        ``OSError`` when it cannot start or cannot be contained (nothing is left running;
+        a cgroup kind may find that out after returning: see :meth:`admission`)."""
 
     @abstractmethod
     def end(self, name: str) -> None:
         """Kill whatever task ``name`` left running and release its container (blocking;
         the task's wrapper has ended). A no-op for a container that does not exist."""
+
+    def admission(self, pid: int) -> concurrent.futures.Future | None:
+        """The move into its container of the task started as ``pid``, when it is still
+        under way (it ends with None, or OSError: the task ended unstarted); None: there
+        is nothing to wait for. Call it once, right after :meth:`start`."""
+        return None
 
     def release_if_empty(self, name: str) -> bool:
         """Release task ``name``'s container at once if nothing of it runs any more (no
@@ -214,6 +201,7 @@ class CgroupContainment(Containment):
     def __init__(self, base: Path):
         self.base = base
         self._admitter: concurrent.futures.ThreadPoolExecutor | None = None
+        self._admissions: dict[int, concurrent.futures.Future] = {}  # pid -> its move
 
     def _cgroup(self, name: str) -> Path:
         if not _NAME.match(name):
@@ -238,8 +226,32 @@ class CgroupContainment(Containment):
         except OSError:
             _rmdir(cgroup)
             raise
-        self._admitting().submit(_admit, cgroup, child)
+        self._admissions[child.pid] = self._admitting().submit(self._admit, name, cgroup,
+                                                                child)
         return child, child.pid
+
+    def admission(self, pid: int) -> concurrent.futures.Future | None:
+        return self._admissions.pop(pid, None)
+
+    def _admit(self, name: str, cgroup: Path, child: subprocess.Popen) -> None:
+        """Move a gated task's first process into its cgroup, then let it go (a worker
+        thread: the kernel makes a move wait for an RCU grace period, milliseconds the
+        event loop need not spend). If it cannot be moved, it is killed unstarted, its
+        cgroup released, and the OSError raised."""
+        assert child.stdin is not None
+        try:
+            (cgroup / "cgroup.procs").write_text(f"{child.pid}\n")
+            child.stdin.write(b"go\n")
+        except OSError:
+            child.kill()
+            child.wait()
+            self.end(name)
+            raise
+        finally:
+            try:
+                child.stdin.close()
+            except OSError:
+                pass
 
     def _admitting(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._admitter is None:

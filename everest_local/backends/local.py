@@ -67,6 +67,12 @@ class LocalBackend(Backend):
             spawned = await asyncio.get_running_loop().run_in_executor(None, self._spawn, spec)
         else:
             spawned = self._spawn(spec)
+        admitted = self.containment.admission(spawned.pid) if self.containment else None
+        if admitted is not None:  # the task is let go once in its container (off the loop)
+            try:
+                await asyncio.wrap_future(admitted)
+            except OSError as exc:  # it ended unstarted; nothing of it runs
+                raise StagingError(f"the task could not be contained: {exc}") from exc
         if spawned.popen is not None:
             self._children[spawned.pid] = spawned.popen
         return {**handle, "pid": spawned.pid, "pstart": spawned.start_time}
