@@ -189,10 +189,11 @@ class Core:
     def jobs_text(self, user: str) -> str:
         """All of the caller's jobs, newest first, as one JSON array."""
         stamps = self.store.job_stamps_of(user)
-        misses = sum(1 for job_id, updated, _ in stamps
-                     if self._rendered.get(job_id, (None,))[0] != updated)
-        # many changed jobs: one query for all rows beats one query per job
-        rows = {j.id: j for j in self.store.jobs_of(user)} if misses > 20 else None
+        misses = [job_id for job_id, updated, _ in stamps
+                  if self._rendered.get(job_id, (None,))[0] != updated]
+        # many changed jobs: one query for their rows beats one query per job (and reading
+        # only those beats reading every job the user ever ran)
+        rows = self.store.jobs_by_id(misses) if len(misses) > 20 else None
         parts = [self._text(job_id, updated, alias, rows)
                  for job_id, updated, alias in stamps]
         return "[" + ",".join(p for p in parts if p) + "]"
@@ -203,8 +204,10 @@ class Core:
         hit = self._rendered.get(job_id)
         if hit is not None and hit[0] == updated and not decorated:
             return hit[1]
-        job = rows.get(job_id) if rows is not None else self.store.job(job_id)
-        if job is None:  # deleted meanwhile
+        job = rows.get(job_id) if rows is not None else None
+        if job is None:  # not among the rows read (a decorated job), or deleted meanwhile
+            job = self.store.job(job_id)
+        if job is None:
             return ""
         text = strict_json.dumps(self.job_json(job), separators=(",", ":"))
         if not decorated:

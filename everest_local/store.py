@@ -228,6 +228,18 @@ class Store:
                                "ORDER BY seq DESC", (owner,)).fetchall()
         return [_job_row(r) for r in rows]
 
+    def jobs_by_id(self, job_ids: list[str]) -> dict[str, JobRow]:
+        """The jobs of ``job_ids`` that exist, by id (a few queries for many ids)."""
+        found: dict[str, JobRow] = {}
+        for start in range(0, len(job_ids), 500):  # within SQLite's bound-variable limit
+            chunk = job_ids[start:start + 500]
+            rows = self.db.execute(f"SELECT {', '.join(_JOB_COLUMNS)} FROM jobs WHERE id IN "
+                                   f"({', '.join('?' * len(chunk))})", chunk).fetchall()
+            for row in rows:
+                job = _job_row(row)
+                found[job.id] = job
+        return found
+
     def job_stamp(self, job_id: str) -> tuple[str, float, str | None] | None:
         """(owner, updated, app_alias) of a job, or None: enough to use a cached rendering."""
         return self.db.execute("SELECT owner, updated, app_alias FROM jobs WHERE id=?",

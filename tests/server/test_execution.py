@@ -170,6 +170,21 @@ def test_input_preparer_and_job_decorator(client):
     assert "session" not in client.wait(client.submit("hostname", {}).id, timeout=30).raw
 
 
+def test_the_job_list_holds_every_job_when_many_changed_since_the_last(client):
+    """Over 20 jobs changed since the last list: their rows are read in one go, and a
+    decorated job (re-rendered each time) is still listed, decoration included."""
+    daemon = client.wait(client.submit("daemon", {"duration": 0}).id, timeout=30)
+    assert daemon.state == JobState.DONE
+    listed = {job.id: job for job in client.jobs()}  # renders and caches them all
+    batch = [client.submit("hostname", {}).id for _ in range(25)]
+    for job_id in batch:
+        assert client.wait(job_id, timeout=60).state == JobState.DONE
+    listed = {job.id: job for job in client.jobs()}
+    assert set(batch) <= set(listed)
+    assert all(listed[job_id].state == JobState.DONE for job_id in batch)
+    assert listed[daemon.id].raw["session"]["url"].endswith(f"/{daemon.id}/")
+
+
 def test_cancel_escalates_to_sigkill_for_a_task_that_ignores_signals(server, client):
     job = client.submit("stubborn", {})
     wait_for_state(client, job.id, "RUNNING")
