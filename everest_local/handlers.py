@@ -217,6 +217,11 @@ class TokenHandler(ApiHandler):
                                     "maximum": MAX_LIFETIME}}}),
                ok={"200": json_answer({"type": "object", "required": ["access_token"],
                                        "properties": {"access_token": {"type": "string"}}})},
+               parameters=({
+                   "name": client_address.HEADER, "in": "header", "schema": {"type": "string"},
+                   "description": "the browser's address, from a proxy holding this server's "
+                                  "client-address key: 'v1 <address> <unix time> <HMAC>' "
+                                  "(everest_app/client_address.py); ignored unless genuine"},),
                errors=("400", "401", "403", "429", "507"))
     async def post(self) -> None:
         body = self._credentials()
