@@ -44,6 +44,7 @@ IGNORE_FILE = ".everestignore"
 DEFAULT_IGNORE = [".ipynb_checkpoints/", "__pycache__/", ".venv/"]
 TMP_PREFIX = ".everest-saving-"
 CHUNK = 256 * 1024
+RESTORE_PARALLEL = 16  # files in flight during a restore
 
 
 class WorkspaceError(RuntimeError):
@@ -268,10 +269,10 @@ class Workspace:
     async def _restore_once(self) -> tuple[int, int]:
         sftp = await self._client()
         os.makedirs(self.root, exist_ok=True)
-        files = size = 0
         known: dict[str, tuple] = {}
+        files: list[tuple[str, str, object]] = []
         stack = [""]
-        while stack:
+        while stack:  # the tree first (folders and links made as found) ...
             prefix = stack.pop()
             for entry in await sftp.readdir(prefix or "."):
                 name = entry.filename
@@ -293,16 +294,22 @@ class Workspace:
                     os.symlink(target, local)
                     known[rel] = ("l", target)
                 elif kind == asyncssh.FILEXFER_TYPE_REGULAR:
-                    await self._download(sftp, rel, local)
-                    mtime = entry.attrs.mtime
-                    if mtime is not None:
-                        os.utime(local, (mtime, mtime))
-                    st = os.lstat(local)
-                    known[rel] = ("f", st.st_size, st.st_mtime_ns)
-                    files += 1
-                    size += st.st_size
+                    files.append((rel, local, entry.attrs.mtime))
+        # ... then the files, several at once: one at a time, each small file would cost
+        # its round trips (open, read, close) alone
+        gate = asyncio.Semaphore(RESTORE_PARALLEL)
+
+        async def fetch(rel: str, local: str, mtime: object) -> None:
+            async with gate:
+                await self._download(sftp, rel, local)
+            if mtime is not None:
+                os.utime(local, (mtime, mtime))
+            st = os.lstat(local)
+            known[rel] = ("f", st.st_size, st.st_mtime_ns)
+
+        await asyncio.gather(*(fetch(*f) for f in files))
         self._known = known
-        return files, size
+        return self.totals()
 
     async def _download(self, sftp: asyncssh.SFTPClient, rel: str, local: str) -> None:
         """One file into a temporary name beside it, then renamed into place."""

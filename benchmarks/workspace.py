@@ -257,7 +257,8 @@ def _sshd(root: Path) -> tuple[int, Path, subprocess.Popen] | None:
     config = folder / "sshd_config"
     config.write_text(f"Port {port}\nListenAddress 127.0.0.1\nHostKey {host_key}\n"
                       f"AuthorizedKeysFile {auth}\nPermitRootLogin yes\nStrictModes no\n"
-                      "PasswordAuthentication no\nUsePAM no\nPidFile none\n")
+                      "PasswordAuthentication no\nUsePAM no\nPidFile none\n"
+                      "Subsystem sftp internal-sftp\n")  # today's scp speaks SFTP
     proc = subprocess.Popen([sshd, "-D", "-f", str(config), "-e"],
                             stderr=subprocess.DEVNULL)
     time.sleep(1.0)
@@ -270,6 +271,8 @@ def main() -> int:
     p.add_argument("--writes", type=int, default=30)
     p.add_argument("--idle-seconds", type=float, default=60.0)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=("latency", "idle", "restore", "risk"), action="append",
+                   help="run only these measures (default: all)")
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args()
     load0 = os.getloadavg()[0]
@@ -285,42 +288,57 @@ def main() -> int:
         sshd = _sshd(root)
         if sshd:
             stack.callback(sshd[2].terminate)
-        print("save latency ...", flush=True)
-        lat = save_latency(b, args.writes)
-        print(lat, "\nidle CPU ...", flush=True)
-        cpu = idle_cpu(b, args.idle_seconds)
-        print(cpu, "\nrestore ...", flush=True)
-        rest = restore(b, args.rounds, sshd[0] if sshd else None, sshd[1] if sshd else None)
-        print(rest, "\ndata at risk ...", flush=True)
-        risk = at_risk(b, args.rounds)
-        print(risk, flush=True)
+        only = set(args.only or ("latency", "idle", "restore", "risk"))
+        lat = cpu = rest = risk = None
+        if "latency" in only:
+            print("save latency ...", flush=True)
+            lat = save_latency(b, args.writes)
+            print(lat, flush=True)
+        if "idle" in only:
+            print("idle CPU ...", flush=True)
+            cpu = idle_cpu(b, args.idle_seconds)
+            print(cpu, flush=True)
+        if "restore" in only:
+            print("restore ...", flush=True)
+            rest = restore(b, args.rounds, sshd[0] if sshd else None,
+                           sshd[1] if sshd else None)
+            print(rest, flush=True)
+        if "risk" in only:
+            print("data at risk ...", flush=True)
+            risk = at_risk(b, args.rounds)
+            print(risk, flush=True)
     load1 = os.getloadavg()[0]
-    cmd = "python benchmarks/workspace.py" + (
-        f" --save-interval {args.save_interval:g}" if args.save_interval != 5.0 else "")
+    cmd = "python benchmarks/workspace.py " + " ".join(sys.argv[1:])
     lines = [
         "", f"## Workspaces — {datetime.now():%Y-%m-%d %H:%M}", "",
-        f"Command: `{cmd}`  ",
+        f"Command: `{cmd.strip()}`  ",
         f"Machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, save interval "
         f"{args.save_interval:g} s, load average before/after: {load0:.1f}/{load1:.1f} "
         "(the machine is shared)", "",
         "| measure | result |", "| --- | --- |",
-        f"| save: write -> complete at the relay, p50 / p99 ({lat['n']} writes) | "
-        f"{lat['p50']:.2f} s / {lat['p99']:.2f} s |",
     ]
-    for label, value in cpu.items():
+    if lat:
+        lines.append(f"| save: write -> complete at the relay, p50 / p99 ({lat['n']} writes) "
+                     f"| {lat['p50']:.2f} s / {lat['p99']:.2f} s |")
+    for label, value in (cpu or {}).items():
         lines.append(f"| runner CPU per minute idle, {label} | {value:.2f} s |")
-    lines += [
-        f"| launch -> ready, empty workspace (median of {args.rounds}) | {rest['empty']:.1f} s |",
-        f"| launch -> ready, 100 MB / 1,000 files (median) | {rest['big']:.1f} s |",
-        f"| ratio 100 MB ÷ empty (aim <= 1.5) | {rest['big'] / rest['empty']:.2f} |",
-        f"| restore throughput, the runner | {rest['rate']:.1f} MB/s |",
-        f"| asyncssh's parallel `get -r`, same relay SFTP | {rest['parallel']:.1f} MB/s |",
-    ]
-    if "scp" in rest:
-        lines.append(f"| `scp -r` of the same tree, OpenSSH on loopback | {rest['scp']:.1f} "
-                     f"MB/s (runner ÷ scp {rest['rate'] / rest['scp']:.2f}) |")
-    lines.append(f"| data at risk after kill -9 (s lost; {len(risk)} kills) | "
-                 f"{', '.join(f'{x:.1f}' for x in risk)} (max {max(risk):.1f}; aim <= 30) |")
+    if rest:
+        lines += [
+            f"| launch -> ready, empty workspace (median of {args.rounds}) | "
+            f"{rest['empty']:.1f} s |",
+            f"| launch -> ready, 100 MB / 1,000 files (median) | {rest['big']:.1f} s |",
+            f"| ratio 100 MB ÷ empty (aim <= 1.5) | {rest['big'] / rest['empty']:.2f} |",
+            f"| restore throughput, the runner | {rest['rate']:.1f} MB/s |",
+            f"| asyncssh's parallel `get -r`, same relay SFTP | {rest['parallel']:.1f} MB/s |",
+        ]
+        if "scp" in rest:
+            lines.append(f"| `scp -r` of the same tree, OpenSSH on loopback | "
+                         f"{rest['scp']:.1f} MB/s (runner ÷ scp "
+                         f"{rest['rate'] / rest['scp']:.2f}) |")
+    if risk:
+        lines.append(f"| data at risk after kill -9 (s lost; {len(risk)} kills) | "
+                     f"{', '.join(f'{x:.1f}' for x in risk)} (max {max(risk):.1f}; "
+                     "aim <= 30) |")
     text = "\n".join(lines) + "\n"
     print(text)
     if not args.no_write:
