@@ -392,6 +392,7 @@ class EverestSpawner(Spawner):
                 "default_url": "/lab"}
         if self.workspace_name:
             body["workspace"] = self.workspace_name
+            await self._note_workspace(relay)
         session = await self._call(relay, "POST", "/api/sessions", body, what="the relay")
         self.session_id = session["id"]
         resources = [profile.resource] if profile and profile.resource else self.resources
@@ -409,6 +410,26 @@ class EverestSpawner(Spawner):
         except ApiError as exc:
             self.log.warning("relay: could not record job %s: %s", self.job_id, exc)
         return await self._wait_ready(relay, token, resources)
+
+    async def _note_workspace(self, relay: JsonApi) -> None:
+        """Tell the user (progress) what their server opens: a new workspace, the one their
+        last server saved, or — said plainly — one whose last final save did not come."""
+        name = self.workspace_name
+        try:
+            found = await relay.call("GET", f"/api/workspaces/{path_part(name)}")
+        except ApiError as exc:
+            if exc.status == 404:
+                self._emit(5, f"Workspace {name}: new, kept from now on", key="workspace")
+            return
+        last = (found.get("snapshots") or [{}])[0]
+        if last and last.get("saved") is False:
+            self._emit(5, f"Workspace {name}: its last server ended without its final save; "
+                          "restoring what was saved before", key="workspace")
+            self.log.warning("%s: workspace %s: the last session's final save did not come",
+                             self._log_name, name)
+        else:
+            self._emit(5, f"Workspace {name}: restoring {found.get('files', 0)} files",
+                       key="workspace")
 
     @property
     def workspace_name(self) -> str | None:

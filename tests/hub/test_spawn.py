@@ -36,7 +36,8 @@ def test_spawn_progress_status_kernel_and_stop(stack: HubStack) -> None:
 
     (job,) = hub_jobs(stack.everest, "carol")
     assert str(job.state) == "RUNNING"
-    assert job.id in messages[1]
+    assert job.id in next(m for m in messages if m.startswith("Submitted to Everest"))
+    assert "Workspace carol: " in " ".join(messages)  # what the server opens, said first
     assert set(job.inputs) >= {"relay", "ticket", "mode"} and job.inputs["mode"] == "hub"
     assert not any("JUPYTERHUB" in str(v) or "api_token" in str(v).lower()
                    for v in job.inputs.values())  # hub secrets never reach Everest
@@ -198,7 +199,9 @@ def test_a_users_file_survives_stop_and_start_of_their_server(stack: HubStack) -
     auth = {"Authorization": f"token {stack.hub.driver_token}"}
     contents = api.proxied("/user/erin/api/contents/kept.txt")
     assert api.spawn("erin").status_code == 202
-    assert list(api.progress("erin"))[-1].get("ready")
+    events = list(api.progress("erin"))
+    assert events[-1].get("ready")
+    assert "Workspace erin: new, kept from now on" in [e["message"] for e in events]
     put = requests.put(contents, headers=auth, timeout=30,
                        json={"type": "file", "format": "text", "content": "survives"})
     assert put.status_code in (200, 201), put.text
@@ -210,7 +213,10 @@ def test_a_users_file_survives_stop_and_start_of_their_server(stack: HubStack) -
     wait_job_state(stack.everest, first.id, {"CANCELLED"})
 
     assert api.spawn("erin").status_code == 202
-    assert list(api.progress("erin"))[-1].get("ready")
+    events = list(api.progress("erin"))
+    assert events[-1].get("ready")
+    assert any(e["message"].startswith("Workspace erin: restoring 1 files") for e in events), \
+        [e["message"] for e in events]
     try:
         got = requests.get(contents, headers=auth, timeout=30)
         assert got.status_code == 200 and got.json()["content"] == "survives"

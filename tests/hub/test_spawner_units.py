@@ -135,3 +135,12 @@ def test_the_sweep_cancels_what_no_server_owns_or_is_starting(monkeypatch) -> No
     starting._starting = False  # the start ended without owning its job: swept like any
     assert sweep(sweep(set())) == {"ghost", "starting"}
     assert sorted(cancelled[2:]) == ["ghost", "starting"]
+
+
+def test_each_server_names_its_workspace_unless_switched_off(monkeypatch) -> None:
+    assert _spawner("zed").workspace_name == "zed"
+    off = _spawner("zed", workspaces=False)
+    assert off.workspace_name is None
+    assert off.launch_options(None).inputs("http://r", "t", "http://e")["workspace"] == ""
+    monkeypatch.setattr(EverestSpawner, "name", property(lambda self: "gpu"))  # a named one
+    assert _spawner("zed").workspace_name == "zed/gpu"
