@@ -4,12 +4,12 @@ variables) answers; a kernel whose job ended is not re-attached and reads as dea
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 from jupyter_client.manager import AsyncKernelManager
 from jupyter_client.provisioning.factory import KernelProvisionerFactory
 
+from tests.fixtures.loops import run_coroutine
 from tests.kernels.conftest import running_jobs
 from tests.kernels.lab import entry_point_dir
 from tests.session.helpers import wait_for
@@ -76,7 +76,7 @@ def test_a_restarted_server_reattaches_to_its_kernel(kernel_server, tmp_path, mo
         third = await _second_manager(info)  # its job has ended by now
         return seen, job, str(third.provisioner.has_process)
 
-    seen, job, third_alive = asyncio.run(scenario())
+    seen, job, third_alive = run_coroutine(scenario())  # Playwright may hold this thread's loop
     assert seen == "still here\n"
     wait_for(lambda: job not in running_jobs(kernel_server), 60, "the job to end")
     assert third_alive == "False"
