@@ -425,7 +425,11 @@ class AppHandler(ApiHandler):
         found = self.core.catalog.find(ref)
         if found is None:
             raise NotFoundError(f"no application {ref!r}", status=404)
-        self.send_json(self.core.catalog.description(found[0]))
+        description = self.core.catalog.description(found[0])
+        describe = self.core.hooks.app_decorators.get(found[1].alias)
+        if describe is not None:
+            description = describe(self.user, description) or description
+        self.send_json(description)
 
     @operation("submit a job", errors=("400", "404"),
                body=json_body({"type": "object",

@@ -6,7 +6,7 @@ A *plugin* is a module with ``setup(server) -> None``; ``server`` is the running
 ``--plugin MODULE`` and nothing else: this package knows no plugin by name (the session relay,
 ``launcher.relay.plugin``, is named by the commands that want it).
 
-Two hooks, both keyed by application alias (``"jupyter-session"``):
+Three hooks, each keyed by application alias (``"jupyter-session"``):
 
 - **Input preparer** ``prepare(user: str, app: Application, inputs: dict) -> dict``
   (or a coroutine function returning the dict): called on every submission of that
@@ -18,6 +18,11 @@ Two hooks, both keyed by application alias (``"jupyter-session"``):
   application is rendered as JSON; the returned keys are merged into the job object (for
   example ``{"session": {"url": ..., "state": ...}}``, which the web UI shows as a link).
   It runs on the server's event loop for every GET: keep it fast and free of I/O.
+
+- **App decorator** ``describe(user: str, description: dict) -> dict | None``: called when
+  ``user`` asks for that application's description (``GET /api/apps/<app>``, which the
+  form is built from); a returned dict replaces it for that answer (for example an input's
+  ``examples``, which the form offers as choices). Fast and free of blocking I/O.
 
 And one for the web UI: ``add_nav_link(label, url)`` — a link in every page's navigation
 (the session plugin links the relay's page, which lists the user's workspaces); ``url`` is a
@@ -49,6 +54,7 @@ class Hooks:
         self.job_decorators: dict[str, JobDecorator] = {}
         self.stop_callbacks: list[Callable[[], Any]] = []
         self.nav_links: list[tuple[str, Callable[[], str | None]]] = []
+        self.app_decorators: dict[str, Callable[[str, dict[str, Any]], Any]] = {}
 
     def add_input_preparer(self, alias: str, prepare: InputPreparer) -> None:
         """Register ``prepare`` for submissions of application ``alias`` (one per alias)."""
@@ -57,6 +63,11 @@ class Hooks:
     def add_job_decorator(self, alias: str, decorate: JobDecorator) -> None:
         """Register ``decorate`` for the JSON of jobs of application ``alias``."""
         self.job_decorators[alias] = decorate
+
+    def add_app_decorator(self, alias: str,
+                          describe: Callable[[str, dict[str, Any]], Any]) -> None:
+        """Register ``describe`` for the description of application ``alias``."""
+        self.app_decorators[alias] = describe
 
     def add_nav_link(self, label: str, url: str | Callable[[], str | None]) -> None:
         """Show ``label`` linking to ``url`` in the web UI's navigation."""

@@ -11,13 +11,16 @@ client-address key (``<data dir>/client-address.key``, :mod:`everest_app.client_
 its page's sign-ins wait as the server's do (``--login-attempts``, ``--login-backoff-max``).
 So the embedded default is one background process, and ``server stop`` stops both.
 
-Two hooks for the ``jupyter-session`` application:
+Three hooks for the ``jupyter-session`` application (and a navigation link to the relay's
+page, which lists the user's workspaces):
 
 - **input preparer**: a submission without a ``ticket`` (the web form) gets a session minted
   for the submitting user, opening the ``workspace`` the form names (``default``; empty:
   none; 409 naming the live session that writes it), and its ticket and the relay's address
   filled in — nobody pastes a ticket. A submission with its own ticket
   (``everest-jupyter launch``) passes unchanged.
+- **app decorator**: the form's *Workspace* field offers the user's workspaces (its
+  description's ``examples``).
 - **job decorator**: a job's JSON gains ``"session": {"id", "state", "url", "workspace"}``
   (``workspace``: its name and how the runner's final save went) — ``url``
   (with the notebook's token) once the relay has probed the notebook through the tunnel —
@@ -120,6 +123,22 @@ class SessionRelayPlugin:
         log.info("session %s minted for %s's web-form submission", record.id, user)
         return {**inputs, "ticket": ticket, "relay": inputs.get("relay") or self.relay.url}
 
+    def describe(self, user: str, description: dict[str, Any]) -> dict[str, Any] | None:
+        """The form's description for ``user``: the Workspace field offers their workspaces
+        (``examples``), ``default`` first."""
+        store = self.relay.workspaces
+        spec = (description.get("inputs") or {}).get("workspace")
+        if store is None or not isinstance(spec, dict):
+            return None
+        try:
+            names = [w.name for w in store.list(user)]
+        except OSError as exc:
+            log.warning("could not list %s's workspaces: %s", user, exc)
+            return None
+        inputs = dict(description["inputs"])
+        inputs["workspace"] = {**spec, "examples": list(dict.fromkeys(["default", *names]))}
+        return {**description, "inputs": inputs}
+
     def decorate(self, job: dict[str, Any]) -> dict[str, Any] | None:
         """``{"session": {...}}`` for a job whose ticket this relay minted, else None."""
         ticket = (job.get("inputs") or {}).get("ticket")
@@ -154,6 +173,7 @@ def setup(server: Any) -> None:
     server.hooks.add_stop_callback(plugin.relay.stop)
     server.hooks.add_input_preparer(APP_ALIAS, plugin.prepare)
     server.hooks.add_job_decorator(APP_ALIAS, plugin.decorate)
+    server.hooks.add_app_decorator(APP_ALIAS, plugin.describe)
     # the relay's page lists the user's sessions and workspaces (with zip downloads)
     server.hooks.add_nav_link("Workspaces", lambda: plugin.relay.url + "/"
                               if plugin.relay.http_port else None)

@@ -45,7 +45,17 @@ def test_the_local_form_needs_no_ticket_and_the_job_page_links_the_notebook(
     href = workspaces.get_attribute("href")
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", href), href
     assert "<h2>Workspaces</h2>" in requests.get(href, timeout=10).text
+    packed = io.BytesIO()
+    with zipfile.ZipFile(packed, "w") as zf:
+        zf.writestr("a.txt", "a")
+    relay_api = Api(href.rstrip("/"), local_server.token_for("alice"))
+    assert relay_api("PUT", "/api/workspaces/picked", data=packed.getvalue()).status_code == 201
     page.get_by_role("link", name="JupyterLab session", exact=True).click()
+    # the Workspace field offers alice's workspaces (and "default"); any name may be typed
+    field = page.get_by_label("Workspace", exact=True)
+    choices = page.locator(f"datalist#{field.get_attribute('list')} option")
+    expect(choices).to_have_count(2)
+    assert [choices.nth(i).get_attribute("value") for i in range(2)] == ["default", "picked"]
     expect(page.get_by_role("heading", level=1)).to_have_text("JupyterLab session")
     page.get_by_label("Idle timeout (seconds)").fill("600")
     page.get_by_label("Workspace", exact=True).fill("formws")

@@ -61,10 +61,18 @@ function numberControl(spec, attrs, label, value) {
 
 function stringControl(spec, attrs, value) {
   const multiline = spec.viewType === "textarea" || spec.multiline === true;
+  // "examples" (JSON Schema's keyword; e.g. the user's workspaces, added by a plugin) are
+  // offered as choices while any other text stays allowed
+  const examples = !multiline && Array.isArray(spec.examples)
+    ? spec.examples.filter((x) => typeof x === "string") : [];
+  const listId = examples.length && attrs.id ? `${attrs.id}-choices` : null;
   const control = multiline
     ? h("textarea", { ...attrs, rows: 4 }, value ?? "")
-    : h("input", { ...attrs, type: "text", value: value ?? null });
-  return { control, read: () => (control.value === "" ? undefined : control.value) };
+    : h("input", { ...attrs, type: "text", value: value ?? null, list: listId });
+  const extra = listId
+    ? h("datalist", { id: listId }, examples.map((x) => h("option", { value: x })))
+    : null;
+  return { control, extra, read: () => (control.value === "" ? undefined : control.value) };
 }
 
 function enumControl(spec, attrs, value) {
@@ -121,12 +129,12 @@ function scalarField(name, spec, title) {
   const id = uniqueId(`in-${name}`);
   const required = spec.required === true;
   const attrs = { id, name, required, "aria-describedby": `${id}-hint` };
-  const { control, read } = scalarControl(spec, attrs, () => title, spec.default);
+  const { control, read, extra } = scalarControl(spec, attrs, () => title, spec.default);
   const kind = kindOf(spec);
   const label = h("label", { for: id }, title, required ? requiredMark() : null);
   const body = kind === "boolean"
     ? [h("div", { class: "check" }, control, label)]
-    : [label, control];
+    : [label, control, extra || null];
   return { node: h("div", { class: "field" }, body, hint(name, spec, `${id}-hint`)), read };
 }
 
