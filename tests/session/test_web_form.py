@@ -309,10 +309,18 @@ def test_the_relay_page_lists_workspaces_with_download_links(
     with zipfile.ZipFile(packed, "w") as zf:
         zf.writestr("notes/plan.md", "# kept\n")
     assert alice("PUT", "/api/workspaces/page%2Fws", data=packed.getvalue()).status_code == 201
+    # a session whose runner said it ends by its time limit in 100 s
+    ending = alice.new_session()
+    assert redeem(relay.url, ending["ticket"], public_text(new_key()), "t" * 32,
+                  runner={"hostname": "h", "time_left": {"time_limit": 100}}).status_code == 200
     page.goto(relay.url + "/")
     page.get_by_label("User name").fill("alice")
     page.get_by_label("Password").fill(local_server.password_for("alice"))
     page.get_by_role("button", name="Sign in").click()
+    left = page.locator(f"tr[data-session='{ending['id']}'] td.time-left")
+    expect(left).to_have_text(re.compile(r"^1m [0-3]\ds \(time limit\)$|^\d\ds \(time limit\)$"))
+    expect(left).to_have_class(re.compile("ending"))  # under 5 minutes: marked
+    alice("DELETE", f"/api/sessions/{ending['id']}")
     row = page.locator("tr[data-workspace='page/ws']")
     expect(row).to_contain_text("page/ws")
     expect(page.locator("#usage")).to_contain_text("Using")
