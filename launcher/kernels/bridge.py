@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 CHANNELS = ("shell", "iopub", "stdin", "hb", "control")
 _AFTER_IOPUB = ("shell",)
 _IOPUB_WAIT = 30.0  # seconds a request channel waits for iopub before going anyway
-_SUBSCRIBE_GRACE = 0.05
+_SUBSCRIBE_GRACE = 0.2  # for the subscription to reach a kernel on a busy machine
 _CHUNK = 1 << 16
 
 

@@ -152,9 +152,8 @@ class Kernel:
         """``{"status", "stdout", "ename"}`` of a request sent with :meth:`send`."""
         out, reply, idle = [], None, False
         deadline = time.monotonic() + timeout
-        self.ws.settimeout(timeout)
         while time.monotonic() < deadline and not (reply and idle):
-            msg = json.loads(self.ws.recv())
+            msg = self._next(deadline)
             if msg.get("parent_header", {}).get("msg_id") != msg_id:
                 continue
             kind = msg["header"]["msg_type"]
@@ -168,12 +167,22 @@ class Kernel:
         return {"status": reply["status"], "stdout": "".join(out),
                 "ename": reply.get("ename")}
 
+    def _next(self, deadline: float) -> dict[str, Any]:
+        """The next message, or AssertionError at ``deadline`` (the server's pings would
+        otherwise keep a plain ``recv`` waiting for ever)."""
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, "no message from the kernel in time"
+            self.ws.settimeout(left)
+            opcode, frame = self.ws.recv_data_frame(True)
+            if opcode == websocket.ABNF.OPCODE_TEXT:
+                return json.loads(frame.data)
+
     def wait_busy(self, msg_id: str, timeout: float = 60) -> None:
         """Wait until the kernel started on request ``msg_id`` (its ``execute_input``)."""
         deadline = time.monotonic() + timeout
-        self.ws.settimeout(timeout)
         while time.monotonic() < deadline:
-            msg = json.loads(self.ws.recv())
+            msg = self._next(deadline)
             if msg.get("parent_header", {}).get("msg_id") == msg_id and \
                     msg["header"]["msg_type"] == "execute_input":
                 return
