@@ -145,8 +145,10 @@ def _requests(port: int, conns: dict[str, http.client.HTTPConnection], ids: list
 
 
 def measure(steps: list[int], n: int, root: Path) -> list[dict]:
+    from tests.harness.processes import child_env
+    from tests.harness.relay import RelayProcess
     from tests.harness.server import start_server
-    from tests.session.helpers import Api, RelayProcess, child_env
+    from tests.session.helpers import Api
 
     rows = []
     with ExitStack() as stack:

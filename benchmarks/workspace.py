@@ -42,18 +42,10 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from launcher.relay.workspaces import FolderWorkspaceStore  # noqa: E402
-from tests.fixtures.local_server import start_server  # noqa: E402
-from tests.session.helpers import (  # noqa: E402
-    Api,
-    RelayProcess,
-    kill_under,
-    new_key,
-    public_text,
-    redeem,
-    start_runner,
-    stop_process_group,
-    wait_for,
-)
+from tests.harness.relay import RelayProcess  # noqa: E402
+from tests.harness.runner import new_key, public_text, redeem, start_runner, stop_process_group  # noqa: E402
+from tests.harness.server import start_server  # noqa: E402
+from tests.session.helpers import Api, kill_under, wait_for  # noqa: E402
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -243,7 +235,7 @@ def _sshd(root: Path) -> tuple[int, Path, subprocess.Popen] | None:
     sshd = shutil.which("sshd") or "/usr/sbin/sshd"
     if not os.path.exists(sshd) or os.geteuid() != 0:
         return None
-    from tests.session.helpers import free_port
+    from tests.harness.processes import free_port
 
     folder = root / "sshd"
     folder.mkdir()

@@ -9,9 +9,10 @@ import time
 
 import pytest
 
+from tests.harness.relay import RelayProcess
 from tests.kernels.conftest import running_jobs
 from tests.kernels.lab import EVIDENCE
-from tests.session.helpers import RelayProcess, wait_for
+from tests.session.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(600)
 

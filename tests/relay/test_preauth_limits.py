@@ -17,16 +17,10 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from tests.fixtures.local_server import ServerProcess
-from tests.session.helpers import (
-    Api,
-    FakeRunner,
-    RelayProcess,
-    new_key,
-    public_text,
-    redeem,
-    wait_for,
-)
+from tests.harness.relay import RelayProcess
+from tests.harness.runner import FakeRunner, new_key, public_text, redeem
+from tests.harness.server import ServerProcess
+from tests.session.helpers import Api, wait_for
 
 
 @pytest.fixture(scope="module")

@@ -101,7 +101,7 @@ def test_the_relay_knows_every_stop_reason_the_runner_sends() -> None:
 def test_the_runner_says_why_it_stopped_and_the_session_keeps_it(relay, alice) -> None:
     """Through a real relay: ``POST .../ended`` with a ``stop`` ends the session and keeps
     the reason in its view; a reason this relay does not know is kept as ``unknown``."""
-    from tests.session.helpers import new_key, public_text, redeem
+    from tests.harness.runner import new_key, public_text, redeem
 
     views = {}
     for stop in ("idle", "a-newer-reason", 42):

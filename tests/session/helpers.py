@@ -22,21 +22,6 @@ import websocket
 
 from tests.fixtures.waiting import WAIT, wait_for  # noqa: F401 - the session tests' import
 
-# moved to tests.harness this round; these names stay importable from here until the branches
-# written against the old place have landed (then: import from tests.harness)
-from tests.harness.processes import REPO, child_env, cli_command, free_port  # noqa: F401
-from tests.harness.relay import RelayProcess  # noqa: F401
-from tests.harness.runner import (  # noqa: F401
-    RUNNER,
-    FakeRunner,
-    new_key,
-    public_text,
-    redeem,
-    start_runner,
-    stop_process_group,
-    websocket_socket,
-)
-
 
 def tiny_wheel(folder: Path, name: str = "tinypkg", answer: int = 42) -> Path:
     """A minimal pure-Python wheel ``name`` (``name.ANSWER == answer``; no dependencies, so

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import requests
 
-from tests.fixtures.local_server import ServerProcess
+from tests.harness.server import ServerProcess
 from tests.session.helpers import Api, split_url, wait_for
 
 WAIT = 180
