@@ -27,17 +27,11 @@ pytestmark = pytest.mark.timeout(1200)
 def resource_server(docker_engine, sshd_server, slurm_cluster, task_user, task_user_dir,
                     tmp_path_factory):
     root = tmp_path_factory.mktemp("kernel-resources")
-    image = docker_engine.session_image
-    resources = kit.write_resources(root / "resources.yaml", [
-        {"name": "box", "kind": "docker", "image": docker_engine.base_image,
-         "images": [image], "docker_host": docker_engine.host, "network": "host"},
-        sshd_server.resource("lab"),
-        {"name": "hpc", "kind": "slurm", "run_as": task_user.pw_name, "poll_interval": 0.2,
-         "workdir": str(task_user_dir / "kernels-slurm")},
-    ])
+    resources = kit.every_kind(root / "resources.yaml", docker_engine, sshd_server, task_user,
+                               task_user_dir / "kernels-slurm")
     server = serve_with_relay(root / "data", ["--resources", str(resources)],
                               env={"SLURM_CONF": str(slurm_cluster.conf)})
-    server.session_image = image
+    server.session_image = docker_engine.session_image
     yield server
     server.close()
 

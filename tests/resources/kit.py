@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from tests.fixtures.waiting import wait_for
 from tests.harness.server import ServerProcess, start_server
 
 APPS = Path(__file__).resolve().parent / "apps"
@@ -28,6 +29,33 @@ def write_resources(path: Path, resources: list[dict[str, Any]], **extra: Any) -
     """A resources file with ``resources`` (and ``pools``/``apps`` if given)."""
     path.write_text(yaml.safe_dump({"resources": resources, **extra}))
     return path
+
+
+def every_kind(path: Path, docker_engine: Any, sshd_server: Any, task_user: Any,
+               slurm_workdir: Path) -> Path:
+    """A resources file naming one resource of each remote kind on this machine's engines,
+    as the session, workspace and kernel tests use them: ``box`` (Docker, which may run the
+    engine's session image), ``lab`` (an SSH host) and ``hpc`` (Slurm, as ``task_user``)."""
+    return write_resources(path, [
+        {"name": "box", "kind": "docker", "image": docker_engine.base_image,
+         "images": [docker_engine.session_image], "docker_host": docker_engine.host,
+         "network": "host"},
+        sshd_server.resource("lab"),
+        {"name": "hpc", "kind": "slurm", "run_as": task_user.pw_name, "poll_interval": 0.2,
+         "workdir": str(slurm_workdir)},
+    ])
+
+
+def serve_sessions(root: Path, resources_file: Path, slurm_conf: Path) -> ServerProcess:
+    """A server with these resources and the session relay as its plugin, as
+    ``everest-jupyter server`` runs it; ``.relay_url`` is the relay's address."""
+    server = serve(root / "data", resources_file,
+                   extra_args_more=["--plugin", "launcher.relay.plugin"],
+                   env={"SLURM_CONF": str(slurm_conf)})
+    relay_json = root / "data" / "relay.json"
+    wait_for(relay_json.exists, 60, "the relay to start")
+    server.relay_url = json.loads(relay_json.read_text())["url"]
+    return server
 
 
 def serve(data_dir: Path, resources_file: Path, extra_args_more: list[str] = (),

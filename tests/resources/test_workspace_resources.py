@@ -26,21 +26,10 @@ pytestmark = pytest.mark.timeout(1500)
 def session_server(docker_engine, sshd_server, slurm_cluster, task_user, task_user_dir,
                    tmp_path_factory):
     root = tmp_path_factory.mktemp("workspace-resources")
-    image = docker_engine.session_image
-    resources = kit.write_resources(root / "resources.yaml", [
-        {"name": "box", "kind": "docker", "image": docker_engine.base_image,
-         "images": [image], "docker_host": docker_engine.host, "network": "host"},
-        sshd_server.resource("lab"),
-        {"name": "hpc", "kind": "slurm", "run_as": task_user.pw_name, "poll_interval": 0.2,
-         "workdir": str(task_user_dir / "workspace-slurm")},
-    ])
-    server = kit.serve(root / "data", resources,
-                       extra_args_more=["--plugin", "launcher.relay.plugin"],
-                       env={"SLURM_CONF": str(slurm_cluster.conf)})
-    server.session_image = image
-    relay_json = root / "data" / "relay.json"
-    wait_for(relay_json.exists, 60, "the relay to start")
-    server.relay_url = json.loads(relay_json.read_text())["url"]
+    resources = kit.every_kind(root / "resources.yaml", docker_engine, sshd_server, task_user,
+                               task_user_dir / "workspace-slurm")
+    server = kit.serve_sessions(root, resources, slurm_cluster.conf)
+    server.session_image = docker_engine.session_image
     yield server
     server.close()
 
