@@ -231,11 +231,10 @@ def test_no_input_replaces_an_application_file(tmp_path):
 def test_record_files_are_read_without_links_or_blocking(tmp_path):
     """A task's exit/pid files as the server reads them (LocalHost.read, the local and
     Docker backends): a FIFO in their place reads as absent at once, a link is not followed."""
-    import asyncio
-
     from everest_local.backends.base import read_status
     from everest_local.backends.hosts import LocalHost
     from everest_local.workdir import read_small
+    from tests.fixtures.loops import run_coroutine
 
     secret = tmp_path / "root-only"
     secret.write_text("7\n")
@@ -243,7 +242,8 @@ def test_record_files_are_read_without_links_or_blocking(tmp_path):
     task.mkdir()
     os.mkfifo(task / "exit")
     assert read_status(task) is None  # returns: a reader would otherwise wait for a writer
-    assert asyncio.run(LocalHost().read(str(task / "exit"))) is None
+    assert run_coroutine(LocalHost().read(str(task / "exit"))) is None  # not asyncio.run:
+    # after a browser test Playwright holds the main thread's loop (tests/fixtures/loops.py)
     (task / "exit").unlink()
     (task / "exit").symlink_to(secret)
     assert read_status(task) is None and read_small(task, "exit") is None
