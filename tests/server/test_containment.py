@@ -19,10 +19,10 @@ from everest_local.containment import (
     Containment,
     ContainmentKind,
     SubreaperContainment,
-    cgroup_base,
     open_containment,
 )
 from everest_local.task_users import TaskUser
+from tests.fixtures.cgroups import require_cgroup_v2
 from tests.fixtures.task_accounts import ensure_account, ensure_passable
 from tests.fixtures.waiting import wait_for
 
@@ -34,21 +34,14 @@ LEAVER = ("setsid -f sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/d
           'if [ "$1" = wait ]; then exec sleep 300; fi; exit "$1"')
 
 
-def _cgroup_usable(tmp: Path) -> bool:
-    try:
-        cgroup_base(tmp).rmdir()
-        return True
-    except OSError:
-        return False
-
 
 KINDS = [ContainmentKind.CGROUP, ContainmentKind.SUBREAPER]
 
 
 @pytest.fixture(params=KINDS, ids=[k.value for k in KINDS])
 def container(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Containment]:
-    if request.param is ContainmentKind.CGROUP and not _cgroup_usable(tmp_path):
-        pytest.skip("this machine gives this process no cgroup v2 to create cgroups in")
+    if request.param is ContainmentKind.CGROUP:
+        require_cgroup_v2(tmp_path)
     made = open_containment(request.param.value, tmp_path / "tasks")
     assert made.kind is request.param
     yield made
@@ -106,8 +99,7 @@ def test_a_stopped_task_leaves_nothing_running(container: Containment, tmp_path:
 
 
 def test_cgroup_kind_holds_every_process_of_the_task(tmp_path: Path) -> None:
-    if not _cgroup_usable(tmp_path):
-        pytest.skip("this machine gives this process no cgroup v2 to create cgroups in")
+    require_cgroup_v2(tmp_path)
     container = open_containment("cgroup", tmp_path / "tasks")
     assert isinstance(container, CgroupContainment)
     task = Task(container, tmp_path, "held-0-0", "wait")

@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from everest_app.states import JobState
-from everest_local.containment import cgroup_base
+from tests.fixtures.cgroups import require_cgroup_v2
 from tests.fixtures.waiting import wait_for
 from tests.harness.server import ServerProcess, start_server, wait_for_state
 
@@ -25,20 +25,13 @@ APPS = Path(__file__).parent / "leftover_apps"
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reads other accounts' /proc")
 
 
-def _cgroup_usable(tmp: Path) -> bool:
-    try:
-        cgroup_base(tmp).rmdir()
-        return True
-    except OSError:
-        return False
-
 
 @pytest.fixture(scope="module", params=["cgroup", "subreaper"])
 def server(real_components: None, request: pytest.FixtureRequest,
            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp(f"ends-{request.param}")
-    if request.param == "cgroup" and not _cgroup_usable(tmp):
-        pytest.skip("this machine gives this process no cgroup v2 to create cgroups in")
+    if request.param == "cgroup":
+        require_cgroup_v2(tmp)
     srv = start_server(tmp / "data", apps=[APPS / "leaves", APPS / "leaves-limited"],
                        kill_grace=0.5, extra_args=["--task-containment", request.param])
     yield srv
