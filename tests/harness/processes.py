@@ -10,6 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import requests
+import requests.adapters
+
 REPO = Path(__file__).resolve().parents[2]
 
 current_test: Any = None
@@ -44,3 +47,21 @@ def child_env(**extra: str) -> dict[str, str]:
                                         if p)
     env.update(extra)
     return env
+
+
+class _FromAddress(requests.adapters.HTTPAdapter):
+    def __init__(self, address: str):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+        kwargs["source_address"] = (self.address, 0)
+        super().init_poolmanager(*args, **kwargs)
+
+
+def client_from(address: str) -> requests.Session:
+    """An HTTP client whose connections come from ``address`` (a 127.0.0.x): how tests play
+    several machines, since the servers trust the connection's peer, not X-Forwarded-For."""
+    session = requests.Session()
+    session.mount("http://", _FromAddress(address))
+    return session

@@ -16,18 +16,9 @@ import requests
 import requests.adapters
 
 from everest_app import client_address
+from tests.harness.processes import client_from
 from tests.harness.server import password_for
 from tests.hub.helpers import EVEREST_CONFIG, HubStack
-
-
-class _FromAddress(requests.adapters.HTTPAdapter):
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
 
 
 def _config(key_file: str, attempts: int) -> str:
@@ -51,8 +42,7 @@ def stack(real_components: None,
 
 
 def _sign_in(stack: HubStack, address: str, user: str, password: str) -> requests.Response:
-    http = requests.Session()
-    http.mount("http://", _FromAddress(address))
+    http = client_from(address)
     http.get(stack.hub.url + "/hub/login", timeout=30)
     return http.post(stack.hub.url + "/hub/login", timeout=60, allow_redirects=False, data={
         "username": user, "password": password, "_xsrf": http.cookies["_xsrf"]})

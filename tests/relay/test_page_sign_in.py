@@ -23,6 +23,7 @@ from everest_app import client_address
 from launcher.relay.config import RelayConfig
 from launcher.relay.sign_in import PageSignIn
 from tests.fixtures.waiting import wait_for
+from tests.harness.processes import client_from
 from tests.harness.relay import RelayProcess
 from tests.harness.server import ServerProcess, password_for
 
@@ -30,26 +31,10 @@ SERVER_LOGIN = "/api/auth/access_token"
 RELAY_LOGIN = "/api/login"
 
 
-class _FromAddress(requests.adapters.HTTPAdapter):
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _from(address: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", _FromAddress(address))
-    return session
-
-
 def _login(url: str, address: str, user: str, password: str,
            headers: dict[str, str] | None = None) -> requests.Response:
-    return _from(address).post(url, json={"username": user, "password": password},
-                               headers=headers or {}, timeout=30)
+    return client_from(address).post(url, json={"username": user, "password": password},
+                                     headers=headers or {}, timeout=30)
 
 
 @pytest.fixture(scope="module")
@@ -190,7 +175,7 @@ def test_a_forged_client_address_header_is_ignored(server: ServerProcess) -> Non
     # odd bytes in the header, or in a device cookie, are a refusal, never a 500
     for odd in ({client_address.HEADER: "v1 198.51.100.1 \u00b2 \u00e9".encode("latin-1")},
                 {"Cookie": "everest_device=v1.erin.dev.\u00e9\u00e9".encode("latin-1")}):
-        answer = _from("127.0.0.52").post(url, timeout=30, data=json.dumps(
+        answer = client_from("127.0.0.52").post(url, timeout=30, data=json.dumps(
             {"username": "erin", "password": "guess"}), headers={
             "Content-Type": "application/json", **odd})
         assert answer.status_code == 401, (odd, answer.text)

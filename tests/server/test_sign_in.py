@@ -16,6 +16,7 @@ import requests.adapters
 
 from everest_local import auth
 from everest_local.auth import DEVICE_COOKIE, SignInThrottle, add_user
+from tests.harness.processes import client_from
 from tests.harness.relay import RelayProcess
 from tests.harness.server import ServerProcess, password_for
 from tests.session.helpers import Api, wait_for
@@ -115,25 +116,6 @@ def test_the_login_page_drops_an_offsite_next(server: ServerProcess, next_value:
     assert kept.status_code == 200
 
 
-class _FromAddress(requests.adapters.HTTPAdapter):
-    """Connect from a given 127.0.0.x source address: how the tests play several machines
-    (the server trusts no X-Forwarded-For, only the connection's peer)."""
-
-    def __init__(self, address: str):
-        self.address = address
-        super().__init__()
-
-    def init_poolmanager(self, *args, **kwargs) -> None:
-        kwargs["source_address"] = (self.address, 0)
-        super().init_poolmanager(*args, **kwargs)
-
-
-def _client(address: str) -> requests.Session:
-    session = requests.Session()
-    session.mount("http://", _FromAddress(address))
-    return session
-
-
 @pytest.fixture(scope="module")
 def lockable(real_components: None, tmp_path_factory: pytest.TempPathFactory):
     # accounts lock once 5 addresses have failed for them; waits grow to 60 s, so a lock
@@ -151,7 +133,7 @@ def lockable(real_components: None, tmp_path_factory: pytest.TempPathFactory):
 def _guess(server: ServerProcess, addresses: list[str], tries: int) -> int:
     """``tries`` wrong passwords for erin from each address, taking turns and waiting
     as each 429's Retry-After asks (a patient attacker); returns how many were checked."""
-    clients = [_client(a) for a in addresses]
+    clients = [client_from(a) for a in addresses]
     checked = 0
     for _ in range(tries):
         for client in clients:
@@ -169,37 +151,37 @@ def _guess(server: ServerProcess, addresses: list[str], tries: int) -> int:
 def test_guessing_from_a_few_addresses_locks_no_one_out_and_a_device_cookie_passes_a_lock(
         lockable: ServerProcess) -> None:
     right = {"username": "erin", "password": password_for("erin")}
-    erin = _client("127.0.0.9")  # erin's own machine, signed in before the attack
+    erin = client_from("127.0.0.9")  # erin's own machine, signed in before the attack
     assert erin.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 200
     assert erin.cookies.get(DEVICE_COOKIE, "").startswith("v1.erin.")
 
     assert _guess(lockable, [f"127.0.0.{n}" for n in (2, 3, 4, 5)], 5) == 20
     # 20 wrong passwords from 4 addresses: erin signs in, from a fresh address too
     assert erin.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 200
-    assert _client("127.0.0.6").post(lockable.url + LOGIN, json=right,
-                                     timeout=30).status_code == 200
+    assert client_from("127.0.0.6").post(lockable.url + LOGIN, json=right,
+                                         timeout=30).status_code == 200
     # the guessing addresses themselves wait, even with the right password
-    guesser = _client("127.0.0.2")
+    guesser = client_from("127.0.0.2")
     assert guesser.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 429
 
     # one guess from a fifth address: now many addresses have guessed, the account is locked
     _guess(lockable, ["127.0.0.7"], 1)
-    fresh = _client("127.0.0.8").post(lockable.url + LOGIN, json=right, timeout=30)
+    fresh = client_from("127.0.0.8").post(lockable.url + LOGIN, json=right, timeout=30)
     assert fresh.status_code == 429 and "too many failed sign-ins" in fresh.json()["message"]
     # ... except for erin's known device, even from a guessing address
     assert erin.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 200
-    from_guesser = _client("127.0.0.2")
+    from_guesser = client_from("127.0.0.2")
     from_guesser.cookies.set(DEVICE_COOKIE, erin.cookies[DEVICE_COOKIE])
     assert from_guesser.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 200
     # a cookie of another user's, or an altered one, is no key to erin's account
-    frank = _client("127.0.0.10")
+    frank = client_from("127.0.0.10")
     assert frank.post(lockable.url + LOGIN, timeout=30, json={
         "username": "frank", "password": password_for("frank")}).status_code == 200
     genuine = erin.cookies[DEVICE_COOKIE]
     for forged in (frank.cookies[DEVICE_COOKIE],
                    frank.cookies[DEVICE_COOKIE].replace("v1.frank.", "v1.erin."),
                    genuine[:-1] + ("1" if genuine.endswith("0") else "0")):
-        other = _client("127.0.0.11")
+        other = client_from("127.0.0.11")
         other.cookies.set(DEVICE_COOKIE, forged)
         assert other.post(lockable.url + LOGIN, json=right, timeout=30).status_code == 429, \
             forged
