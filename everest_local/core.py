@@ -8,7 +8,9 @@ Errors are ``everest_app.errors`` exceptions with the HTTP status the handler an
 
 from __future__ import annotations
 
+import asyncio
 import inspect
+import json
 import time
 from collections import Counter
 from datetime import datetime
@@ -35,6 +37,13 @@ from everest_local.settings import ServerSettings
 from everest_local.staging import name_clash
 from everest_local.store import JobRow, Store, new_id
 from everest_local.task_users import TaskAccounts
+
+MAX_BATCH = 1000
+"""Jobs in one batch submission (``POST /api/jobs``)."""
+MAX_WAITERS = 16
+"""Waiting job listings one user may have open at once (more: 429)."""
+ENDED_PAGE = 1000
+"""Jobs in one answer of the jobs-ended listing (the cursor brings the rest)."""
 
 
 def log_time(ts: float) -> str:
@@ -75,6 +84,11 @@ class Core:
         self.app_jobs: Counter[str] = Counter(self.store.app_job_counts())
         # job id -> (updated, JSON text): a job's rendering is reused until it changes
         self._rendered: dict[str, tuple[float, str]] = {}
+        # waiting listings of ended jobs: woken (all, once per loop turn) when a job ends
+        self._end_waiters: set[asyncio.Future[None]] = set()
+        self._waiting: Counter[str] = Counter()
+        self._wake_due = False
+        self.store.on_job_end = self._job_ended
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -82,8 +96,63 @@ class Core:
         """Create a job of application ``app_ref`` from a submit body; return its JSON.
 
         Raises NotFoundError (unknown app), BadRequestError (bad body or inputs, a file the
-        caller does not own).
+        caller does not own), TooManyRequestsError (the user's jobs in flight).
         """
+        job, app = await self._new_job(user, app_ref, body)
+        self._check_in_flight(user, 1)
+        self._create([(job, app)])
+        return self.job_json(job)
+
+    async def submit_many(self, user: str, items: Any) -> list[dict[str, Any]]:
+        """Create the jobs of a batch (``[{"app": ref, "inputs": ..., "name": ...,
+        "resources": ...}, ...]``) all together, or none of them; return their JSON in order.
+
+        Every item is checked as :meth:`submit` checks one before any is created; the first
+        bad item refuses the whole batch with 400 naming it (``jobs[3]: ...``), an unknown
+        application included. The user's jobs in flight count the whole batch (429).
+        """
+        if not isinstance(items, list) or not items:
+            raise BadRequestError("send {\"jobs\": [{\"app\": ..., \"inputs\": {...}}, ...]}"
+                                  " with at least one job", status=400)
+        if len(items) > MAX_BATCH:
+            raise BadRequestError(f"at most {MAX_BATCH} jobs in one batch, not {len(items)}",
+                                  status=400)
+        made = []
+        for i, item in enumerate(items):
+            ref = item.get("app") if isinstance(item, dict) else None
+            if not isinstance(ref, str) or not ref:
+                raise BadRequestError(f"jobs[{i}]: each job is an object with 'app' (an "
+                                      "application id or owner/alias)", status=400)
+            try:
+                made.append(await self._new_job(user, ref, item))
+            except (BadRequestError, NotFoundError) as exc:
+                raise BadRequestError(f"jobs[{i}]: {exc.message}", status=400) from None
+        self._check_in_flight(user, len(made))
+        self._create(made)
+        return [self.job_json(job) for job, _ in made]
+
+    def _check_in_flight(self, user: str, adding: int) -> None:
+        limit = self.settings.max_jobs_in_flight
+        if limit and self.store.jobs_in_flight(user) + adding > limit:
+            raise TooManyRequestsError(
+                f"you have {limit} jobs queued or running, this server's limit per user: "
+                "submit more once some have ended", retry_after=30)
+
+    def _create(self, made: list[tuple[JobRow, Application]]) -> None:
+        """Store new jobs and their first log lines in one commit, then queue them."""
+        with self.store.tx():
+            for job, _ in made:
+                self.store.insert_job(job)
+                self.store.add_event(job.id, f"Job {job.id} submitted by {job.owner}: "
+                                     f"application {self.catalog.owner_of[job.app_id]}/"
+                                     f"{job.app_alias}", job.created)
+        for job, app in made:
+            self.app_jobs[job.app_id] += 1
+            self.executor.enqueue(job.id, app, job)
+
+    async def _new_job(self, user: str, app_ref: str,
+                       body: Any) -> tuple[JobRow, Application]:
+        """A new job (not stored yet) from a submit body, checked as :meth:`submit` says."""
         found = self.catalog.find(app_ref)
         if found is None:
             raise NotFoundError(f"no application {app_ref!r}", status=404)
@@ -106,23 +175,14 @@ class Core:
         clash = name_clash(app, inputs)
         if clash:
             raise BadRequestError(clash, status=400)
-        limit = self.settings.max_jobs_in_flight
-        if limit and self.store.jobs_in_flight(user) >= limit:
-            raise TooManyRequestsError(
-                f"you have {limit} jobs queued or running, this server's limit per user: "
-                "submit more once some have ended", retry_after=30)
         now = time.time()
         job = JobRow(id=new_id(), owner=user, name=name or app.name, app_id=key,
-                     app_alias=app.alias, app_name=app.name, state=JobState.READY, inputs=inputs,
+                     app_alias=app.alias, app_name=app.name, state=JobState.READY,
+                     # as stored (the JSON round trip), so the answer is what GET shows
+                     inputs=json.loads(json.dumps(inputs)),
                      resources=resources, result=None, info=None, attempt=0, created=now,
                      updated=now)
-        with self.store.tx():
-            self.store.insert_job(job)
-            self.store.add_event(job.id, f"Job {job.id} submitted by {user}: application "
-                                 f"{self.catalog.owner_of[key]}/{app.alias}", now)
-        self.app_jobs[key] += 1
-        self.executor.enqueue(job.id, app, job)
-        return self.job_json(self.store.job(job.id) or job)
+        return job, app
 
     def check_storage(self, user: str, adding: int) -> None:
         """Refuse (429) storing ``adding`` more bytes for ``user`` past their limit."""
@@ -215,6 +275,67 @@ class Core:
                 self._rendered.clear()
             self._rendered[job_id] = (job.updated, text)
         return text
+
+    # -- the jobs-ended listing (an extension: docs/api-extensions.md) ---------------------
+
+    def ended_text(self, user: str, cursor: float) -> tuple[str, float]:
+        """The caller's jobs that ended after ``cursor`` (a stamp this method returned),
+        oldest end first, as one JSON array; and the cursor to ask with next."""
+        rows = self.store.ended_stamps_since(user, cursor, ENDED_PAGE)
+        if not rows:
+            return "[]", cursor
+        parts = [self._text(job_id, updated, alias) for job_id, updated, alias in rows]
+        return "[" + ",".join(p for p in parts if p) + "]", rows[-1][1]
+
+    def ended_cursor(self) -> float:
+        """A cursor from which on every job that ends is listed."""
+        return self.store.stamp()
+
+    async def wait_ended(self, user: str, cursor: float, wait: float,
+                         gone: asyncio.Future[None] | None = None) -> tuple[str, float]:
+        """:meth:`ended_text`, waiting up to ``wait`` seconds (at most ``max_wait``) for
+        one of the caller's jobs to end when none has since ``cursor``; ``gone`` ends the
+        wait early (the client went away). 429 past :data:`MAX_WAITERS` waits per user."""
+        text, after = self.ended_text(user, cursor)
+        wait = min(wait, self.settings.max_wait)
+        if text != "[]" or wait <= 0:
+            return text, after
+        if self._waiting[user] >= MAX_WAITERS:
+            raise TooManyRequestsError(f"you have {MAX_WAITERS} waiting job listings open, "
+                                       "this server's limit per user", retry_after=1)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        self._waiting[user] += 1
+        try:
+            while text == "[]" and (left := deadline - loop.time()) > 0 and \
+                    not (gone is not None and gone.done()):
+                woken: asyncio.Future[None] = loop.create_future()
+                self._end_waiters.add(woken)
+                try:
+                    await asyncio.wait([woken] if gone is None else [woken, gone],
+                                       timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    self._end_waiters.discard(woken)
+                text, after = self.ended_text(user, cursor)
+        finally:
+            self._waiting[user] -= 1
+            if not self._waiting[user]:
+                del self._waiting[user]
+        return text, after
+
+    def _job_ended(self) -> None:
+        """A job ended (its transaction not yet committed): wake the waiting listings once
+        the loop has finished what it is doing, so a burst of ends is one wake-up."""
+        if self._end_waiters and not self._wake_due:
+            self._wake_due = True
+            asyncio.get_running_loop().call_soon(self._wake)  # waiters: the loop's thread
+
+    def _wake(self) -> None:
+        self._wake_due = False
+        waiters, self._end_waiters = self._end_waiters, set()
+        for woken in waiters:
+            if not woken.done():
+                woken.set_result(None)
 
     def cancel(self, user: str, job_id: str) -> dict[str, Any]:
         """Cancel a job: queued ones at once, running ones once their process has ended."""

@@ -40,7 +40,7 @@ from everest_local.auth import (
     TokenInfo,
     check_password,
 )
-from everest_local.core import Core, iso_time
+from everest_local.core import MAX_BATCH, Core, iso_time
 from everest_local.disk import DISK_FULL_MESSAGE, is_disk_full
 from everest_local.files import PendingUpload
 from everest_local.multipart import FirstFilePart, MultipartError, boundary_of
@@ -478,12 +478,79 @@ class ResourceHandler(ApiHandler):
 # -- jobs ------------------------------------------------------------------------------------
 
 
+CURSOR_HEADER = "X-Everest-Cursor"
+"""The header of a jobs-ended listing's answer: the ``ended_after`` to ask with next."""
+
+
+@ROUTES("/api/extensions")
+class ExtensionsHandler(ApiHandler):
+    """``GET /api/extensions``: what this server offers beyond Everest's API
+    (docs/api-extensions.md); 404, as on Everest itself, with ``--plain-api``."""
+
+    @operation("this server's extensions of Everest's API", errors=("404",),
+               ok={"200": json_answer({"type": "object", "properties": {
+                   "batch_submit": {"type": "object"}, "ended_wait": {"type": "object"}}})})
+    def get(self) -> None:
+        if self.core.settings.plain_api:
+            raise NotFoundError(f"no such endpoint: GET {self.request.path}", status=404)
+        self.send_json({
+            "batch_submit": {"path": "/api/jobs", "method": "POST", "max_jobs": MAX_BATCH},
+            "ended_wait": {"path": "/api/jobs", "parameters": ["ended_after", "wait"],
+                           "cursor_header": CURSOR_HEADER,
+                           "max_wait": self.core.settings.max_wait}})
+
+
 @ROUTES("/api/jobs")
 class JobsHandler(ApiHandler):
-    @operation("the caller's jobs, newest first",
+    """``GET``: the caller's jobs; with ``ended_after`` (an extension), only those that
+    ended since, waiting up to ``wait`` seconds for one. ``POST`` (an extension): submit a
+    batch of jobs, all or none. ``DELETE ?name=``: the caller's jobs of a name."""
+
+    _gone: asyncio.Future[None] | None = None
+
+    @operation("the caller's jobs, newest first; with ended_after (this server's extension): "
+               "those that ended after the cursor, oldest end first, the next cursor in the "
+               f"{CURSOR_HEADER} header", errors=("400",),
+               parameters=(
+                   query("ended_after", {"type": "string"}),
+                   query("wait", {"type": "number", "minimum": 0})),
                ok={"200": json_answer({"type": "array", "items": JOB})})
-    def get(self) -> None:
-        self.send_text(self.core.jobs_text(self.user))
+    async def get(self) -> None:
+        raw = self.get_query_argument("ended_after", None)
+        if raw is None or self.core.settings.plain_api:
+            self.send_text(self.core.jobs_text(self.user))
+            return
+        cursor = self.core.ended_cursor() if raw == "now" else _number(raw, "ended_after")
+        wait = _number(self.get_query_argument("wait", "0"), "wait")
+        self._gone = asyncio.get_running_loop().create_future()
+        text, cursor = await self.core.wait_ended(self.user, cursor, wait, self._gone)
+        if self._gone.done():
+            return  # nobody to answer
+        self.set_header(CURSOR_HEADER, repr(cursor))
+        self.send_text(text)
+
+    def on_connection_close(self) -> None:
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+        super().on_connection_close()
+
+    @operation("submit a batch of jobs, all or none (this server's extension; see "
+               "GET /api/extensions)", errors=("400", "404"),
+               body=json_body({"type": "object", "required": ["jobs"], "properties": {
+                   "jobs": {"type": "array", "maxItems": MAX_BATCH, "items": {
+                       "type": "object", "required": ["app"],
+                       "properties": {"app": {"type": "string"}, "name": {"type": "string"},
+                                      "inputs": {"type": "object"},
+                                      "resources": {"type": "array",
+                                                    "items": {"type": "string"}}}}}}}),
+               ok={"201": json_answer({"type": "array", "items": JOB}, "the new jobs")})
+    async def post(self) -> None:
+        if self.core.settings.plain_api:
+            raise tornado.web.HTTPError(405, f"POST is not allowed on {self.route}")
+        body = self.json_body()
+        if not isinstance(body, dict):
+            raise BadRequestError("send {\"jobs\": [...]}", status=400)
+        self.send_json(await self.core.submit_many(self.user, body.get("jobs")), 201)
 
     @operation("delete the caller's jobs of a name", errors=("400",),
                parameters=(query("name", {"type": "string"}, required=True),), ok=_OK_OBJECT)
@@ -494,6 +561,18 @@ class JobsHandler(ApiHandler):
                                   status=400)
         self.send_json({"deleted": self.core.disk.room(
             lambda: self.core.delete_named(self.user, name))})
+
+
+def _number(raw: str, name: str) -> float:
+    """A query argument that must be a finite number of at least 0 (400 otherwise)."""
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise BadRequestError(f"{name} must be a number of at least 0, not {raw[:40]!r}",
+                              status=400)
+    return value
 
 
 _JOB_ID = Param("a job id")

@@ -99,6 +99,15 @@ class ServerSettings(Configurable):
         False, help="Start even though the server does not run as root and has several "
                     "users: all their tasks then run as the server's account and can read "
                     "its data.").tag(config=True)
+    plain_api = Bool(
+        False, help="Offer only Everest's own API, none of this server's extensions (batch "
+                    "submission, waiting for jobs to end; see docs/api-extensions.md): for "
+                    "trying a client's fallback path as a real Everest would answer it.",
+    ).tag(config=True)
+    max_wait = Float(
+        30.0, help="The longest a waiting job listing (GET /api/jobs?ended_after=...&wait=) "
+                   "holds its request open, in seconds; longer waits asked for are cut to "
+                   "this.").tag(config=True, metavar="SECONDS")
     max_jobs_in_flight = Integer(
         10000, help="Jobs one user may have queued or running; more are refused with 429 and "
                     "Retry-After (0: no limit).").tag(config=True, metavar="N")

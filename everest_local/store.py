@@ -14,7 +14,7 @@ import os
 import secrets
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -59,6 +59,8 @@ CREATE INDEX IF NOT EXISTS files_job ON files(job_id);
 """),
     Migration("tasks run on resources: which one, and the handle naming the task there",
               add_columns("tasks", resource="TEXT", handle="TEXT")),
+    Migration("jobs by owner and last change, for listings of the jobs ended since a cursor",
+              "CREATE INDEX IF NOT EXISTS jobs_owner_updated ON jobs(owner, updated);"),
 )
 
 
@@ -130,7 +132,11 @@ class Store:
         self.db.execute("PRAGMA busy_timeout=5000")
         migrate(self.db, MIGRATIONS, f"the local server's database {self.path}")
         self._depth = 0
-        self._last_update = 0.0
+        # stamps stay increasing across restarts (a cursor of ended jobs is one of them)
+        self._last_update = self.db.execute("SELECT MAX(updated) FROM jobs").fetchone()[0] \
+            or 0.0
+        self.on_job_end: Callable[[], None] | None = None
+        """Called when an update gives a job a final state (before its transaction ends)."""
 
     def close(self) -> None:
         self.db.close()
@@ -286,8 +292,10 @@ class Store:
         for key in ("result", "resources", "inputs"):
             if key in fields and fields[key] is not None:
                 fields[key] = json.dumps(fields[key])
+        ends = False
         if "state" in fields:
-            fields["state"] = JobState(fields["state"]).value
+            state = JobState(fields["state"])
+            fields["state"], ends = state.value, state.is_terminal
         # strictly increasing, so (id, updated) identifies a version of the job
         now = time.time()
         self._last_update = now = max(now, self._last_update + 1e-6)
@@ -300,7 +308,25 @@ class Store:
                 if row is not None and not can_move(job_id, row[0], fields["state"]):
                     return False
             db.execute(f"UPDATE jobs SET {sets} WHERE id=?", (*fields.values(), job_id))
+        if ends and self.on_job_end is not None:
+            self.on_job_end()
         return True
+
+    def stamp(self) -> float:
+        """A stamp no later than any change to come (see :meth:`update_job`)."""
+        return self._last_update
+
+    def ended_stamps_since(self, owner: str, after: float,
+                           limit: int) -> list[tuple[str, float, str | None]]:
+        """(id, updated, app_alias) of the owner's jobs in a final state changed after the
+        stamp ``after``, oldest change first, at most ``limit``. A job in a final state
+        never changes state again, so its ``updated`` is when it ended (or when its end
+        was last amended)."""
+        final = sorted(s.value for s in JobState if s.is_terminal)
+        return self.db.execute(
+            "SELECT id, updated, app_alias FROM jobs WHERE owner=? AND updated>? AND state IN "
+            f"({', '.join('?' * len(final))}) ORDER BY updated LIMIT ?",
+            (owner, after, *final, limit)).fetchall()
 
     def delete_job(self, job_id: str) -> None:
         with self.tx() as db:

@@ -425,7 +425,7 @@ def test_delete_all_temp_files(alice, tmp_path):
 @pytest.mark.parametrize("method, path, status", [
     ("GET", "/api/nothing-here", 404),
     ("GET", "/favicon-nope.ico", 404),
-    ("POST", "/api/jobs", 405),
+    ("POST", "/api/apps", 405),
     ("PUT", "/api/apps", 405),
     ("PATCH", "/api/jobs/0123456789abcdef01234567", 405),
     ("GET", "/api/jobs/0123456789abcdef01234567/cancel", 405),

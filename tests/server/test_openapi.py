@@ -33,7 +33,9 @@ def fuzzed(real_components: None,
     # Generated sign-ins with wrong passwords all come from 127.0.0.1 and make that address
     # wait (sign-in backoff); a short longest wait keeps the fuzzer's own re-sign-in quick.
     proc = ServerProcess(tmp_path_factory.mktemp("fuzzed") / "data",
-                         users=("fuzzer", "alice"), extra_args=["--login-backoff-max", "1"])
+                         users=("fuzzer", "alice"), extra_args=["--login-backoff-max", "1",
+                                                 # a generated wait= holds 0.05 s at most
+                                                 "--max-wait", "0.05"])
     started = time.monotonic()
     try:
         yield proc.start()
