@@ -37,6 +37,12 @@ AUTHENTICATED = "relay_tunnel_authenticated"
 """The transport's extra info naming what to call once the runner has logged in (the SSH
 server calls it from ``auth_completed``; see :class:`launcher.relay.service.Relay`)."""
 
+FEED = 64 << 10
+"""The most bytes handed to the SSH connection at once. asyncssh copies what is left of its
+input buffer after each packet it parses, so one 1 MiB message of 32 KiB packets costs ~32 MiB
+of copying; 64 KiB slices keep it near two copies per byte, whether the runner's SSH client
+sends 32 KiB packets (OpenSSH) or 256 KiB ones (asyncssh)."""
+
 
 class _MessageTransport(asyncio.Transport):
     """An asyncio transport for asyncssh whose bytes go out as WebSocket binary messages."""
@@ -145,8 +151,15 @@ class TunnelHandler(websocket.WebSocketHandler):
         if isinstance(message, str):
             self.close(1003, "SSH travels in binary messages")
             return
-        if self._protocol is not None:
-            self._protocol.data_received(message)
+        if len(message) <= FEED:
+            if self._protocol is not None:
+                self._protocol.data_received(message)
+            return
+        view = memoryview(message)
+        for start in range(0, len(view), FEED):
+            if self._protocol is None:  # the SSH connection ended on what it was given
+                return
+            self._protocol.data_received(view[start:start + FEED])
 
     def on_close(self) -> None:
         self._leave()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -14,12 +15,14 @@ import asyncssh
 import pytest
 import requests
 
+from tests.harness.processes import REPO
 from tests.harness.relay import RelayProcess
 from tests.harness.runner import FakeRunner, new_key, public_text, redeem
 from tests.harness.server import ServerProcess
 from tests.session.helpers import Api, echo_server, status_server
 
 TOKEN = "notebook-token-" + "x" * 20
+AGENT_SCRIPTS = REPO / "agent_scripts"
 
 
 @pytest.fixture(scope="module")
@@ -342,3 +345,36 @@ def test_the_tunnel_entrance_speaks_only_ssh_in_binary_messages(relay: RelayProc
         assert close[:2] == (1003).to_bytes(2, "big")
     finally:
         ws.close()
+
+
+def test_the_runners_proxy_command_carries_bulk_both_ways(
+        relay: RelayProcess, alice: Api, ssh_peer: FakeRunner, tmp_path) -> None:
+    # What OpenSSH's runner does over the WebSocket route: SSH through the runner's
+    # ProxyCommand (agent_scripts/runner_websocket.py), whose messages are up to 1 MiB —
+    # many SSH packets each, which the relay hands its SSH server in slices.
+    session = alice.new_session()
+    key = new_key()
+    grant = redeem(relay.url, session["ticket"], public_text(key), TOKEN).json()
+    url_file = tmp_path / "websocket-url"
+    url_file.write_text(grant["ssh"]["websocket"])
+    conn = ssh_peer.dial(
+        relay.ssh_port, username=session["id"], client_keys=[key],
+        known_hosts=([asyncssh.import_public_key(grant["host_key"])], [], []),
+        preferred_auth="publickey",
+        proxy_command=[sys.executable, str(AGENT_SCRIPTS / "runner_websocket.py"),
+                       str(url_file)])
+    notebook_port, stop = echo_server(grant["base_url"], TOKEN)
+    try:
+        ssh_peer.run(conn.forward_remote_port(grant["forward"]["host"],
+                                              grant["forward"]["port"], "127.0.0.1",
+                                              notebook_port))
+        alice.wait_state(session["id"], "ready")
+        base = relay.url + grant["base_url"]
+        got = requests.get(base + "big", params={"n": 24 << 20}, timeout=120)
+        assert got.status_code == 200 and got.content == b"x" * (24 << 20)
+        body = os.urandom(12 << 20)
+        seen = requests.put(base + "upload", data=body, timeout=120).json()
+        assert (seen["length"], seen["sha256"]) == (len(body), hashlib.sha256(body).hexdigest())
+    finally:
+        ssh_peer.close(conn)
+        stop()
