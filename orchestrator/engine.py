@@ -12,6 +12,11 @@ How a submission travels:
    fails without a clear answer (connection lost, 5xx) may or may not have created the job:
    the thread then looks for a job with the task's unique name before sending it again, so a
    server restart neither loses nor duplicates a job.
+   Where the server offers batch submission (:mod:`orchestrator.extensions`), the submit
+   threads hand their jobs to one batch: whichever thread finds no batch on its way sends
+   everything queued in one request, again until the queue is empty, so a burst of ready
+   tasks is a few requests. A refused batch (one bad job: the server creates none) is sent
+   again one job per request, so each bad job fails alone with its own message.
 4. The poller watches the job; when it ends the future gets the job's ``result`` or a
    :class:`JobFailed` (after ``retries`` resubmissions with backoff for FAILED jobs).
 """
@@ -40,6 +45,7 @@ from orchestrator.actors import Actor, ActorRun
 from orchestrator.cadence import Cadence
 from orchestrator.errors import DependencyFailed, JobFailed, OrchestratorClosed
 from orchestrator.executor import AppExecutor
+from orchestrator.extensions import Extensions
 from orchestrator.futures import JobFuture
 from orchestrator.inputs import (
     dependencies,
@@ -96,7 +102,9 @@ class Orchestrator:
     jobs submitted and not yet ended. ``submit_timeout`` is how long a submission keeps being
     retried while the server is unreachable. The poller's cadence is tuned by
     ``poll_min_interval``, ``poll_max_interval`` and ``list_threshold`` (the number of jobs
-    in flight above which one list request replaces per-job requests).
+    in flight above which one list request replaces per-job requests). ``extensions``
+    (default True) uses the server's batch submission and waiting listings where it offers
+    them (docs/api-extensions.md); False keeps to Everest's own API.
 
     Use it as a context manager, or call :meth:`close`.
     """
@@ -106,7 +114,7 @@ class Orchestrator:
                  poll_min_interval: float = 0.01, poll_max_interval: float = 2.0,
                  list_threshold: int = 3, progress: bool = True,
                  submit_timeout: float = 300.0, retry_backoff: float = 1.0,
-                 own_client: bool = False):
+                 own_client: bool = False, extensions: bool = True):
         if max_in_flight < 1:
             raise ValueError("max_in_flight must be at least 1")
         self.client = client
@@ -119,7 +127,12 @@ class Orchestrator:
         self.retry_backoff = retry_backoff
         self.poller = Poller(client, Cadence(poll_min_interval, poll_max_interval),
                              list_threshold=list_threshold,
-                             backlog=lambda: self._in_flight + len(self._ready))
+                             backlog=lambda: self._in_flight + len(self._ready),
+                             extensions=partial(Extensions.of, client) if extensions
+                             else None)
+        self._batch: list[tuple[_Task, dict[str, Any]]] = []  # waiting to be sent
+        self._batch_lock = threading.Lock()
+        self._sending = False
         self.uploads = Uploads(client)
         self._own_client = own_client
         self._pool = concurrent.futures.ThreadPoolExecutor(
@@ -145,8 +158,9 @@ class Orchestrator:
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters: jobs submitted, reattached, done, failed, retried, cancelled; requests
-        the poller made (``get``, ``list``, ``errors``); ``uploads``."""
+        """Counters: jobs submitted, reattached, done, failed, retried, cancelled;
+        ``batches`` sent (and ``batch_fallbacks``, sent again one job per request); requests
+        the poller made (``get``, ``list``, ``wait``, ``errors``); ``uploads``."""
         with self._lock:
             counts = dict(self._counts)
         counts.update({f"poll_{k}": v for k, v in self.poller.requests.items()})
@@ -289,33 +303,109 @@ class Orchestrator:
         if future.done():
             self._release(task)
             return
+        fresh = False
         try:
             job_id = self.journal.job_for(task.key) if self.journal is not None else None
             if job_id is not None:  # re-attach: no upload, no submission
                 self._count("reattached")
             else:
                 inputs = resolve(task.inputs, self.uploads.uri_for)
-                job_id = self._attach_or_submit(task, inputs)
+                fresh = self.poller.prepare()  # before the job exists: its end is seen
+                if self.poller.extensions.batch_max and (
+                        self.journal is None or self.journal.intended(task.key) is None):
+                    self._send_in_batch(task, inputs, fresh)
+                    return
+                job_id, fresh = self._attach_or_submit(task, inputs, fresh=fresh)
         except Exception as exc:
             self._release(task)
             self._fail(task, exc)
             return
+        self._watch(task, job_id, fresh)
+
+    def _watch(self, task: _Task, job_id: str, fresh: bool) -> None:
+        """The task's job exists: note it and let the poller watch it."""
+        future = task.future
         task.job_id = future.job_id = job_id
         future.attempts = task.attempt + 1
         if future.cancelled():  # cancelled while the submission was on its way
             self._cancel_job(job_id)
         try:
             self.poller.watch(job_id, partial(self._on_update, task),
-                              partial(self._on_lost, task), group=task.app)
+                              partial(self._on_lost, task), group=task.app, fresh=fresh)
         except RuntimeError:  # closing
             self._release(task)
 
-    def _attach_or_submit(self, task: _Task, inputs: dict[str, Any]) -> str:
+    def _send_in_batch(self, task: _Task, inputs: dict[str, Any], fresh: bool) -> None:
+        """Queue the task's submission; the thread that finds no batch on its way sends
+        what is queued, as one request per batch, until the queue is empty."""
+        with self._batch_lock:
+            self._batch.append((task, inputs))
+            if self._sending:
+                return
+            self._sending = True
+        limit = self.poller.extensions.batch_max
+        while True:
+            with self._batch_lock:
+                batch, self._batch = self._batch[:limit], self._batch[limit:]
+                if not batch:
+                    self._sending = False
+                    return
+            try:
+                self._submit_batch(batch, fresh)
+            except Exception as exc:  # a bug: fail these tasks, never stall the queue
+                log.exception("submitting a batch failed")
+                for queued, _ in batch:
+                    self._release(queued)
+                    self._fail(queued, exc)
+
+    def _submit_batch(self, batch: list[tuple[_Task, dict[str, Any]]], fresh: bool) -> None:
+        """Submit ``batch`` in one request (one per job if the server refuses it)."""
+        journal = self.journal
+        items = []
+        for task, inputs in batch:
+            item: dict[str, Any] = {"app": task.app, "name": task.job_name, "inputs": inputs}
+            if task.resources:
+                item["resources"] = list(task.resources)
+            items.append(item)
+            if journal is not None:
+                journal.record_intent(task.key, task.job_name)
+        try:
+            answer = self.client.request("POST", "/api/jobs", json={"jobs": items}).json()
+            ids = [job["id"] for job in answer]
+            if len(ids) != len(batch) or not all(isinstance(i, str) for i in ids):
+                raise ServerError(f"POST /api/jobs answered {len(ids)} jobs for {len(batch)}")
+        except Exception as exc:
+            # refused (a bad job: none was created) or no clear answer (the jobs may exist:
+            # the names are looked for first): one request per job from here on
+            sent = isinstance(exc, EverestConnectionError | ServerError | ValueError |
+                              KeyError | TypeError)
+            log.debug("batch of %d not submitted as one (%s): one by one", len(batch), exc)
+            self._count("batch_fallbacks")
+            for task, inputs in batch:
+                try:
+                    job_id, was_fresh = self._attach_or_submit(task, inputs, fresh=fresh,
+                                                               maybe_sent=sent)
+                except Exception as one:
+                    self._release(task)
+                    self._fail(task, one)
+                    continue
+                self._watch(task, job_id, was_fresh)
+            return
+        self._count("submitted", len(batch))
+        self._count("batches")
+        for (task, _), job_id in zip(batch, ids, strict=True):
+            if journal is not None:
+                journal.record_job(task.key, job_id)
+            self._watch(task, job_id, fresh)
+
+    def _attach_or_submit(self, task: _Task, inputs: dict[str, Any], *, fresh: bool = False,
+                          maybe_sent: bool = False) -> tuple[str, bool]:
         """The id of the task's job: found on the server by its unique name (when a
-        submission may have been sent already), or new."""
+        submission may have been sent already), or new; and whether it is ``fresh`` (made
+        by this call, after the poller's :meth:`~Poller.prepare`)."""
         key, name = task.key, task.job_name
         journal = self.journal
-        maybe_sent = journal is not None and journal.intended(key) is not None
+        maybe_sent = maybe_sent or (journal is not None and journal.intended(key) is not None)
         deadline = time.monotonic() + self.submit_timeout
         delay = 0.2
         while True:
@@ -326,7 +416,7 @@ class Orchestrator:
                              job.id, name)
                     if journal is not None:
                         journal.record_job(key, job.id)
-                    return job.id
+                    return job.id, False
                 if journal is not None:
                     journal.record_intent(key, name)
                 maybe_sent = True
@@ -335,7 +425,7 @@ class Orchestrator:
                 self._count("submitted")
                 if journal is not None:
                     journal.record_job(key, job.id)
-                return job.id
+                return job.id, fresh
             except (EverestConnectionError, ServerError) as exc:
                 if self._closed or time.monotonic() + delay > deadline:
                     raise

@@ -6,6 +6,14 @@ whole list (``GET /api/jobs``) and picks its jobs out of it, fetching singly onl
 list lacks. :class:`~orchestrator.cadence.Cadence` sets the schedules. Requests go through
 the client's keep-alive session.
 
+Where the server offers it (:class:`~orchestrator.extensions.Extensions`, the local
+server's ``GET /api/jobs?ended_after=<cursor>&wait=<s>``) the poller instead holds one
+request open that the server answers as soon as one of the user's jobs ends, so an end is
+learnt at once, in one request for all the jobs ended meanwhile. Jobs submitted after
+:meth:`Poller.prepare` fetched the first cursor need nothing else; other watched jobs (a
+journal's re-attached ones) are looked at once with plain requests, and every watched job
+again every ``recheck`` seconds (a deleted job never ends: that is how it is noticed).
+
 Failures never reach a watcher: an HTTP or connection error backs off and the tick is tried
 again. The one exception is a job the server keeps answering 404 for (``lost_after`` times in
 a row: it was deleted), which is reported through ``on_lost``. States the client does not
@@ -17,7 +25,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,11 +34,18 @@ from everest_app.errors import EverestError, NotFoundError, ServerError
 from everest_app.job import Job
 from everest_app.states import JobState
 from orchestrator.cadence import Cadence
+from orchestrator.extensions import Extensions
 
 log = logging.getLogger(__name__)
 
 OnUpdate = Callable[[Job], None]
 OnLost = Callable[[str, Exception], None]
+
+WAIT = 5.0
+"""Seconds one waiting listing asks the server to hold (it may hold less)."""
+RECHECK = 30.0
+"""Seconds between plain looks at every watched job while waiting listings are used."""
+_EARLY = 10_000  # ended jobs kept for a watch that has not begun yet
 
 
 @dataclass
@@ -43,6 +58,7 @@ class _Watch:
     last_state: JobState | None = None
     last_pending_at: float | None = None
     misses: int = 0
+    checked: bool = True  # False: to be looked at plainly once (not known to end later)
 
 
 class Poller:
@@ -55,8 +71,15 @@ class Poller:
 
     def __init__(self, client: EverestClient, cadence: Cadence | None = None, *,
                  list_threshold: int = 3, lost_after: int = 5,
-                 backlog: Callable[[], int] | None = None):
+                 backlog: Callable[[], int] | None = None,
+                 extensions: Extensions | Callable[[], Extensions] | None = None):
         self.client = client
+        # what the server offers, or how to learn it (asked once, lazily); None: plain
+        self._extensions = extensions if extensions is not None else Extensions()
+        self._cursor: str | None = None
+        self._prep_lock = threading.Lock()
+        self._early: OrderedDict[str, Job] = OrderedDict()  # ended before being watched
+        self._in_wait = False
         self.backlog = backlog
         self.cadence = cadence or Cadence()
         self.list_threshold = list_threshold
@@ -76,25 +99,61 @@ class Poller:
         with self._cond:
             return len(self._watched)
 
+    @property
+    def extensions(self) -> Extensions:
+        """What the server offers (asked on first use)."""
+        if callable(self._extensions):
+            with self._prep_lock:
+                if callable(self._extensions):
+                    self._extensions = self._extensions()
+        return self._extensions
+
+    def prepare(self) -> bool:
+        """Call before submitting a job this poller is to watch: True when the job's end
+        is then sure to be seen by waiting listings (pass ``fresh=True`` to
+        :meth:`watch`); False when the server offers none (or could not be asked)."""
+        if self._cursor is not None:
+            return True
+        if not self.extensions.max_wait:
+            return False
+        with self._prep_lock:
+            if self._cursor is None:
+                try:
+                    self._cursor = self._ended("now", 0)[1]
+                except EverestError as exc:
+                    log.debug("no cursor yet (%s): the job is looked at plainly once", exc)
+                    return False
+        return True
+
     def watch(self, job_id: str, on_update: OnUpdate, on_lost: OnLost, *,
-              group: str = "") -> None:
+              group: str = "", fresh: bool = False) -> None:
         """Call ``on_update(job)`` on each new state of the job, the last one terminal.
 
         ``group`` (the job's application) lets the schedule learn how long such jobs take.
-        Callbacks run on the poller thread and must be quick. ``on_lost(job_id, error)``
-        is called instead if the job disappears from the server.
+        Callbacks run on the poller thread (or, for a job seen ending before its watch
+        began, on the caller's) and must be quick. ``on_lost(job_id, error)`` is called
+        instead if the job disappears from the server. ``fresh``: the job was submitted
+        after :meth:`prepare` returned True.
         """
         with self._cond:
             if self._closed:
                 raise RuntimeError("poller is closed")
             now = time.monotonic()
-            self._watched[job_id] = _Watch(on_update, on_lost, group, now,
-                                           now + self.cadence.first_poll(group))
+            watch = self._watched[job_id] = _Watch(on_update, on_lost, group, now,
+                                                   now + self.cadence.first_poll(group),
+                                                   checked=fresh)
+            early = self._early.pop(job_id, None)
+            callback = self._observe(job_id, watch, early, now) if early else None
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="everest-poller",
                                                 daemon=True)
                 self._thread.start()
             self._cond.notify_all()
+        if callback is not None:
+            try:
+                callback(early)
+            except Exception:
+                log.exception("callback for job %s failed", job_id)
 
     def unwatch(self, job_id: str) -> None:
         """Stop watching a job; no callback follows."""
@@ -109,7 +168,9 @@ class Poller:
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
+            # a waiting listing may hold its request a while: the thread (a daemon) ends
+            # once it is answered, nothing is delivered after close
+            thread.join(min(timeout, 0.2) if self._in_wait else timeout)
         return thread is None or not thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------------
@@ -149,6 +210,9 @@ class Poller:
             return None
 
     def _run(self) -> None:
+        if self.extensions.max_wait:
+            self._run_waiting()
+            return
         last_list = time.monotonic()
         while True:
             tick = self._next_tick()
@@ -183,6 +247,86 @@ class Poller:
             else:
                 with self._cond:
                     self.cadence.after_success()
+
+    def _run_waiting(self) -> None:
+        """The thread's loop where the server offers waiting listings."""
+        next_check = time.monotonic() + RECHECK
+        while True:
+            with self._cond:
+                while not self._closed and (not self._watched or
+                                            self._hold_until > time.monotonic()):
+                    self._cond.wait(max(0.0, self._hold_until - time.monotonic())
+                                    if self._watched else None)
+                if self._closed:
+                    return
+                now = time.monotonic()
+                recheck = now >= next_check
+                ids = [i for i, w in self._watched.items() if recheck or not w.checked]
+            try:
+                if ids:  # look plainly: jobs not known to end later, or every one (deleted?)
+                    jobs = self._fetch(ids, listing=len(ids) > self.list_threshold)
+                    with self._cond:
+                        for job_id in ids:
+                            if job_id in self._watched:
+                                self._watched[job_id].checked = True
+                    missing = any(isinstance(j, Exception) for j in jobs.values())
+                    # a job answered 404 is asked about again soon (lost after a few)
+                    next_check = time.monotonic() + (1.0 if missing else RECHECK)
+                    self.cadence.after_success()
+                else:
+                    if self._cursor is None:
+                        self._cursor = self._ended("now", 0)[1]
+                        continue  # the jobs watched so far are looked at plainly
+                    wait = min(WAIT, self.extensions.max_wait, max(0.0, next_check - now))
+                    self._in_wait = True
+                    try:
+                        jobs, self._cursor = self._ended(self._cursor, wait)
+                    finally:
+                        self._in_wait = False
+                    self.cadence.after_success()
+            except EverestError as exc:
+                with self._cond:
+                    pause = self.cadence.after_error()
+                    self._hold_until = time.monotonic() + pause
+                self._note_error(exc, pause)
+                continue
+            except Exception:  # a bug must not stop every future: log and keep polling
+                log.exception("poller tick failed")
+                with self._cond:
+                    self._hold_until = time.monotonic() + self.cadence.after_error()
+                continue
+            self._note_recovery()
+            self._deliver(jobs)
+
+    def _ended(self, cursor: str, wait: float) -> tuple[dict[str, Job | Exception], str]:
+        """The jobs ended after ``cursor`` that are watched (the others are kept a while
+        for a watch about to begin), and the next cursor; waits up to ``wait`` seconds."""
+        self.requests["wait"] += 1
+        response = self.client.request(
+            "GET", "/api/jobs", params={"ended_after": cursor, "wait": f"{wait:.3f}"},
+            timeout=(5, wait + 30))
+        header = self.extensions.cursor_header
+        try:
+            items = response.json()
+        except ValueError as exc:
+            raise ServerError(f"GET /api/jobs?ended_after answered non-JSON: "
+                              f"{response.text[:100]!r}") from exc
+        after = response.headers.get(header)
+        if not isinstance(items, list) or not after:
+            raise ServerError(f"GET /api/jobs?ended_after answered without a list or {header}")
+        found: dict[str, Job | Exception] = {}
+        with self._cond:
+            for item in items:
+                if not isinstance(item, dict) or not isinstance(item.get("id"), str):
+                    continue
+                job = Job.from_json(item)
+                if job.id in self._watched:
+                    found[job.id] = job
+                elif job.is_done:
+                    self._early[job.id] = job
+                    if len(self._early) > _EARLY:
+                        self._early.popitem(last=False)
+        return found, after
 
     def _fetch(self, ids: list[str], listing: bool) -> dict[str, Job | Exception]:
         """The current description of each job (or its NotFoundError)."""

@@ -132,7 +132,8 @@ def test_files_are_uploaded_once_per_content(orch, tmp_path):
 def test_map_returns_a_thousand_results_in_order(orch, server):
     results = orch.map("echo", ({"n": i} for i in range(1000)), max_in_flight=200)
     assert results == [{"n": i} for i in range(1000)]
-    assert orch.stats["done"] == 1000 and orch.stats["poll_list"] > 0
+    # one waiting listing answers for many ends (test_extensions.py: without it, lists)
+    assert orch.stats["done"] == 1000 and 0 < orch.stats["poll_wait"] < 1000
 
 
 def test_map_raises_the_first_failure_and_cancels_the_rest(orch, server):

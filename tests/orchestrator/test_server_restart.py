@@ -6,13 +6,18 @@ import concurrent.futures
 import time
 from collections import Counter
 
+import pytest
+
 from everest_app.states import JobState
 from orchestrator import Orchestrator
 from tests.fixtures.waiting import wait_for
 
 
-def test_kill9_and_restart_mid_run_loses_and_duplicates_nothing(start_local_server):
-    server = start_local_server(slots=2)
+@pytest.mark.parametrize("api", ["extensions", "plain"])
+def test_kill9_and_restart_mid_run_loses_and_duplicates_nothing(start_local_server, api):
+    # with the extensions the kill lands in a batch submission or a waiting listing; plain
+    # (as against Everest), in single submissions and polls
+    server = start_local_server(slots=2, extra_args=["--plain-api"] if api == "plain" else [])
     with Orchestrator(server.client(), max_in_flight=8, progress=False) as orch:
         futures = [orch.submit("sleep", {"duration": 0.3}, name=f"restart-{i}")
                    for i in range(40)]
