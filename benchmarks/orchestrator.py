@@ -51,6 +51,7 @@ sys.path.insert(0, str(REPO))
 
 from everest_app.client import EverestClient  # noqa: E402
 from orchestrator import Orchestrator  # noqa: E402
+from orchestrator.extensions import Extensions  # noqa: E402
 from orchestrator.poller import Poller  # noqa: E402
 from tests.harness.server import ServerProcess  # noqa: E402
 
@@ -457,7 +458,7 @@ def watch_rate(server: Server, who: str, ids: list[str], warmup: float,
         session.close()
 
     if who == "ours":
-        poller = Poller(client)
+        poller = Poller(client, extensions=Extensions.of(client))  # as Orchestrator does
         for job_id in ids:
             poller.watch(job_id, lambda job: None, lambda job_id, exc: None, group="nap")
         runner = None

@@ -608,7 +608,8 @@ class Orchestrator:
                 self._fail(task, OrchestratorClosed(
                     f"orchestrator closed before {task.future.label} ended"
                     + (f"; job {task.job_id} keeps running" if task.job_id else "")))
-        self.poller.close()
+        # no callback comes after this; a waiting listing in flight ends on its own
+        self.poller.close(timeout=1.0)
         self._pool.shutdown(wait=True, cancel_futures=True)
         if self.journal is not None:
             self.journal.close()

@@ -79,7 +79,7 @@ class Poller:
         self._cursor: str | None = None
         self._prep_lock = threading.Lock()
         self._early: OrderedDict[str, Job] = OrderedDict()  # ended before being watched
-        self._in_wait = False
+
         self.backlog = backlog
         self.cadence = cadence or Cadence()
         self.list_threshold = list_threshold
@@ -165,12 +165,11 @@ class Poller:
         has ended (False: it is still finishing a request after ``timeout`` seconds)."""
         with self._cond:
             self._closed = True
+            self._watched.clear()  # what the thread's request in flight brings is dropped
             self._cond.notify_all()
             thread = self._thread
         if thread is not None and thread is not threading.current_thread():
-            # a waiting listing may hold its request a while: the thread (a daemon) ends
-            # once it is answered, nothing is delivered after close
-            thread.join(min(timeout, 0.2) if self._in_wait else timeout)
+            thread.join(timeout)  # a waiting listing holds its request up to WAIT seconds
         return thread is None or not thread.is_alive()
 
     # -- the thread ------------------------------------------------------------------------
@@ -278,11 +277,7 @@ class Poller:
                         self._cursor = self._ended("now", 0)[1]
                         continue  # the jobs watched so far are looked at plainly
                     wait = min(WAIT, self.extensions.max_wait, max(0.0, next_check - now))
-                    self._in_wait = True
-                    try:
-                        jobs, self._cursor = self._ended(self._cursor, wait)
-                    finally:
-                        self._in_wait = False
+                    jobs, self._cursor = self._ended(self._cursor, wait)
                     self.cadence.after_success()
             except EverestError as exc:
                 with self._cond:
