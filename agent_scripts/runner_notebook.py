@@ -34,6 +34,9 @@ log = logging.getLogger("session_runner.notebook")
 _LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
+READY_POLL = 0.02  # seconds between looks while the server boots
+
+
 class NotebookError(RuntimeError):
     """JupyterLab did not start or answer; the message says why."""
 
@@ -216,12 +219,18 @@ class Notebook:
         Raises :class:`NotebookError` if the process exits first or the time runs out.
         """
         deadline = time.monotonic() + timeout
-        delay = 0.05
         while True:
             code = self.exited()
             if code is not None:
                 raise NotebookError(f"JupyterLab exited with code {code} before answering; its log "
                                     f"ends with:\n{self.log_tail()}")
+            if not self._listening():
+                # a refused connect costs next to nothing: look often, so the moment it
+                # answers is known within a few tens of milliseconds
+                if time.monotonic() > deadline:
+                    raise NotebookError(f"JupyterLab did not answer within {timeout:.0f} s")
+                time.sleep(READY_POLL)
+                continue
             try:
                 # the single-user server checks tokens with the hub: before it is up, ask
                 # its version endpoint (no authentication), as the hub itself does
@@ -235,8 +244,15 @@ class Notebook:
                 pass
             if time.monotonic() > deadline:
                 raise NotebookError(f"JupyterLab did not answer within {timeout:.0f} s")
-            time.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            time.sleep(READY_POLL)
+
+    def _listening(self) -> bool:
+        """Whether something accepts connections on the server's port yet."""
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=1.0):
+                return True
+        except OSError:
+            return False
 
     def busy_kernels(self) -> int:
         """How many kernels are executing right now (a long computation is not idleness).
@@ -270,15 +286,23 @@ class Notebook:
         """
         if self.proc is None:
             return None
+        asked = False
         if self.proc.poll() is None:
             try:
                 self.request("POST", "api/shutdown", timeout=5.0)
                 log.info("asked JupyterLab to shut down")
+                asked = True
             except (OSError, ValueError) as exc:
                 log.warning("JupyterLab did not take the shutdown request (%s)", exc)
         for action in ("wait", "terminate", "kill"):
+            if action == "wait" and not asked and os.name != "nt":
+                # not answering (still booting, say): SIGTERM is a clean shutdown too, and
+                # waiting for an exit nobody asked for would only delay the end
+                continue
             if action == "terminate":
-                log.warning("JupyterLab still running after %.0f s: terminating it", grace)
+                if asked:
+                    log.warning("JupyterLab still running after %.0f s: terminating it",
+                                grace)
                 self.proc.terminate()
             elif action == "kill":
                 log.warning("JupyterLab ignores SIGTERM: killing it")

@@ -1,4 +1,4 @@
-"""The session's workspace: restored before JupyterLab starts, saved while it runs, saved last.
+"""The session's workspace: restored before anyone reaches it, saved while it runs, saved last.
 
 The relay keeps the user's workspace (its ``launcher.relay.workspaces``) and serves it to this
 session alone over SFTP, on an SSH connection like the tunnel's — same key, same pinned host
@@ -6,7 +6,8 @@ key, to the relay's SSH port or inside its WebSocket (:class:`runner_websocket.R
 it works wherever the tunnel does, whichever tunnel client the runner uses.
 
 - :meth:`Workspace.restore` copies the workspace into the notebook folder (JupyterLab's root)
-  before JupyterLab starts. Links come back as links.
+  while JupyterLab boots; the runner opens its tunnel only after it, so nobody reaches the
+  folder half-restored. Links come back as links.
 - :meth:`Workspace.keep_saving` scans the folder every ``save_interval`` seconds (names,
   sizes, mtimes: ``lstat`` only, no reading — near-zero CPU when nothing changes) and sends
   what changed: each changed file to a temporary name beside it, then renamed over the old

@@ -6,14 +6,15 @@ This is the ``jupyter-session`` application's program. On the resource it:
 2. makes sure JupyterLab and asyncssh are importable, else creates a cached virtualenv and
    runs itself again there (``--no-bootstrap`` / input ``bootstrap=false`` switches this off);
 3. makes a fresh SSH key and redeems its one-time ticket at the relay;
-4. restores the user's workspace (when the relay's grant names one) into the notebook folder
-   (:mod:`runner_workspace`); starts JupyterLab on 127.0.0.1 with its own token under the
-   session's base URL, that folder its root (cloning the requested git repository into it
-   meanwhile), and waits until it answers;
-5. opens the SSH tunnel, asking for exactly its granted listener, and keeps it up — with
-   OpenSSH's ``ssh`` when the resource has a usable one (much cheaper per request), else
-   with asyncssh; to the relay's SSH port when it answers, else inside a WebSocket on the
-   relay's HTTP(S) port (networks that let only HTTP(S) out);
+4. starts JupyterLab on 127.0.0.1 with its own token under the session's base URL, the
+   notebook folder its root, and while it boots restores the user's workspace (when the
+   relay's grant names one) into that folder (:mod:`runner_workspace`) and clones the
+   requested git repository into it; waits until it answers;
+5. opens the SSH tunnel once the restore is complete (nobody reaches the notebook before it
+   is: its folder is never seen half-restored), asking for exactly its granted listener,
+   and keeps it up — with OpenSSH's ``ssh`` when the resource has a usable one (much
+   cheaper per request), else with asyncssh; to the relay's SSH port when it answers, else
+   inside a WebSocket on the relay's HTTP(S) port (networks that let only HTTP(S) out);
 6. stops on the time limit, the idle timeout, SIGINT/SIGTERM (CTRL_BREAK on Windows), or when
    the relay ends the session — shutting JupyterLab and its kernels down cleanly;
    saving the workspace's changes every few seconds meanwhile, and once more at the end;
@@ -233,7 +234,7 @@ class Session:
             return await self._run_kernel(grant, key, token)
 
         root = os.path.join(s.workdir, NOTEBOOK_DIR)
-        await self._open_workspace(grant, key, root)
+        os.makedirs(root, exist_ok=True)
         env = dict(os.environ)
         if s.everest_url and not env.get("EVEREST_URL"):
             env["EVEREST_URL"] = s.everest_url
@@ -245,6 +246,7 @@ class Session:
             hub_api_port=hub_port)
         tunnel_task = None
         if hub:
+            await self._open_workspace(grant, key, root)
             # jupyterhub-singleuser asks the hub's API at once and gives up after ~45 s:
             # the tunnel (with its forward to the hub) comes first
             nb.port = runner_notebook.free_port()
@@ -255,10 +257,13 @@ class Session:
         nb.start()
         self.summary["notebook"]["port"] = nb.port
         if not hub:
-            # the tunnel connects while JupyterLab boots (the relay asks the notebook for
-            # its status through it until it answers), so its key exchange and login are
-            # not added to the launch
+            # JupyterLab takes seconds to boot, so it starts first and everything else
+            # happens meanwhile: the workspace is restored into its root, then the tunnel
+            # connects (the relay asks the notebook for its status through it until it
+            # answers). Nobody reaches the notebook before the tunnel is up, so nobody sees
+            # its folder before the restore is complete.
             self.tunnel = self._make_tunnel(grant, key, nb.port)
+            await self._open_workspace(grant, key, root)
             tunnel_task = asyncio.ensure_future(self._keep_tunnel(grant, key, nb.port))
         try:
             if s.repository:
@@ -272,6 +277,8 @@ class Session:
         except BaseException:
             tunnel_task.cancel()
             raise
+        # the relay probes through the tunnel on a timer; saying so saves up to one interval
+        await loop_executor(runner_relay.report_answering, s.relay, grant)
         return await self._watch(tunnel_task, self._watch_notebook(), self._watch_idle())
 
     async def _open_workspace(self, grant, key, root: str) -> None:

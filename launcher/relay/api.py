@@ -36,6 +36,11 @@ Session runners (the ticket is the credential):
   (seconds, or null for none): when the session will end, reported again when the idle
   deadline moves -> 200 the time left; 403 for a wrong token (:mod:`launcher.relay.deadlines`).
 
+- ``POST /api/sessions/<id>/answering`` ``{"end_token"}``: the runner's notebook answers on
+  the runner's side, so the relay probes it through the tunnel now rather than at its next
+  timed look (the probe alone makes the session ``ready``) -> 200 ``{"session_id",
+  "state"}``; 403 for a wrong token.
+
 - ``GET /api/tunnel`` as a WebSocket: the relay's SSH server, for runners that cannot reach
   its SSH port (:mod:`launcher.relay.websocket`); the enrolled key is the credential.
 
@@ -295,6 +300,19 @@ class RunnerDeadlinesHandler(BaseHandler):
         if record is None:
             raise ApiError(404, f"no session {session_id}")
         self.send({"session_id": session_id, **deadlines.time_left(record.runner)})
+
+
+class RunnerAnsweringHandler(BaseHandler):
+    def post(self, session_id: str) -> None:
+        token = self.json_body().get("end_token")
+        if not isinstance(token, str):
+            raise ApiError(400, "give 'end_token' as a string")
+        if not self.relay.runner_answering(session_id, token):
+            raise ApiError(403, "wrong end token for this session")
+        record = self.relay.store.get(session_id)
+        if record is None:
+            raise ApiError(404, f"no session {session_id}")
+        self.send({"session_id": session_id, "state": record.state.value})
 
 
 class OpenApiHandler(BaseHandler):

@@ -313,3 +313,26 @@ def test_a_redeem_with_malformed_deadlines_still_enrolls(relay: RelayProcess,
                   runner={"hostname": "test", "time_left": {"time_limit": "an hour"}})
     assert resp.status_code == 200
     assert alice.session(session["id"])["time_left"] is None
+
+
+def test_the_runner_says_when_its_notebook_answers(relay: RelayProcess, alice: Api) -> None:
+    session, other = alice.new_session(), alice.new_session()
+    grant = redeem(relay.url, session["ticket"], public_text(new_key())).json()
+    path = f"/api/sessions/{session['id']}/answering"
+    anyone = Api(relay.url, None)
+    for body in ({"end_token": "0" * 64}, {"end_token": grant["end_token"][:-1] + "x"}):
+        wrong = anyone("POST", path, json=body)
+        assert wrong.status_code == 403 and wrong.json()["message"]
+    # one session's token is not another's
+    elsewhere = anyone("POST", f"/api/sessions/{other['id']}/answering",
+                       json={"end_token": grant["end_token"]})
+    assert elsewhere.status_code == 403
+    for body in ({}, {"end_token": 5}, b"{not json"):
+        bad = anyone("POST", path, **({"data": body} if isinstance(body, bytes)
+                                      else {"json": body}))
+        assert bad.status_code == 400 and bad.json()["message"], body
+    # before the tunnel is up there is no probe to hurry: taken, nothing changes
+    said = anyone("POST", path, json={"end_token": grant["end_token"]})
+    assert said.status_code == 200
+    assert said.json() == {"session_id": session["id"], "state": "starting"}
+    assert alice.session(session["id"])["state"] == "starting"
