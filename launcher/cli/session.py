@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import webbrowser
 from typing import Any
 
 from everest_app import config as app_config
@@ -111,6 +110,8 @@ def launch_cmd(args: argparse.Namespace) -> int:
         print(f"JupyterLab is ready: {launched.url}", flush=True)
     sys.stdout.flush()
     if args.open:
+        import webbrowser
+
         webbrowser.open(launched.url)
     if args.detach:
         if not args.json:
@@ -268,6 +269,8 @@ def ui_cmd(args: argparse.Namespace) -> int:
     elif args.no_browser:
         print(url, flush=True)
     if not args.no_browser:
+        import webbrowser
+
         if not webbrowser.open(url):
             print(f"no browser could be opened; open {url}", file=sys.stderr)
             return 1
