@@ -416,19 +416,40 @@ def _grow_pipe(fd: int) -> None:
             pass
 
 
+def _wake(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 async def _stdin_reader() -> Callable[[], Awaitable[bytes]] | None:
-    """Reads of stdin on the running loop (no thread), where the platform allows it."""
+    """Reads of stdin on the running loop (no thread), where the platform allows it: each
+    read takes all the pipe holds, up to :data:`CHUNK`, in one ``read`` straight into the
+    bytes that are masked next (no stream buffer to copy through)."""
     if os.name == "nt":
         return None
     loop = asyncio.get_event_loop()
-    reader = asyncio.StreamReader(limit=4 * CHUNK)
+    fd = sys.stdin.fileno()
     try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
-                                     os.fdopen(sys.stdin.fileno(), "rb", buffering=0,
-                                               closefd=False))
-    except (OSError, ValueError):
+        os.set_blocking(fd, False)
+    except OSError:
         return None
-    return lambda: reader.read(CHUNK)
+
+    async def read() -> bytes:
+        while True:
+            try:
+                return os.read(fd, CHUNK)
+            except BlockingIOError:
+                pass
+            except OSError:
+                return b""
+            readable = loop.create_future()
+            loop.add_reader(fd, _wake, readable)
+            try:
+                await readable
+            finally:
+                loop.remove_reader(fd)
+
+    return read
 
 
 async def _stdio_proxy(url: str) -> None:
