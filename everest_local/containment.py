@@ -30,9 +30,11 @@ cgroup, then subreaper).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import enum
 import hashlib
+import json
 import logging
 import os
 import re
@@ -42,9 +44,11 @@ import subprocess
 import sys
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from everest_local.starters import Starter, Starters
 from everest_local.task_users import switch_prefix
 
 log = logging.getLogger(__name__)
@@ -189,6 +193,22 @@ class Containment(ABC):
         wait, cheap enough for the event loop); False: call :meth:`end` (off the loop)."""
         return False
 
+    def take_starter(self, uid: int | None, gid: int | None) -> Starter | None:
+        """A task starter ready for ``uid``/``gid`` (see :class:`CgroupContainment`); this
+        kind has none."""
+        return None
+
+    def start_with(self, starter: Starter, name: str, task_dir: Path, argv: list[str],
+                   env: dict[str, str]) -> tuple[int, int | None]:
+        """Start a task through a starter of :meth:`take_starter`."""
+        raise OSError("this containment has no task starters")
+
+    def listen(self, loop: asyncio.AbstractEventLoop,  # noqa: B027 - most kinds: none
+               callback: Callable[[int, int], None]) -> None:
+        """Have task starters from now on (:meth:`take_starter`) and call
+        ``callback(pid, code)`` on ``loop`` when a task started with :meth:`start_with`
+        ends (``code`` as :attr:`subprocess.Popen.returncode`)."""
+
     def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing
         """The server stops: release what the containment itself holds."""
 
@@ -198,15 +218,56 @@ class CgroupContainment(Containment):
 
     kind = ContainmentKind.CGROUP
 
-    def __init__(self, base: Path):
+    def __init__(self, base: Path, records: Path | None = None, ready: int = 0):
+        """``records``: where a server keeps which starter cgroup each task runs in (its
+        starters, :mod:`everest_local.starters`, are used when given, ``ready`` kept per
+        task account)."""
         self.base = base
         self._admitter: concurrent.futures.ThreadPoolExecutor | None = None
         self._admissions: dict[int, concurrent.futures.Future] = {}  # pid -> its move
+        self.starters: Starters | None = None
+        if records is not None and ready > 0:
+            self.starters = Starters(base, records, ready)
+            self.starters.sweep(lambda folder: self._end(base / folder, folder))
 
     def _cgroup(self, name: str) -> Path:
         if not _NAME.match(name):
             raise ValueError(f"not a task name: {name!r}")
+        if self.starters is not None:
+            started_in = self.starters.recorded(name)
+            if started_in is not None:
+                return self.base / started_in
         return self.base / name
+
+    def take_starter(self, uid: int | None, gid: int | None) -> Starter | None:
+        """A ready starter for tasks of ``uid``/``gid`` (None: the server's own account),
+        or None when there is none yet (then start the task with :meth:`start`)."""
+        if self.starters is None:
+            return None
+        account = (-1, -1) if uid is None else (uid, gid if gid is not None else uid)
+        return self.starters.take(account)
+
+    def start_with(self, starter: Starter, name: str, task_dir: Path, argv: list[str],
+                   env: dict[str, str]) -> tuple[int, int | None]:
+        """Run ``argv`` as task ``name`` (folder ``task_dir``, handed to the task's account
+        already) through ``starter``: its pid (the wrapper's, leading the process group to
+        signal) and start time. ``OSError`` when the starter cannot be reached (nothing
+        of the task runs)."""
+        assert self.starters is not None
+        if self._cgroup(name).exists():
+            self.end(name)  # an earlier try of this task that never ended cleanly
+        spec = json.dumps({"dir": str(task_dir), "argv": argv, "env": env}).encode()
+        try:
+            self.starters.run(starter, name, spec)
+        except OSError:
+            self.end(name)
+            raise
+        return starter.pid, starter.pstart
+
+    def listen(self, loop: asyncio.AbstractEventLoop,
+               callback: Callable[[int, int], None]) -> None:
+        if self.starters is not None:
+            self.starters.listen(loop, callback)
 
     def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
               gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
@@ -260,7 +321,11 @@ class CgroupContainment(Containment):
         return self._admitter
 
     def end(self, name: str) -> None:
-        cgroup = self._cgroup(name)
+        self._end(self._cgroup(name), name)
+        if self.starters is not None:
+            self.starters.forget_record(name)
+
+    def _end(self, cgroup: Path, name: str) -> None:
         if not cgroup.is_dir():
             return
         kill = cgroup / "cgroup.kill"
@@ -287,9 +352,13 @@ class CgroupContainment(Containment):
             pass
         except OSError:  # the kernel is not done with the last exit yet: end() retries
             return False
+        if self.starters is not None:
+            self.starters.forget_record(name)
         return True
 
     def close(self) -> None:
+        if self.starters is not None:
+            self.starters.close()
         if self._admitter is not None:
             self._admitter.shutdown(wait=True)
         try:
@@ -337,22 +406,37 @@ class SubreaperContainment(Containment):
             time.sleep(0.005)
 
 
-def open_containment(setting: str, tasks_root: Path) -> Containment:
+def open_containment(setting: str, tasks_root: Path, ready: int = 0) -> Containment:
     """The containment a server with task folders under ``tasks_root`` uses: ``setting``
     is ``auto`` (cgroup when it works here, else subreaper), ``cgroup`` (``ValueError``
-    saying why when it does not work here) or ``subreaper``."""
+    saying why when it does not work here) or ``subreaper``. In cgroups, ``ready``
+    starters per task account are kept (:mod:`everest_local.starters`; 0: none), their
+    records in :func:`records_folder`."""
     if setting == ContainmentKind.SUBREAPER.value:
         return SubreaperContainment()
     try:
         base = cgroup_base(tasks_root)
         log.info("containing tasks in cgroups under %s", base)
-        return CgroupContainment(base)
+        return CgroupContainment(base, records_folder(base, tasks_root), ready)
     except OSError as exc:
         if setting == ContainmentKind.CGROUP.value:
             raise ValueError(f"tasks cannot be contained in cgroups here ({exc}); use "
                              "--task-containment subreaper or auto") from None
         log.info("containing tasks with a subreaper: no cgroup v2 to use (%s)", exc)
         return SubreaperContainment()
+
+
+def records_folder(base: Path, tasks_root: Path) -> Path:
+    """Where a server whose tasks' cgroups are under ``base`` records which cgroup each
+    task started by a starter runs in: as volatile as the cgroups themselves, so under
+    ``/run/everest-jupyter`` for a root server (a tmpfs on most machines; written on every
+    task start), else ``<tasks_root>/.cgroups``. Only this server's account may enter it."""
+    if os.geteuid() == 0 and os.path.isdir("/run"):
+        top = Path("/run/everest-jupyter")
+        top.mkdir(mode=0o700, exist_ok=True)
+        os.chmod(top, 0o700)
+        return top / base.name
+    return tasks_root / ".cgroups"
 
 
 def cgroup_base(tasks_root: Path) -> Path:

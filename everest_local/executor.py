@@ -83,6 +83,7 @@ _RM_BATCH = 500  # task folders per `rm` process
 TASK_TOKEN_LIFETIME = 365 * 24 * 3600  # revoked when the job ends anyway
 _ENV_DROP = ("EVEREST_TOKEN", "EVEREST_TASK_TOKEN", "EVEREST_PROFILE")
 DISK_CHECK_EVERY = 1.0  # seconds between looks at the task folders' free space
+STARTERS_READY = 4  # most task starters kept ready per task account (fewer with fewer slots)
 DISK_FULL_BELOW = 256 << 10  # free bytes under which that disk counts as full
 
 
@@ -118,7 +119,8 @@ class Executor:
         self.core = core
         self.settings = core.settings
         self.tasks_root = tasks_root(core.settings.data_dir, core.task_accounts)
-        self.containment = open_containment(core.settings.task_containment, self.tasks_root)
+        self.containment = open_containment(core.settings.task_containment, self.tasks_root,
+                                            ready=min(core.settings.slots, STARTERS_READY))
         self.resources = core.resources
         self.local_id = self.resources.by_name[LOCAL].id
         self.queues: dict[Slot, FairQueue] = {}

@@ -52,8 +52,19 @@ def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
     the task runs in a container named after its folder, which
     :meth:`Containment.end` ends as a whole (see :mod:`everest_local.containment`); the
     returned pid is then still the wrapper's, which leads the process group cancel signals.
+    Where the container has a task starter ready (:mod:`everest_local.starters`), that
+    process, already running as ``user`` in its own container, starts the command and
+    is the wrapper (the returned ``popen`` is then None: it is not this server's child).
     Raises ``OSError`` if the process cannot be started.
     """
+    if container is not None:
+        starter = container.take_starter(user.uid if user else None,
+                                         user.gid if user else None)
+        if starter is not None:
+            if user is not None:
+                hand_over(task_dir, user)
+            pid, pstart = container.start_with(starter, task_dir.name, task_dir, argv, env)
+            return Spawned(pid=pid, start_time=pstart)
     with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
         if user is not None:
             hand_over(task_dir, user)

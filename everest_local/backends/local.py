@@ -45,6 +45,8 @@ class LocalBackend(Backend):
         self.containment = containment
         self._children: dict[int, subprocess.Popen] = {}  # pid -> our child
         self._waiting: dict[str, tuple[dict[str, Any], asyncio.Future]] = {}  # by folder
+        self._ended: dict[int, int] = {}  # pid -> status of a starter-run task's end
+        self._listening = False
 
     def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
         return {"dir": str(spec.dir)}
@@ -60,7 +62,19 @@ class LocalBackend(Backend):
     def describe(self, handle: dict[str, Any]) -> str:
         return f"pid {handle.get('pid')}"
 
+    def _listen(self) -> None:
+        """Use the containment's task starters from now on, and hear of the ends of the
+        tasks they run (not our children: no SIGCHLD)."""
+        if not self._listening and self.containment is not None:
+            self._listening = True
+            self.containment.listen(asyncio.get_running_loop(), self._record_end)
+
+    def _record_end(self, pid: int, code: int) -> None:
+        self._ended[pid] = code
+        self.poll()
+
     async def launch(self, spec: TaskSpec, handle: dict[str, Any]) -> dict[str, Any]:
+        self._listen()
         slow = not self.accounts.known(spec.owner) or (
             self.containment is not None and self.containment.kind is ContainmentKind.SUBREAPER)
         if slow:  # creating an account, starting a reaper: not on the event loop
@@ -104,6 +118,7 @@ class LocalBackend(Backend):
         finally:
             self._waiting.pop(key, None)
             self._children.pop(pid, None)
+            self._ended.pop(pid, None)
         name = Path(handle["dir"]).name
         if self.containment is not None and not self.containment.release_if_empty(name):
             # what the task left running ends with it (killing and waiting: off the loop)
@@ -124,6 +139,10 @@ class LocalBackend(Backend):
             code = child.poll()
             if code is not None:
                 future.set_result((code, ""))
+            return
+        code = self._ended.pop(pid, None)
+        if code is not None:  # told by the starter's forker
+            future.set_result((code, ""))
             return
         folder = Path(handle["dir"])
         code = read_status(folder)

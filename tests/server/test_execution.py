@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -189,11 +188,9 @@ def test_cancel_escalates_to_sigkill_for_a_task_that_ignores_signals(server, cli
     job = client.submit("stubborn", {})
     wait_for_state(client, job.id, "RUNNING")
     ready = Path(server.data_dir) / "tasks" / f"{job.id}-0-0" / "work" / "ready"
-    deadline = time.monotonic() + 30
-    while not ready.exists():
-        assert time.monotonic() < deadline, "the task never started its loop"
-        time.sleep(0.05)
-    pid = int(ready.read_text())
+    # the file exists a moment before the pid is in it
+    pid = int(wait_for(lambda: ready.exists() and ready.read_text().strip(),
+                       what="the task's loop to start"))
     client.cancel(job.id)
     assert client.job(job.id).state == JobState.RUNNING  # not before the process has ended
     ended = client.wait(job.id, timeout=30)
