@@ -656,6 +656,7 @@ class _Route:
 
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _CHUNK_SIZE = re.compile(rb"[0-9a-fA-F]{1,15}\Z")
+_ROUTES_KEPT = 256  # paths whose route a kept connection remembers
 
 
 class BadRequest(Exception):
@@ -697,6 +698,8 @@ class KeptConnection:
         self.params = connection.params
         self.context = connection.context
         self.chan: Channel | None = None  # idle, kept for the next request
+        # where the relay's (fixed) routes send a path on this host: asked once per path
+        self._routes: dict[str, list[str] | None] = {}
         stream.set_nodelay(True)  # answers go out in one or two writes; none should wait
 
     async def serve(self, chan: Channel, answer: Answer) -> None:
@@ -794,16 +797,29 @@ class KeptConnection:
         may be forwarded as it is (routed by the relay's own routes, then checked as the
         handler checks); ``None`` otherwise."""
         path = target.partition("?")[0]
-        route = self.app.find_handler(_Route(path, self.host_name))  # type: ignore[arg-type]
-        if getattr(route, "handler_class", None) is not self.handler_class:
+        try:
+            args = self._routes[path]
+        except KeyError:
+            args = self._route(path)
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            self._routes[path] = args
+        if args is None:
             return None
-        args = [a.decode("utf-8", "replace") if isinstance(a, bytes) else a
-                for a in route.path_args]
         record = self.handler_class.find_record(self.relay, args, path)
         if record is None or record.id != self.session_id or \
                 refusal(self.relay, record, self.host_name) is not None:
             return None
         return record
+
+    def _route(self, path: str) -> list[str] | None:
+        """The path arguments of a request for ``path`` on this connection's host when the
+        relay's routes give it to this connection's handler; ``None`` when they do not."""
+        route = self.app.find_handler(_Route(path, self.host_name))  # type: ignore[arg-type]
+        if getattr(route, "handler_class", None) is not self.handler_class:
+            return None
+        return [a.decode("utf-8", "replace") if isinstance(a, bytes) else a
+                for a in route.path_args]
 
     async def _forward(self, head: bytes) -> bool:
         """Serve one request (its head read); ``False`` when the connection is no longer
