@@ -32,9 +32,10 @@ TOKEN = "notebook-token-" + "k" * 20
 @pytest.fixture(scope="module")
 def relay(real_components: None, local_server: ServerProcess,
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RelayProcess]:
-    """A relay whose user connections wait 3 s (not 10) for a missing tunnel."""
+    """A relay whose user connections wait 3 s (not 10) for a missing tunnel, and which
+    closes a client connection idle for 3 s."""
     proc = RelayProcess(tmp_path_factory.mktemp("relay") / "state", local_server.url,
-                        "--hold", "3")
+                        "--hold", "3", "--http-idle-timeout", "3")
     try:
         yield proc.start()
     finally:
@@ -340,3 +341,15 @@ def test_a_malformed_chunked_body_is_refused(relay: RelayProcess, sessions) -> N
         while file.readline() not in (b"\r\n", b""):
             pass
         assert file.read() == b""  # and the connection is closed
+
+
+def test_an_idle_kept_connection_is_closed_as_tornado_would(relay: RelayProcess, sessions
+                                                           ) -> None:
+    session, _ = sessions()
+    host = urlsplit(relay.url).netloc
+    with _raw(relay) as sock, sock.makefile("rb") as file:
+        for path in ("a", "b"):
+            sock.sendall(f"GET {session.base}{path} HTTP/1.1\r\nHost: {host}\r\n\r\n"
+                         .encode())
+            assert _read_answer(file)[0] == 200
+        assert file.read() == b""  # closed by the relay (--http-idle-timeout), not ours
