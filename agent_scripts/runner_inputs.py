@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import runner_packages
 
@@ -19,6 +20,9 @@ MODES = ("lab", "hub", "kernel")
 """Session modes: ``lab`` (JupyterLab with the runner's own token), ``hub`` (a JupyterHub's
 single-user server: ``jupyterhub-singleuser`` with the environment the hub gave the relay) or
 ``kernel`` (one ipykernel for a JupyterLab elsewhere: ``runner_kernel``)."""
+
+_BASE_URL = re.compile(r"^/(?:(?!\.+/)[A-Za-z0-9._~-]+/)+$")
+"""A session path: ``/`` + segments, each ending in ``/`` (no empty, no ``.``-only)."""
 
 DEFAULT_TIME_LIMIT = 8 * 3600
 DEFAULT_IDLE_TIMEOUT = 3600
@@ -33,6 +37,7 @@ INPUT_FILES = {
     "packages": ("packages.txt", "list"),
     "repository": ("repository.txt", "str"),
     "default_url": ("default_url.txt", "str"),
+    "base_url": ("base_url.txt", "str"),
     "everest_url": ("everest_url.txt", "str"),
     "bootstrap": ("bootstrap.txt", "bool"),
 }
@@ -48,7 +53,8 @@ class Settings:
     Attributes mirror the application's inputs plus where to work: ``relay`` (base URL of
     the relay's HTTP API), ``ticket``, ``mode``, ``time_limit`` and ``idle_timeout`` (seconds,
     0 = none), ``packages`` (pip requirement strings), ``repository`` (git URL or ''),
-    ``default_url`` (JupyterLab path such as ``/lab``), ``everest_url``, ``bootstrap``,
+    ``default_url`` (JupyterLab path such as ``/lab``), ``base_url`` (the session's path at
+    the relay when known before the redeem, else ''), ``everest_url``, ``bootstrap``,
     ``workdir`` (the task's directory), ``venv_cache`` (where bootstrapped environments live),
     ``tunnel`` (``auto``, ``openssh`` or ``asyncssh``: which SSH client carries the tunnel),
     ``route`` (``auto``, ``ssh`` or ``websocket``: how it reaches the relay).
@@ -63,6 +69,7 @@ class Settings:
         self.packages: list[str] = list(values.get("packages") or [])
         self.repository = str(values.get("repository") or "")
         self.default_url = str(values.get("default_url") or "/lab")
+        self.base_url = str(values.get("base_url") or "")
         self.everest_url = str(values.get("everest_url") or "")
         self.bootstrap = bool(values.get("bootstrap", True))
         self.workdir = workdir
@@ -89,6 +96,9 @@ class Settings:
         if not self.default_url.startswith("/") or "//" in self.default_url:
             raise InputError(f"input 'default_url' must be a path such as /lab, "
                              f"got {self.default_url!r}")
+        if self.base_url and not _BASE_URL.match(self.base_url):
+            raise InputError(f"input 'base_url' must be a path such as /session/<id>/, "
+                             f"got {self.base_url!r}")
         for spec in self.packages:
             if spec.startswith("-"):
                 raise InputError(f"input 'packages': {spec!r} is an option, not a package")
@@ -155,6 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--packages", help="extra pip packages, space or comma separated")
     parser.add_argument("--repository", help="git repository to clone into the notebook folder")
     parser.add_argument("--default-url", help="JupyterLab page to open, e.g. /lab")
+    parser.add_argument("--base-url", help="the session's path at the relay, if known before "
+                        "the redeem (JupyterLab then starts at once)")
     parser.add_argument("--everest-url", help="Everest address for the kernels' EVEREST_URL")
     parser.add_argument("--tunnel", choices=("auto", "openssh", "asyncssh"),
                         default=os.environ.get("EVEREST_JUPYTER_TUNNEL", "auto"),
@@ -184,7 +196,7 @@ def load_settings(argv: list[str] | None = None) -> Settings:
         "relay": args.relay, "ticket": args.ticket, "mode": args.mode,
         "time_limit": args.time_limit, "idle_timeout": args.idle_timeout,
         "repository": args.repository, "default_url": args.default_url,
-        "everest_url": args.everest_url,
+        "base_url": args.base_url, "everest_url": args.everest_url,
     }
     for name, value in explicit.items():
         if value is not None:

@@ -7,7 +7,9 @@ This is the ``jupyter-session`` application's program. On the resource it:
    runs itself again there (``--no-bootstrap`` / input ``bootstrap=false`` switches this off);
 3. makes a fresh SSH key and redeems its one-time ticket at the relay;
 4. starts JupyterLab on 127.0.0.1 with its own token under the session's base URL, the
-   notebook folder its root, and while it boots restores the user's workspace (when the
+   notebook folder its root — before step 3 when the inputs name that URL (``base_url``,
+   which the launcher fills in with the ticket; started again should the relay's grant
+   name another) — and while it boots restores the user's workspace (when the
    relay's grant names one) into that folder (:mod:`runner_workspace`) and clones the
    requested git repository into it; waits until it answers;
 5. opens the SSH tunnel once the restore is complete (nobody reaches the notebook before it
@@ -215,12 +217,32 @@ class Session:
             code = 1  # the user's work is not all kept: never a quiet success
         return code
 
+    def _lab(self, base_url: str, token: str, **hub):
+        """The session's notebook server (not started) under ``base_url``; ``hub``:
+        :class:`runner_notebook.Notebook`'s hub-mode arguments."""
+        import runner_notebook
+
+        s = self.settings
+        root = os.path.join(s.workdir, NOTEBOOK_DIR)
+        os.makedirs(root, exist_ok=True)
+        env = dict(os.environ)
+        if s.everest_url and not env.get("EVEREST_URL"):
+            env["EVEREST_URL"] = s.everest_url
+        return runner_notebook.Notebook(base_url, token, root,
+                                        os.path.join(s.workdir, NOTEBOOK_LOG),
+                                        default_url=s.default_url, env=env, **hub)
+
     async def _run(self) -> int:
+        s = self.settings
+        token = secrets.token_urlsafe(32)
+        if s.mode == "lab" and s.base_url:
+            # the session's path came with the ticket: JupyterLab boots from now on, while
+            # the ticket is redeemed (the relay's grant decides the path, checked below)
+            self.notebook = self._lab(s.base_url, token)
+            self.notebook.start()
         import runner_notebook
         import runner_relay
 
-        s = self.settings
-        token = secrets.token_urlsafe(32)
         key = runner_relay.SessionKey()
         grant = await self._step(runner_relay.redeem, s.relay, s.ticket, key.public_openssh,
                                  token, runner_relay.runner_info(
@@ -230,19 +252,21 @@ class Session:
         self.grant = grant
         self.summary["session_id"] = grant.session_id
         log.info("session %s enrolled at %s", grant.session_id, s.relay)
+        early = self.notebook
+        if early is not None and (grant.mode != "lab" or grant.base_url != early.base_url):
+            log.warning("the relay serves this session at %s, not at %s: starting JupyterLab "
+                        "again", grant.base_url, early.base_url)
+            self.notebook = None
+            await loop_executor(early.stop)
+            early = None
         if s.mode == "kernel":
             return await self._run_kernel(grant, key, token)
 
         root = os.path.join(s.workdir, NOTEBOOK_DIR)
-        os.makedirs(root, exist_ok=True)
-        env = dict(os.environ)
-        if s.everest_url and not env.get("EVEREST_URL"):
-            env["EVEREST_URL"] = s.everest_url
         hub = grant.mode == "hub"
         hub_port = runner_notebook.free_port() if hub and grant.hub_api else None
-        self.notebook = nb = runner_notebook.Notebook(
-            grant.base_url, token, root, os.path.join(s.workdir, NOTEBOOK_LOG),
-            default_url=s.default_url, env=env, hub_env=grant.hub_env if hub else None,
+        self.notebook = nb = early or self._lab(
+            grant.base_url, token, hub_env=grant.hub_env if hub else None,
             hub_api_port=hub_port)
         tunnel_task = None
         if hub:
@@ -254,7 +278,8 @@ class Session:
             tunnel_task = asyncio.ensure_future(self._keep_tunnel(grant, key, nb.port,
                                                                   hub_port))
             await self._wait_connected(tunnel_task)
-        nb.start()
+        if early is None:
+            nb.start()
         self.summary["notebook"]["port"] = nb.port
         if not hub:
             # JupyterLab takes seconds to boot, so it starts first and everything else

@@ -107,7 +107,8 @@ class Launch:
                     status=409) from None
             raise
         self.session_id = sid = session["id"]
-        inputs = opts.inputs(session["relay_url"], session["ticket"], self.everest.url)
+        inputs = opts.inputs(session["relay_url"], session["ticket"], self.everest.url,
+                             session.get("base_url"))
         inputs.update(local_inputs)
         job = self.everest.submit(opts.app, inputs, name=opts.name or "jupyter-session",
                                   resources=[opts.resource] if opts.resource else None)

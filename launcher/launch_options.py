@@ -69,10 +69,15 @@ class LaunchOptions(Configurable):
     mode = Unicode("lab", help="The session's kind (hub-mode sessions are the spawner's).",
                    ).tag(config=True, cli=False)
 
-    def inputs(self, relay_url: str, ticket: str, everest_url: str) -> dict[str, Any]:
-        """The job's inputs (only those given, so the app's defaults apply to the rest)."""
+    def inputs(self, relay_url: str, ticket: str, everest_url: str,
+               base_url: str | None = None) -> dict[str, Any]:
+        """The job's inputs (only those given, so the app's defaults apply to the rest).
+        ``base_url``: the relay session's path, which lets the runner start JupyterLab
+        before it has redeemed the ticket (lab mode only)."""
         inputs: dict[str, Any] = {"relay": relay_url, "ticket": ticket, "mode": self.mode,
                                   "default_url": self.default_url, "everest_url": everest_url}
+        if base_url and self.mode == "lab":
+            inputs["base_url"] = base_url
         if self.time_limit is not None:
             inputs["time_limit"] = self.time_limit
         if self.idle_timeout is not None:

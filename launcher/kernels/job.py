@@ -85,8 +85,9 @@ class KernelJobOptions(LaunchOptions):
     session stays an ordinary one; ``idle_timeout`` is the runner's lease (how long it
     waits for the lab to check in before it ends the job)."""
 
-    def inputs(self, relay_url: str, ticket: str, everest_url: str) -> dict[str, Any]:
-        inputs = super().inputs(relay_url, ticket, everest_url)
+    def inputs(self, relay_url: str, ticket: str, everest_url: str,
+               base_url: str | None = None) -> dict[str, Any]:
+        inputs = super().inputs(relay_url, ticket, everest_url)  # no JupyterLab to start
         inputs["mode"] = KERNEL_MODE
         return inputs
 

@@ -217,3 +217,34 @@ def test_the_asyncssh_tunnel_heals_too(relay, alice: Api, tmp_path: Path) -> Non
     finally:
         stop_process_group(proc)
         kill_under(tmp_path)
+
+
+@pytest.mark.parametrize("told", ["right", "wrong"])
+def test_jupyterlab_starts_before_the_redeem_under_the_path_it_was_told(
+        relay, alice: Api, tmp_path: Path, told: str) -> None:
+    """With ``--base-url`` (the launcher passes the session's path with its ticket) the runner
+    starts JupyterLab before redeeming the ticket; the relay's grant decides, so a wrong
+    path costs a second start, never a session served at the wrong place."""
+    relay_proc, _ = relay
+    session = alice.new_session()
+    base_url = session["base_url"] if told == "right" else "/session/somewhere-else/"
+    proc = start_runner(tmp_path, relay_proc.url, session["ticket"], "--base-url", base_url,
+                        "--idle-timeout", "0")
+    try:
+        base, token = split_url(alice.wait_state(session["id"], "ready", timeout=120)["url"])
+        assert base.endswith(session["base_url"])
+        assert requests.get(base + "api/status", timeout=10,
+                            headers={"Authorization": f"token {token}"}).ok
+        log = (tmp_path / "session.log").read_text()
+        started = [line for line in log.splitlines() if "starting JupyterLab on" in line]
+        assert "starting JupyterLab on 127.0.0.1:" in log.split("enrolled at")[0]
+        if told == "right":
+            assert len(started) == 1 and started[0].endswith(session["base_url"])
+        else:
+            assert "starting JupyterLab again" in log
+            assert len(started) == 2 and started[1].endswith(session["base_url"])
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        stop_process_group(proc)
+        kill_under(tmp_path)

@@ -50,7 +50,11 @@ def test_bad_inputs_are_named(relay: RelayProcess, tmp_path: Path) -> None:
              ([f"--relay={relay.url}", "--ticket=x", "--packages=-e ."], "is an option"),
              ([f"--relay={relay.url}", "--ticket=x", "--repository=--upload-pack=x"],
               "must be a git URL"),
-             ([f"--relay={relay.url}", "--ticket=x", "--default-url=lab"], "must be a path")]
+             ([f"--relay={relay.url}", "--ticket=x", "--default-url=lab"], "must be a path"),
+             ([f"--relay={relay.url}", "--ticket=x", "--base-url=/session/../x/"],
+              "'base_url' must be a path"),
+             ([f"--relay={relay.url}", "--ticket=x", "--base-url=--port=1"],
+              "'base_url' must be a path")]
     for i, (args, message) in enumerate(cases):
         code, summary, _ = _run(tmp_path / str(i), *args)
         assert code == 2, args
