@@ -24,8 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from everest_app.errors import EverestError
 
 log = logging.getLogger(__name__)
@@ -81,6 +79,8 @@ def read_config_file(path: Path | None = None) -> dict[str, Any]:
     path = path or config_path()
     if not path.exists():
         return {}
+    import yaml  # here: a command on the embedded default (no file) never needs it
+
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
@@ -172,6 +172,8 @@ def save_profile(profile: Profile, *, token: str | None = None, make_default: bo
         entry["token_file"] = str(token_file)
     if make_default:
         data["default_profile"] = profile.name
+    import yaml
+
     write_private(config_path(), yaml.safe_dump(data, sort_keys=False))
     return config_path()
 

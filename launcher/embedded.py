@@ -42,7 +42,7 @@ from everest_app.errors import AuthError, EverestConnectionError, EverestError
 from everest_app.options import load_config
 from everest_local.settings import ServerSettings, default_data_dir
 from everest_local.task_users import prepare_for_root
-from launcher.relay.plugin import RELAY_JSON
+from launcher.relay.client import RELAY_JSON
 
 log = logging.getLogger(__name__)
 

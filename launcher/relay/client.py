@@ -16,6 +16,11 @@ from urllib.parse import quote
 from everest_app.json_api import IDEMPOTENT_METHODS, JsonApiClient
 from launcher.relay.state import SessionState
 
+RELAY_JSON = "relay.json"
+"""Where a relay inside a local server tells its address, in that server's data folder:
+``{"pid", "url", "ssh_port"}`` (written by :mod:`launcher.relay.plugin`, read by the
+launcher's embedded default without importing the relay's server side)."""
+
 
 class RelayClient(JsonApiClient):
     """Talks to one relay with one Everest token, over a keep-alive session."""

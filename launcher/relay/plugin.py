@@ -40,6 +40,7 @@ from typing import Any
 from everest_app import client_address
 from everest_app.errors import BadRequestError, ServerError
 from everest_app.states import JobState
+from launcher.relay.client import RELAY_JSON
 from launcher.relay.options import check_default_url
 from launcher.relay.state import SessionState
 from launcher.relay.store import is_ticket
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 APP_ALIAS = "jupyter-session"
 RELAY_DIR = "relay"
-RELAY_JSON = "relay.json"
 
 
 class SessionRelayPlugin:
@@ -121,7 +121,8 @@ class SessionRelayPlugin:
             raise BadRequestError(f"input 'workspace': {exc.message}",
                                   status=exc.status) from None
         log.info("session %s minted for %s's web-form submission", record.id, user)
-        return {**inputs, "ticket": ticket, "relay": inputs.get("relay") or self.relay.url}
+        return {**inputs, "ticket": ticket, "relay": inputs.get("relay") or self.relay.url,
+                "base_url": record.base_url}  # JupyterLab boots while the ticket is redeemed
 
     def describe(self, user: str, description: dict[str, Any]) -> dict[str, Any] | None:
         """The form's description for ``user``: the Workspace field offers their workspaces
