@@ -14,6 +14,10 @@ SSH acceptor built with the same :class:`launcher.relay.ssh.RelaySSHServer` fact
 and options as the SSH port's (asyncssh's ``tunnel=`` hook), so the same key pinning, the one
 forward per session and every refusal apply. TLS, when the relay has a certificate, is the
 API's; the SSH host key is pinned inside either way.
+
+The bytes take a short way: tornado does the handshake, close and pings, and a reading loop
+of this module (:class:`_TunnelProtocol`) hands binary payload to the SSH connection as it
+arrives, in slices, without assembling messages (benchmarks/tunnel_route.py).
 """
 
 from __future__ import annotations
@@ -21,12 +25,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
 from tornado import web, websocket
 from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
+
+try:  # tornado's C unmasking, which its own WebSocket uses when it was built with it
+    from tornado.speedups import websocket_mask as _unmask
+except ImportError:  # pragma: no cover - depends on how tornado was installed
+    def _unmask(mask: bytes, data: bytes) -> bytes:
+        n = len(data)
+        key = (mask * (n // 4 + 1))[:n]
+        return (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +56,9 @@ FEED = 64 << 10
 input buffer after each packet it parses, so one 1 MiB message of 32 KiB packets costs ~32 MiB
 of copying; 64 KiB slices keep it near two copies per byte, whether the runner's SSH client
 sends 32 KiB packets (OpenSSH) or 256 KiB ones (asyncssh)."""
+
+READ = 1 << 20
+"""The most bytes one read from a runner's connection takes."""
 
 
 class _MessageTransport(asyncio.Transport):
@@ -67,8 +84,8 @@ class _MessageTransport(asyncio.Transport):
         if self._closing:
             return
         try:
-            self._handler.write_message(bytes(data), binary=True)
-        except websocket.WebSocketClosedError:
+            self._handler.send(bytes(data))
+        except (websocket.WebSocketClosedError, StreamClosedError):
             self._closing = True
 
     def is_closing(self) -> bool:
@@ -81,6 +98,136 @@ class _MessageTransport(asyncio.Transport):
 
     def abort(self) -> None:
         self.close()
+
+
+class _Broken(Exception):
+    """The runner's side broke RFC 6455: the connection is dropped."""
+
+
+class _TunnelProtocol(websocket.WebSocketProtocol13):
+    """tornado's WebSocket (its handshake, close and ping handling) with a reading loop made
+    for a byte stream: each read takes up to :data:`READ` bytes straight into one buffer,
+    and the payload of binary frames goes to the SSH connection as it arrives, unmasked
+    :data:`FEED` bytes at a time, without waiting for — or ever holding — a whole message.
+    Data frames are binary only (a text frame is answered with close 1003), from the client
+    always masked, no extension bits; anything else drops the connection."""
+
+    def send_binary(self, data: bytes) -> None:
+        """``data`` as one binary message (unmasked: the server's side). Raises
+        :class:`StreamClosedError` once the connection is gone."""
+        if self.server_terminated:  # nothing may follow our close frame
+            return
+        n = len(data)
+        if n < 126:
+            head = struct.pack("!BB", 0x82, n)
+        elif n < 65536:
+            head = struct.pack("!BBH", 0x82, 126, n)
+        else:
+            head = struct.pack("!BBQ", 0x82, 127, n)
+        self.stream.write(head + data)
+
+    @staticmethod
+    def _head(buf: memoryview, start: int, end: int) -> tuple[int, int, int, bytes] | None:
+        """The frame head at ``buf[start:end]``: (its length, the first byte, the payload
+        length, the mask), or None while incomplete; raises :class:`_Broken`."""
+        if end - start < 2:
+            return None
+        first, second = buf[start], buf[start + 1]
+        if first & 0x70 or not second & 0x80:  # extension bits; an unmasked client frame
+            raise _Broken
+        size = second & 0x7F
+        at = start + 2
+        if size == 126:
+            if end - at < 2:
+                return None
+            size = int.from_bytes(buf[at:at + 2], "big")
+            at += 2
+        elif size == 127:
+            if end - at < 8:
+                return None
+            size = int.from_bytes(buf[at:at + 8], "big")
+            if size >> 63:
+                raise _Broken
+            at += 8
+        if end - at < 4:
+            return None
+        if first & 0x08 and (size > 125 or not first & 0x80):  # control frames: short, whole
+            raise _Broken
+        return at + 4 - start, first, size, bytes(buf[at:at + 4])
+
+    async def _receive_frame_loop(self) -> None:
+        handler = self.handler
+        buf = bytearray(READ)
+        view = memoryview(buf)
+        start = end = 0  # buf[start:end]: received, not yet used
+        left = 0  # payload bytes of the current data frame still to come
+        mask = b""
+        offset = 0  # payload bytes of the current data frame already used
+        keep = False  # the current data frame's payload goes to SSH (not discarded)
+        fragmented = False  # inside a binary message sent as several frames
+        read = 0
+        try:
+            while not self.client_terminated:
+                if left and end > start:
+                    k = min(left, end - start, FEED)
+                    if keep:
+                        turn = offset % 4
+                        data = _unmask(mask[turn:] + mask[:turn], bytes(view[start:start + k]))
+                        handler.feed(data)
+                    start += k
+                    offset += k
+                    left -= k
+                    continue
+                if not left:
+                    head = self._head(view, start, end)
+                    if head is not None:
+                        used, first, size, mask = head
+                        opcode = first & 0x0F
+                        if first & 0x08:  # close, ping, pong: tornado answers as it does
+                            if end - start < used + size:
+                                head = None  # its payload is still coming
+                            else:
+                                payload = bytes(view[start + used:start + used + size])
+                                start += used + size
+                                done = self._handle_message(opcode, _unmask(mask, payload))
+                                if done is not None:
+                                    await done
+                                continue
+                        else:
+                            if opcode == 0x0:
+                                if not fragmented:
+                                    raise _Broken
+                            elif opcode in (0x1, 0x2):
+                                if fragmented:
+                                    raise _Broken
+                                keep = opcode == 0x2 and not self.server_terminated
+                                if opcode == 0x1:
+                                    handler.close(1003, "SSH travels in binary messages")
+                            else:
+                                raise _Broken
+                            fragmented = not first & 0x80
+                            start += used
+                            left, offset = size, 0
+                            continue
+                if start == end:
+                    start = end = 0
+                elif len(buf) - end < FEED:  # a partial frame head stays: move it to the front
+                    view[:end - start] = view[start:end]
+                    start, end = 0, end - start
+                n = await self.stream.read_into(view[end:], partial=True)
+                end += n
+                read += n
+                if read >= READ:  # let other connections' work run now and then
+                    read = 0
+                    await asyncio.sleep(0)
+        except _Broken:
+            log.info("tunnel WebSocket from %s dropped: it broke RFC 6455",
+                     handler.request.remote_ip)
+            self._abort()
+        except StreamClosedError:
+            self._abort()
+        finally:
+            handler.on_ws_connection_close(self.close_code, self.close_reason)
 
 
 class TunnelHandler(websocket.WebSocketHandler):
@@ -146,6 +293,25 @@ class TunnelHandler(websocket.WebSocketHandler):
         if self._pending:
             self._pending = False
             self.entrance.leave(self.request.remote_ip or "")
+
+    def get_websocket_protocol(self) -> websocket.WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if type(protocol) is websocket.WebSocketProtocol13:
+            protocol.__class__ = _TunnelProtocol  # tornado's, with the stream's reading loop
+        return protocol
+
+    def feed(self, data: bytes) -> None:
+        """Bytes of the SSH stream, from the runner."""
+        if self._protocol is not None:
+            self._protocol.data_received(data)
+
+    def send(self, data: bytes) -> None:
+        """Bytes of the SSH stream, to the runner."""
+        connection = self.ws_connection
+        if isinstance(connection, _TunnelProtocol):
+            connection.send_binary(data)
+        else:
+            self.write_message(data, binary=True)
 
     def on_message(self, message: str | bytes) -> None:
         if isinstance(message, str):

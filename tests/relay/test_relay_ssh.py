@@ -4,9 +4,11 @@ allowed; the route appears, is probed, drops and comes back at the same URL."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import socket
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -378,3 +380,62 @@ def test_the_runners_proxy_command_carries_bulk_both_ways(
     finally:
         ssh_peer.close(conn)
         stop()
+
+
+def test_the_tunnel_entrance_takes_ssh_in_fragments_and_drops_broken_frames(
+        relay: RelayProcess) -> None:
+    import websocket
+
+    url = relay.url.replace("http", "ws", 1) + "/api/tunnel"
+    abnf = websocket.ABNF
+    ws = websocket.create_connection(url, timeout=10)
+    try:
+        # a version line in a message of three frames, with a ping between them
+        ws.send_frame(abnf.create_frame(b"SSH-2.0-", abnf.OPCODE_BINARY, fin=0))
+        ws.ping(b"between")
+        ws.send_frame(abnf.create_frame(b"frag", abnf.OPCODE_CONT, fin=0))
+        ws.send_frame(abnf.create_frame(b"mented\r\n", abnf.OPCODE_CONT, fin=1))
+        said, pongs = b"", []
+        while b"\n" not in said or len(said.split(b"\n", 1)[1]) < 6:
+            opcode, data = ws.recv_data(control_frame=True)
+            assert opcode != abnf.OPCODE_CLOSE, data
+            if opcode == abnf.OPCODE_PONG:
+                pongs.append(data)
+            else:
+                said += data
+        assert pongs == [b"between"]
+        # the SSH server answers a client version it read whole with its key exchange
+        assert said.startswith(b"SSH-2.0-") and said.split(b"\n", 1)[1][5] == 20  # KEXINIT
+    finally:
+        ws.close()
+    port = int(relay.url.rsplit(":", 1)[1])
+    for broken in (b"\x82\x04SSH-",  # not masked: RFC 6455 requires clients to mask
+                   b"\xc2\x84\0\0\0\0SSH-",  # an extension bit nobody agreed on
+                   b"\x02\x84\0\0\0\0SSH-\x82\x84\0\0\0\0SSH-",  # a new message mid-message
+                   b"\x80\x84\0\0\0\0SSH-"):  # a continuation of nothing
+        sock, status, _ = _upgrade(port)
+        try:
+            assert status == 101
+            sock.sendall(broken)
+            sock.settimeout(10)
+            while sock.recv(65536):  # the relay's version line, then the connection ends
+                pass
+        finally:
+            sock.close()
+
+
+def _upgrade(port: int) -> tuple[socket.socket, int, bytes]:
+    """``/api/tunnel`` opened as a WebSocket by hand: the socket, the answer's status and
+    what came of the answer."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(("GET /api/tunnel HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                  "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\n\r\n").encode())
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        data = sock.recv(1)
+        if not data:
+            break
+        answer += data
+    return sock, int(answer.split(b" ", 2)[1]) if answer else 0, answer
