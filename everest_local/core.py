@@ -88,6 +88,7 @@ class Core:
         self._end_waiters: set[asyncio.Future[None]] = set()
         self._waiting: Counter[str] = Counter()
         self._wake_due = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the waiters' (set by the first)
         self.store.on_job_end = self._job_ended
 
     # -- jobs --------------------------------------------------------------------------------
@@ -303,7 +304,7 @@ class Core:
         if self._waiting[user] >= MAX_WAITERS:
             raise TooManyRequestsError(f"you have {MAX_WAITERS} waiting job listings open, "
                                        "this server's limit per user", retry_after=1)
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         self._waiting[user] += 1
         try:
@@ -326,9 +327,10 @@ class Core:
     def _job_ended(self) -> None:
         """A job ended (its transaction not yet committed): wake the waiting listings once
         the loop has finished what it is doing, so a burst of ends is one wake-up."""
-        if self._end_waiters and not self._wake_due:
+        if self._end_waiters and self._loop is not None and not self._wake_due:
             self._wake_due = True
-            asyncio.get_running_loop().call_soon(self._wake)  # waiters: the loop's thread
+            # from the loop's thread as a rule; from any thread, still safely
+            self._loop.call_soon_threadsafe(self._wake)
 
     def _wake(self) -> None:
         self._wake_due = False

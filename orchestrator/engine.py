@@ -381,10 +381,17 @@ class Orchestrator:
                               KeyError | TypeError)
             log.debug("batch of %d not submitted as one (%s): one by one", len(batch), exc)
             self._count("batch_fallbacks")
+            made = self._jobs_by_name() if sent else {}  # one listing, not one per job
             for task, inputs in batch:
                 try:
-                    job_id, was_fresh = self._attach_or_submit(task, inputs, fresh=fresh,
-                                                               maybe_sent=sent)
+                    if made and task.job_name in made:
+                        self._count("adopted")
+                        if journal is not None:
+                            journal.record_job(task.key, made[task.job_name])
+                        self._watch(task, made[task.job_name], False)
+                        continue
+                    job_id, was_fresh = self._attach_or_submit(
+                        task, inputs, fresh=fresh, maybe_sent=sent and made is None)
                 except Exception as one:
                     self._release(task)
                     self._fail(task, one)
@@ -433,6 +440,13 @@ class Orchestrator:
                 log.warning("submitting %s: %s; retrying in %.1f s", name, exc, delay)
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)
+
+    def _jobs_by_name(self) -> dict[str, str] | None:
+        """The user's job ids by name; None when the server cannot be asked now."""
+        try:
+            return {job.name: job.id for job in self.client.jobs()}
+        except EverestError:
+            return None
 
     def _find_by_name(self, name: str) -> Job | None:
         matches = [job for job in self.client.jobs() if job.name == name]

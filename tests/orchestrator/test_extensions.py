@@ -9,6 +9,7 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 import responses
 from responses import matchers
 
@@ -171,3 +172,24 @@ def test_another_users_waits_see_none_of_these_jobs(server):
         assert bob_job.result(60) == {"n": 1}
         assert bobs.poller._early.keys().isdisjoint(  # noqa: SLF001 - what bob was shown
             {j.id for j in server.client("alice").jobs()})
+
+
+def test_a_batch_whose_answer_was_lost_is_found_by_name_not_sent_again(api):
+    api.get(f"{URL}/api/extensions", json={"batch_submit": {"max_jobs": 50}})
+    sent: list[dict] = []
+
+    def lost(request):  # the server made the job, the answer never came back
+        sent.append(json.loads(request.body)["jobs"][0])
+        raise requests.ConnectionError("connection reset")
+
+    def listing(request):
+        return 200, {}, json.dumps([{"id": ID, "name": sent[0]["name"], "state": "DONE",
+                                     "inputs": {"n": 7}, "result": {"n": 7}}])
+
+    api.add_callback(responses.POST, f"{URL}/api/jobs", callback=lost)
+    api.add_callback(responses.GET, f"{URL}/api/jobs", callback=listing)
+    api.get(f"{URL}/api/jobs/{ID}", json=_job("DONE", {"n": 7}))
+    with Orchestrator(_client(), progress=False) as orch:
+        assert orch.submit("echo", {"n": 7}).result(30) == {"n": 7}
+        assert orch.stats["adopted"] == 1 and orch.stats.get("submitted", 0) == 0
+    assert [c.request.method for c in api.calls].count("POST") == 1
