@@ -514,7 +514,10 @@ class JobsHandler(ApiHandler):
                parameters=(
                    query("ended_after", {"type": "string"}),
                    query("wait", {"type": "number", "minimum": 0})),
-               ok={"200": json_answer({"type": "array", "items": JOB})})
+               ok={"200": {**json_answer({"type": "array", "items": JOB}), "headers": {
+                   CURSOR_HEADER: {"schema": {"type": "string"},
+                                   "description": "with ended_after: the ended_after of the "
+                                                  "next request (docs/api-extensions.md)"}}}})
     async def get(self) -> None:
         raw = self.get_query_argument("ended_after", None)
         if raw is None or self.core.settings.plain_api:
