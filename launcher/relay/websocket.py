@@ -58,7 +58,11 @@ of copying; 64 KiB slices keep it near two copies per byte, whether the runner's
 sends 32 KiB packets (OpenSSH) or 256 KiB ones (asyncssh)."""
 
 READ = 1 << 20
-"""The most bytes one read from a runner's connection takes."""
+"""The most bytes one read from a runner's connection takes while bytes stream in."""
+
+QUIET = 16 << 10
+"""The read buffer of a connection that is not streaming (an idle session's keepalives), so
+idle tunnels hold 16 KiB each, not :data:`READ`."""
 
 
 class _MessageTransport(asyncio.Transport):
@@ -157,7 +161,7 @@ class _TunnelProtocol(websocket.WebSocketProtocol13):
 
     async def _receive_frame_loop(self) -> None:
         handler = self.handler
-        buf = bytearray(READ)
+        buf = bytearray(QUIET)
         view = memoryview(buf)
         start = end = 0  # buf[start:end]: received, not yet used
         left = 0  # payload bytes of the current data frame still to come
@@ -165,7 +169,7 @@ class _TunnelProtocol(websocket.WebSocketProtocol13):
         offset = 0  # payload bytes of the current data frame already used
         keep = False  # the current data frame's payload goes to SSH (not discarded)
         fragmented = False  # inside a binary message sent as several frames
-        read = 0
+        read = last = 0
         try:
             while not self.client_terminated:
                 if left and end > start:
@@ -211,12 +215,20 @@ class _TunnelProtocol(websocket.WebSocketProtocol13):
                             continue
                 if start == end:
                     start = end = 0
-                elif len(buf) - end < FEED:  # a partial frame head stays: move it to the front
+                    if len(buf) > QUIET and last < QUIET:  # quiet again: the big buffer goes
+                        buf = bytearray(QUIET)
+                        view = memoryview(buf)
+                elif len(buf) - end < len(buf) // 2:  # a partial frame head: to the front
                     view[:end - start] = view[start:end]
                     start, end = 0, end - start
-                n = await self.stream.read_into(view[end:], partial=True)
-                end += n
-                read += n
+                last = await self.stream.read_into(view[end:], partial=True)
+                end += last
+                read += last
+                if end == len(buf) < READ:  # busy: read up to READ at once from now on
+                    bigger = bytearray(READ)
+                    bigger[:end - start] = view[start:end]
+                    buf, view = bigger, memoryview(bigger)
+                    start, end = 0, end - start
                 if read >= READ:  # let other connections' work run now and then
                     read = 0
                     await asyncio.sleep(0)
