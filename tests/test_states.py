@@ -78,3 +78,30 @@ def test_the_store_refuses_and_logs_a_move_the_table_does_not_allow(
         assert store.update_job(queued, info="no state: not a move")
     finally:
         store.close()
+
+
+def test_ends_are_listed_after_a_cursor_once_and_stamps_grow_across_reopening(
+        tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    try:
+        ended: list[int] = []
+        store.on_job_end = lambda: ended.append(1)
+        first, second = _job(store, JobState.READY), _job(store, JobState.READY)
+        cursor = store.stamp()
+        store.update_job(first, state=JobState.SCHEDULED)
+        assert store.ended_stamps_since("alice", cursor, 10) == [] and ended == []
+        store.update_job(first, state=JobState.CANCELLED)
+        [(job_id, stamp, _)] = store.ended_stamps_since("alice", cursor, 10)
+        assert job_id == first and stamp > cursor and ended == [1]
+        assert store.ended_stamps_since("bob", cursor, 10) == []  # the owner's only
+        assert store.ended_stamps_since("alice", stamp, 10) == []
+        # a stamp from a clock ahead of this one (or before a clock step back) stays behind
+        store.db.execute("UPDATE jobs SET updated=? WHERE id=?", (stamp + 1e6, first))
+    finally:
+        store.close()
+    store = Store(tmp_path)
+    try:
+        store.update_job(second, state=JobState.CANCELLED)
+        assert [j for j, _, _ in store.ended_stamps_since("alice", stamp + 1e6, 10)] == [second]
+    finally:
+        store.close()
