@@ -209,6 +209,12 @@ class Containment(ABC):
         ``callback(pid, code)`` on ``loop`` when a task started with :meth:`start_with`
         ends (``code`` as :attr:`subprocess.Popen.returncode`)."""
 
+    @property
+    def reporting(self) -> bool:
+        """True while the end of every task started with :meth:`start_with` is still
+        reported to :meth:`listen`'s callback (False: the starters' forker is gone)."""
+        return False
+
     def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing
         """The server stops: release what the containment itself holds."""
 
@@ -268,6 +274,10 @@ class CgroupContainment(Containment):
                callback: Callable[[int, int], None]) -> None:
         if self.starters is not None:
             self.starters.listen(loop, callback)
+
+    @property
+    def reporting(self) -> bool:
+        return self.starters is not None and self.starters.reporting
 
     def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
               gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:

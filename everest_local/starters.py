@@ -45,7 +45,7 @@ PREFIX = ".s-"
 """Names of starter cgroups (a task's own cgroup is named after the task: never a dot)."""
 
 FORKER = r"""
-import ctypes, json, os, select, signal, sys
+import ctypes, json, os, select, signal, sys, time
 libc = ctypes.CDLL(None, use_errno=True)
 libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
 for s in (signal.SIGINT, signal.SIGHUP, signal.SIGTERM):
@@ -161,9 +161,11 @@ os.set_blocking(wake_w, False)
 signal.set_wakeup_fd(wake_w)
 signal.signal(signal.SIGCHLD, lambda *_: None)
 buf, done = b"", False
+AFTER = 0.02  # a replacement waits this long: its fork and cgroup move do not slow the task
 while not done or forks:
+    wait = max(0.0, forks[0][0] - time.monotonic()) if forks else None
     try:  # a task's spec goes before any fork asked for
-        ready = select.select([wake_r] + ([] if done else [0]), [], [], 0 if forks else None)[0]
+        ready = select.select([wake_r] + ([] if done else [0]), [], [], wait)[0]
     except InterruptedError:
         continue
     if wake_r in ready:
@@ -177,7 +179,7 @@ while not done or forks:
             line, buf = buf.split(b"\n", 1)
             kind, _, rest = line.partition(b" ")
             if kind == b"F":
-                forks.append(tuple(int(x) for x in rest.split()))
+                forks.insert(0, (0.0, tuple(int(x) for x in rest.split())))
             elif kind == b"S":
                 pid, task, cgroup, spec = rest.split(b" ", 3)
                 pid = int(pid)
@@ -186,7 +188,8 @@ while not done or forks:
                 try:  # the record first: a task never runs in a cgroup it is not known by
                     os.symlink(cgroup, os.path.join(RECORDS.encode(), task))
                 except OSError:
-                    os.close(w)
+                    if w is not None:
+                        os.close(w)
                     w = None
                 if w is not None:
                     try:
@@ -194,11 +197,11 @@ while not done or forks:
                     except OSError:
                         pass
                     os.close(w)
-                if account is not None:
-                    forks.append(account)  # its replacement
+                if account is not None:  # its replacement
+                    forks.append((time.monotonic() + AFTER, account))
         continue
-    if forks and not done:
-        uid, gid = forks.pop(0)
+    if forks and not done and forks[0][0] <= time.monotonic():
+        uid, gid = forks.pop(0)[1]
         r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -252,6 +255,7 @@ class Starters:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._listener: Callable[[int, int], None] | None = None
         self._buf = b""
+        self._given: set[int] = set()  # starters given a task, until reported ended
         self._closed = False
 
     # -- the pool --------------------------------------------------------------------------
@@ -299,8 +303,18 @@ class Starters:
         """Record that ``task`` runs in ``starter``'s cgroup, then hand it ``spec`` (one
         line of JSON); the forker does both, then forks a replacement. ``OSError`` if the
         forker is gone (nothing of the task runs)."""
-        self._send(b"S %d %s %s %s\n" % (starter.pid, task.encode(), starter.cgroup.encode(),
-                                         spec))
+        self._given.add(starter.pid)
+        try:
+            self._send(b"S %d %s %s %s\n" % (starter.pid, task.encode(),
+                                             starter.cgroup.encode(), spec))
+        except OSError:
+            self._given.discard(starter.pid)
+            raise
+
+    @property
+    def reporting(self) -> bool:
+        """True while the forker runs: each starter given a task is reported when it ends."""
+        return self._forker is not None and not self._closed
 
     def _send(self, data: bytes) -> None:
         forker = self._forker
@@ -335,9 +349,12 @@ class Starters:
                             Starter(pid, start, rest[4].decode()))
             elif kind == b"X":
                 pid, code = int(rest[0]), int(rest[1])
-                self._forget(pid)
-                if self._listener is not None:
-                    self._listener(pid, code)
+                if pid not in self._given:
+                    self._forget(pid)  # an idle one (killed)
+                else:
+                    self._given.discard(pid)
+                    if self._listener is not None:
+                        self._listener(pid, code)
 
     def _lost(self) -> None:
         assert self._forker is not None and self._forker.stdout is not None

@@ -18,6 +18,7 @@ re-adopted after a restart (not our child) through the wrapper's ``exit`` file a
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,8 @@ class LocalBackend(Backend):
         self._children: dict[int, subprocess.Popen] = {}  # pid -> our child
         self._waiting: dict[str, tuple[dict[str, Any], asyncio.Future]] = {}  # by folder
         self._ended: dict[int, int] = {}  # pid -> status of a starter-run task's end
+        self._via_starter: dict[int, int | None] = {}  # pid -> its pidfd, while it runs
+        self._exited: set[int] = set()  # starters whose pidfd said they exited
         self._listening = False
 
     def handle_for(self, spec: TaskSpec) -> dict[str, Any]:
@@ -89,7 +92,33 @@ class LocalBackend(Backend):
                 raise StagingError(f"the task could not be contained: {exc}") from exc
         if spawned.popen is not None:
             self._children[spawned.pid] = spawned.popen
+        else:
+            self._watch_starter(spawned.pid)
         return {**handle, "pid": spawned.pid, "pstart": spawned.start_time}
+
+    def _watch_starter(self, pid: int) -> None:
+        """A starter runs the task (not our child): its exit is seen through a pidfd on
+        the loop (its ``exit`` file is written by then), its status also reported by the
+        forker (which tells a killed one's signal)."""
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:  # no pidfd here, or already gone: the forker's report says
+            self._via_starter[pid] = None
+            return
+        self._via_starter[pid] = fd
+        asyncio.get_running_loop().add_reader(fd, self._starter_exited, pid)
+
+    def _starter_exited(self, pid: int) -> None:
+        self._unwatch(pid)
+        self._exited.add(pid)
+        self.poll()
+
+    def _unwatch(self, pid: int) -> None:
+        fd = self._via_starter.get(pid)
+        if fd is not None:
+            self._via_starter[pid] = None
+            asyncio.get_running_loop().remove_reader(fd)
+            os.close(fd)
 
     def _spawn(self, spec: TaskSpec) -> processes.Spawned:
         try:
@@ -119,6 +148,10 @@ class LocalBackend(Backend):
             self._waiting.pop(key, None)
             self._children.pop(pid, None)
             self._ended.pop(pid, None)
+            if pid in self._via_starter:
+                self._unwatch(pid)
+                del self._via_starter[pid]
+            self._exited.discard(pid)
         name = Path(handle["dir"]).name
         if self.containment is not None and not self.containment.release_if_empty(name):
             # what the task left running ends with it (killing and waiting: off the loop)
@@ -145,6 +178,12 @@ class LocalBackend(Backend):
             future.set_result((code, ""))
             return
         folder = Path(handle["dir"])
+        if pid in self._via_starter and self.containment is not None and \
+                self.containment.reporting:
+            code = read_status(folder) if pid in self._exited else None
+            if code is not None:  # written before the starter exited
+                future.set_result((code, ""))
+            return  # else the forker says how it ended (a killed starter wrote nothing)
         code = read_status(folder)
         if code is None and pid and processes.is_alive(pid, handle.get("pstart")):
             return
