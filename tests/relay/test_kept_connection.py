@@ -12,6 +12,7 @@ import http.client
 import json
 import socket
 import threading
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -136,12 +137,13 @@ class Session:
 
 @pytest.fixture
 def sessions(relay: RelayProcess, alice: Api, ssh_peer: FakeRunner
-             ) -> Iterator[Callable[[], tuple[Session, Notebook]]]:
-    """Makes ready sessions of Alice's, each with its own notebook behind a forward."""
+             ) -> Iterator[Callable[..., tuple[Session, Notebook]]]:
+    """Makes ready sessions of Alice's (``new_session``'s fields as keywords), each with
+    its own notebook behind a forward."""
     stops: list[Callable[[], None]] = []
 
-    def make() -> tuple[Session, Notebook]:
-        session = alice.new_session()
+    def make(**fields: Any) -> tuple[Session, Notebook]:
+        session = alice.new_session(**fields)
         key = new_key()
         resp = redeem(relay.url, session["ticket"], public_text(key), TOKEN)
         assert resp.status_code == 200, resp.text
@@ -353,3 +355,30 @@ def test_an_idle_kept_connection_is_closed_as_tornado_would(relay: RelayProcess,
                          .encode())
             assert _read_answer(file)[0] == 200
         assert file.read() == b""  # closed by the relay (--http-idle-timeout), not ours
+
+
+def test_a_hub_sessions_kept_connection(relay: RelayProcess, sessions,
+                                        local_server: ServerProcess) -> None:
+    """A hub-mode session (served at its hub prefix, with the hub's credentials passing)
+    on a kept connection, then a lab session's request and an unknown prefix on it."""
+    prefix = f"/user/alice/{uuid.uuid4().hex[:8]}/"
+    hub, _ = sessions(mode="hub", label="hub1/alice/x", base_url=prefix, hub_env={
+        "JUPYTERHUB_API_TOKEN": "hub-secret-" + "s" * 20,
+        "JUPYTERHUB_SERVICE_PREFIX": prefix})
+    lab, _ = sessions()
+    bobs = local_server.token_for("bob")
+    conn = _client(relay)
+    for path in ("a", "b?c=1", "d"):
+        status, _, body = _ask(conn, "GET", prefix + path, headers={
+            "Authorization": "token hub-issued", "Cookie": f"access_token={bobs}; h=1"})
+        seen = json.loads(body)
+        assert status == 200 and seen["path"] == prefix + path
+        headers = {name.lower(): value for name, value in seen["headers"]}
+        assert headers["authorization"] == "token hub-issued"  # the hub's credential
+        assert headers["cookie"] == "h=1"
+    status, _, body = _ask(conn, "GET", lab.base + "x")
+    assert status == 200 and json.loads(body)["path"] == lab.base + "x"
+    status, _, body = _ask(conn, "GET", prefix + "e")
+    assert status == 200 and json.loads(body)["path"] == prefix + "e"
+    status, _, body = _ask(conn, "GET", "/user/nobody/x")
+    assert status == 404 and "message" in json.loads(body)
