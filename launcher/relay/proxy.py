@@ -28,6 +28,13 @@ Idle upstream channels are kept (a few per session) so keep-alive requests do no
 channel open each; a channel that JupyterLab closed is never reused for a request with a
 body, and a bodiless request that meets a closed pooled channel is retried once on a new one.
 
+A client's kept-alive connection, once tornado's handler has answered one request on it,
+is served by a :class:`KeptConnection` bound to one channel: the next requests' heads are
+read as bytes and checked and forwarded with the same functions the handler uses (so
+credentials are stripped and answers filtered the same way), without tornado's request
+objects per request; a request it does not serve as it is (another session, a relay route,
+an upgrade, a session that ended, a page that may get the banner) goes back to tornado.
+
 The data path is kept short because every byte of every session passes here (measured by
 ``benchmarks/tunnel_profile.py``): only the request and answer heads are parsed, bodies move
 as the byte strings SSH delivers (up to ``_READ`` at a time, the next read overlapping the
@@ -708,12 +715,11 @@ class KeptConnection:
         try:
             try:
                 await self._answer(chan, answer)
-            except ApiError as exc:
+                while (head := await self._next_head()) is not None:
+                    if not await self._forward(head):
+                        return
+            except ApiError as exc:  # an answer refused before any of it was sent
                 await self._error(exc.status_code, exc.message)
-                return
-            while (head := await self._next_head()) is not None:
-                if not await self._forward(head):
-                    return
         except (iostream.StreamClosedError, asyncssh.Error, OSError, ValueError,
                 asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             self.stream.close()  # the client or the notebook went away mid-answer

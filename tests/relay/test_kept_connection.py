@@ -47,6 +47,7 @@ class Notebook:
     """An HTTP/1.1 server playing a session's notebook. Every answer is JSON of what it got
     (``path``, ``headers``, body ``length`` and ``sha256``) except: ``cookies`` sets the
     relay's, Everest's and its own cookie; ``unframed`` answers without a length and closes;
+    ``malformed`` answers a head with a Content-Length that is no number;
     a WebSocket upgrade is answered 101, then every byte is echoed. ``ended`` counts
     requests whose body ended before its length (the relay closed the channel)."""
 
@@ -67,6 +68,10 @@ class Notebook:
                     self.wfile.flush()
                     while data := self.connection.recv(65536):
                         self.connection.sendall(data)
+                    self.close_connection = True
+                    return
+                if path.endswith("/malformed"):
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: many\r\n\r\n")
                     self.close_connection = True
                     return
                 if path.endswith("/unframed"):
@@ -382,3 +387,15 @@ def test_a_hub_sessions_kept_connection(relay: RelayProcess, sessions,
     assert status == 200 and json.loads(body)["path"] == prefix + "e"
     status, _, body = _ask(conn, "GET", "/user/nobody/x")
     assert status == 404 and "message" in json.loads(body)
+
+
+def test_a_malformed_answer_on_a_kept_connection_is_a_502(relay: RelayProcess, sessions
+                                                          ) -> None:
+    session, _ = sessions()
+    conn = _client(relay)
+    assert _ask(conn, "GET", session.base + "a")[0] == 200
+    status, resp, body = _ask(conn, "GET", session.base + "malformed")
+    assert status == 502
+    assert json.loads(body) == {"message": "the session's notebook sent a malformed answer"}
+    conn.close()
+    assert _ask(_client(relay), "GET", session.base + "b")[0] == 200
