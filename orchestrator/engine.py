@@ -381,6 +381,8 @@ class Orchestrator:
                               KeyError | TypeError)
             log.debug("batch of %d not submitted as one (%s): one by one", len(batch), exc)
             self._count("batch_fallbacks")
+            if isinstance(exc, EverestError) and exc.status in (404, 405):
+                self.poller.drop_extension(batch=True)  # a server without it now
             made = self._jobs_by_name() if sent else {}  # one listing, not one per job
             for task, inputs in batch:
                 try:

@@ -61,6 +61,10 @@ class _Watch:
     checked: bool = True  # False: to be looked at plainly once (not known to end later)
 
 
+class _NotOffered(ServerError):
+    """The server answered a waiting listing as Everest answers a plain one."""
+
+
 class Poller:
     """Watches jobs until they reach a terminal state. Thread-safe; start is lazy.
 
@@ -120,6 +124,9 @@ class Poller:
             if self._cursor is None:
                 try:
                     self._cursor = self._ended("now", 0)[1]
+                except _NotOffered:
+                    self.drop_extension(wait=True)
+                    return False
                 except EverestError as exc:
                     log.debug("no cursor yet (%s): the job is looked at plainly once", exc)
                     return False
@@ -209,8 +216,7 @@ class Poller:
             return None
 
     def _run(self) -> None:
-        if self.extensions.max_wait:
-            self._run_waiting()
+        if self.extensions.max_wait and self._run_waiting():
             return
         last_list = time.monotonic()
         while True:
@@ -247,8 +253,16 @@ class Poller:
                 with self._cond:
                     self.cadence.after_success()
 
-    def _run_waiting(self) -> None:
-        """The thread's loop where the server offers waiting listings."""
+    def drop_extension(self, *, batch: bool = False, wait: bool = False) -> None:
+        """Stop using an extension the server no longer offers (it was replaced by one
+        without: answers as Everest's then come back)."""
+        ext = self.extensions
+        self._extensions = Extensions(0 if batch else ext.batch_max,
+                                      0.0 if wait else ext.max_wait, ext.cursor_header)
+
+    def _run_waiting(self) -> bool:
+        """The thread's loop where the server offers waiting listings: True when closed,
+        False when the server stopped offering them (then poll)."""
         next_check = time.monotonic() + RECHECK
         while True:
             with self._cond:
@@ -257,7 +271,7 @@ class Poller:
                     self._cond.wait(max(0.0, self._hold_until - time.monotonic())
                                     if self._watched else None)
                 if self._closed:
-                    return
+                    return True
                 now = time.monotonic()
                 recheck = now >= next_check
                 ids = [i for i, w in self._watched.items() if recheck or not w.checked]
@@ -279,6 +293,14 @@ class Poller:
                     wait = min(WAIT, self.extensions.max_wait, max(0.0, next_check - now))
                     jobs, self._cursor = self._ended(self._cursor, wait)
                     self.cadence.after_success()
+            except _NotOffered as exc:
+                log.info("the server no longer offers waiting listings (%s): polling", exc)
+                self.drop_extension(wait=True)
+                with self._cond:  # every watched job: from now on on the plain schedule
+                    now = time.monotonic()
+                    for watch in self._watched.values():
+                        watch.next_at = now
+                return False
             except EverestError as exc:
                 with self._cond:
                     pause = self.cadence.after_error()
@@ -307,8 +329,10 @@ class Poller:
             raise ServerError(f"GET /api/jobs?ended_after answered non-JSON: "
                               f"{response.text[:100]!r}") from exc
         after = response.headers.get(header)
-        if not isinstance(items, list) or not after:
-            raise ServerError(f"GET /api/jobs?ended_after answered without a list or {header}")
+        if not isinstance(items, list):
+            raise ServerError("GET /api/jobs?ended_after did not answer a list")
+        if not after:  # Everest's listing of all jobs: the parameters were ignored
+            raise _NotOffered(f"GET /api/jobs?ended_after answered without {header}")
         found: dict[str, Job | Exception] = {}
         with self._cond:
             for item in items:

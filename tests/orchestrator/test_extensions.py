@@ -17,6 +17,7 @@ from everest_app.client import EverestClient
 from everest_app.errors import BadRequestError
 from orchestrator import Orchestrator
 from orchestrator.extensions import CURSOR_HEADER, Extensions
+from tests.fixtures.waiting import wait_for
 from tests.harness.server import start_server
 from tests.orchestrator.conftest import TEST_APPS
 
@@ -193,3 +194,18 @@ def test_a_batch_whose_answer_was_lost_is_found_by_name_not_sent_again(api):
         assert orch.submit("echo", {"n": 7}).result(30) == {"n": 7}
         assert orch.stats["adopted"] == 1 and orch.stats.get("submitted", 0) == 0
     assert [c.request.method for c in api.calls].count("POST") == 1
+
+
+def test_a_server_restarted_without_extensions_mid_run_loses_nothing(start_local_server):
+    server = start_local_server(apps=TEST_APPS, slots=2)
+    with Orchestrator(server.client(), progress=False, max_in_flight=10) as orch:
+        futures = [orch.submit("sleep", {"duration": 0.2}, name=f"downgrade-{i}")
+                   for i in range(30)]
+        wait_for(lambda: sum(f.done() for f in futures) >= 4, timeout=120)
+        server.kill9()
+        server._options.append("--plain-api")  # noqa: SLF001 - now answers as Everest does
+        server.restart()
+        assert [f.result(240) for f in futures] == [{}] * 30
+        assert orch.poller.extensions == Extensions()  # both noticed and dropped
+    names = [j.name for j in server.client().jobs() if j.name.startswith("downgrade-")]
+    assert sorted(n.split(" #")[0] for n in names) == sorted(f"downgrade-{i}" for i in range(30))
