@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import io
+import socket
 import uuid
 
 import pytest
@@ -255,3 +256,18 @@ def test_plain_api_offers_no_extension(start_local_server):
     r = api.get("/api/jobs", ended_after="now", wait=5)  # ignored, as Everest would
     assert r.status_code == 200 and CURSOR not in r.headers
     assert [j["id"] for j in r.json()] == [job["id"]]
+
+
+def test_a_client_that_goes_away_mid_wait_gives_its_place_back(start_local_server):
+    server = start_local_server()
+    api = Api(server, "alice")
+    _, cursor = api.ended("now")
+    host, port = server.url.split("//")[1].split(":")
+    request = (f"GET /api/jobs?ended_after={cursor}&wait=30 HTTP/1.1\r\nHost: x\r\n"
+               f"Authorization: Bearer {server.token_for('alice')}\r\n\r\n").encode()
+    for n in range(1, 18):  # one more than may wait at once, each abandoned
+        with socket.create_connection((host, int(port)), timeout=10) as sock:
+            sock.sendall(request)
+            wait_for(lambda n=n: server_waiting(server) >= n, timeout=20)
+    r = api.get("/api/jobs", ended_after=cursor, wait=0.2)  # long before the 30 s are up
+    assert r.status_code == 200 and r.json() == []
