@@ -26,12 +26,22 @@ import subprocess
 import sys
 import time
 import urllib.parse
-import urllib.request
 
 log = logging.getLogger("session_runner.notebook")
-# the server is on loopback: never through an HTTP proxy the environment names for the
-# way out (the token would travel to the proxy, or the proxy cannot reach loopback at all)
-_LOOPBACK = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_loopback = None  # see _opener
+
+
+def _opener():
+    """The opener for requests to the server: it is on loopback, so never through an HTTP
+    proxy the environment names for the way out (the token would travel to the proxy, or
+    the proxy cannot reach loopback at all). Made on first use: ``urllib.request`` is not
+    imported before JupyterLab has started."""
+    global _loopback
+    if _loopback is None:
+        import urllib.request
+
+        _loopback = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    return _loopback
 
 
 READY_POLL = 0.02  # seconds between looks while the server boots
@@ -199,10 +209,12 @@ class Notebook:
 
         Raises ``urllib.error.URLError``/``OSError`` on failure, ``HTTPError`` on a 4xx/5xx.
         """
+        import urllib.request
+
         req = urllib.request.Request(self.url + path, method=method,
                                      headers={"Authorization": "token " + self.token},
                                      data=b"" if method == "POST" else None)
-        with _LOOPBACK.open(req, timeout=timeout) as resp:
+        with _opener().open(req, timeout=timeout) as resp:
             return resp.read()
 
     def status(self) -> dict[str, object]:

@@ -34,7 +34,6 @@ Exit codes: 0 the session ran and ended normally, 1 it failed, 2 bad inputs.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -52,6 +51,10 @@ import runner_inputs  # noqa: E402
 from runner_stop import StopReason  # noqa: E402
 
 log = logging.getLogger("session_runner")
+
+# asyncio (with the ssl and concurrent.futures it brings) takes tens of milliseconds to
+# import: main() imports it once JupyterLab is starting (Session.start_early)
+asyncio = None
 
 LOG_FILE = "session.log"
 SUMMARY_FILE = "summary.json"
@@ -127,6 +130,7 @@ class Session:
 
     def __init__(self, settings: runner_inputs.Settings):
         self.settings = settings
+        self.token = secrets.token_urlsafe(32)  # JupyterLab's; the relay learns it at redeem
         self.stop_event: asyncio.Event | None = None
         self.stop_reason: StopReason | None = None
         self.stop_detail = ""
@@ -232,14 +236,18 @@ class Session:
                                         os.path.join(s.workdir, NOTEBOOK_LOG),
                                         default_url=s.default_url, env=env, **hub)
 
+    def start_early(self) -> None:
+        """Start JupyterLab now if the inputs name the session's path (``base_url``, which
+        comes with the ticket): it boots while the rest of the runner loads and the ticket
+        is redeemed. The relay's grant decides the path (checked in :meth:`_run`)."""
+        s = self.settings
+        if s.mode == "lab" and s.base_url:
+            self.notebook = self._lab(s.base_url, self.token)
+            self.notebook.start()
+
     async def _run(self) -> int:
         s = self.settings
-        token = secrets.token_urlsafe(32)
-        if s.mode == "lab" and s.base_url:
-            # the session's path came with the ticket: JupyterLab boots from now on, while
-            # the ticket is redeemed (the relay's grant decides the path, checked below)
-            self.notebook = self._lab(s.base_url, token)
-            self.notebook.start()
+        token = self.token
         import runner_notebook
         import runner_relay
 
@@ -573,7 +581,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     if settings.packages and not settings.bootstrap:
         log.warning("bootstrap is off: extra packages %s are not installed", settings.packages)
-    return asyncio.run(Session(settings).run())
+    session = Session(settings)
+    session.start_early()
+    global asyncio
+    import asyncio
+
+    return asyncio.run(session.run())
 
 
 if __name__ == "__main__":
