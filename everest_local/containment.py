@@ -215,6 +215,10 @@ class Containment(ABC):
         reported to :meth:`listen`'s callback (False: the starters' forker is gone)."""
         return False
 
+    def tidy(self) -> None:  # noqa: B027 - most kinds hold nothing between tasks
+        """Let go of what was kept ready for accounts not used for a while (called often,
+        on the event loop)."""
+
     def close(self) -> None:  # noqa: B027 - optional: most kinds hold nothing
         """The server stops: release what the containment itself holds."""
 
@@ -278,6 +282,10 @@ class CgroupContainment(Containment):
     @property
     def reporting(self) -> bool:
         return self.starters is not None and self.starters.reporting
+
+    def tidy(self) -> None:
+        if self.starters is not None:
+            self.starters.tidy()
 
     def start(self, name: str, script: str, args: list[str], *, uid: int | None = None,
               gid: int | None = None, **popen: Any) -> tuple[subprocess.Popen, int]:
@@ -369,6 +377,9 @@ class CgroupContainment(Containment):
     def close(self) -> None:
         if self.starters is not None:
             self.starters.close()
+            # and any starter it had not heard of yet (forked as the server stopped)
+            self.starters.sweep(lambda folder: self._end(self.base / folder, folder))
+            self.starters.forget_folder()
         if self._admitter is not None:
             self._admitter.shutdown(wait=True)
         try:

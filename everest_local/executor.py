@@ -167,6 +167,7 @@ class Executor:
                 self._disk_checked, self._disk_checking = now, True
                 self.spawn_bg(self._check_disk())
             self._empty_trash()
+            self.containment.tidy()
         except Exception:  # never let one bad task stop the watch of the others
             log.exception("task sweep failed")
         self._schedule_tick()

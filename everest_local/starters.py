@@ -225,6 +225,9 @@ once in its cgroup (``-``: it could not be contained, and ends); the forker says
 
 
 Account = tuple[int, int]  # (uid, gid); (-1, -1): the server's own
+RETIRE_AFTER = 600.0
+"""Seconds without a task after which an account's idle starters end (a new task of it
+starts the slower way and asks for new ones)."""
 
 
 class Starter:
@@ -256,6 +259,10 @@ class Starters:
         self._listener: Callable[[int, int], None] | None = None
         self._buf = b""
         self._given: set[int] = set()  # starters given a task, until reported ended
+        self._used: dict[Account, float] = {}  # account -> when it last asked (monotonic)
+        self._retiring: dict[int, str] = {}  # idle starters killed for disuse -> cgroup
+        self._next_tidy = 0.0
+        self.retire_after = RETIRE_AFTER
         self._closed = False
 
     # -- the pool --------------------------------------------------------------------------
@@ -286,6 +293,7 @@ class Starters:
         if self._forker is None or self._closed:
             return None
         with self._lock:
+            self._used[account] = time.monotonic()
             pool = self._pool.get(account)
             starter = pool.popleft() if pool else None
             if starter is not None:
@@ -349,7 +357,9 @@ class Starters:
                             Starter(pid, start, rest[4].decode()))
             elif kind == b"X":
                 pid, code = int(rest[0]), int(rest[1])
-                if pid not in self._given:
+                if pid in self._retiring:
+                    _rmdir_soon(self.base / self._retiring.pop(pid), tries=1)
+                elif pid not in self._given:
                     self._forget(pid)  # an idle one (killed)
                 else:
                     self._given.discard(pid)
@@ -364,6 +374,25 @@ class Starters:
             log.warning("the task starters' forker ended: tasks start the slower way")
             self._closed = True
             self._end_idle(wait=False)  # on the loop: what is left goes at the next sweep
+
+    def tidy(self) -> None:
+        """End the idle starters of accounts that had no task for :attr:`retire_after`
+        seconds (each holds about 2 MB); cheap to call often (it looks every 30 s)."""
+        now = time.monotonic()
+        if now < self._next_tidy:
+            return
+        self._next_tidy = now + 30
+        with self._lock:
+            idle = [account for account, last in self._used.items()
+                    if now - last >= self.retire_after]
+            retired = []
+            for account in idle:
+                del self._used[account]
+                retired += self._pool.pop(account, ())
+            for starter in retired:
+                self._retiring[starter.pid] = starter.cgroup
+        for starter in retired:
+            _kill(starter.pid)
 
     def _forget(self, pid: int) -> None:
         """A starter ended: if it was still idle (killed), it leaves the pool."""
@@ -403,9 +432,9 @@ class Starters:
             pass
 
     def sweep(self, end: Callable[[str], None]) -> None:
-        """At the server's start: end (with ``end(cgroup name)``) every starter cgroup that
-        is not a task's (no record names it: an idle starter of an earlier server), and
-        drop the records whose cgroup is gone."""
+        """At the server's start and stop: end (with ``end(cgroup name)``) every starter
+        cgroup that is not a task's (no record names it: an idle starter, maybe of an
+        earlier server), and drop the records whose cgroup is gone."""
         self.records.mkdir(mode=0o700, exist_ok=True)
         named = {}
         for entry in os.listdir(self.records):
@@ -437,8 +466,11 @@ class Starters:
                 forker.wait()
             forker.stdout.close()
         self._end_idle()
+
+    def forget_folder(self) -> None:
+        """Remove the records' folder if no task is recorded in it any more."""
         try:
-            self.records.rmdir()  # only once empty: tasks still running keep theirs
+            self.records.rmdir()
         except OSError:
             pass
 

@@ -5,6 +5,7 @@ server-level tests are in tests/server/test_task_ends.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pwd
 import signal
@@ -135,3 +136,41 @@ def test_cgroup_is_refused_by_name_where_it_cannot_work(tmp_path: Path,
     with pytest.raises(ValueError, match="no cgroup2 file system.*subreaper"):
         open_containment("cgroup", tmp_path)
     assert open_containment("auto", tmp_path).kind is ContainmentKind.SUBREAPER
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="starters of another account need root")
+def test_idle_starters_of_an_unused_account_are_retired(tmp_path: Path) -> None:
+    """An account's ready starters (everest_local/starters.py) end once it has had no
+    task for ``retire_after`` seconds, their cgroups with them; the next task of it asks
+    for new ones."""
+    require_cgroup_v2(tmp_path)
+    ensure_account("everest-task-a")
+    entry = pwd.getpwnam("everest-task-a")
+    container = open_containment("cgroup", tmp_path / "tasks", ready=2)
+    assert isinstance(container, CgroupContainment) and container.starters is not None
+    starters = container.starters
+    loop = asyncio.new_event_loop()
+    try:
+        container.listen(loop, lambda pid, code: None)
+        account = (entry.pw_uid, entry.pw_gid)
+
+        def ready() -> list:
+            loop.run_until_complete(asyncio.sleep(0.01))  # the reports are read on the loop
+            return list(starters._pool.get(account, ()))
+
+        assert container.take_starter(*account) is None  # none yet: it asks for them
+        idle = wait_for(lambda: (lambda s: s if len(s) == 2 else None)(ready()),
+                        what="two ready starters")
+        assert all(os.stat(f"/proc/{s.pid}").st_uid == entry.pw_uid for s in idle)
+        starters.retire_after = 0
+        container.tidy()
+        assert ready() == []
+        wait_for(lambda: ready() == [] and not any(
+            (container.base / s.cgroup).exists() or processes.is_alive(s.pid, s.pstart)
+            for s in idle), what="the retired starters and their cgroups gone")
+        assert container.take_starter(*account) is None  # asks again
+        wait_for(lambda: len(ready()) == 2, what="new starters")
+    finally:
+        container.close()
+        loop.close()
+    assert not container.base.exists()

@@ -158,3 +158,23 @@ def test_idle_starters_die_with_a_killed_server_and_a_running_task_does_not(
     assert job.state == JobState.CANCELLED, job.raw
     assert job_processes(job_id) == {}
     assert not (_base(server) / task_cgroup).exists()
+
+
+def test_a_stopped_server_leaves_no_starter_nor_cgroup(
+        real_components: None, tmp_path: Path) -> None:
+    require_cgroup_v2(tmp_path)
+    srv = start_server(tmp_path / "data", apps=APPS, slots=READY,
+                       extra_args=["--task-containment", "cgroup"])
+    try:
+        client = srv.client("alice")
+        uid = _account("alice").pw_uid
+        assert client.wait(client.submit("whoami", {}).id, timeout=60).state == JobState.DONE
+        idle = _ready(srv, uid)
+        base = _base(srv)
+        starts = {pid: processes.start_time(pid) for pid in idle.values()}
+        assert srv.stop() == 0
+    finally:
+        srv.close()
+    assert not any(processes.is_alive(pid, start) for pid, start in starts.items())
+    assert not base.exists()  # every starter's cgroup removed, then the server's own
+    assert not (Path("/run/everest-jupyter") / base.name).exists()
