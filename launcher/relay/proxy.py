@@ -705,6 +705,9 @@ class KeptConnection:
         self.params = connection.params
         self.context = connection.context
         self.chan: Channel | None = None  # idle, kept for the next request
+        self._waiting = False  # for the next request's head
+        self._idle_since = 0.0
+        self._idle_timer: asyncio.TimerHandle | None = None
         # where the relay's (fixed) routes send a path on this host: asked once per path
         self._routes: dict[str, list[str] | None] = {}
         stream.set_nodelay(True)  # answers go out in one or two writes; none should wait
@@ -731,16 +734,32 @@ class KeptConnection:
         an oversized head, or stayed idle longer than the relay waits (its
         ``http_idle_timeout``, as tornado's)."""
         timeout = self.params.header_timeout
-        timer = asyncio.get_running_loop().call_later(timeout, self.stream.close) \
-            if timeout else None
+        if timeout:
+            loop = asyncio.get_running_loop()
+            self._idle_since = loop.time()
+            if self._idle_timer is None:
+                self._idle_timer = loop.call_later(timeout, self._idle_check)
+        self._waiting = True
         try:
             return await self.stream.read_until_regex(
                 b"\r?\n\r?\n", max_bytes=self.params.max_header_size)
         except (iostream.StreamClosedError, iostream.UnsatisfiableReadError):
             return None
         finally:
-            if timer is not None:
-                timer.cancel()
+            self._waiting = False
+
+    def _idle_check(self) -> None:
+        """Close the connection once it has waited ``header_timeout`` seconds for a request
+        (one timer, moved on when it fires early, rather than one per request)."""
+        self._idle_timer = None
+        if not self._waiting or self.stream.closed():
+            return  # serving a request: the next wait arms the timer again
+        loop = asyncio.get_running_loop()
+        left = self._idle_since + self.params.header_timeout - loop.time()
+        if left <= 0:
+            self.stream.close()
+        else:
+            self._idle_timer = loop.call_later(left, self._idle_check)
 
     def _parse(self, head: bytes
                ) -> tuple[str, str, list[tuple[str, str]], int | None, bool] | None:
@@ -1017,6 +1036,9 @@ class KeptConnection:
             chan.close()
 
     def _release(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
         if self.chan is not None:
             self._give_back(self.chan)
             self.chan = None
