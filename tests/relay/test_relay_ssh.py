@@ -266,6 +266,13 @@ def test_with_tls_the_api_and_the_sessions_speak_https(
             resp = requests.get(base + "api/status", verify=cert, timeout=10,
                                 headers={"Authorization": f"token {token}"})
             assert resp.status_code == 200  # TLS ends at the relay; plain bytes in the tunnel
+            # one kept TLS connection: its later requests are served by the relay's kept
+            # connection, a relay route's goes back to tornado, and the session's after it
+            kept = requests.Session()
+            kept.headers["Authorization"] = f"token {token}"
+            for url in (base + "api/status", base + "api/status", proc.url + "/api/relay",
+                        base + "api/status"):
+                assert kept.get(url, verify=cert, timeout=10).status_code == 200, url
             with pytest.raises(requests.ConnectionError):
                 requests.get(base.replace("https", "http", 1) + "api/status", timeout=10)
             ssh_peer.close(conn)
