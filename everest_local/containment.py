@@ -454,9 +454,12 @@ def records_folder(base: Path, tasks_root: Path) -> Path:
     task start), else ``<tasks_root>/.cgroups``. Only this server's account may enter it."""
     if os.geteuid() == 0 and os.path.isdir("/run"):
         top = Path("/run/everest-jupyter")
-        top.mkdir(mode=0o700, exist_ok=True)
-        os.chmod(top, 0o700)
-        return top / base.name
+        try:
+            top.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(top, 0o700)
+            return top / base.name
+        except OSError as exc:  # a read-only /run: the tasks root will do
+            log.info("task records go under %s, not %s (%s)", tasks_root, top, exc)
     return tasks_root / ".cgroups"
 
 
