@@ -248,3 +248,25 @@ def test_jupyterlab_starts_before_the_redeem_under_the_path_it_was_told(
     finally:
         stop_process_group(proc)
         kill_under(tmp_path)
+
+
+def test_a_notebook_stopped_while_it_boots_is_terminated_without_waiting(
+        real_components: None, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """JupyterLab boots while the workspace is restored: a restore that fails (or a stop
+    that comes then) stops a server that does not answer yet — SIGTERM at once, not after
+    waiting out the grace for a shutdown nobody could ask for."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "agent_scripts"))
+    import runner_notebook
+
+    root = tmp_path / "notebooks"
+    root.mkdir()
+    nb = runner_notebook.Notebook("/session/booting/", "t" * 32, str(root),
+                                  str(tmp_path / "jupyterlab.log"))
+    nb.start()
+    with caplog.at_level("INFO", logger="session_runner.notebook"):
+        code = nb.stop(grace=30.0)
+    assert code is not None and nb.exited() is not None
+    assert not any("still running after" in r.getMessage() for r in caplog.records), \
+        caplog.text
