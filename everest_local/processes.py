@@ -17,9 +17,11 @@ restart, a pid that now belongs to another process is not mistaken for the task.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,10 +65,14 @@ def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
         if starter is not None:
             if user is not None:
                 hand_over(task_dir, user)
-            pid, pstart = container.start_with(starter, task_dir.name, task_dir, argv, env)
-            return Spawned(pid=pid, start_time=pstart)
-    with open(work / "stdout", "wb") as out, open(work / "stderr", "wb") as err:
-        if user is not None:
+            try:
+                pid, pstart = container.start_with(starter, task_dir.name, task_dir, argv,
+                                                   env)
+                return Spawned(pid=pid, start_time=pstart)
+            except OSError:  # the starters' forker is gone: the usual way (below)
+                pass
+    with _outputs(task_dir) as (out, err):
+        if user is not None:  # the folder may be the account's already: no link followed
             hand_over(task_dir, user)
         umask = {} if user is None else {"umask": 0o077}
         if container is not None:
@@ -84,6 +90,27 @@ def spawn(argv: list[str], work: Path, task_dir: Path, env: dict[str, str],
             start_new_session=True, close_fds=True, **account, **umask,
         )
     return Spawned(pid=popen.pid, start_time=start_time(popen.pid), popen=popen)
+
+
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_NEW = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+@contextlib.contextmanager
+def _outputs(task_dir: Path) -> Iterator[tuple[int, int]]:
+    """``work/stdout`` and ``work/stderr`` of a task folder, created (or emptied) for
+    writing beneath it without following a link, as descriptors."""
+    folder = os.open(task_dir, _DIR)
+    opened: list[int] = []
+    try:
+        work = os.open("work", _DIR, dir_fd=folder)
+        opened.append(work)
+        for name in ("stdout", "stderr"):
+            opened.append(os.open(name, _NEW, 0o600, dir_fd=work))
+        yield opened[1], opened[2]
+    finally:
+        for fd in (folder, *opened):
+            os.close(fd)
 
 
 def start_time(pid: int) -> int | None:

@@ -12,6 +12,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -158,6 +159,37 @@ def test_idle_starters_die_with_a_killed_server_and_a_running_task_does_not(
     assert job.state == JobState.CANCELLED, job.raw
     assert job_processes(job_id) == {}
     assert not (_base(server) / task_cgroup).exists()
+
+
+def test_tasks_still_start_when_the_forker_is_gone(server: ServerProcess) -> None:
+    """Kill the server's forker: tasks start the slower way (a cgroup made for the task)
+    and still run as their account; no job fails for it."""
+    client = server.client("alice")
+    uid = _account("alice").pw_uid
+    assert client.wait(client.submit("whoami", {}).id, timeout=60).state == JobState.DONE
+    _ready(server, uid)
+    forkers = [pid for pid in _children(server.proc.pid)
+               if b"RECORDS" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(forkers) == 1
+    os.kill(forkers[0], signal.SIGKILL)
+    for _ in range(3):
+        job = client.wait(client.submit("whoami", {}).id, timeout=60)
+        assert job.state == JobState.DONE, job.raw
+        assert job.result["uid"] == uid
+        assert job.result["cgroup"].strip().rsplit("/", 1)[1] == f"{job.id}-0-0"
+
+
+def _children(parent: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_bytes()
+            except OSError:
+                continue
+            if int(stat[stat.rindex(b")") + 2:].split()[1]) == parent:
+                found.append(int(name))
+    return found
 
 
 def test_a_stopped_server_leaves_no_starter_nor_cgroup(
