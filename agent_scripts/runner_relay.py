@@ -147,21 +147,8 @@ def report_deadlines(relay_url: str, grant: Grant, time_limit_left: float | None
                      idle_left: float | None) -> bool:
     """Tell the relay when the session will end, as seconds left (``None``: no such
     deadline); it shows the time left and warns in JupyterLab. Best effort, one try."""
-    if not grant.end_token:
-        return False
-    body = json.dumps({"end_token": grant.end_token, "time_limit_left": time_limit_left,
-                       "idle_left": idle_left}).encode("utf-8")
-    req = urllib.request.Request(f"{relay_url}/api/sessions/{grant.session_id}/deadlines",
-                                 data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=5):
-            return True
-    except urllib.error.HTTPError as exc:
-        log.warning("the relay did not take the session's deadlines: %s", _error_text(exc))
-    except OSError as exc:
-        log.warning("could not tell the relay the session's deadlines: %s", exc)
-    return False
+    return _tell(relay_url, grant, "deadlines", "the session's deadlines", logging.WARNING,
+                 time_limit_left=time_limit_left, idle_left=idle_left)
 
 
 def report_answering(relay_url: str, grant: Grant) -> bool:
@@ -169,20 +156,27 @@ def report_answering(relay_url: str, grant: Grant) -> bool:
     than at its next timed look (saving up to that look's interval on every launch).
     Best effort, one quick try: the relay's timed looks remain. Returns whether it took
     it."""
+    return _tell(relay_url, grant, "answering", "that the notebook answers", logging.INFO)
+
+
+def _tell(relay_url: str, grant: Grant, what: str, told: str, level: int,
+          **fields: object) -> bool:
+    """POST ``fields`` with the session's end token to the relay's
+    ``/api/sessions/<id>/<what>``, once; whether the relay took it (a refusal or a failure
+    is logged at ``level``, naming ``told``)."""
     if not grant.end_token:
         return False
-    body = json.dumps({"end_token": grant.end_token}).encode("utf-8")
-    req = urllib.request.Request(f"{relay_url}/api/sessions/{grant.session_id}/answering",
+    body = json.dumps(dict(fields, end_token=grant.end_token)).encode("utf-8")
+    req = urllib.request.Request(f"{relay_url}/api/sessions/{grant.session_id}/{what}",
                                  data=body, method="POST",
                                  headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=5):
             return True
     except urllib.error.HTTPError as exc:
-        log.info("the relay did not take the word that the notebook answers: %s",
-                 _error_text(exc))
+        log.log(level, "the relay did not take %s: %s", told, _error_text(exc))
     except OSError as exc:
-        log.info("could not tell the relay the notebook answers: %s", exc)
+        log.log(level, "could not tell the relay %s: %s", told, exc)
     return False
 
 

@@ -48,7 +48,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from everest_local.starters import Starter, Starters
+from everest_local.starters import Starter, Starters, remove_cgroup
 from everest_local.task_users import switch_prefix
 
 log = logging.getLogger(__name__)
@@ -527,15 +527,8 @@ def _kill(pid: int) -> None:
 
 
 def _rmdir(cgroup: Path) -> None:
-    for _ in range(100):  # the kernel may take a moment after the last exit
-        try:
-            cgroup.rmdir()
-            return
-        except FileNotFoundError:
-            return
-        except OSError:
-            time.sleep(0.01)
-    log.warning("could not remove the cgroup %s", cgroup)
+    if not remove_cgroup(cgroup, tries=100, pause=0.01):
+        log.warning("could not remove the cgroup %s", cgroup)
 
 
 def _reapers_of(name: str) -> list[int]:

@@ -358,7 +358,7 @@ class Starters:
             elif kind == b"X":
                 pid, code = int(rest[0]), int(rest[1])
                 if pid in self._retiring:
-                    _rmdir_soon(self.base / self._retiring.pop(pid), tries=1)
+                    remove_cgroup(self.base / self._retiring.pop(pid), tries=1)
                 elif pid not in self._given:
                     self._forget(pid)  # an idle one (killed)
                 else:
@@ -404,7 +404,7 @@ class Starters:
                     pool.remove(gone)
                     break
         if gone is not None:  # reaped already: its cgroup is empty (else: the next sweep)
-            _rmdir_soon(self.base / gone.cgroup, tries=1)
+            remove_cgroup(self.base / gone.cgroup, tries=1)
 
     def _end_idle(self, wait: bool = True) -> None:
         with self._lock:
@@ -413,7 +413,7 @@ class Starters:
         for starter in idle:
             _kill(starter.pid)
         for starter in idle:
-            _rmdir_soon(self.base / starter.cgroup, tries=200 if wait else 1)
+            remove_cgroup(self.base / starter.cgroup, tries=200 if wait else 1)
 
     # -- records and leftovers --------------------------------------------------------------
 
@@ -482,17 +482,18 @@ def _kill(pid: int) -> None:
         pass
 
 
-def _rmdir_soon(cgroup: Path, tries: int = 200) -> None:
-    """Remove an idle starter's cgroup once its process has left (``tries`` looks, 5 ms
-    apart)."""
+def remove_cgroup(cgroup: Path, tries: int = 200, pause: float = 0.005) -> bool:
+    """Remove an emptied cgroup, looking ``tries`` times ``pause`` apart (the kernel may
+    take a moment after the last process left); whether it is gone."""
     for attempt in range(tries):
         try:
             cgroup.rmdir()
-            return
+            return True
         except FileNotFoundError:
-            return
+            return True
         except OSError:
             if attempt + 1 < tries:
-                time.sleep(0.005)
+                time.sleep(pause)
+    return False
     if tries > 1:
         log.warning("could not remove the cgroup %s", cgroup)

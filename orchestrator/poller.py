@@ -226,16 +226,8 @@ class Poller:
             ids, listing = tick
             try:
                 jobs = self._fetch(ids, listing)
-            except EverestError as exc:
-                with self._cond:
-                    pause = self.cadence.after_error()
-                    self._hold_until = time.monotonic() + pause
-                self._note_error(exc, pause)
-                continue
-            except Exception:  # a bug must not stop every future: log and keep polling
-                log.exception("poller tick failed")
-                with self._cond:
-                    self._hold_until = time.monotonic() + self.cadence.after_error()
+            except Exception as exc:  # Everest's, or a bug: neither may stop every future
+                self._hold_after(exc)
                 continue
             self._note_recovery()
             finished = self._deliver(jobs)
@@ -301,16 +293,8 @@ class Poller:
                     for watch in self._watched.values():
                         watch.next_at = now
                 return False
-            except EverestError as exc:
-                with self._cond:
-                    pause = self.cadence.after_error()
-                    self._hold_until = time.monotonic() + pause
-                self._note_error(exc, pause)
-                continue
-            except Exception:  # a bug must not stop every future: log and keep polling
-                log.exception("poller tick failed")
-                with self._cond:
-                    self._hold_until = time.monotonic() + self.cadence.after_error()
+            except Exception as exc:  # Everest's, or a bug: neither may stop every future
+                self._hold_after(exc)
                 continue
             self._note_recovery()
             self._deliver(jobs)
@@ -424,6 +408,18 @@ class Poller:
             return None
         watch.last_state = job.state
         return watch.on_update
+
+    def _hold_after(self, exc: Exception) -> None:
+        """A tick failed: hold the next one back as the cadence says after an error. An
+        Everest error is counted and reported; anything else is a bug, logged with its
+        trace (call this in the ``except`` block)."""
+        with self._cond:
+            pause = self.cadence.after_error()
+            self._hold_until = time.monotonic() + pause
+        if isinstance(exc, EverestError):
+            self._note_error(exc, pause)
+        else:
+            log.exception("poller tick failed")
 
     def _note_error(self, exc: EverestError, pause: float) -> None:
         self.requests["errors"] += 1
