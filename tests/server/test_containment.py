@@ -24,6 +24,7 @@ from everest_local.containment import (
 )
 from everest_local.task_users import TaskUser
 from tests.fixtures.cgroups import require_cgroup_v2
+from tests.fixtures.loops import on_own_thread
 from tests.fixtures.task_accounts import ensure_account, ensure_passable
 from tests.fixtures.waiting import wait_for
 
@@ -149,8 +150,15 @@ def test_idle_starters_of_an_unused_account_are_retired(tmp_path: Path) -> None:
     container = open_containment("cgroup", tmp_path / "tasks", ready=2)
     assert isinstance(container, CgroupContainment) and container.starters is not None
     starters = container.starters
-    loop = asyncio.new_event_loop()
-    try:
+    def drive() -> None:  # on a thread of its own: a browser test's loop may run on this one
+        loop = asyncio.new_event_loop()
+        try:
+            check(loop)
+        finally:
+            container.close()
+            loop.close()
+
+    def check(loop: asyncio.AbstractEventLoop) -> None:
         container.listen(loop, lambda pid, code: None)
         account = (entry.pw_uid, entry.pw_gid)
 
@@ -170,7 +178,6 @@ def test_idle_starters_of_an_unused_account_are_retired(tmp_path: Path) -> None:
             for s in idle), what="the retired starters and their cgroups gone")
         assert container.take_starter(*account) is None  # asks again
         wait_for(lambda: len(ready()) == 2, what="new starters")
-    finally:
-        container.close()
-        loop.close()
+
+    on_own_thread(drive)
     assert not container.base.exists()
