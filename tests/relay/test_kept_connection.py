@@ -43,6 +43,14 @@ def relay(real_components: None, local_server: ServerProcess,
         proc.stop()
 
 
+
+class _QuietServer(ThreadingHTTPServer):
+    """The notebook's server, without the traceback ``socketserver`` prints when a request
+    is cut off: several tests cut requests off on purpose (and check what arrived)."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass
+
 class Notebook:
     """An HTTP/1.1 server playing a session's notebook. Every answer is JSON of what it got
     (``path``, ``headers``, body ``length`` and ``sha256``) except: ``cookies`` sets the
@@ -124,7 +132,7 @@ class Notebook:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = _QuietServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
