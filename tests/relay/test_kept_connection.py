@@ -25,7 +25,7 @@ from tests.fixtures.waiting import wait_for
 from tests.harness.relay import RelayProcess
 from tests.harness.runner import FakeRunner, new_key, public_text, redeem
 from tests.harness.server import ServerProcess
-from tests.session.helpers import Api
+from tests.session.helpers import Api, request_body
 
 TOKEN = "notebook-token-" + "k" * 20
 
@@ -90,9 +90,12 @@ class Notebook:
                     self.close_connection = True
                     return
                 digest, length = hashlib.sha256(), 0
-                for data in self._body():
+                for data in request_body(self):
                     digest.update(data)
                     length += len(data)
+                if length < int(self.headers.get("Content-Length") or 0):
+                    notebook.cut_bodies += 1  # the client cut its body off: nobody to answer
+                    return
                 body = json.dumps({"path": self.path, "headers": list(self.headers.items()),
                                    "length": length, "sha256": digest.hexdigest()}).encode()
                 self.send_response(200)
@@ -103,24 +106,6 @@ class Notebook:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-
-            def _body(self) -> Iterator[bytes]:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    while size := int(self.rfile.readline().split(b";")[0], 16):
-                        yield self.rfile.read(size)
-                        self.rfile.readline()
-                    while self.rfile.readline() not in (b"\r\n", b""):
-                        pass
-                    return
-                left = int(self.headers.get("Content-Length") or 0)
-                while left > 0:
-                    data = self.rfile.read(min(left, 1 << 16))
-                    if not data:
-                        notebook.cut_bodies += 1
-                        self.close_connection = True
-                        return
-                    left -= len(data)
-                    yield data
 
             def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
                 self.send_response(200)

@@ -13,7 +13,8 @@ import time
 import urllib.parse
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,28 @@ import requests
 import websocket
 
 from tests.fixtures.waiting import WAIT, wait_for  # noqa: F401 - the session tests' import
+
+
+def request_body(handler: BaseHTTPRequestHandler) -> Iterator[bytes]:
+    """The body of the request ``handler`` (an ``http.server`` handler) is answering, piece
+    by piece as it comes: chunked (trailers read past) or ``Content-Length`` framed. A
+    client that cuts a framed body off ends it early, with ``handler.close_connection``
+    set."""
+    if handler.headers.get("Transfer-Encoding", "").lower() == "chunked":
+        while size := int(handler.rfile.readline().split(b";")[0], 16):
+            yield handler.rfile.read(size)
+            handler.rfile.readline()
+        while handler.rfile.readline() not in (b"\r\n", b""):
+            pass
+        return
+    left = int(handler.headers.get("Content-Length") or 0)
+    while left > 0:
+        data = handler.rfile.read(min(left, 1 << 16))
+        if not data:
+            handler.close_connection = True
+            return
+        left -= len(data)
+        yield data
 
 
 def tiny_wheel(folder: Path, name: str = "tinypkg", answer: int = 42) -> Path:
@@ -340,26 +363,12 @@ def echo_server(base_url: str, token: str) -> tuple[int, Callable[[], None]]:
                 self.wfile.write(b"0\r\n\r\n")
                 return
             digest, length = hashlib.sha256(), 0
-            for data in self._body():
+            for data in request_body(self):
                 digest.update(data)
                 length += len(data)
             body = json.dumps({"path": self.path, "headers": list(self.headers.items()),
                                "length": length, "sha256": digest.hexdigest()}).encode()
             self._send(200, body)
-
-        def _body(self):
-            if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                while size := int(self.rfile.readline().split(b";")[0], 16):
-                    yield self.rfile.read(size)
-                    self.rfile.readline()
-                while self.rfile.readline() not in (b"\r\n", b""):
-                    pass
-                return
-            left = int(self.headers.get("Content-Length") or 0)
-            while left > 0:
-                data = self.rfile.read(min(left, 1 << 16))
-                left -= len(data)
-                yield data
 
         def _send(self, status: int, body: bytes) -> None:
             self.send_response(status)
